@@ -1,0 +1,686 @@
+//! The engine: one node's consensus state across the metadata group and the
+//! partition groups it hosts. Sans-IO: inputs are `handle_*` calls carrying
+//! the time, outputs are polled with [`Engine::poll_output`].
+
+use crate::config::EngineConfig;
+use crate::error::{ConfigError, Error};
+use crate::group::{Group, PartitionSm, Sink};
+use crate::metadata::{MetadataCommand, MetadataState};
+use crate::output::{Command, Event, GroupMessage, Output, Response};
+use crate::partition_log::{RecordLog, RecordLogOptions};
+use crate::persist::{DurableState, GroupUpdate, PersistBatch, Ticket};
+use crate::state_machine::StateMachine;
+use crate::storage::GroupStorage;
+use crate::types::{
+    GroupId, GroupKind, NodeId, PartitionId, RequestId, Role, Time, METADATA_GROUP,
+};
+use raft::eraftpb::{ConfState, MessageType};
+use raft::RawNode;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Most ticks one `handle_tick` performs; after a long pause the engine
+/// resumes rather than replaying every missed tick at once.
+const TICKS_PER_CALL_MAX: u64 = 10;
+
+/// Most reads waiting per group before new ones get `Busy`.
+const READS_PENDING_MAX: usize = 10_000;
+
+/// A snapshot of one group's Raft state, for status APIs and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub group: GroupId,
+    pub kind: GroupKind,
+    pub role: Role,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub commit: u64,
+    pub applied: u64,
+    pub last_index: u64,
+    pub snapshot_index: u64,
+    /// Voters of the group's current configuration.
+    pub voters: Vec<NodeId>,
+}
+
+struct Inflight {
+    ticket: Ticket,
+    readies: Vec<(GroupId, u64)>,
+    held: Vec<(NodeId, GroupMessage)>,
+}
+
+/// One node's multi-raft engine. See the crate docs for the driving loop.
+pub struct Engine<S: StateMachine = RecordLog> {
+    config: EngineConfig,
+    options: S::Options,
+    rng: StdRng,
+    logger: slog::Logger,
+    metadata: Group<MetadataState, ()>,
+    partitions: BTreeMap<GroupId, Group<PartitionSm<S>, S::Query>>,
+    sink: Sink<S>,
+    next_ticket: Ticket,
+    inflight: VecDeque<Inflight>,
+    last_tick: Time,
+    /// Groups that may have a ready to handle.
+    dirty: BTreeSet<GroupId>,
+    /// Term in which this node last proposed the bootstrap command.
+    bootstrap_term: u64,
+    next_read_ctx: u64,
+    /// Metadata applied index the partition groups were last reconciled at.
+    reconciled_at: u64,
+}
+
+impl RecordLogOptions {
+    /// The record log limits an engine config asks for.
+    pub fn from_config(config: &EngineConfig) -> Self {
+        RecordLogOptions {
+            record_size_max_bytes: config.record_size_max_bytes,
+            produce_records_max: config.produce_records_max,
+        }
+    }
+}
+
+impl Engine<RecordLog> {
+    /// An engine replicating Chronik's record log, rebuilt from `durable`
+    /// (empty for a new node).
+    pub fn new_record_log(
+        config: EngineConfig,
+        durable: DurableState,
+        now: Time,
+    ) -> Result<Self, ConfigError> {
+        let options = RecordLogOptions::from_config(&config);
+        Engine::new(config, options, durable, now)
+    }
+}
+
+impl<S: StateMachine> Engine<S> {
+    /// Builds an engine from its config and what was durable when the node
+    /// last stopped. With an empty `durable` this is a new node that
+    /// bootstraps the metadata group with `config.initial_cluster`.
+    pub fn new(
+        config: EngineConfig,
+        options: S::Options,
+        durable: DurableState,
+        now: Time,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let logger = crate::logger::raft_logger();
+        let mut sink = Sink {
+            updates: Vec::new(),
+            must_sync: false,
+            readies: Vec::new(),
+            send_now: Vec::new(),
+            send_after_persist: Vec::new(),
+            outputs: VecDeque::new(),
+            compact_threshold: config.log_compact_threshold_entries,
+            emit_apply_events: config.emit_apply_events,
+        };
+        let mut groups = durable.groups;
+        let metadata = match groups.remove(&METADATA_GROUP) {
+            Some(g) => {
+                if g.kind != GroupKind::Metadata {
+                    return Err(inconsistent("group 0 is not the metadata group"));
+                }
+                let snap = g.snapshot.clone();
+                let storage =
+                    GroupStorage::recovered(g.conf_state, g.hard_state, g.snapshot, g.entries)
+                        .map_err(|e| inconsistent(format!("metadata group: {e}")))?;
+                let (sm, applied) = match snap {
+                    Some(s) => {
+                        let index = s.get_metadata().index;
+                        let sm = MetadataState::restore(index, &s.data)
+                            .map_err(|e| inconsistent(format!("metadata snapshot: {e}")))?;
+                        (sm, index)
+                    }
+                    None => (MetadataState::new(), 0),
+                };
+                let raw = new_raw(&config, &logger, METADATA_GROUP, storage, applied)?;
+                Group::new(METADATA_GROUP, GroupKind::Metadata, raw, sm, applied)
+            }
+            None => {
+                let voters: Vec<NodeId> = config.initial_cluster.iter().map(|n| n.id).collect();
+                let conf = ConfState::from((voters, vec![]));
+                sink.updates.push(GroupUpdate::Create {
+                    group: METADATA_GROUP,
+                    kind: GroupKind::Metadata,
+                    conf_state: conf.clone(),
+                });
+                sink.must_sync = true;
+                let storage = GroupStorage::new_with_conf_state(conf);
+                let raw = new_raw(&config, &logger, METADATA_GROUP, storage, 0)?;
+                Group::new(
+                    METADATA_GROUP,
+                    GroupKind::Metadata,
+                    raw,
+                    MetadataState::new(),
+                    0,
+                )
+            }
+        };
+        let mut partitions = BTreeMap::new();
+        for (id, g) in groups {
+            let GroupKind::Partition(pid) = g.kind.clone() else {
+                return Err(inconsistent(format!(
+                    "group {id} claims to be the metadata group"
+                )));
+            };
+            let snap = g.snapshot.clone();
+            let storage =
+                GroupStorage::recovered(g.conf_state, g.hard_state, g.snapshot, g.entries)
+                    .map_err(|e| inconsistent(format!("group {id} ({pid}): {e}")))?;
+            let mut sm = S::new(&pid, &options);
+            let mut applied = 0;
+            if let Some(s) = snap {
+                applied = s.get_metadata().index;
+                sm.restore(applied, &s.data)
+                    .map_err(|e| inconsistent(format!("group {id} ({pid}) snapshot: {e}")))?;
+            }
+            let raw = new_raw(&config, &logger, id, storage, applied)?;
+            partitions.insert(id, Group::new(id, g.kind, raw, PartitionSm(sm), applied));
+        }
+        let mut engine = Engine {
+            rng: StdRng::seed_from_u64(config.seed),
+            config,
+            options,
+            logger,
+            metadata,
+            partitions,
+            sink,
+            next_ticket: 1,
+            inflight: VecDeque::new(),
+            last_tick: now,
+            dirty: BTreeSet::new(),
+            bootstrap_term: 0,
+            next_read_ctx: 1,
+            reconciled_at: 0,
+        };
+        engine.dirty.insert(METADATA_GROUP);
+        engine.dirty.extend(engine.partitions.keys().copied());
+        engine.observe_all();
+        // Recovered entries are applied on the first input, so the caller
+        // can look at the recovered state first.
+        engine.flush();
+        Ok(engine)
+    }
+
+    // ----- inputs -------------------------------------------------------
+
+    /// Advances Raft time to `now`: one tick per elapsed tick interval.
+    pub fn handle_tick(&mut self, now: Time) {
+        let interval = self.config.tick_interval_ms;
+        let mut ticks = 0;
+        while self.last_tick.plus_millis(interval) <= now && ticks < TICKS_PER_CALL_MAX {
+            self.last_tick = self.last_tick.plus_millis(interval);
+            ticks += 1;
+            self.metadata.raw.tick();
+            for g in self.partitions.values_mut() {
+                g.raw.tick();
+            }
+        }
+        if self.last_tick.plus_millis(interval) <= now {
+            // Skipped ticks after a long pause are not replayed.
+            self.last_tick = now;
+        }
+        if ticks > 0 {
+            self.dirty.insert(METADATA_GROUP);
+            self.dirty.extend(self.partitions.keys().copied());
+            self.observe_all();
+        }
+        self.process();
+    }
+
+    /// Steps a batch of peer messages. A batch from a node that is neither a
+    /// registered node nor an initial member is refused whole; single
+    /// malformed messages (wrong addressee, undecodable snapshots) are
+    /// dropped and logged, and raft-rs refuses local-only message types.
+    pub fn handle_messages(
+        &mut self,
+        _now: Time,
+        from: NodeId,
+        batch: Vec<GroupMessage>,
+    ) -> Result<(), Error> {
+        if !self.is_known_node(from) {
+            tracing::warn!(from, "refused messages from unknown node");
+            return Err(Error::UnknownNode { node: from });
+        }
+        let me = self.config.node_id;
+        for GroupMessage { group, message } in batch {
+            if message.to != me || message.from != from {
+                tracing::warn!(
+                    from,
+                    group,
+                    to = message.to,
+                    claimed_from = message.from,
+                    "dropped misaddressed message"
+                );
+                continue;
+            }
+            let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
+            let result = if group == METADATA_GROUP {
+                if is_snapshot {
+                    let s = message.get_snapshot();
+                    if let Err(e) = MetadataState::restore(s.get_metadata().index, &s.data) {
+                        tracing::warn!(from, group, "dropped undecodable metadata snapshot: {e}");
+                        continue;
+                    }
+                }
+                self.metadata.raw.step(message)
+            } else if let Some(g) = self.partitions.get_mut(&group) {
+                if is_snapshot {
+                    let s = message.get_snapshot();
+                    let pid = match &g.kind {
+                        GroupKind::Partition(p) => p.clone(),
+                        GroupKind::Metadata => unreachable!("partition map holds partitions"),
+                    };
+                    let mut scratch = S::new(&pid, &self.options);
+                    if let Err(e) = scratch.restore(s.get_metadata().index, &s.data) {
+                        tracing::warn!(from, group, "dropped undecodable partition snapshot: {e}");
+                        continue;
+                    }
+                }
+                g.raw.step(message)
+            } else {
+                // Not created here yet (metadata not applied) or deleted:
+                // dropping is safe, the sender retries.
+                tracing::debug!(from, group, "dropped message for a group not hosted here");
+                continue;
+            };
+            if let Err(e) = result {
+                tracing::debug!(from, group, "raft refused a message: {e}");
+            }
+            self.dirty.insert(group);
+        }
+        self.observe_all();
+        self.process();
+        Ok(())
+    }
+
+    /// Tells the engine that `peer` could not be reached, so leaders stop
+    /// pipelining to it and probe instead.
+    pub fn handle_unreachable(&mut self, peer: NodeId) {
+        self.metadata.raw.report_unreachable(peer);
+        for g in self.partitions.values_mut() {
+            g.raw.report_unreachable(peer);
+        }
+    }
+
+    /// Starts a client or operator command. Its outcome always arrives as
+    /// an [`Output::Reply`] with `request_id`, which must be unique among the
+    /// driver's requests in flight. A refused command changes nothing.
+    pub fn handle_command(&mut self, _now: Time, request_id: RequestId, command: Command<S>) {
+        if let Err(e) = self.start_command(request_id, command) {
+            self.sink.reply(request_id, Err(e));
+        }
+        self.observe_all();
+        self.process();
+    }
+
+    /// Reports that the batch `ticket` (and every earlier one) is durable.
+    ///
+    /// # Panics
+    /// If `ticket` was never handed out: a driver bug.
+    pub fn handle_persisted(&mut self, _now: Time, ticket: Ticket) {
+        assert!(
+            ticket < self.next_ticket,
+            "ticket {ticket} was never issued"
+        );
+        while self.inflight.front().is_some_and(|f| f.ticket <= ticket) {
+            let done = self.inflight.pop_front().expect("checked non-empty");
+            for (group, number) in done.readies {
+                if let Some(raw) = self.raw_mut(group) {
+                    raw.on_persist_ready(number);
+                    self.dirty.insert(group);
+                }
+            }
+            self.sink.send_now.extend(done.held);
+        }
+        self.observe_all();
+        self.process();
+    }
+
+    // ----- outputs ------------------------------------------------------
+
+    /// The next thing for the driver to do, in order.
+    pub fn poll_output(&mut self) -> Option<Output<S>> {
+        self.sink.outputs.pop_front()
+    }
+
+    /// When `handle_tick` should be called next.
+    pub fn poll_timeout(&self) -> Time {
+        self.last_tick.plus_millis(self.config.tick_interval_ms)
+    }
+
+    // ----- getters ------------------------------------------------------
+
+    pub fn node_id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The applied metadata (possibly behind the metadata leader's).
+    pub fn metadata(&self) -> &MetadataState {
+        &self.metadata.sm
+    }
+
+    /// The local replica's state machine of a partition, if hosted here.
+    pub fn partition_state(&self, partition: &PartitionId) -> Option<&S> {
+        let group = self.metadata.sm.partition(partition).ok()?.group;
+        self.partitions.get(&group).map(|g| &g.sm.0)
+    }
+
+    /// The group ids hosted here, metadata first.
+    pub fn groups(&self) -> Vec<GroupId> {
+        std::iter::once(METADATA_GROUP)
+            .chain(self.partitions.keys().copied())
+            .collect()
+    }
+
+    /// Raft status of a hosted group.
+    pub fn group_status(&self, group: GroupId) -> Option<GroupStatus> {
+        if group == METADATA_GROUP {
+            return Some(status_of(&self.metadata));
+        }
+        self.partitions.get(&group).map(status_of)
+    }
+
+    /// Raft status of every hosted group, metadata first.
+    pub fn status(&self) -> Vec<GroupStatus> {
+        std::iter::once(status_of(&self.metadata))
+            .chain(self.partitions.values().map(status_of))
+            .collect()
+    }
+
+    /// Tickets handed out and not yet reported persisted.
+    pub fn persist_in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    // ----- internals ----------------------------------------------------
+
+    fn is_known_node(&self, node: NodeId) -> bool {
+        self.metadata.sm.node(node).is_some()
+            || self.config.initial_cluster.iter().any(|n| n.id == node)
+    }
+
+    fn raw_mut(&mut self, group: GroupId) -> Option<&mut RawNode<GroupStorage>> {
+        if group == METADATA_GROUP {
+            Some(&mut self.metadata.raw)
+        } else {
+            self.partitions.get_mut(&group).map(|g| &mut g.raw)
+        }
+    }
+
+    fn start_command(&mut self, request_id: RequestId, command: Command<S>) -> Result<(), Error> {
+        match command {
+            Command::Metadata(cmd) => {
+                let g = &mut self.metadata;
+                if !g.is_leader() {
+                    return Err(Error::NotLeader {
+                        group: METADATA_GROUP,
+                        leader_hint: g.leader_hint(),
+                    });
+                }
+                if let MetadataCommand::CreateTopic { partitions, .. } = &cmd {
+                    if *partitions > self.config.topic_partitions_max {
+                        return Err(Error::invalid(format!(
+                            "{partitions} partitions exceed topic_partitions_max ({})",
+                            self.config.topic_partitions_max
+                        )));
+                    }
+                }
+                g.sm.validate(&cmd)?;
+                check_pending(g.id, g.pending_count(), self.config.pending_proposals_max)?;
+                let data = postcard::to_stdvec(&cmd).map_err(|e| Error::invalid(e.to_string()))?;
+                g.propose(data, Some(request_id))?;
+                self.dirty.insert(METADATA_GROUP);
+            }
+            Command::Propose { partition, command } => {
+                let group = self.leader_group(&partition)?;
+                let max = self.config.pending_proposals_max;
+                let g = self
+                    .partitions
+                    .get_mut(&group)
+                    .expect("leader_group checked");
+                g.sm.0.validate(&command)?;
+                check_pending(group, g.pending_count(), max)?;
+                let data =
+                    postcard::to_stdvec(&command).map_err(|e| Error::invalid(e.to_string()))?;
+                g.propose(data, Some(request_id))?;
+                self.dirty.insert(group);
+            }
+            Command::Query { partition, query } => {
+                let group = self.leader_group(&partition)?;
+                let g = self
+                    .partitions
+                    .get_mut(&group)
+                    .expect("leader_group checked");
+                if !g.raw.raft.commit_to_current_term() {
+                    return Err(Error::LeaderNotReady { group });
+                }
+                if g.reads_count() >= READS_PENDING_MAX {
+                    return Err(Error::Busy {
+                        group,
+                        pending: g.reads_count(),
+                        max: READS_PENDING_MAX,
+                    });
+                }
+                let ctx = self.next_read_ctx.to_be_bytes().to_vec();
+                self.next_read_ctx += 1;
+                g.read(ctx, request_id, query);
+                self.dirty.insert(group);
+            }
+        }
+        Ok(())
+    }
+
+    /// The local group of `partition` if this node leads it, else why not.
+    fn leader_group(&self, partition: &PartitionId) -> Result<GroupId, Error> {
+        let meta = self.metadata.sm.partition(partition)?;
+        match self.partitions.get(&meta.group) {
+            Some(g) if g.is_leader() => Ok(meta.group),
+            Some(g) => Err(Error::NotLeader {
+                group: meta.group,
+                leader_hint: g.leader_hint(),
+            }),
+            // Not a replica here: the preferred leader is the best guess.
+            None => Err(Error::NotLeader {
+                group: meta.group,
+                leader_hint: Some(meta.preferred_leader),
+            }),
+        }
+    }
+
+    fn observe_all(&mut self) {
+        let ticks = self.config.election_ticks;
+        self.metadata.observe(&mut self.rng, ticks, &mut self.sink);
+        for g in self.partitions.values_mut() {
+            g.observe(&mut self.rng, ticks, &mut self.sink);
+        }
+    }
+
+    /// Handles readies until no group has one, then emits the persist
+    /// batch and the sends.
+    fn process(&mut self) {
+        while let Some(group) = self.dirty.pop_first() {
+            if group == METADATA_GROUP {
+                while self.metadata.handle_ready(&mut self.sink) {}
+                self.metadata.sync_applied();
+                self.maybe_bootstrap();
+                if self.metadata.applied != self.reconciled_at {
+                    self.reconcile_groups();
+                }
+            } else if let Some(g) = self.partitions.get_mut(&group) {
+                while g.handle_ready(&mut self.sink) {}
+                g.sync_applied();
+                g.serve_reads(&mut self.sink, |sm, q| sm.0.query(q).map(Response::Query));
+            }
+        }
+        self.observe_all();
+        self.flush();
+    }
+
+    /// The first metadata leader of a new cluster registers the initial
+    /// members. Once per term; the command is a no-op once applied.
+    fn maybe_bootstrap(&mut self) {
+        let g = &mut self.metadata;
+        if g.sm.is_bootstrapped() || !g.is_leader() || self.bootstrap_term == g.raw.raft.term {
+            return;
+        }
+        self.bootstrap_term = g.raw.raft.term;
+        let cmd = MetadataCommand::Bootstrap {
+            nodes: self.config.initial_cluster.clone(),
+        };
+        let data = postcard::to_stdvec(&cmd).expect("metadata commands serialize");
+        if g.propose(data, None).is_ok() {
+            self.dirty.insert(METADATA_GROUP);
+        }
+    }
+
+    /// Creates the partition groups applied metadata assigns to this node
+    /// and drops those whose partitions were deleted.
+    fn reconcile_groups(&mut self) {
+        self.reconciled_at = self.metadata.applied;
+        let me = self.config.node_id;
+        let wanted: Vec<(GroupId, PartitionId, Vec<NodeId>)> = self
+            .metadata
+            .sm
+            .partitions()
+            .filter(|(_, p)| p.replicas.contains(&me) && !self.partitions.contains_key(&p.group))
+            .map(|(pid, p)| (p.group, pid, p.replicas.clone()))
+            .collect();
+        for (group, pid, replicas) in wanted {
+            let conf = ConfState::from((replicas, vec![]));
+            let storage = GroupStorage::new_with_conf_state(conf.clone());
+            let raw = match new_raw(&self.config, &self.logger, group, storage, 0) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    tracing::error!(group, %pid, "cannot create partition group: {e}");
+                    continue;
+                }
+            };
+            self.sink.updates.push(GroupUpdate::Create {
+                group,
+                kind: GroupKind::Partition(pid.clone()),
+                conf_state: conf,
+            });
+            self.sink.must_sync = true;
+            let sm = PartitionSm(S::new(&pid, &self.options));
+            let mut g = Group::new(group, GroupKind::Partition(pid.clone()), raw, sm, 0);
+            g.observe(&mut self.rng, self.config.election_ticks, &mut self.sink);
+            self.partitions.insert(group, g);
+            self.dirty.insert(group);
+            self.sink.event(Event::GroupCreated {
+                group,
+                partition: pid,
+            });
+        }
+        let gone: Vec<GroupId> = self
+            .partitions
+            .keys()
+            .copied()
+            .filter(|g| self.metadata.sm.is_deleted_group(*g))
+            .collect();
+        for group in gone {
+            if let Some(mut g) = self.partitions.remove(&group) {
+                g.fail_all(&mut self.sink, Error::GroupRemoved { group });
+            }
+            self.sink.updates.push(GroupUpdate::Drop { group });
+            self.sink.event(Event::GroupDropped { group });
+        }
+    }
+
+    /// Turns what ready handling gathered into outputs: one persist batch
+    /// for every group (group commit), then one send per peer.
+    fn flush(&mut self) {
+        let sink = &mut self.sink;
+        if !sink.readies.is_empty()
+            || !sink.updates.is_empty()
+            || !sink.send_after_persist.is_empty()
+        {
+            let ticket = self.next_ticket;
+            self.next_ticket += 1;
+            let batch = PersistBatch {
+                ticket,
+                updates: std::mem::take(&mut sink.updates),
+                must_sync: std::mem::take(&mut sink.must_sync),
+            };
+            self.inflight.push_back(Inflight {
+                ticket,
+                readies: std::mem::take(&mut sink.readies),
+                held: std::mem::take(&mut sink.send_after_persist),
+            });
+            sink.outputs.push_back(Output::Persist(batch));
+        }
+        if !sink.send_now.is_empty() {
+            let mut by_peer: BTreeMap<NodeId, Vec<GroupMessage>> = BTreeMap::new();
+            for (to, m) in sink.send_now.drain(..) {
+                by_peer.entry(to).or_default().push(m);
+            }
+            for (to, messages) in by_peer {
+                sink.outputs.push_back(Output::Send { to, messages });
+            }
+        }
+    }
+}
+
+fn check_pending(group: GroupId, pending: usize, max: usize) -> Result<(), Error> {
+    if pending >= max {
+        return Err(Error::Busy {
+            group,
+            pending,
+            max,
+        });
+    }
+    Ok(())
+}
+
+fn inconsistent(reason: impl Into<String>) -> ConfigError {
+    ConfigError::InconsistentRecovery {
+        reason: reason.into(),
+    }
+}
+
+fn new_raw(
+    config: &EngineConfig,
+    logger: &slog::Logger,
+    group: GroupId,
+    storage: GroupStorage,
+    applied: u64,
+) -> Result<RawNode<GroupStorage>, ConfigError> {
+    let rc = raft::Config {
+        id: config.node_id,
+        election_tick: config.election_ticks,
+        heartbeat_tick: config.heartbeat_ticks,
+        applied,
+        max_size_per_msg: config.max_size_per_msg_bytes,
+        max_inflight_msgs: config.max_inflight_msgs,
+        check_quorum: true,
+        pre_vote: true,
+        ..Default::default()
+    };
+    let logger = logger.new(slog::o!("group" => group));
+    Ok(RawNode::new(&rc, storage, &logger)?)
+}
+
+fn status_of<M, Q>(g: &Group<M, Q>) -> GroupStatus {
+    let raft = &g.raw.raft;
+    GroupStatus {
+        group: g.id,
+        kind: g.kind.clone(),
+        role: Role::from(raft.state),
+        term: raft.term,
+        leader: g.leader_hint(),
+        commit: raft.raft_log.committed,
+        applied: g.applied,
+        last_index: raft.raft_log.last_index(),
+        snapshot_index: g.raw.store().snapshot_index(),
+        voters: {
+            let mut v: Vec<NodeId> = raft.prs().conf().voters().ids().iter().collect();
+            v.sort_unstable();
+            v
+        },
+    }
+}

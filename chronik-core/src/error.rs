@@ -1,0 +1,127 @@
+//! The engine's error type: one enum for the whole client-facing boundary,
+//! with structured fields so drivers can map each variant to a stable wire
+//! code ([`Error::code`]) without parsing strings.
+
+use crate::types::{GroupId, NodeId, PartitionId};
+
+/// Why a command was refused or failed. Every refusal leaves the engine's
+/// state unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// This node does not lead the group; `leader_hint` is the leader it
+    /// last heard from, if any. Retriable against the hinted node.
+    #[error("not the leader of group {group}, leader hint: {leader_hint:?}")]
+    NotLeader {
+        group: GroupId,
+        leader_hint: Option<NodeId>,
+    },
+    /// The leader has not yet committed an entry of its own term, so it cannot
+    /// serve linearizable reads yet (Raft thesis 6.4). Retriable shortly.
+    #[error("leader of group {group} is not ready to serve reads yet")]
+    LeaderNotReady { group: GroupId },
+    #[error("unknown topic {topic:?}")]
+    UnknownTopic { topic: String },
+    #[error("unknown partition {partition}")]
+    UnknownPartition { partition: PartitionId },
+    /// The partition exists, but this node hosts no replica of it.
+    #[error("partition {partition} has no replica on node {node}")]
+    NotReplica {
+        partition: PartitionId,
+        node: NodeId,
+    },
+    #[error("topic {topic:?} already exists")]
+    TopicExists { topic: String },
+    #[error("unknown node {node}")]
+    UnknownNode { node: NodeId },
+    #[error("invalid request: {reason}")]
+    InvalidRequest { reason: String },
+    #[error("record of {size} bytes exceeds the limit of {max} bytes")]
+    RecordTooLarge { size: usize, max: usize },
+    #[error("fetch offset {offset} is out of range [0, {high_watermark}]")]
+    OffsetOutOfRange { offset: u64, high_watermark: u64 },
+    /// Not enough registered nodes to place the requested replicas.
+    #[error("replication factor {requested} exceeds the {available} available nodes")]
+    NotEnoughNodes { requested: u32, available: u32 },
+    /// Too many proposals are waiting for commit in this group; back off.
+    #[error("group {group} has {pending} proposals in flight (max {max})")]
+    Busy {
+        group: GroupId,
+        pending: usize,
+        max: usize,
+    },
+    /// The proposal was definitely not committed (a new leader overwrote it
+    /// or raft-rs refused it). Safe to retry.
+    #[error("proposal in group {group} was dropped before commit")]
+    ProposalDropped { group: GroupId },
+    /// The proposal may or may not have been committed (a snapshot replaced
+    /// the log it was in). The client must not assume either outcome.
+    #[error("outcome of proposal in group {group} is unknown")]
+    OutcomeUnknown { group: GroupId },
+    /// A committed entry could not be decoded. Every replica skips it the
+    /// same way; the proposer learns why.
+    #[error("corrupt command in group {group} at index {index}: {reason}")]
+    CorruptCommand {
+        group: GroupId,
+        index: u64,
+        reason: String,
+    },
+    /// The group was dropped (its topic was deleted) while the request was in
+    /// flight.
+    #[error("group {group} was removed")]
+    GroupRemoved { group: GroupId },
+}
+
+impl Error {
+    /// A stable code for the wire. Codes never change meaning once shipped.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NotLeader { .. } => "NOT_LEADER",
+            Error::LeaderNotReady { .. } => "LEADER_NOT_READY",
+            Error::UnknownTopic { .. } | Error::UnknownPartition { .. } => {
+                "UNKNOWN_TOPIC_OR_PARTITION"
+            }
+            Error::NotReplica { .. } => "NOT_REPLICA",
+            Error::TopicExists { .. } => "TOPIC_ALREADY_EXISTS",
+            Error::UnknownNode { .. } => "UNKNOWN_NODE",
+            Error::InvalidRequest { .. } => "INVALID_REQUEST",
+            Error::RecordTooLarge { .. } => "RECORD_TOO_LARGE",
+            Error::OffsetOutOfRange { .. } => "OFFSET_OUT_OF_RANGE",
+            Error::NotEnoughNodes { .. } => "INVALID_REPLICATION_FACTOR",
+            Error::Busy { .. } => "BUSY",
+            Error::ProposalDropped { .. } => "PROPOSAL_DROPPED",
+            Error::OutcomeUnknown { .. } => "OUTCOME_UNKNOWN",
+            Error::CorruptCommand { .. } => "CORRUPT_COMMAND",
+            Error::GroupRemoved { .. } => "GROUP_REMOVED",
+        }
+    }
+
+    /// Whether the same request may succeed if retried (possibly elsewhere).
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            Error::NotLeader { .. }
+                | Error::LeaderNotReady { .. }
+                | Error::Busy { .. }
+                | Error::ProposalDropped { .. }
+                | Error::NotReplica { .. }
+        )
+    }
+
+    pub(crate) fn invalid(reason: impl Into<String>) -> Error {
+        Error::InvalidRequest {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why an [`crate::Engine`] could not be built from its config and recovered
+/// state. Nothing is started when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid config field `{field}`: {reason}")]
+    InvalidField { field: &'static str, reason: String },
+    #[error("recovered state is inconsistent: {reason}")]
+    InconsistentRecovery { reason: String },
+    #[error("raft refused the configuration: {0}")]
+    Raft(#[from] raft::Error),
+}

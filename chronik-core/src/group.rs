@@ -1,0 +1,548 @@
+//! One Raft group hosted by the engine: a raft-rs `RawNode` over in-memory
+//! storage, the state machine it drives, and the requests waiting on it.
+//!
+//! `handle_ready` is where raft-rs's async-ready contract is honoured:
+//! snapshot, entries and hard state go to storage and into the persist batch;
+//! messages that depend on them are held until the batch is durable;
+//! committed entries (always already durable locally, raft-rs guarantees it)
+//! are applied and answered.
+
+use crate::error::Error;
+use crate::metadata::{MetadataCommand, MetadataState};
+use crate::output::{Event, GroupMessage, Output, Response};
+use crate::persist::GroupUpdate;
+use crate::state_machine::StateMachine;
+use crate::storage::GroupStorage;
+use crate::types::{GroupId, GroupKind, NodeId, RequestId, Role};
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Snapshot};
+use raft::{RawNode, StateRole};
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{Hash, Hasher};
+
+/// The state machine side of a group, as the group sees it.
+pub(crate) trait GroupStateMachine<S: StateMachine> {
+    /// Applies a committed command entry.
+    fn apply_data(&mut self, group: GroupId, index: u64, data: &[u8])
+        -> Result<Response<S>, Error>;
+    /// Notes an applied entry that carried no command.
+    fn note_applied(&mut self, _index: u64) {}
+    fn snapshot_data(&self) -> Vec<u8>;
+    fn restore_data(&mut self, index: u64, data: &[u8]) -> Result<(), String>;
+}
+
+impl<S: StateMachine> GroupStateMachine<S> for MetadataState {
+    fn apply_data(
+        &mut self,
+        group: GroupId,
+        index: u64,
+        data: &[u8],
+    ) -> Result<Response<S>, Error> {
+        match postcard::from_bytes::<MetadataCommand>(data) {
+            Ok(cmd) => self.apply(index, cmd).map(Response::Metadata),
+            Err(e) => {
+                self.note_applied_index(index);
+                Err(Error::CorruptCommand {
+                    group,
+                    index,
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+
+    fn note_applied(&mut self, index: u64) {
+        self.note_applied_index(index);
+    }
+
+    fn snapshot_data(&self) -> Vec<u8> {
+        self.snapshot()
+    }
+
+    fn restore_data(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
+        *self = MetadataState::restore(index, data)?;
+        Ok(())
+    }
+}
+
+/// A partition's state machine inside a group.
+pub(crate) struct PartitionSm<S>(pub S);
+
+impl<S: StateMachine> GroupStateMachine<S> for PartitionSm<S> {
+    fn apply_data(
+        &mut self,
+        group: GroupId,
+        index: u64,
+        data: &[u8],
+    ) -> Result<Response<S>, Error> {
+        match postcard::from_bytes::<S::Command>(data) {
+            Ok(cmd) => Ok(Response::Applied(self.0.apply(index, cmd))),
+            Err(e) => Err(Error::CorruptCommand {
+                group,
+                index,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn snapshot_data(&self) -> Vec<u8> {
+        self.0.snapshot()
+    }
+
+    fn restore_data(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
+        self.0.restore(index, data)
+    }
+}
+
+/// A proposal waiting to be applied. `request_id` is `None` for proposals
+/// the engine makes itself.
+#[derive(Debug)]
+struct Pending {
+    index: u64,
+    term: u64,
+    request_id: Option<RequestId>,
+}
+
+/// Where the outputs of ready handling go. One per engine, drained into a
+/// persist batch and sends at the end of every input.
+pub(crate) struct Sink<S: StateMachine> {
+    pub updates: Vec<GroupUpdate>,
+    pub must_sync: bool,
+    /// `(group, ready number)` covered by the batch being built.
+    pub readies: Vec<(GroupId, u64)>,
+    /// Messages that may leave now.
+    pub send_now: Vec<(NodeId, GroupMessage)>,
+    /// Messages that may leave only once the batch being built is durable.
+    pub send_after_persist: Vec<(NodeId, GroupMessage)>,
+    pub outputs: VecDeque<Output<S>>,
+    pub compact_threshold: u64,
+    pub emit_apply_events: bool,
+}
+
+impl<S: StateMachine> Sink<S> {
+    pub fn reply(&mut self, request_id: RequestId, result: Result<Response<S>, Error>) {
+        self.outputs.push_back(Output::Reply { request_id, result });
+    }
+
+    pub fn event(&mut self, event: Event) {
+        self.outputs.push_back(Output::Event(event));
+    }
+}
+
+/// What the engine last saw of a group, to notice changes raft-rs makes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Observed {
+    term: u64,
+    role: StateRole,
+    leader: u64,
+    election_timeout: usize,
+}
+
+pub(crate) struct Group<M, Q> {
+    pub id: GroupId,
+    pub kind: GroupKind,
+    pub raw: RawNode<GroupStorage>,
+    pub sm: M,
+    /// Highest index applied to `sm` (entries without a command included).
+    pub applied: u64,
+    pending: VecDeque<Pending>,
+    /// Reads waiting for ReadIndex confirmation, by context.
+    reads_unconfirmed: BTreeMap<Vec<u8>, (RequestId, Q)>,
+    /// Confirmed reads waiting for `applied` to reach their index.
+    reads_waiting: VecDeque<(u64, RequestId, Q)>,
+    observed: Option<Observed>,
+}
+
+impl<M, Q> Group<M, Q> {
+    pub fn new(
+        id: GroupId,
+        kind: GroupKind,
+        raw: RawNode<GroupStorage>,
+        sm: M,
+        applied: u64,
+    ) -> Self {
+        Group {
+            id,
+            kind,
+            raw,
+            sm,
+            applied,
+            pending: VecDeque::new(),
+            reads_unconfirmed: BTreeMap::new(),
+            reads_waiting: VecDeque::new(),
+            observed: None,
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    pub fn leader_hint(&self) -> Option<NodeId> {
+        match self.raw.raft.leader_id {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn reads_count(&self) -> usize {
+        self.reads_unconfirmed.len() + self.reads_waiting.len()
+    }
+
+    /// Proposes `data`; on success the request waits for its entry to apply.
+    pub fn propose(&mut self, data: Vec<u8>, request_id: Option<RequestId>) -> Result<(), Error> {
+        let before = self.raw.raft.raft_log.last_index();
+        if self.raw.propose(vec![], data).is_err() || self.raw.raft.raft_log.last_index() == before
+        {
+            return Err(Error::ProposalDropped { group: self.id });
+        }
+        let index = self.raw.raft.raft_log.last_index();
+        debug_assert!(self.pending.back().is_none_or(|p| p.index < index));
+        self.pending.push_back(Pending {
+            index,
+            term: self.raw.raft.term,
+            request_id,
+        });
+        Ok(())
+    }
+
+    /// Starts a ReadIndex round for a query; `ctx` must be unique.
+    pub fn read(&mut self, ctx: Vec<u8>, request_id: RequestId, query: Q) {
+        self.raw.read_index(ctx.clone());
+        self.reads_unconfirmed.insert(ctx, (request_id, query));
+    }
+
+    /// Notices term, role and leader changes: reports them, fails reads a
+    /// deposed leader can no longer confirm, and replaces the election
+    /// timeout raft-rs drew from its thread RNG with one from the engine's
+    /// seeded RNG (DEPENDENCIES.md pitfall 1), so a seed decides elections.
+    pub fn observe<S: StateMachine, R: rand::Rng>(
+        &mut self,
+        rng: &mut R,
+        election_ticks: usize,
+        sink: &mut Sink<S>,
+    ) {
+        let raft = &self.raw.raft;
+        let now = Observed {
+            term: raft.term,
+            role: raft.state,
+            leader: raft.leader_id,
+            election_timeout: raft.randomized_election_timeout(),
+        };
+        let Some(prev) = self.observed else {
+            self.reseed_timeout(rng, election_ticks);
+            return;
+        };
+        if prev == now {
+            return;
+        }
+        let changed = (prev.term, prev.role, prev.leader) != (now.term, now.role, now.leader);
+        if changed || prev.election_timeout != now.election_timeout {
+            self.reseed_timeout(rng, election_ticks);
+        }
+        if changed {
+            sink.event(Event::RoleChanged {
+                group: self.id,
+                term: now.term,
+                role: Role::from(now.role),
+                leader: self.leader_hint(),
+            });
+        }
+        if prev.role == StateRole::Leader && now.role != StateRole::Leader {
+            let hint = self.leader_hint();
+            for (_, (rid, _)) in std::mem::take(&mut self.reads_unconfirmed) {
+                sink.reply(
+                    rid,
+                    Err(Error::NotLeader {
+                        group: self.id,
+                        leader_hint: hint,
+                    }),
+                );
+            }
+        }
+    }
+
+    fn reseed_timeout<R: rand::Rng>(&mut self, rng: &mut R, election_ticks: usize) {
+        let t = rng.gen_range(election_ticks..2 * election_ticks);
+        self.raw.raft.set_randomized_election_timeout(t);
+        let raft = &self.raw.raft;
+        self.observed = Some(Observed {
+            term: raft.term,
+            role: raft.state,
+            leader: raft.leader_id,
+            election_timeout: t,
+        });
+    }
+
+    /// Fails every waiting request: the group is going away.
+    pub fn fail_all<S: StateMachine>(&mut self, sink: &mut Sink<S>, err: Error) {
+        for p in self.pending.drain(..) {
+            if let Some(rid) = p.request_id {
+                sink.reply(rid, Err(err.clone()));
+            }
+        }
+        for (_, (rid, _)) in std::mem::take(&mut self.reads_unconfirmed) {
+            sink.reply(rid, Err(err.clone()));
+        }
+        for (_, rid, _) in self.reads_waiting.drain(..) {
+            sink.reply(rid, Err(err.clone()));
+        }
+    }
+
+    /// Handles one raft-rs `Ready`, if there is one. Returns whether there
+    /// was.
+    pub fn handle_ready<S: StateMachine>(&mut self, sink: &mut Sink<S>) -> bool
+    where
+        M: GroupStateMachine<S>,
+    {
+        if !self.raw.has_ready() {
+            return false;
+        }
+        let group = self.id;
+        let mut rd = self.raw.ready();
+
+        let mut snapshots_sent = Vec::new();
+        for m in rd.take_messages() {
+            push_message(sink, group, m, false, &mut snapshots_sent);
+        }
+
+        if !rd.snapshot().is_empty() {
+            let snap = rd.snapshot().clone();
+            self.install_snapshot(snap, sink);
+        }
+        if !rd.entries().is_empty() {
+            let entries = rd.take_entries();
+            self.raw.mut_store().append(&entries);
+            sink.updates.push(GroupUpdate::Entries { group, entries });
+        }
+        if let Some(hs) = rd.hs() {
+            self.raw.mut_store().set_hard_state(hs.clone());
+            sink.updates.push(GroupUpdate::HardState {
+                group,
+                hard_state: hs.clone(),
+            });
+        }
+        if rd.must_sync() {
+            sink.must_sync = true;
+        }
+        for rs in rd.take_read_states() {
+            if let Some((rid, q)) = self.reads_unconfirmed.remove(&rs.request_ctx) {
+                self.reads_waiting.push_back((rs.index, rid, q));
+            }
+        }
+        let committed = rd.take_committed_entries();
+        for m in rd.take_persisted_messages() {
+            push_message(sink, group, m, true, &mut snapshots_sent);
+        }
+        sink.readies.push((group, rd.number()));
+        self.raw.advance_append_async(rd);
+        for to in snapshots_sent {
+            // Messages are fire-and-forget: tell raft-rs the snapshot went
+            // out so the follower's progress leaves the paused snapshot
+            // state. If it was lost, the follower's rejection makes the
+            // leader send it again.
+            self.raw.report_snapshot(to, raft::SnapshotStatus::Finish);
+        }
+
+        for entry in committed {
+            self.apply_entry(entry, sink);
+        }
+        self.sync_applied();
+        self.maybe_compact(sink);
+        true
+    }
+
+    /// Tells raft-rs how far the state machine has applied. After a
+    /// snapshot install that is only allowed once the snapshot is durable,
+    /// so this runs again after every persist completion.
+    pub fn sync_applied(&mut self) {
+        let log = &self.raw.raft.raft_log;
+        let target = self.applied.min(log.persisted).min(log.committed);
+        if target > log.applied {
+            self.raw.advance_apply_to(target);
+        }
+    }
+
+    fn install_snapshot<S: StateMachine>(&mut self, snap: Snapshot, sink: &mut Sink<S>)
+    where
+        M: GroupStateMachine<S>,
+    {
+        let index = snap.get_metadata().index;
+        // The engine checked the data decodes before stepping the message
+        // that carried it, so failing here is an engine bug.
+        if let Err(e) = self.sm.restore_data(index, &snap.data) {
+            panic!(
+                "group {}: snapshot at {index} passed validation but does not restore: {e}",
+                self.id
+            );
+        }
+        self.raw.mut_store().apply_snapshot(snap.clone());
+        self.applied = index;
+        while self.pending.front().is_some_and(|p| p.index <= index) {
+            let p = self.pending.pop_front().expect("checked non-empty");
+            if let Some(rid) = p.request_id {
+                sink.reply(rid, Err(Error::OutcomeUnknown { group: self.id }));
+            }
+        }
+        sink.updates.push(GroupUpdate::Snapshot {
+            group: self.id,
+            snapshot: snap,
+        });
+        sink.must_sync = true;
+        sink.event(Event::SnapshotInstalled {
+            group: self.id,
+            index,
+        });
+    }
+
+    fn apply_entry<S: StateMachine>(&mut self, entry: Entry, sink: &mut Sink<S>)
+    where
+        M: GroupStateMachine<S>,
+    {
+        let (index, term) = (entry.index, entry.term);
+        if index <= self.applied {
+            return;
+        }
+        debug_assert_eq!(
+            index,
+            self.applied + 1,
+            "entries apply in order, none skipped"
+        );
+        let result = match entry.get_entry_type() {
+            EntryType::EntryNormal if entry.data.is_empty() => {
+                self.sm.note_applied(index);
+                None
+            }
+            EntryType::EntryNormal => Some(self.sm.apply_data(self.id, index, &entry.data)),
+            EntryType::EntryConfChange => {
+                self.sm.note_applied(index);
+                let cc = protobuf::Message::parse_from_bytes(&entry.data)
+                    .map_err(|e| e.to_string())
+                    .and_then(|cc: ConfChange| {
+                        self.raw.apply_conf_change(&cc).map_err(|e| e.to_string())
+                    });
+                self.after_conf_change(cc);
+                None
+            }
+            EntryType::EntryConfChangeV2 => {
+                self.sm.note_applied(index);
+                let cc = protobuf::Message::parse_from_bytes(&entry.data)
+                    .map_err(|e| e.to_string())
+                    .and_then(|cc: ConfChangeV2| {
+                        self.raw.apply_conf_change(&cc).map_err(|e| e.to_string())
+                    });
+                self.after_conf_change(cc);
+                None
+            }
+        };
+        self.applied = index;
+        if sink.emit_apply_events {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (entry.get_entry_type() as i32).hash(&mut h);
+            entry.data.hash(&mut h);
+            sink.event(Event::EntryApplied {
+                group: self.id,
+                index,
+                term,
+                digest: h.finish(),
+            });
+        }
+        while self.pending.front().is_some_and(|p| p.index < index) {
+            // Only reachable if a proposal's entry was never applied here,
+            // which raft rules out; fail it rather than leave it hanging.
+            let p = self.pending.pop_front().expect("checked non-empty");
+            if let Some(rid) = p.request_id {
+                sink.reply(rid, Err(Error::OutcomeUnknown { group: self.id }));
+            }
+        }
+        if self.pending.front().is_some_and(|p| p.index == index) {
+            let p = self.pending.pop_front().expect("checked non-empty");
+            if let Some(rid) = p.request_id {
+                let reply = if p.term != term {
+                    Err(Error::ProposalDropped { group: self.id })
+                } else {
+                    result.unwrap_or(Err(Error::ProposalDropped { group: self.id }))
+                };
+                sink.reply(rid, reply);
+            }
+        }
+    }
+
+    fn after_conf_change(&mut self, result: Result<raft::eraftpb::ConfState, String>) {
+        match result {
+            Ok(cs) => self.raw.mut_store().set_conf_state(cs),
+            Err(e) => tracing::error!(
+                group = self.id,
+                "committed configuration change not applied: {e}"
+            ),
+        }
+    }
+
+    fn maybe_compact<S: StateMachine>(&mut self, sink: &mut Sink<S>)
+    where
+        M: GroupStateMachine<S>,
+    {
+        let store = self.raw.store();
+        if self.applied < store.snapshot_index() + sink.compact_threshold {
+            return;
+        }
+        let term = store
+            .term_of(self.applied)
+            .expect("applied entries are in the log until compacted");
+        let mut snap = Snapshot {
+            data: self.sm.snapshot_data().into(),
+            ..Default::default()
+        };
+        let meta = snap.mut_metadata();
+        meta.index = self.applied;
+        meta.term = term;
+        meta.set_conf_state(store.conf_state().clone());
+        self.raw.mut_store().compact(snap.clone());
+        sink.updates.push(GroupUpdate::Snapshot {
+            group: self.id,
+            snapshot: snap,
+        });
+        sink.event(Event::SnapshotCreated {
+            group: self.id,
+            index: self.applied,
+        });
+    }
+
+    /// Serves confirmed reads whose index has been applied.
+    pub fn serve_reads<S: StateMachine>(
+        &mut self,
+        sink: &mut Sink<S>,
+        serve: impl Fn(&M, &Q) -> Result<Response<S>, Error>,
+    ) {
+        while self
+            .reads_waiting
+            .front()
+            .is_some_and(|(i, _, _)| *i <= self.applied)
+        {
+            let (_, rid, q) = self.reads_waiting.pop_front().expect("checked non-empty");
+            sink.reply(rid, serve(&self.sm, &q));
+        }
+    }
+}
+
+fn push_message<S: StateMachine>(
+    sink: &mut Sink<S>,
+    group: GroupId,
+    message: raft::eraftpb::Message,
+    after_persist: bool,
+    snapshots_sent: &mut Vec<NodeId>,
+) {
+    let to = message.to;
+    if message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+        snapshots_sent.push(to);
+    }
+    let gm = GroupMessage { group, message };
+    if after_persist {
+        sink.send_after_persist.push((to, gm));
+    } else {
+        sink.send_now.push((to, gm));
+    }
+}

@@ -1,0 +1,534 @@
+//! The metadata state machine, replicated by the metadata group on every
+//! node: registered nodes, topics, partitions with their replica assignment,
+//! preferred leader and ISR.
+//!
+//! Every change is a [`MetadataCommand`] committed through the metadata group,
+//! so every node applies the same commands in the same order and holds equal
+//! state at equal applied indexes. `apply` depends only on the replicated
+//! state (never on local config), which is what keeps replicas identical.
+
+mod placement;
+
+pub use placement::place_partitions;
+
+use crate::error::Error;
+use crate::types::{GroupId, NodeId, NodeInfo, PartitionId, METADATA_GROUP};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Hard cap on partitions per topic, enforced at apply time as well so a
+/// command that slipped past a leader with a looser config stays harmless.
+pub const TOPIC_PARTITIONS_HARD_MAX: u32 = 100_000;
+
+/// Longest topic name (Kafka's limit).
+pub const TOPIC_NAME_MAX_LEN: usize = 249;
+
+/// A replicated change to cluster metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataCommand {
+    /// Registers the initial members. Applies once per cluster; later copies
+    /// (from a second leader of a young cluster) are no-ops.
+    Bootstrap {
+        nodes: Vec<NodeInfo>,
+    },
+    /// Registers one node. Idempotent for an identical record.
+    RegisterNode {
+        node: NodeInfo,
+    },
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        replication_factor: u32,
+        min_insync_replicas: u32,
+    },
+    DeleteTopic {
+        name: String,
+    },
+}
+
+/// What an applied [`MetadataCommand`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetadataResponse {
+    Bootstrapped { nodes: Vec<NodeId> },
+    NodeRegistered { node: NodeId },
+    TopicCreated { topic: TopicMeta },
+    TopicDeleted { name: String },
+}
+
+/// One partition's placement. Invariants: `replicas` is non-empty with no
+/// duplicates; `preferred_leader` and every ISR member are replicas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    pub partition: u32,
+    /// The Raft group replicating this partition.
+    pub group: GroupId,
+    pub replicas: Vec<NodeId>,
+    pub preferred_leader: NodeId,
+    pub isr: Vec<NodeId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    pub replication_factor: u32,
+    pub min_insync_replicas: u32,
+    /// Indexed by partition number.
+    pub partitions: Vec<PartitionMeta>,
+}
+
+/// The metadata group's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataState {
+    bootstrapped: bool,
+    nodes: BTreeMap<NodeId, NodeInfo>,
+    topics: BTreeMap<String, TopicMeta>,
+    /// Next id handed to a new partition group; ids below it that are not in
+    /// `topics` belong to deleted partitions.
+    next_group_id: GroupId,
+    applied_index: u64,
+}
+
+/// Checks a `host:port` address: non-empty host, numeric port.
+pub fn validate_addr(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("address {addr:?} is not host:port"))?;
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace()) {
+        return Err(format!("address {addr:?} has no valid host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("address {addr:?} has no valid port")),
+    }
+}
+
+/// Checks a topic name: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), Error> {
+    if name.is_empty() || name.len() > TOPIC_NAME_MAX_LEN {
+        return Err(Error::invalid(format!(
+            "topic name must be 1 to {TOPIC_NAME_MAX_LEN} characters"
+        )));
+    }
+    if name == "." || name == ".." {
+        return Err(Error::invalid("topic name cannot be '.' or '..'"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(Error::invalid(format!(
+            "topic name {name:?} has invalid character {c:?}; allowed: A-Z a-z 0-9 . _ -"
+        )));
+    }
+    Ok(())
+}
+
+impl MetadataState {
+    pub fn new() -> Self {
+        MetadataState {
+            next_group_id: METADATA_GROUP + 1,
+            ..Default::default()
+        }
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// Records that an entry without a metadata command was applied, so the
+    /// applied index matches Raft's on every replica.
+    pub(crate) fn note_applied_index(&mut self, index: u64) {
+        self.applied_index = self.applied_index.max(index);
+    }
+
+    pub fn is_bootstrapped(&self) -> bool {
+        self.bootstrapped
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.values()
+    }
+
+    pub fn node(&self, id: NodeId) -> Option<&NodeInfo> {
+        self.nodes.get(&id)
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &TopicMeta> {
+        self.topics.values()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
+        self.topics.get(name)
+    }
+
+    /// The placement of one partition, or why there is none.
+    pub fn partition(&self, id: &PartitionId) -> Result<&PartitionMeta, Error> {
+        let topic = self
+            .topics
+            .get(&id.topic)
+            .ok_or_else(|| Error::UnknownTopic {
+                topic: id.topic.clone(),
+            })?;
+        topic
+            .partitions
+            .get(id.partition as usize)
+            .ok_or_else(|| Error::UnknownPartition {
+                partition: id.clone(),
+            })
+    }
+
+    /// Every partition with its id, in topic then partition order.
+    pub fn partitions(&self) -> impl Iterator<Item = (PartitionId, &PartitionMeta)> {
+        self.topics.values().flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (PartitionId::new(t.name.clone(), p.partition), p))
+        })
+    }
+
+    /// True if `group` was allocated to a partition that no longer exists.
+    pub fn is_deleted_group(&self, group: GroupId) -> bool {
+        group != METADATA_GROUP
+            && group < self.next_group_id
+            && !self.partitions().any(|(_, p)| p.group == group)
+    }
+
+    /// Checks a command against the current state without applying it. The
+    /// leader calls this before proposing; `apply` repeats the state checks
+    /// because other commands may commit in between.
+    pub fn validate(&self, cmd: &MetadataCommand) -> Result<(), Error> {
+        match cmd {
+            MetadataCommand::Bootstrap { nodes } => {
+                for n in nodes {
+                    validate_node(n)?;
+                }
+                Ok(())
+            }
+            MetadataCommand::RegisterNode { node } => {
+                validate_node(node)?;
+                if let Some(existing) = self.nodes.get(&node.id) {
+                    if existing != node {
+                        return Err(Error::invalid(format!(
+                            "node {} is already registered with other addresses",
+                            node.id
+                        )));
+                    }
+                }
+                if let Some(other) = self.nodes.values().find(|n| {
+                    n.id != node.id
+                        && (n.peer_addr == node.peer_addr
+                            || n.client_addr == node.client_addr
+                            || n.peer_addr == node.client_addr
+                            || n.client_addr == node.peer_addr)
+                }) {
+                    return Err(Error::invalid(format!(
+                        "an address of node {} is already used by node {}",
+                        node.id, other.id
+                    )));
+                }
+                Ok(())
+            }
+            MetadataCommand::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                min_insync_replicas,
+            } => {
+                validate_topic_name(name)?;
+                if self.topics.contains_key(name) {
+                    return Err(Error::TopicExists {
+                        topic: name.clone(),
+                    });
+                }
+                if *partitions == 0 || *partitions > TOPIC_PARTITIONS_HARD_MAX {
+                    return Err(Error::invalid(format!(
+                        "partition count must be 1 to {TOPIC_PARTITIONS_HARD_MAX}"
+                    )));
+                }
+                if *replication_factor == 0 {
+                    return Err(Error::invalid("replication factor must be at least 1"));
+                }
+                let available = self.nodes.len() as u32;
+                if *replication_factor > available {
+                    return Err(Error::NotEnoughNodes {
+                        requested: *replication_factor,
+                        available,
+                    });
+                }
+                if *min_insync_replicas == 0 || min_insync_replicas > replication_factor {
+                    return Err(Error::invalid(format!(
+                        "min_insync_replicas must be 1 to the replication factor ({replication_factor})"
+                    )));
+                }
+                Ok(())
+            }
+            MetadataCommand::DeleteTopic { name } => {
+                if !self.topics.contains_key(name) {
+                    return Err(Error::UnknownTopic {
+                        topic: name.clone(),
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Applies a committed command at `index`. A command that fails
+    /// validation changes nothing but the applied index, identically on
+    /// every replica.
+    pub fn apply(&mut self, index: u64, cmd: MetadataCommand) -> Result<MetadataResponse, Error> {
+        debug_assert!(index > self.applied_index, "metadata apply out of order");
+        self.applied_index = index;
+        self.validate(&cmd)?;
+        let response = match cmd {
+            MetadataCommand::Bootstrap { nodes } => {
+                if self.bootstrapped {
+                    return Ok(MetadataResponse::Bootstrapped { nodes: vec![] });
+                }
+                self.bootstrapped = true;
+                let mut ids = Vec::new();
+                for n in nodes {
+                    ids.push(n.id);
+                    self.nodes.insert(n.id, n);
+                }
+                MetadataResponse::Bootstrapped { nodes: ids }
+            }
+            MetadataCommand::RegisterNode { node } => {
+                let id = node.id;
+                self.nodes.insert(id, node);
+                MetadataResponse::NodeRegistered { node: id }
+            }
+            MetadataCommand::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                min_insync_replicas,
+            } => {
+                let nodes: Vec<NodeId> = self.nodes.keys().copied().collect();
+                let existing: Vec<&PartitionMeta> = self
+                    .topics
+                    .values()
+                    .flat_map(|t| t.partitions.iter())
+                    .collect();
+                let placed = place_partitions(&nodes, &existing, partitions, replication_factor);
+                let mut metas = Vec::with_capacity(placed.len());
+                for (p, replicas) in placed.into_iter().enumerate() {
+                    let group = self.next_group_id;
+                    self.next_group_id += 1;
+                    metas.push(PartitionMeta {
+                        partition: p as u32,
+                        group,
+                        preferred_leader: replicas[0],
+                        isr: replicas.clone(),
+                        replicas,
+                    });
+                }
+                let topic = TopicMeta {
+                    name: name.clone(),
+                    replication_factor,
+                    min_insync_replicas,
+                    partitions: metas,
+                };
+                self.topics.insert(name, topic.clone());
+                MetadataResponse::TopicCreated { topic }
+            }
+            MetadataCommand::DeleteTopic { name } => {
+                self.topics.remove(&name);
+                MetadataResponse::TopicDeleted { name }
+            }
+        };
+        self.debug_check_invariants();
+        Ok(response)
+    }
+
+    /// Serialized state for a snapshot.
+    pub fn snapshot(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("serializing metadata cannot fail")
+    }
+
+    /// State from a snapshot taken at `index`.
+    pub fn restore(index: u64, data: &[u8]) -> Result<MetadataState, String> {
+        let mut s: MetadataState =
+            postcard::from_bytes(data).map_err(|e| format!("metadata snapshot: {e}"))?;
+        s.applied_index = index;
+        s.debug_check_invariants();
+        Ok(s)
+    }
+
+    fn debug_check_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        for t in self.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                debug_assert_eq!(p.partition as usize, i, "partition numbers are dense");
+                debug_assert!(!p.replicas.is_empty(), "a partition has replicas");
+                debug_assert!(p.group < self.next_group_id, "group ids are allocated");
+                debug_assert!(
+                    p.replicas.contains(&p.preferred_leader),
+                    "preferred leader is a replica"
+                );
+                debug_assert!(
+                    p.isr.iter().all(|n| p.replicas.contains(n)),
+                    "ISR is a subset of the replicas"
+                );
+            }
+        }
+    }
+}
+
+fn validate_node(n: &NodeInfo) -> Result<(), Error> {
+    if n.id == 0 {
+        return Err(Error::invalid("node id 0 is reserved"));
+    }
+    validate_addr(&n.peer_addr).map_err(Error::invalid)?;
+    validate_addr(&n.client_addr).map_err(Error::invalid)?;
+    if n.peer_addr == n.client_addr {
+        return Err(Error::invalid(format!(
+            "node {} uses {} for both peer and client traffic",
+            n.id, n.peer_addr
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: NodeId) -> NodeInfo {
+        NodeInfo {
+            id,
+            client_addr: format!("10.0.0.{id}:9092"),
+            peer_addr: format!("10.0.0.{id}:9093"),
+        }
+    }
+
+    fn cluster(n: u64) -> MetadataState {
+        let mut s = MetadataState::new();
+        s.apply(
+            1,
+            MetadataCommand::Bootstrap {
+                nodes: (1..=n).map(node).collect(),
+            },
+        )
+        .expect("bootstrap");
+        s
+    }
+
+    fn create(name: &str, partitions: u32, rf: u32) -> MetadataCommand {
+        MetadataCommand::CreateTopic {
+            name: name.into(),
+            partitions,
+            replication_factor: rf,
+            min_insync_replicas: 1,
+        }
+    }
+
+    #[test]
+    fn refused_commands_change_nothing_but_the_applied_index() {
+        let mut s = cluster(3);
+        s.apply(2, create("a", 2, 3)).expect("create");
+        let before = s.clone();
+        let bad = [
+            create("a", 1, 1),
+            create("", 1, 1),
+            create("a/b", 1, 1),
+            create("b", 0, 1),
+            create("b", 1, 4),
+            create("b", 1, 0),
+            MetadataCommand::CreateTopic {
+                name: "b".into(),
+                partitions: 1,
+                replication_factor: 2,
+                min_insync_replicas: 3,
+            },
+            MetadataCommand::DeleteTopic { name: "zz".into() },
+            MetadataCommand::RegisterNode {
+                node: NodeInfo {
+                    id: 9,
+                    client_addr: "10.0.0.1:9092".into(),
+                    peer_addr: "x:1".into(),
+                },
+            },
+            MetadataCommand::RegisterNode {
+                node: NodeInfo {
+                    id: 1,
+                    client_addr: "h:1".into(),
+                    peer_addr: "h:2".into(),
+                },
+            },
+            MetadataCommand::RegisterNode {
+                node: NodeInfo {
+                    id: 9,
+                    client_addr: "nonsense".into(),
+                    peer_addr: "h:2".into(),
+                },
+            },
+        ];
+        for (i, cmd) in bad.into_iter().enumerate() {
+            let index = 3 + i as u64;
+            assert!(
+                s.apply(index, cmd.clone()).is_err(),
+                "{cmd:?} must be refused"
+            );
+            let mut expected = before.clone();
+            expected.applied_index = index;
+            assert_eq!(s, expected, "{cmd:?} changed state");
+        }
+    }
+
+    #[test]
+    fn group_ids_are_never_reused() {
+        let mut s = cluster(3);
+        s.apply(2, create("a", 2, 1)).expect("create");
+        let groups: Vec<GroupId> = s.partitions().map(|(_, p)| p.group).collect();
+        assert_eq!(groups, vec![1, 2]);
+        s.apply(3, MetadataCommand::DeleteTopic { name: "a".into() })
+            .expect("delete");
+        assert!(s.is_deleted_group(1));
+        s.apply(4, create("a", 1, 1)).expect("re-create");
+        assert_eq!(
+            s.partition(&PartitionId::new("a", 0))
+                .expect("exists")
+                .group,
+            3
+        );
+        assert!(!s.is_deleted_group(3));
+        assert!(!s.is_deleted_group(4), "not yet allocated");
+    }
+
+    #[test]
+    fn bootstrap_applies_once() {
+        let mut s = cluster(3);
+        let r = s
+            .apply(
+                2,
+                MetadataCommand::Bootstrap {
+                    nodes: vec![node(7)],
+                },
+            )
+            .expect("no-op");
+        assert_eq!(r, MetadataResponse::Bootstrapped { nodes: vec![] });
+        assert_eq!(s.nodes().count(), 3);
+    }
+
+    #[test]
+    fn snapshot_round_trip() {
+        let mut s = cluster(3);
+        s.apply(2, create("a", 3, 2)).expect("create");
+        let back = MetadataState::restore(2, &s.snapshot()).expect("restore");
+        assert_eq!(back, s);
+        assert!(MetadataState::restore(2, b"\xff\xff").is_err());
+    }
+
+    #[test]
+    fn addresses_are_checked() {
+        assert!(validate_addr("127.0.0.1:9092").is_ok());
+        assert!(validate_addr("[::1]:9092").is_ok());
+        assert!(validate_addr("host:0").is_err());
+        assert!(validate_addr(":9092").is_err());
+        assert!(validate_addr("host").is_err());
+        assert!(validate_addr("host:port").is_err());
+    }
+}

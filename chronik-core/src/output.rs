@@ -1,0 +1,129 @@
+//! What the engine hands to its driver, with the ordering contract each
+//! output carries.
+
+use crate::error::Error;
+use crate::metadata::{MetadataCommand, MetadataResponse};
+use crate::persist::PersistBatch;
+use crate::state_machine::StateMachine;
+use crate::types::{GroupId, NodeId, PartitionId, RequestId, Role};
+
+/// A Raft message of one group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupMessage {
+    pub group: GroupId,
+    pub message: raft::eraftpb::Message,
+}
+
+/// A client or operator request.
+#[derive(Debug)]
+pub enum Command<S: StateMachine> {
+    /// A metadata change, proposed on the metadata leader.
+    Metadata(MetadataCommand),
+    /// A command for a partition's state machine, proposed on its leader.
+    /// For the record log: `RecordCommand::Append` (produce).
+    Propose {
+        partition: PartitionId,
+        command: S::Command,
+    },
+    /// A linearizable read of a partition's state machine on its leader
+    /// (Raft ReadIndex, thesis 6.4). For the record log: a fetch.
+    Query {
+        partition: PartitionId,
+        query: S::Query,
+    },
+}
+
+impl<S: StateMachine> Clone for Command<S> {
+    fn clone(&self) -> Self {
+        match self {
+            Command::Metadata(c) => Command::Metadata(c.clone()),
+            Command::Propose { partition, command } => Command::Propose {
+                partition: partition.clone(),
+                command: command.clone(),
+            },
+            Command::Query { partition, query } => Command::Query {
+                partition: partition.clone(),
+                query: query.clone(),
+            },
+        }
+    }
+}
+
+/// The successful result of a [`Command`].
+#[derive(Debug, PartialEq)]
+pub enum Response<S: StateMachine> {
+    Metadata(MetadataResponse),
+    Applied(S::Response),
+    Query(S::QueryResponse),
+}
+
+impl<S: StateMachine> Clone for Response<S> {
+    fn clone(&self) -> Self {
+        match self {
+            Response::Metadata(r) => Response::Metadata(r.clone()),
+            Response::Applied(r) => Response::Applied(r.clone()),
+            Response::Query(r) => Response::Query(r.clone()),
+        }
+    }
+}
+
+/// Something worth knowing that needs no action.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// This node's view of a group changed: new term, role or leader.
+    RoleChanged {
+        group: GroupId,
+        term: u64,
+        role: Role,
+        leader: Option<NodeId>,
+    },
+    /// A committed entry was applied (only with `emit_apply_events`).
+    /// `digest` identifies the entry's content within one build.
+    EntryApplied {
+        group: GroupId,
+        index: u64,
+        term: u64,
+        digest: u64,
+    },
+    /// A snapshot from the leader replaced the group's state.
+    SnapshotInstalled {
+        group: GroupId,
+        index: u64,
+    },
+    /// The group's log was compacted behind a local snapshot.
+    SnapshotCreated {
+        group: GroupId,
+        index: u64,
+    },
+    GroupCreated {
+        group: GroupId,
+        partition: PartitionId,
+    },
+    GroupDropped {
+        group: GroupId,
+    },
+}
+
+/// One thing for the driver to do. Poll with `Engine::poll_output` until it
+/// returns `None` after every input.
+#[derive(Debug)]
+pub enum Output<S: StateMachine> {
+    /// Messages for one peer, all groups batched. MAY be sent at once, before
+    /// earlier `Persist` outputs complete: the engine holds back every message
+    /// that depends on state not yet durable until `handle_persisted`. MAY be
+    /// dropped (Raft retries).
+    Send {
+        to: NodeId,
+        messages: Vec<GroupMessage>,
+    },
+    /// State to make durable. MUST be persisted in ticket order and reported
+    /// with `handle_persisted` only AFTER it is durable.
+    Persist(PersistBatch),
+    /// The outcome of a command. Sent only AFTER what it acknowledges is
+    /// committed (durable on a quorum).
+    Reply {
+        request_id: RequestId,
+        result: Result<Response<S>, Error>,
+    },
+    Event(Event),
+}

@@ -1,0 +1,54 @@
+//! The replicated state a partition group drives. The engine owns ordering,
+//! durability and leadership; a [`StateMachine`] only turns committed commands
+//! into state and answers reads of that state. Implement it to replicate your
+//! own state instead of Chronik's record log ([`crate::RecordLog`]).
+
+use crate::error::Error;
+use crate::types::PartitionId;
+use serde::{de::DeserializeOwned, Serialize};
+use std::fmt::Debug;
+
+/// A deterministic state machine replicated by one partition group.
+///
+/// Contract: given the same sequence of `apply` calls (or a `restore` followed
+/// by the rest of the sequence), every replica reaches the same state and
+/// returns the same responses. `apply` must not fail on a command that
+/// `validate` accepted; it must not panic on any command at all, since a
+/// committed command is replayed on every replica and after every restart.
+pub trait StateMachine: Sized + 'static {
+    /// What is proposed and replicated. Encoded with postcard into the Raft
+    /// entry, so it must round-trip through serde.
+    type Command: Serialize + DeserializeOwned + Debug + Clone;
+    /// What the proposer receives once its command is applied.
+    type Response: Debug + Clone + PartialEq;
+    /// A read served from applied state (on the leader after a ReadIndex
+    /// round, so it is linearizable).
+    type Query: Debug + Clone;
+    /// What a query returns.
+    type QueryResponse: Debug + Clone + PartialEq;
+    /// Per-partition settings fixed at creation (from the topic).
+    type Options: Clone + Debug;
+
+    /// An empty state machine for `partition`.
+    fn new(partition: &PartitionId, options: &Self::Options) -> Self;
+
+    /// Rejects a command before it is proposed (limits, shape). Nothing
+    /// refused here ever reaches the log.
+    fn validate(&self, command: &Self::Command) -> Result<(), Error>;
+
+    /// Applies a committed command at Raft `index`. Indexes arrive strictly
+    /// increasing; `index` may skip entries that carried no command.
+    fn apply(&mut self, index: u64, command: Self::Command) -> Self::Response;
+
+    /// Serves a read from the applied state.
+    fn query(&self, query: &Self::Query) -> Result<Self::QueryResponse, Error>;
+
+    /// Highest Raft index whose effects this state holds.
+    fn applied_index(&self) -> u64;
+
+    /// Serializes the whole state as of `applied_index()`.
+    fn snapshot(&self) -> Vec<u8>;
+
+    /// Replaces the state with a snapshot taken at `index`.
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String>;
+}

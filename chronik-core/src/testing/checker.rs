@@ -1,0 +1,157 @@
+//! Invariant checks over what engines report, shared by every harness.
+
+use super::Acked;
+use crate::output::Event;
+use crate::types::{GroupId, NodeId, PartitionId, Role};
+use crate::{Engine, MetadataState};
+use std::collections::BTreeMap;
+
+/// Collects invariant violations; tests assert there are none.
+#[derive(Default)]
+pub struct Checker {
+    /// Leader of each (group, term): election safety.
+    leaders: BTreeMap<(GroupId, u64), NodeId>,
+    /// `(term, digest)` of each applied (group, index), across all nodes:
+    /// committed entries never change and apply identically everywhere.
+    applied: BTreeMap<(GroupId, u64), (u64, u64)>,
+    /// Next index each (node, group) must apply: exactly once, in order.
+    next_apply: BTreeMap<(NodeId, GroupId), u64>,
+    /// Metadata state first seen at each applied index.
+    metadata_at: BTreeMap<u64, MetadataState>,
+    metadata_seen: BTreeMap<NodeId, u64>,
+    /// Offsets acknowledged per partition, to detect an offset given twice.
+    acked_offsets: BTreeMap<PartitionId, BTreeMap<u64, bytes::Bytes>>,
+    violations: Vec<String>,
+    /// Entries applied, over all nodes.
+    pub applied_count: u64,
+    pub leader_elections: u64,
+}
+
+impl Checker {
+    pub fn violation(&mut self, v: String) {
+        if self.violations.len() < 100 {
+            self.violations.push(v);
+        }
+    }
+
+    pub fn violations(&self) -> &[String] {
+        &self.violations
+    }
+
+    /// Panics with every violation found.
+    pub fn assert_ok(&self) {
+        assert!(
+            self.violations.is_empty(),
+            "invariants violated:\n{}",
+            self.violations.join("\n")
+        );
+    }
+
+    /// A node (re)started: its next applies follow what it recovered.
+    pub fn on_start<S: crate::StateMachine>(&mut self, engine: &Engine<S>) {
+        let id = engine.node_id();
+        self.next_apply.retain(|(n, _), _| *n != id);
+        for s in engine.status() {
+            self.next_apply.insert((id, s.group), s.applied + 1);
+        }
+        self.metadata_seen.remove(&id);
+    }
+
+    pub fn on_event<S: crate::StateMachine>(
+        &mut self,
+        node: NodeId,
+        ev: &Event,
+        _engine: &Engine<S>,
+    ) {
+        match ev {
+            Event::RoleChanged {
+                group,
+                term,
+                role: Role::Leader,
+                ..
+            } => {
+                self.leader_elections += 1;
+                if let Some(prev) = self.leaders.insert((*group, *term), node) {
+                    if prev != node {
+                        self.violation(format!(
+                            "election safety: group {group} term {term} has leaders {prev} and {node}"
+                        ));
+                    }
+                }
+            }
+            Event::EntryApplied {
+                group,
+                index,
+                term,
+                digest,
+            } => {
+                self.applied_count += 1;
+                match self.next_apply.get(&(node, *group)) {
+                    Some(next) if next != index => self.violation(format!(
+                        "node {node} group {group} applied index {index}, expected {next}"
+                    )),
+                    _ => {}
+                }
+                self.next_apply.insert((node, *group), index + 1);
+                match self.applied.get(&(*group, *index)) {
+                    Some(seen) if *seen != (*term, *digest) => self.violation(format!(
+                        "state machine safety: group {group} index {index} applied as {seen:?} and {:?} (node {node})",
+                        (term, digest)
+                    )),
+                    Some(_) => {}
+                    None => {
+                        self.applied.insert((*group, *index), (*term, *digest));
+                    }
+                }
+            }
+            Event::SnapshotInstalled { group, index } => {
+                self.next_apply.insert((node, *group), index + 1);
+            }
+            Event::GroupCreated { group, .. } => {
+                self.next_apply.insert((node, *group), 1);
+            }
+            _ => {}
+        }
+    }
+
+    /// Compares a node's metadata with what others held at the same index.
+    pub fn on_metadata<S: crate::StateMachine>(&mut self, engine: &Engine<S>) {
+        let md = engine.metadata();
+        let index = md.applied_index();
+        let node = engine.node_id();
+        if self.metadata_seen.get(&node) == Some(&index) {
+            return;
+        }
+        self.metadata_seen.insert(node, index);
+        match self.metadata_at.get(&index) {
+            Some(reference) if reference != md => self.violation(format!(
+                "metadata diverged at applied index {index} on node {node}"
+            )),
+            Some(_) => {}
+            None => {
+                self.metadata_at.insert(index, md.clone());
+            }
+        }
+    }
+
+    /// An acknowledged produce: its offsets must be new.
+    pub fn on_ack(&mut self, acked: &Acked) {
+        let offsets = self
+            .acked_offsets
+            .entry(acked.partition.clone())
+            .or_default();
+        let mut dup = Vec::new();
+        for (i, r) in acked.records.iter().enumerate() {
+            let off = acked.base_offset + i as u64;
+            if let Some(prev) = offsets.insert(off, r.clone()) {
+                dup.push(format!(
+                    "offset {off} of {} acknowledged twice ({prev:?}, then {r:?})",
+                    acked.partition
+                ));
+            }
+        }
+        for d in dup {
+            self.violation(d);
+        }
+    }
+}
