@@ -118,6 +118,10 @@ pub struct Cluster {
     pub replies: BTreeMap<RequestId, Result<Response<RecordLog>, Error>>,
     /// Every acknowledged produce, in acknowledgement order.
     pub acked: Vec<Acked>,
+    /// Per partition, the offsets acknowledged so far (`max offset + 1`),
+    /// as known when each outstanding fetch was sent.
+    fetch_expect: BTreeMap<RequestId, (PartitionId, u64)>,
+    acked_end: BTreeMap<PartitionId, u64>,
     pub checker: Checker,
 }
 
@@ -150,6 +154,8 @@ impl Cluster {
             sent_produces: BTreeMap::new(),
             replies: BTreeMap::new(),
             acked: Vec::new(),
+            fetch_expect: BTreeMap::new(),
+            acked_end: BTreeMap::new(),
             checker: Checker::default(),
             config,
         };
@@ -297,8 +303,13 @@ impl Cluster {
         )
     }
 
-    /// Fetches through `node` (a linearizable read on the leader).
+    /// Fetches through `node` (a linearizable read on the leader). A
+    /// successful reply must show every record acknowledged before the
+    /// fetch was sent; the checker flags a stale read otherwise.
     pub fn fetch(&mut self, node: NodeId, partition: &PartitionId, offset: u64) -> RequestId {
+        let end = self.acked_end.get(partition).copied().unwrap_or(0);
+        self.fetch_expect
+            .insert(self.next_request, (partition.clone(), end));
         self.command(
             node,
             Command::Query {
@@ -518,11 +529,20 @@ impl Cluster {
                             records: sent.records.clone(),
                         };
                         self.checker.on_ack(&acked);
+                        let end = self.acked_end.entry(acked.partition.clone()).or_default();
+                        *end = (*end).max(acked.base_offset + acked.records.len() as u64);
                         self.acked.push(acked);
                     }
+                    if let Some((pid, end)) = self.fetch_expect.remove(&request_id) {
+                        if let Ok(Response::Query(f)) = &result {
+                            self.checker.on_fetch(&pid, end, f);
+                        }
+                    }
+                    self.checker.trace(id, &(request_id, result.is_ok()));
                     self.replies.insert(request_id, result);
                 }
                 Output::Event(ev) => {
+                    self.checker.trace(id, &format_args!("{ev:?}").to_string());
                     let engine = self.nodes[&id].engine.as_ref().expect("running");
                     self.checker.on_event(id, &ev, engine);
                 }

@@ -22,6 +22,9 @@ pub struct Checker {
     /// Offsets acknowledged per partition, to detect an offset given twice.
     acked_offsets: BTreeMap<PartitionId, BTreeMap<u64, bytes::Bytes>>,
     violations: Vec<String>,
+    trace_hash: u64,
+    /// Fetches whose records were compared with acknowledged produces.
+    pub fetches_verified: u64,
     /// Entries applied, over all nodes.
     pub applied_count: u64,
     pub leader_elections: u64,
@@ -36,6 +39,48 @@ impl Checker {
 
     pub fn violations(&self) -> &[String] {
         &self.violations
+    }
+
+    /// Folds one observation into the trace hash: two runs of the same seed
+    /// must end with the same hash.
+    pub fn trace<T: std::hash::Hash + ?Sized>(&mut self, node: NodeId, item: &T) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.trace_hash.hash(&mut h);
+        node.hash(&mut h);
+        item.hash(&mut h);
+        self.trace_hash = h.finish();
+    }
+
+    pub fn trace_hash(&self) -> u64 {
+        self.trace_hash
+    }
+
+    /// A linearizable fetch sent when offsets below `acked_end` were
+    /// acknowledged must show them, holding the acknowledged records.
+    pub fn on_fetch(&mut self, partition: &PartitionId, acked_end: u64, fetched: &crate::Fetched) {
+        if fetched.high_watermark < acked_end {
+            self.violation(format!(
+                "stale read: fetch of {partition} returned high watermark {} after offsets below {acked_end} were acknowledged",
+                fetched.high_watermark
+            ));
+            return;
+        }
+        let Some(offsets) = self.acked_offsets.get(partition) else {
+            return;
+        };
+        let mut bad = Vec::new();
+        for (off, rec) in &fetched.records {
+            if let Some(expected) = offsets.get(off) {
+                if expected != rec {
+                    bad.push(format!("fetch of {partition} offset {off} returned {rec:?}, acknowledged {expected:?}"));
+                }
+            }
+        }
+        self.fetches_verified += 1;
+        for b in bad {
+            self.violation(b);
+        }
     }
 
     /// Panics with every violation found.
