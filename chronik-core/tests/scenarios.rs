@@ -1,0 +1,217 @@
+//! Datadriven golden scenarios (after etcd's rafttest): each file under
+//! `testdata/` drives a seeded in-memory cluster and records what it shows.
+//! Rewrite expectations with `REWRITE=1 cargo test -p chronik-core --test scenarios`
+//! and review the diff.
+
+use bytes::Bytes;
+use chronik_core::testing::{Cluster, ClusterConfig};
+use chronik_core::{Command, MetadataCommand, NodeId, PartitionId, Response, METADATA_GROUP};
+use datadriven::TestCase;
+use std::fmt::Write;
+
+fn partition(tc: &mut TestCase) -> PartitionId {
+    let s: String = tc.take_arg("partition").expect("partition=TOPIC-N");
+    let (topic, p) = s.rsplit_once('-').expect("partition=TOPIC-N");
+    PartitionId::new(topic, p.parse().expect("partition number"))
+}
+
+/// `via=leader` (default) or `via=N`.
+fn via(tc: &mut TestCase, c: &Cluster, group: u64) -> Option<NodeId> {
+    match tc.try_take_arg::<String>("via").expect("via") {
+        None => c.leader_of(group),
+        Some(v) if v == "leader" => c.leader_of(group),
+        Some(v) => Some(v.parse().expect("via=N")),
+    }
+}
+
+fn wait_reply(c: &mut Cluster, rid: u64) -> String {
+    c.run_until(10_000, |c| c.replies.contains_key(&rid));
+    match c.replies.get(&rid) {
+        None => "no reply".into(),
+        Some(Ok(Response::Applied(a))) => {
+            format!("ok base_offset={} count={}", a.base_offset, a.count)
+        }
+        Some(Ok(Response::Query(f))) => {
+            let recs: Vec<String> = f
+                .records
+                .iter()
+                .map(|(o, r)| format!("{o}:{}", String::from_utf8_lossy(r)))
+                .collect();
+            format!(
+                "ok high_watermark={} records=[{}]",
+                f.high_watermark,
+                recs.join(" ")
+            )
+        }
+        Some(Ok(Response::Metadata(m))) => format!("ok {m:?}"),
+        Some(Err(e)) => format!("error {}: {e}", e.code()),
+    }
+}
+
+fn status(c: &Cluster) -> String {
+    let mut out = String::new();
+    for id in c.node_ids() {
+        let Some(e) = c.engine(id) else {
+            writeln!(out, "node {id}: down").unwrap();
+            continue;
+        };
+        for s in e.status() {
+            writeln!(
+                out,
+                "node {id} group {}: {} term={} leader={} commit={} applied={} snapshot={} voters={:?}",
+                s.group,
+                s.role,
+                s.term,
+                s.leader.map_or("-".into(), |l| l.to_string()),
+                s.commit,
+                s.applied,
+                s.snapshot_index,
+                s.voters
+            )
+            .unwrap();
+        }
+    }
+    out
+}
+
+fn run_case(cluster: &mut Option<Cluster>, tc: &mut TestCase) -> String {
+    if tc.directive == "cluster" {
+        let nodes: u64 = tc.take_arg("nodes").expect("nodes");
+        let seed: u64 = tc.take_arg("seed").expect("seed");
+        let mut cfg = ClusterConfig::new(nodes, seed);
+        if let Some(n) = tc.try_take_arg("compact").expect("compact") {
+            cfg.log_compact_threshold_entries = n;
+        }
+        *cluster = Some(Cluster::with_config(cfg));
+        return "ok\n".into();
+    }
+    let c = cluster.as_mut().expect("`cluster` comes first");
+    let out = match tc.directive.as_str() {
+        "elect" => {
+            let group: u64 = tc
+                .try_take_arg("group")
+                .expect("group")
+                .unwrap_or(METADATA_GROUP);
+            match c.elect(group, 10_000) {
+                Some(l) => {
+                    let term = c
+                        .engine(l)
+                        .and_then(|e| e.group_status(group))
+                        .map_or(0, |s| s.term);
+                    format!("leader={l} term={term}")
+                }
+                None => "no leader".into(),
+            }
+        }
+        "run" => {
+            let ms: u64 = tc.take_arg("ms").expect("ms");
+            c.run_for(ms);
+            "ok".into()
+        }
+        "status" => return status(c),
+        "create-topic" => {
+            let name: String = tc.take_arg("name").expect("name");
+            let partitions: u32 = tc.take_arg("partitions").expect("partitions");
+            let rf: u32 = tc.take_arg("rf").expect("rf");
+            match tc.try_take_arg::<NodeId>("via").expect("via") {
+                Some(node) => {
+                    let rid = c.command(
+                        node,
+                        Command::Metadata(MetadataCommand::CreateTopic {
+                            name,
+                            partitions,
+                            replication_factor: rf,
+                            min_insync_replicas: 1,
+                        }),
+                    );
+                    wait_reply(c, rid)
+                }
+                None => match c.create_topic(&name, partitions, rf) {
+                    Ok(ids) => {
+                        let mut out = String::new();
+                        for p in ids {
+                            let l = c.leader_of(METADATA_GROUP).expect("metadata leader");
+                            let md = c.engine(l).expect("up").metadata();
+                            let m = md.partition(&p).expect("exists");
+                            let leader = c.leader_of(m.group).map_or("-".into(), |n| n.to_string());
+                            writeln!(
+                                out,
+                                "{p}: group={} replicas={:?} preferred={} leader={leader}",
+                                m.group, m.replicas, m.preferred_leader
+                            )
+                            .unwrap();
+                        }
+                        return out;
+                    }
+                    Err(e) => e,
+                },
+            }
+        }
+        "produce" => {
+            let p = partition(tc);
+            let records: Vec<String> = tc.take_args("records").expect("records");
+            let group = c.group_of(&p).unwrap_or(u64::MAX);
+            let Some(node) = via(tc, c, group) else {
+                return "no leader\n".into();
+            };
+            let rid = c.produce(node, &p, records.into_iter().map(Bytes::from).collect());
+            wait_reply(c, rid)
+        }
+        "fetch" => {
+            let p = partition(tc);
+            let offset: u64 = tc.try_take_arg("offset").expect("offset").unwrap_or(0);
+            let group = c.group_of(&p).unwrap_or(u64::MAX);
+            let Some(node) = via(tc, c, group) else {
+                return "no leader\n".into();
+            };
+            let rid = c.fetch(node, &p, offset);
+            wait_reply(c, rid)
+        }
+        "crash" => {
+            c.crash(tc.take_arg("node").expect("node"));
+            "ok".into()
+        }
+        "restart" => {
+            c.restart(tc.take_arg("node").expect("node"));
+            "ok".into()
+        }
+        "isolate" => {
+            c.isolate(tc.take_arg("node").expect("node"));
+            "ok".into()
+        }
+        "heal" => {
+            c.heal();
+            "ok".into()
+        }
+        "converge" => {
+            if c.converge(30_000) {
+                "converged".into()
+            } else {
+                "did not converge".into()
+            }
+        }
+        "check" => {
+            c.check_acked_durable();
+            let v = c.checker.violations();
+            if v.is_empty() {
+                format!(
+                    "ok: {} acknowledged produces durable, invariants hold",
+                    c.acked.len()
+                )
+            } else {
+                v.join("\n")
+            }
+        }
+        other => panic!("unknown directive {other}"),
+    };
+    tc.expect_empty().expect("every argument is used");
+    out + "\n"
+}
+
+#[test]
+fn scenarios() {
+    datadriven::walk("testdata", |f| {
+        let mut cluster = None;
+        f.run(|tc| run_case(&mut cluster, tc));
+    });
+}
