@@ -1,1 +1,1 @@
-
+//! Benchmarks of Chronik: see `benches/`.

@@ -434,7 +434,7 @@ impl<S: StateMachine> Engine<S> {
                 g.sm.validate(&cmd)?;
                 check_pending(g.id, g.pending_count(), self.config.pending_proposals_max)?;
                 let data = postcard::to_stdvec(&cmd).map_err(|e| Error::invalid(e.to_string()))?;
-                g.propose(data, Some(request_id))?;
+                g.propose(data, Some(request_id), &mut self.sink)?;
                 self.dirty.insert(METADATA_GROUP);
             }
             Command::Propose { partition, command } => {
@@ -448,7 +448,7 @@ impl<S: StateMachine> Engine<S> {
                 check_pending(group, g.pending_count(), max)?;
                 let data =
                     postcard::to_stdvec(&command).map_err(|e| Error::invalid(e.to_string()))?;
-                g.propose(data, Some(request_id))?;
+                g.propose(data, Some(request_id), &mut self.sink)?;
                 self.dirty.insert(group);
             }
             Command::Query { partition, query } => {
@@ -534,7 +534,7 @@ impl<S: StateMachine> Engine<S> {
             nodes: self.config.initial_cluster.clone(),
         };
         let data = postcard::to_stdvec(&cmd).expect("metadata commands serialize");
-        if g.propose(data, None).is_ok() {
+        if g.propose(data, None, &mut self.sink).is_ok() {
             self.dirty.insert(METADATA_GROUP);
         }
     }

@@ -193,14 +193,31 @@ impl<M, Q> Group<M, Q> {
     }
 
     /// Proposes `data`; on success the request waits for its entry to apply.
-    pub fn propose(&mut self, data: Vec<u8>, request_id: Option<RequestId>) -> Result<(), Error> {
+    pub fn propose<S: StateMachine>(
+        &mut self,
+        data: Vec<u8>,
+        request_id: Option<RequestId>,
+        sink: &mut Sink<S>,
+    ) -> Result<(), Error> {
         let before = self.raw.raft.raft_log.last_index();
         if self.raw.propose(vec![], data).is_err() || self.raw.raft.raft_log.last_index() == before
         {
             return Err(Error::ProposalDropped { group: self.id });
         }
         let index = self.raw.raft.raft_log.last_index();
-        debug_assert!(self.pending.back().is_none_or(|p| p.index < index));
+        // Proposals from an earlier term of ours at or past this index were
+        // truncated away before we led again: a leader's log holds every
+        // committed entry, so they never committed.
+        while self.pending.back().is_some_and(|p| p.index >= index) {
+            let p = self.pending.pop_back().expect("checked non-empty");
+            debug_assert!(
+                p.term < self.raw.raft.term,
+                "same-term proposals never overlap"
+            );
+            if let Some(rid) = p.request_id {
+                sink.reply(rid, Err(Error::ProposalDropped { group: self.id }));
+            }
+        }
         self.pending.push_back(Pending {
             index,
             term: self.raw.raft.term,

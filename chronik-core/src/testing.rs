@@ -54,6 +54,9 @@ pub struct ClusterConfig {
     pub faults: Faults,
     pub tick_interval_ms: u64,
     pub log_compact_threshold_entries: u64,
+    /// Run the checker on every output (apply events, trace hash). Benches
+    /// turn it off to measure the engine alone.
+    pub checks: bool,
 }
 
 impl ClusterConfig {
@@ -64,6 +67,7 @@ impl ClusterConfig {
             faults: Faults::none(),
             tick_interval_ms: 10,
             log_compact_threshold_entries: 10_000,
+            checks: true,
         }
     }
 }
@@ -180,7 +184,7 @@ impl Cluster {
         ec.election_ticks = 10;
         ec.heartbeat_ticks = 2;
         ec.log_compact_threshold_entries = self.config.log_compact_threshold_entries;
-        ec.emit_apply_events = true;
+        ec.emit_apply_events = self.config.checks;
         ec
     }
 
@@ -515,8 +519,12 @@ impl Cluster {
                         .push_back(((self.now + lat).max(after_prev), batch));
                 }
                 Output::Reply { request_id, result } => {
-                    if let (Some(sent), Ok(Response::Applied(Appended { base_offset, count }))) =
-                        (self.sent_produces.get(&request_id), &result)
+                    let sent = self.sent_produces.remove(&request_id);
+                    if let (
+                        true,
+                        Some(sent),
+                        Ok(Response::Applied(Appended { base_offset, count })),
+                    ) = (self.config.checks, sent, &result)
                     {
                         assert_eq!(
                             *count as usize,
@@ -538,9 +546,12 @@ impl Cluster {
                             self.checker.on_fetch(&pid, end, f);
                         }
                     }
-                    self.checker.trace(id, &(request_id, result.is_ok()));
+                    if self.config.checks {
+                        self.checker.trace(id, &(request_id, result.is_ok()));
+                    }
                     self.replies.insert(request_id, result);
                 }
+                Output::Event(_) if !self.config.checks => {}
                 Output::Event(ev) => {
                     self.checker.trace(id, &format_args!("{ev:?}").to_string());
                     let engine = self.nodes[&id].engine.as_ref().expect("running");
@@ -549,7 +560,9 @@ impl Cluster {
             }
         }
         if let Some(e) = self.nodes.get(&id).and_then(|n| n.engine.as_ref()) {
-            self.checker.on_metadata(e);
+            if self.config.checks {
+                self.checker.on_metadata(e);
+            }
         }
     }
 

@@ -195,3 +195,40 @@ fn delete_topic_drops_groups_everywhere() {
         .all(|n| c.engine(*n).is_some_and(|e| e.groups() == vec![0]))));
     c.checker.assert_ok();
 }
+
+#[test]
+fn metadata_follower_catches_up_by_snapshot() {
+    let mut cfg = ClusterConfig::new(3, 13);
+    cfg.log_compact_threshold_entries = 3;
+    let mut c = Cluster::with_config(cfg);
+    let md = c.elect(METADATA_GROUP, 10_000).expect("leader");
+    let down = c.node_ids().into_iter().find(|n| *n != md).expect("other");
+    c.run_for(200);
+    c.crash(down);
+    for i in 0..8 {
+        let leader = c.elect(METADATA_GROUP, 10_000).expect("leader");
+        let rid = c.command(
+            leader,
+            Command::Metadata(MetadataCommand::CreateTopic {
+                name: format!("t{i}"),
+                partitions: 1,
+                replication_factor: 2,
+                min_insync_replicas: 1,
+            }),
+        );
+        assert!(c.run_until(5_000, |c| c.replies.contains_key(&rid)));
+    }
+    c.restart(down);
+    assert!(c.converge(20_000));
+    let e = c.engine(down).expect("up");
+    assert!(
+        e.group_status(METADATA_GROUP)
+            .expect("hosted")
+            .snapshot_index
+            > 0
+    );
+    let reference = c.engine(md).expect("up").metadata().clone();
+    assert_eq!(e.metadata(), &reference);
+    assert_eq!(reference.topics().count(), 8);
+    c.checker.assert_ok();
+}

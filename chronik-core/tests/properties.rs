@@ -179,8 +179,13 @@ fn schedules_exercise_the_cluster() {
     assert!(total.elections > 500, "{total:?}");
 }
 
+/// 1,000 cases by default; `PROPTEST_CASES=N` runs more (soak runs).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000).max(1000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn invariants_hold_under_random_faults(s in schedule()) {

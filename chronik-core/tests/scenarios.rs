@@ -52,7 +52,7 @@ fn status(c: &Cluster) -> String {
     let mut out = String::new();
     for id in c.node_ids() {
         let Some(e) = c.engine(id) else {
-            writeln!(out, "node {id}: down").unwrap();
+            writeln!(out, "node {id}: down").expect("writing to a String");
             continue;
         };
         for s in e.status() {
@@ -68,7 +68,7 @@ fn status(c: &Cluster) -> String {
                 s.snapshot_index,
                 s.voters
             )
-            .unwrap();
+            .expect("writing to a String");
         }
     }
     out
@@ -139,7 +139,7 @@ fn run_case(cluster: &mut Option<Cluster>, tc: &mut TestCase) -> String {
                                 "{p}: group={} replicas={:?} preferred={} leader={leader}",
                                 m.group, m.replicas, m.preferred_leader
                             )
-                            .unwrap();
+                            .expect("writing to a String");
                         }
                         return out;
                     }
