@@ -658,7 +658,8 @@ impl Cluster {
         self.run_until(max_ms, |c| c.is_converged())
     }
 
-    /// Every hosted group has one leader whose commit every replica applied.
+    /// Every hosted group has a leader that committed its whole log, and
+    /// every running replica holds and applied exactly that log.
     pub fn is_converged(&self) -> bool {
         let mut groups: BTreeSet<GroupId> = BTreeSet::new();
         for n in self.nodes.values() {
@@ -673,14 +674,21 @@ impl Cluster {
             let Some(ls) = self.engine(l).and_then(|e| e.group_status(*g)) else {
                 return false;
             };
-            self.nodes
-                .values()
-                .filter_map(|n| n.engine.as_ref())
-                .all(|e| {
-                    e.group_status(*g).is_none_or(|s| {
-                        s.applied == ls.commit && s.commit == ls.commit && s.leader == Some(l)
+            // The leader committed its whole log (so at least one entry of
+            // its own term) and every replica holds and applied all of it.
+            ls.commit == ls.last_index
+                && self
+                    .nodes
+                    .values()
+                    .filter_map(|n| n.engine.as_ref())
+                    .all(|e| {
+                        e.group_status(*g).is_none_or(|s| {
+                            s.applied == ls.commit
+                                && s.commit == ls.commit
+                                && s.last_index == ls.last_index
+                                && s.leader == Some(l)
+                        })
                     })
-                })
         })
     }
 }

@@ -181,7 +181,11 @@ fn schedules_exercise_the_cluster() {
 
 /// 1,000 cases by default; `PROPTEST_CASES=N` runs more (soak runs).
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000).max(1000)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+        .max(1000)
 }
 
 proptest! {
