@@ -1,0 +1,274 @@
+//! All file access of a node goes through [`Disk`], so the simulator can
+//! plug in a disk that loses unsynced writes on a crash ([`MemDisk`]) where
+//! the real one ([`FsDisk`]) uses `std::fs`.
+
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// An open file that is only ever appended to.
+pub trait DiskFile: Send {
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Makes every byte written so far durable (fsync).
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+/// The file operations Chronik needs. Directory changes (create, rename,
+/// remove) are durable once `sync_dir` of their directory returns.
+pub trait Disk: Send + Sync {
+    /// Opens `path` for appending, creating it if missing.
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn DiskFile>>;
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// File names (not paths) in `dir`, sorted. A missing dir is empty.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Cuts `path` to `len` bytes, durably.
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// Writes `data` to `path` atomically: a temp file, fsync, rename over
+/// `path`, fsync of the directory. A crash leaves either the old file or the
+/// new one, never a mix.
+pub fn write_atomic(disk: &dyn Disk, path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    if disk.read(&tmp).is_ok() {
+        disk.remove(&tmp)?;
+    }
+    let mut f = disk.open_append(&tmp)?;
+    f.write_all(data)?;
+    f.sync()?;
+    drop(f);
+    disk.rename(&tmp, path)?;
+    disk.sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// The real file system.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FsDisk;
+
+struct FsFile(std::fs::File);
+
+impl DiskFile for FsFile {
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.0.write_all(data)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+impl Disk for FsDisk {
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn DiskFile>> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Box::new(FsFile(f)))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e),
+        };
+        let mut names = Vec::new();
+        for e in rd {
+            names.push(e?.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        let f = std::fs::OpenOptions::new().write(true).open(path)?;
+        f.set_len(len)?;
+        f.sync_all()
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+#[derive(Default)]
+struct MemFileState {
+    durable: Vec<u8>,
+    /// Written after the last sync: lost (or torn) on a crash.
+    pending: Vec<u8>,
+}
+
+#[derive(Default)]
+struct MemDiskState {
+    files: BTreeMap<PathBuf, MemFileState>,
+    dirs: std::collections::BTreeSet<PathBuf>,
+}
+
+/// An in-memory disk that forgets unsynced writes when told the node
+/// crashed, and may tear the last one. It outlives the node it serves.
+#[derive(Clone, Default)]
+pub struct MemDisk {
+    state: Arc<Mutex<MemDiskState>>,
+}
+
+struct MemFile {
+    state: Arc<Mutex<MemDiskState>>,
+    path: PathBuf,
+}
+
+impl DiskFile for MemFile {
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut s = self.state.lock();
+        let f = s
+            .files
+            .get_mut(&self.path)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "file removed"))?;
+        f.pending.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        let mut s = self.state.lock();
+        let f = s
+            .files
+            .get_mut(&self.path)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "file removed"))?;
+        let pending = std::mem::take(&mut f.pending);
+        f.durable.extend_from_slice(&pending);
+        Ok(())
+    }
+}
+
+impl MemDisk {
+    pub fn new() -> Self {
+        MemDisk::default()
+    }
+
+    /// The node crashed: unsynced bytes are lost, except that the first
+    /// `keep_torn(len)` bytes of each file's unsynced tail survive (a torn
+    /// write). Pass `|_| 0` to lose them all.
+    pub fn crash(&self, mut keep_torn: impl FnMut(usize) -> usize) {
+        let mut s = self.state.lock();
+        for f in s.files.values_mut() {
+            let pending = std::mem::take(&mut f.pending);
+            let keep = keep_torn(pending.len()).min(pending.len());
+            f.durable.extend_from_slice(&pending[..keep]);
+        }
+    }
+
+    /// Flips one byte of a file (for corruption tests).
+    pub fn corrupt(&self, path: &Path, offset: usize) -> bool {
+        let mut s = self.state.lock();
+        match s
+            .files
+            .get_mut(path)
+            .and_then(|f| f.durable.get_mut(offset))
+        {
+            Some(b) => {
+                *b ^= 0xff;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Durable length of a file.
+    pub fn len(&self, path: &Path) -> Option<usize> {
+        self.state.lock().files.get(path).map(|f| f.durable.len())
+    }
+}
+
+impl Disk for MemDisk {
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn DiskFile>> {
+        self.state
+            .lock()
+            .files
+            .entry(path.to_path_buf())
+            .or_default();
+        Ok(Box::new(MemFile {
+            state: self.state.clone(),
+            path: path.to_path_buf(),
+        }))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let s = self.state.lock();
+        let f = s.files.get(path).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display()))
+        })?;
+        let mut v = f.durable.clone();
+        v.extend_from_slice(&f.pending);
+        Ok(v)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let s = self.state.lock();
+        Ok(s.files
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect())
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.state.lock().dirs.insert(dir.to_path_buf());
+        Ok(())
+    }
+
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        let mut s = self.state.lock();
+        let f = s.files.get_mut(path).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display()))
+        })?;
+        let mut all = std::mem::take(&mut f.durable);
+        all.extend_from_slice(&f.pending);
+        all.truncate(len as usize);
+        f.durable = all;
+        f.pending.clear();
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut s = self.state.lock();
+        let f = s.files.remove(from).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("{}", from.display()))
+        })?;
+        s.files.insert(to.to_path_buf(), f);
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.state
+            .lock()
+            .files
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display())))
+    }
+
+    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,485 @@
+//! The write-ahead log: every group's Raft log, hard state and snapshots in
+//! one stream of segment files, with group commit (one fsync covers every
+//! batch handed over together).
+//!
+//! Layout under the WAL dir: `wal-{seq:020}.log` segments of framed records
+//! ([`record`]), and `snap/` with one checksummed file per live snapshot.
+//! A segment is sealed once it passes `segment_bytes_max`; once sealed
+//! segments pass `checkpoint_bytes`, the WAL writes a checkpoint (the whole
+//! durable state, snapshots by reference) at the head of a new segment and
+//! deletes the older ones.
+//!
+//! Recovery replays every segment in order. A torn tail (the last record of
+//! the last segment cut short or failing its checksum) is truncated away;
+//! anything else that fails to decode refuses recovery with the file and
+//! byte offset, rather than silently dropping acknowledged data.
+
+pub mod codec;
+pub mod record;
+
+use crate::disk::{write_atomic, Disk, DiskFile};
+use chronik_core::persist::{DurableState, GroupUpdate, PersistBatch};
+use chronik_core::raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use chronik_core::GroupId;
+use codec::{from_wal, pb, snapshot_stub, to_wal, unpb, WalGroup, WalRecord, WalUpdate};
+use record::Frame;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where and how the WAL writes.
+#[derive(Clone, Debug)]
+pub struct WalConfig {
+    pub dir: PathBuf,
+    /// Seal the current segment past this size.
+    pub segment_bytes_max: u64,
+    /// Checkpoint and delete old segments once sealed ones pass this size.
+    pub checkpoint_bytes: u64,
+}
+
+impl WalConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        WalConfig {
+            dir: dir.into(),
+            segment_bytes_max: 64 * 1024 * 1024,
+            checkpoint_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt WAL record in {} at byte {offset}: {reason}", file.display())]
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("WAL is inconsistent: {reason}")]
+    Inconsistent { reason: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What recovery found, for logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub records: u64,
+    /// Bytes cut from the end of the last segment (a torn write).
+    pub truncated_bytes: u64,
+}
+
+/// The open WAL of one node.
+pub struct Wal {
+    disk: Arc<dyn Disk>,
+    cfg: WalConfig,
+    snap_dir: PathBuf,
+    /// `(seq, bytes)` of every segment, the last one open for appends.
+    segments: Vec<(u64, u64)>,
+    file: Box<dyn DiskFile>,
+    /// What is durable, snapshot data left out (it lives in files).
+    state: DurableState,
+    snap_files: BTreeMap<GroupId, String>,
+    /// Verify checksums on recovery. Always on, except where a test plants
+    /// the "skip the CRC check" bug to prove the simulator catches it.
+    verify_crc: bool,
+}
+
+fn segment_name(seq: u64) -> String {
+    format!("wal-{seq:020}.log")
+}
+
+fn parse_segment(name: &str) -> Option<u64> {
+    name.strip_prefix("wal-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
+
+fn stub(snapshot: &Snapshot) -> Snapshot {
+    Snapshot {
+        metadata: snapshot.metadata.clone(),
+        ..Default::default()
+    }
+}
+
+impl Wal {
+    /// Opens (or creates) the WAL in `cfg.dir` and recovers what is durable.
+    pub fn open(
+        disk: Arc<dyn Disk>,
+        cfg: WalConfig,
+    ) -> Result<(Wal, DurableState, RecoveryReport), WalError> {
+        Wal::open_with(disk, cfg, true)
+    }
+
+    /// `open` with the checksum check switchable, for planted-bug tests only.
+    #[doc(hidden)]
+    pub fn open_with(
+        disk: Arc<dyn Disk>,
+        cfg: WalConfig,
+        verify_crc: bool,
+    ) -> Result<(Wal, DurableState, RecoveryReport), WalError> {
+        let snap_dir = cfg.dir.join("snap");
+        disk.create_dir_all(&cfg.dir).map_err(io_err(&cfg.dir))?;
+        disk.create_dir_all(&snap_dir).map_err(io_err(&snap_dir))?;
+        let names = disk.list(&cfg.dir).map_err(io_err(&cfg.dir))?;
+        let mut seqs: Vec<u64> = names.iter().filter_map(|n| parse_segment(n)).collect();
+        seqs.sort_unstable();
+        for n in names.iter().filter(|n| n.ends_with(".tmp")) {
+            let p = cfg.dir.join(n);
+            disk.remove(&p).map_err(io_err(&p))?;
+        }
+
+        let mut state = DurableState::default();
+        let mut snap_files: BTreeMap<GroupId, String> = BTreeMap::new();
+        let mut report = RecoveryReport {
+            segments: seqs.len(),
+            ..Default::default()
+        };
+        let mut segments = Vec::new();
+        for (i, seq) in seqs.iter().enumerate() {
+            let path = cfg.dir.join(segment_name(*seq));
+            let data = disk.read(&path).map_err(io_err(&path))?;
+            let last = i + 1 == seqs.len();
+            let mut offset = 0usize;
+            loop {
+                let corrupt = |offset: usize, reason: String| WalError::Corrupt {
+                    file: path.clone(),
+                    offset: offset as u64,
+                    reason,
+                };
+                match record::decode(&data, offset, verify_crc) {
+                    Frame::End => break,
+                    Frame::Record { payload, next } => {
+                        let rec: WalRecord = postcard::from_bytes(payload)
+                            .map_err(|e| corrupt(offset, format!("undecodable record: {e}")))?;
+                        apply_record(&mut state, &mut snap_files, rec)
+                            .map_err(|r| corrupt(offset, r))?;
+                        report.records += 1;
+                        offset = next;
+                    }
+                    Frame::Truncated if last => {
+                        report.truncated_bytes = (data.len() - offset) as u64;
+                        break;
+                    }
+                    Frame::Corrupt { end, .. } if last && end == data.len() => {
+                        report.truncated_bytes = (data.len() - offset) as u64;
+                        break;
+                    }
+                    Frame::Truncated => {
+                        return Err(corrupt(
+                            offset,
+                            "sealed segment ends inside a record".into(),
+                        ))
+                    }
+                    Frame::Corrupt { reason, .. } => return Err(corrupt(offset, reason)),
+                }
+            }
+            if report.truncated_bytes > 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    offset,
+                    bytes = report.truncated_bytes,
+                    "truncating a torn write at the end of the WAL"
+                );
+                disk.truncate(&path, offset as u64).map_err(io_err(&path))?;
+            }
+            segments.push((*seq, offset as u64));
+        }
+
+        // Full snapshots for the engine; the WAL keeps only their metadata.
+        let mut full = state.clone();
+        for (group, file) in &snap_files {
+            let snap = load_snapshot(disk.as_ref(), &snap_dir, file)?;
+            let g = full
+                .groups
+                .get_mut(group)
+                .ok_or_else(|| WalError::Inconsistent {
+                    reason: format!("snapshot file {file} for unknown group {group}"),
+                })?;
+            let expect = g
+                .snapshot
+                .as_ref()
+                .map(|s| (s.get_metadata().index, s.get_metadata().term));
+            if expect != Some((snap.get_metadata().index, snap.get_metadata().term)) {
+                return Err(WalError::Inconsistent {
+                    reason: format!("snapshot file {file} does not match the log ({expect:?})"),
+                });
+            }
+            if let Some(s) = state
+                .groups
+                .get_mut(group)
+                .and_then(|g| g.snapshot.as_mut())
+            {
+                *s = stub(&snap);
+            }
+            g.snapshot = Some(snap);
+        }
+        // Snapshot files no record refers to any more.
+        for n in disk.list(&snap_dir).map_err(io_err(&snap_dir))? {
+            if !snap_files.values().any(|f| *f == n) {
+                let p = snap_dir.join(&n);
+                disk.remove(&p).map_err(io_err(&p))?;
+            }
+        }
+
+        if segments.is_empty() {
+            segments.push((1, 0));
+        }
+        let (seq, _) = *segments.last().expect("non-empty");
+        let path = cfg.dir.join(segment_name(seq));
+        let file = disk.open_append(&path).map_err(io_err(&path))?;
+        disk.sync_dir(&cfg.dir).map_err(io_err(&cfg.dir))?;
+        let wal = Wal {
+            disk,
+            cfg,
+            snap_dir,
+            segments,
+            file,
+            state,
+            snap_files,
+            verify_crc,
+        };
+        Ok((wal, full, report))
+    }
+
+    /// Writes `batches` and, if any must be synced, fsyncs once for all of
+    /// them. Returns only when they are durable: the caller may then report
+    /// every one of them persisted.
+    pub fn append(&mut self, batches: &[PersistBatch]) -> Result<(), WalError> {
+        let mut buf = Vec::new();
+        let mut superseded = Vec::new();
+        let mut must_sync = false;
+        for batch in batches {
+            must_sync |= batch.must_sync;
+            let mut updates = Vec::with_capacity(batch.updates.len());
+            for u in &batch.updates {
+                if let GroupUpdate::Snapshot { group, snapshot } = u {
+                    let meta = snapshot.get_metadata();
+                    let name = format!("g{group}-i{}-t{}.snap", meta.index, meta.term);
+                    let path = self.snap_dir.join(&name);
+                    let mut data = Vec::new();
+                    let body = pb(snapshot);
+                    data.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+                    data.extend_from_slice(&body);
+                    write_atomic(self.disk.as_ref(), &path, &data).map_err(io_err(&path))?;
+                }
+                updates.push(to_wal(u, |g, s| {
+                    format!(
+                        "g{g}-i{}-t{}.snap",
+                        s.get_metadata().index,
+                        s.get_metadata().term
+                    )
+                }));
+                let stubbed;
+                let for_state = match u {
+                    GroupUpdate::Snapshot { group, snapshot } => {
+                        stubbed = GroupUpdate::Snapshot {
+                            group: *group,
+                            snapshot: stub(snapshot),
+                        };
+                        &stubbed
+                    }
+                    other => other,
+                };
+                self.state
+                    .apply(for_state)
+                    .map_err(|reason| WalError::Inconsistent { reason })?;
+                track_snapshot_file(
+                    &mut self.snap_files,
+                    &updates[updates.len() - 1],
+                    &mut superseded,
+                );
+            }
+            let payload =
+                postcard::to_stdvec(&WalRecord::Batch(updates)).expect("WAL records encode");
+            record::encode(&payload, &mut buf);
+        }
+        let path = self.current_path();
+        self.file.write_all(&buf).map_err(io_err(&path))?;
+        if must_sync {
+            self.file.sync().map_err(io_err(&path))?;
+        }
+        self.segments.last_mut().expect("a segment is open").1 += buf.len() as u64;
+        for f in superseded {
+            let p = self.snap_dir.join(&f);
+            if let Err(e) = self.disk.remove(&p) {
+                tracing::warn!(file = %p.display(), "cannot remove superseded snapshot: {e}");
+            }
+        }
+        if self.segments.last().expect("open").1 >= self.cfg.segment_bytes_max {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    fn current_path(&self) -> PathBuf {
+        let (seq, _) = *self.segments.last().expect("a segment is open");
+        self.cfg.dir.join(segment_name(seq))
+    }
+
+    /// Seals the current segment and opens the next; checkpoints when the
+    /// sealed segments grew past `checkpoint_bytes`.
+    fn rotate(&mut self) -> Result<(), WalError> {
+        let path = self.current_path();
+        self.file.sync().map_err(io_err(&path))?;
+        let sealed: u64 = self.segments.iter().map(|(_, b)| b).sum();
+        let seq = self.segments.last().expect("open").0 + 1;
+        let next = self.cfg.dir.join(segment_name(seq));
+        self.file = self.disk.open_append(&next).map_err(io_err(&next))?;
+        self.segments.push((seq, 0));
+        if sealed >= self.cfg.checkpoint_bytes {
+            let mut buf = Vec::new();
+            let payload = postcard::to_stdvec(&WalRecord::Checkpoint(self.checkpoint_groups()))
+                .expect("WAL records encode");
+            record::encode(&payload, &mut buf);
+            self.file.write_all(&buf).map_err(io_err(&next))?;
+            self.file.sync().map_err(io_err(&next))?;
+            self.segments.last_mut().expect("open").1 += buf.len() as u64;
+            self.disk
+                .sync_dir(&self.cfg.dir)
+                .map_err(io_err(&self.cfg.dir))?;
+            let old: Vec<u64> = self
+                .segments
+                .iter()
+                .map(|(s, _)| *s)
+                .filter(|s| *s < seq)
+                .collect();
+            for s in old {
+                let p = self.cfg.dir.join(segment_name(s));
+                self.disk.remove(&p).map_err(io_err(&p))?;
+            }
+            self.segments.retain(|(s, _)| *s >= seq);
+        }
+        self.disk
+            .sync_dir(&self.cfg.dir)
+            .map_err(io_err(&self.cfg.dir))
+    }
+
+    fn checkpoint_groups(&self) -> Vec<WalGroup> {
+        self.state
+            .groups
+            .iter()
+            .map(|(id, g)| WalGroup {
+                group: *id,
+                kind: g.kind.clone(),
+                conf_state: pb(&g.conf_state),
+                hard_state: pb(&g.hard_state),
+                snapshot: g.snapshot.as_ref().and_then(|s| {
+                    self.snap_files
+                        .get(id)
+                        .map(|f| (s.get_metadata().index, s.get_metadata().term, f.clone()))
+                }),
+                entries: g.entries.iter().map(pb).collect(),
+            })
+            .collect()
+    }
+
+    /// Segment files currently on disk.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Whether recovery checks checksums (false only for planted bugs).
+    pub fn verifies_crc(&self) -> bool {
+        self.verify_crc
+    }
+}
+
+fn track_snapshot_file(
+    files: &mut BTreeMap<GroupId, String>,
+    u: &WalUpdate,
+    superseded: &mut Vec<String>,
+) {
+    match u {
+        WalUpdate::Snapshot { group, file, .. } => {
+            if let Some(old) = files.insert(*group, file.clone()) {
+                if old != *file {
+                    superseded.push(old);
+                }
+            }
+        }
+        WalUpdate::Drop { group } => {
+            if let Some(old) = files.remove(group) {
+                superseded.push(old);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Folds one record into the stripped state (snapshots as metadata stubs).
+fn apply_record(
+    state: &mut DurableState,
+    snap_files: &mut BTreeMap<GroupId, String>,
+    rec: WalRecord,
+) -> Result<(), String> {
+    match rec {
+        WalRecord::Batch(updates) => {
+            for u in updates {
+                let mut ignored = Vec::new();
+                track_snapshot_file(snap_files, &u, &mut ignored);
+                let gu = from_wal(u, &mut |index, term, _| Ok(snapshot_stub(index, term)))?;
+                state.apply(&gu)?;
+            }
+        }
+        WalRecord::Checkpoint(groups) => {
+            *state = DurableState::default();
+            snap_files.clear();
+            for g in groups {
+                let snapshot = match g.snapshot {
+                    Some((index, term, file)) => {
+                        snap_files.insert(g.group, file);
+                        Some(snapshot_stub(index, term))
+                    }
+                    None => None,
+                };
+                state.groups.insert(
+                    g.group,
+                    chronik_core::DurableGroup {
+                        kind: g.kind,
+                        conf_state: unpb::<ConfState>(&g.conf_state, "conf state")?,
+                        hard_state: unpb::<HardState>(&g.hard_state, "hard state")?,
+                        snapshot,
+                        entries: g
+                            .entries
+                            .iter()
+                            .map(|e| unpb::<Entry>(e, "entry"))
+                            .collect::<Result<_, _>>()?,
+                    },
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn load_snapshot(disk: &dyn Disk, dir: &Path, file: &str) -> Result<Snapshot, WalError> {
+    let path = dir.join(file);
+    let data = disk.read(&path).map_err(io_err(&path))?;
+    let corrupt = |reason: String| WalError::Corrupt {
+        file: path.clone(),
+        offset: 0,
+        reason,
+    };
+    if data.len() < 4 {
+        return Err(corrupt("snapshot file shorter than its checksum".into()));
+    }
+    let crc = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+    if crc32c::crc32c(&data[4..]) != crc {
+        return Err(corrupt("snapshot checksum mismatch".into()));
+    }
+    unpb::<Snapshot>(&data[4..], "snapshot").map_err(corrupt)
+}

@@ -1,0 +1,311 @@
+//! WAL recovery: round trips of real engine output, every truncation point,
+//! corruption in the middle, rotation with checkpoints, crashes of a disk
+//! that loses unsynced writes.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
+use chronik_core::{
+    Command, DurableState, Engine, EngineConfig, MetadataCommand, NodeInfo, Output, PartitionId,
+    PersistBatch, RecordCommand, Time,
+};
+use chronik_net::disk::{Disk, MemDisk};
+use chronik_net::wal::{Wal, WalConfig, WalError};
+use proptest::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Persist batches of a one-node engine that bootstraps, creates topics
+/// and produces `records` records, compacting every 10 entries (so the
+/// batches include snapshots of both group kinds).
+fn engine_batches(records: usize) -> Vec<PersistBatch> {
+    let node = NodeInfo {
+        id: 1,
+        client_addr: "127.0.0.1:1".into(),
+        peer_addr: "127.0.0.1:2".into(),
+    };
+    let mut cfg = EngineConfig::new(1, vec![node]);
+    cfg.log_compact_threshold_entries = 10;
+    let mut e = Engine::new_record_log(cfg, DurableState::default(), Time(0)).unwrap();
+    let mut out = Vec::new();
+    let mut now = 0;
+    let drain = |e: &mut Engine, out: &mut Vec<PersistBatch>| {
+        while let Some(o) = e.poll_output() {
+            if let Output::Persist(b) = o {
+                e.handle_persisted(Time(0), b.ticket);
+                out.push(b);
+            }
+        }
+    };
+    drain(&mut e, &mut out);
+    for _ in 0..30 {
+        now += 100;
+        e.handle_tick(Time(now));
+        drain(&mut e, &mut out);
+    }
+    for i in 0..12 {
+        e.handle_command(
+            Time(now),
+            1000 + i,
+            Command::Metadata(MetadataCommand::CreateTopic {
+                name: format!("t{i}"),
+                partitions: 1,
+                replication_factor: 1,
+                min_insync_replicas: 1,
+            }),
+        );
+        drain(&mut e, &mut out);
+    }
+    for _ in 0..30 {
+        now += 100;
+        e.handle_tick(Time(now));
+        drain(&mut e, &mut out);
+    }
+    for i in 0..records {
+        e.handle_command(
+            Time(now),
+            i as u64,
+            Command::Propose {
+                partition: PartitionId::new("t0", 0),
+                command: RecordCommand::Append {
+                    records: vec![format!("record-{i}").into()],
+                },
+            },
+        );
+        drain(&mut e, &mut out);
+    }
+    assert!(out.iter().any(|b| b
+        .updates
+        .iter()
+        .any(|u| matches!(u, chronik_core::GroupUpdate::Snapshot { .. }))));
+    out
+}
+
+fn fold(batches: &[PersistBatch]) -> DurableState {
+    let mut s = DurableState::default();
+    for b in batches {
+        s.apply_batch(b).unwrap();
+    }
+    s
+}
+
+fn dir() -> PathBuf {
+    PathBuf::from("/n1/wal")
+}
+
+fn segment(disk: &MemDisk) -> PathBuf {
+    let names = disk.list(&dir()).unwrap();
+    dir().join(names.iter().find(|n| n.ends_with(".log")).unwrap())
+}
+
+#[test]
+fn recovers_exactly_what_was_appended() {
+    let batches = engine_batches(60);
+    let disk = Arc::new(MemDisk::new());
+    let (mut wal, rec, report) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
+    assert!(rec.groups.is_empty());
+    assert_eq!(report.records, 0);
+    for b in &batches {
+        wal.append(std::slice::from_ref(b)).unwrap();
+    }
+    drop(wal);
+    let (_, rec, report) = Wal::open(disk, WalConfig::new(dir())).unwrap();
+    assert_eq!(rec, fold(&batches));
+    assert_eq!(report.records, batches.len() as u64);
+    assert_eq!(report.truncated_bytes, 0);
+}
+
+#[test]
+fn a_recovered_engine_holds_every_record() {
+    let batches = engine_batches(60);
+    let disk = Arc::new(MemDisk::new());
+    let (mut wal, _, _) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
+    wal.append(&batches).unwrap();
+    let (_, rec, _) = Wal::open(disk, WalConfig::new(dir())).unwrap();
+    let node = NodeInfo {
+        id: 1,
+        client_addr: "127.0.0.1:1".into(),
+        peer_addr: "127.0.0.1:2".into(),
+    };
+    let mut e = Engine::new_record_log(EngineConfig::new(1, vec![node]), rec, Time(0)).unwrap();
+    e.handle_tick(Time(0));
+    while e.poll_output().is_some() {}
+    let log = e.partition_state(&PartitionId::new("t0", 0)).unwrap();
+    assert_eq!(log.high_watermark(), 60);
+    assert_eq!(log.get(59).unwrap(), "record-59");
+}
+
+#[test]
+fn corrupt_record_in_the_middle_is_refused_with_file_and_offset() {
+    let batches = engine_batches(20);
+    let disk = Arc::new(MemDisk::new());
+    let (mut wal, _, _) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
+    for b in &batches {
+        wal.append(std::slice::from_ref(b)).unwrap();
+    }
+    drop(wal);
+    let seg = segment(&disk);
+    // Flip a payload byte of the first record (offset 0, header is 8 bytes).
+    assert!(disk.corrupt(&seg, 10));
+    match Wal::open(disk, WalConfig::new(dir())) {
+        Err(WalError::Corrupt {
+            file,
+            offset,
+            reason,
+        }) => {
+            assert_eq!(file, seg);
+            assert_eq!(offset, 0);
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("corrupt WAL was accepted"),
+    }
+}
+
+#[test]
+fn corrupt_snapshot_file_is_refused_with_its_name() {
+    let batches = engine_batches(30);
+    let disk = Arc::new(MemDisk::new());
+    let (mut wal, _, _) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
+    wal.append(&batches).unwrap();
+    drop(wal);
+    let snap_dir = dir().join("snap");
+    let name = disk.list(&snap_dir).unwrap().remove(0);
+    assert!(disk.corrupt(&snap_dir.join(&name), 20));
+    let err = Wal::open(disk, WalConfig::new(dir()))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains(&name), "{err}");
+}
+
+#[test]
+fn rotation_and_checkpoints_bound_the_segments() {
+    let batches = engine_batches(300);
+    let disk = Arc::new(MemDisk::new());
+    let mut cfg = WalConfig::new(dir());
+    cfg.segment_bytes_max = 2_000;
+    cfg.checkpoint_bytes = 8_000;
+    let (mut wal, _, _) = Wal::open(disk.clone(), cfg.clone()).unwrap();
+    let mut max_segments = 0;
+    for b in &batches {
+        wal.append(std::slice::from_ref(b)).unwrap();
+        max_segments = max_segments.max(wal.segment_count());
+    }
+    assert!(max_segments <= 8, "segments grew to {max_segments}");
+    drop(wal);
+    let (_, rec, report) = Wal::open(disk.clone(), cfg).unwrap();
+    assert_eq!(rec, fold(&batches));
+    assert!(report.segments <= 8);
+    // Only the live snapshot of each group is kept on disk.
+    let snaps = disk.list(&dir().join("snap")).unwrap();
+    assert!(snaps.len() <= rec.groups.len(), "{snaps:?}");
+}
+
+#[test]
+fn unsynced_writes_are_lost_and_synced_ones_kept() {
+    let batches = engine_batches(20);
+    let disk = Arc::new(MemDisk::new());
+    let (mut wal, _, _) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
+    let (synced, rest) = batches.split_at(batches.len() / 2);
+    wal.append(synced).unwrap();
+    let mut unsynced = rest[0].clone();
+    unsynced.must_sync = false;
+    wal.append(&[unsynced]).unwrap();
+    drop(wal);
+    disk.crash(|_| 0);
+    let (_, rec, _) = Wal::open(disk, WalConfig::new(dir())).unwrap();
+    assert_eq!(rec, fold(synced));
+}
+
+#[test]
+fn a_torn_last_write_is_truncated() {
+    let batches = engine_batches(20);
+    let disk = Arc::new(MemDisk::new());
+    let (mut wal, _, _) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
+    let (synced, rest) = batches.split_at(batches.len() / 2);
+    wal.append(synced).unwrap();
+    let mut unsynced = rest[0].clone();
+    unsynced.must_sync = false;
+    wal.append(&[unsynced]).unwrap();
+    drop(wal);
+    disk.crash(|len| len / 2);
+    let (_, rec, report) = Wal::open(disk, WalConfig::new(dir())).unwrap();
+    assert_eq!(rec, fold(synced));
+    assert!(report.truncated_bytes > 0);
+}
+
+/// Byte offsets where each record ends, in order.
+fn record_ends(data: &[u8]) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut off = 0;
+    while off + 8 <= data.len() {
+        let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
+        off += 8 + len;
+        ends.push(off);
+    }
+    ends
+}
+
+fn truncated_copy(src: &MemDisk, seg: &Path, cut: usize) -> Arc<MemDisk> {
+    let copy = MemDisk::new();
+    for name in src.list(&dir().join("snap")).unwrap() {
+        let p = dir().join("snap").join(&name);
+        let mut f = copy.open_append(&p).unwrap();
+        f.write_all(&src.read(&p).unwrap()).unwrap();
+        f.sync().unwrap();
+    }
+    let data = src.read(seg).unwrap();
+    let mut f = copy.open_append(seg).unwrap();
+    f.write_all(&data[..cut]).unwrap();
+    f.sync().unwrap();
+    Arc::new(copy)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Cutting the last segment anywhere recovers exactly the records that
+    /// are whole before the cut, and the torn tail is truncated away.
+    #[test]
+    fn recovery_from_every_truncation_point(frac in 0.0f64..1.0) {
+        let batches = engine_batches(10);
+        let disk = Arc::new(MemDisk::new());
+        let (mut wal, _, _) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
+        for b in &batches {
+            wal.append(std::slice::from_ref(b)).unwrap();
+        }
+        drop(wal);
+        let seg = segment(&disk);
+        let data = disk.read(&seg).unwrap();
+        let ends = record_ends(&data);
+        let cut = (data.len() as f64 * frac) as usize;
+        let whole = ends.iter().filter(|e| **e <= cut).count();
+        let copy = truncated_copy(&disk, &seg, cut);
+        let (_, rec, report) = Wal::open(copy.clone(), WalConfig::new(dir())).unwrap();
+        prop_assert_eq!(rec, fold(&batches[..whole]));
+        let kept = if whole == 0 { 0 } else { ends[whole - 1] };
+        prop_assert_eq!(report.truncated_bytes as usize, cut - kept);
+        prop_assert_eq!(copy.len(&seg).unwrap(), kept);
+    }
+}
+
+#[test]
+fn every_byte_truncation_of_a_small_wal_recovers() {
+    let batches = engine_batches(3);
+    let disk = Arc::new(MemDisk::new());
+    let (mut wal, _, _) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
+    let batches: Vec<PersistBatch> = batches.into_iter().take(12).collect();
+    for b in &batches {
+        wal.append(std::slice::from_ref(b)).unwrap();
+    }
+    drop(wal);
+    let seg = segment(&disk);
+    let data = disk.read(&seg).unwrap();
+    let ends = record_ends(&data);
+    for cut in 0..=data.len() {
+        let whole = ends.iter().filter(|e| **e <= cut).count();
+        let copy = truncated_copy(&disk, &seg, cut);
+        let (_, rec, _) =
+            Wal::open(copy, WalConfig::new(dir())).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        assert_eq!(rec, fold(&batches[..whole]), "cut at {cut}");
+    }
+}
