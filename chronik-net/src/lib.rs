@@ -1,6 +1,17 @@
-//! Chronik's IO layer: durable storage for the sans-IO engine of
-//! `chronik-core` (the WAL, behind a [`disk::Disk`] trait so the simulator
-//! can lose unsynced writes).
+//! Chronik's IO layer: drives the sans-IO engine of `chronik-core` with
+//! tokio and tonic.
+//!
+//! - [`node::Node::start`] runs a whole node inside any tokio application:
+//!   WAL recovery, the driver task that owns the engine, the peer transport
+//!   (one gRPC stream per peer, all groups batched), the client and admin
+//!   gRPC APIs and `/metrics`.
+//! - [`client::Client`] talks to a cluster: finds leaders, follows hints,
+//!   retries what is retriable.
+//! - [`wal::Wal`] is the write-ahead log with group commit, behind a
+//!   [`disk::Disk`] so the simulator can lose unsynced writes.
+//!
+//! The same code builds with `RUSTFLAGS="--cfg madsim"`, where madsim's
+//! tokio and tonic stand in.
 //!
 //! ```
 //! use chronik_net::disk::MemDisk;
@@ -15,5 +26,19 @@
 //! # let _ = &mut wal;
 //! ```
 
+pub mod client;
+pub mod config;
+mod convert;
 pub mod disk;
+mod driver;
+pub mod metrics;
+pub mod node;
+pub mod proto;
+mod service;
+mod transport;
 pub mod wal;
+
+pub use client::{Client, ClientError, FetchResult, RetryPolicy};
+pub use config::NodeConfig;
+pub use driver::Inspection;
+pub use node::{Node, NodeError, NodeHandle};

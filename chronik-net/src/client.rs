@@ -1,0 +1,385 @@
+//! A Rust client for Chronik's client API. It finds partition leaders,
+//! follows NOT_LEADER hints, and retries what is retriable with capped
+//! backoff until a deadline.
+
+use crate::proto::{self, chronik_client::ChronikClient};
+use bytes::Bytes;
+use chronik_core::NodeId;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// Why a client call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The cluster answered with an error that retrying will not fix (or
+    /// the deadline passed while retrying a retriable one).
+    #[error("{code}: {message}")]
+    Server { code: String, message: String },
+    /// No node could be reached.
+    #[error("no node reachable ({last})")]
+    Unreachable { last: String },
+}
+
+impl ClientError {
+    pub fn code(&self) -> &str {
+        match self {
+            ClientError::Server { code, .. } => code,
+            ClientError::Unreachable { .. } => "UNREACHABLE",
+        }
+    }
+}
+
+/// Retry policy: retriable errors are retried until `deadline` passes.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub deadline: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            deadline: Duration::from_secs(30),
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What a successful fetch returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FetchResult {
+    pub records: Vec<(u64, Bytes)>,
+    pub high_watermark: u64,
+}
+
+/// A client of a whole cluster.
+pub struct Client {
+    bootstrap: Vec<String>,
+    retry: RetryPolicy,
+    conns: Mutex<HashMap<String, ChronikClient<Channel>>>,
+    /// Client address of each node, learned from metadata.
+    nodes: Mutex<BTreeMap<NodeId, String>>,
+    /// Last known leader per `(topic, partition)`, and of metadata.
+    leaders: Mutex<HashMap<(String, u32), NodeId>>,
+    metadata_leader: Mutex<Option<NodeId>>,
+}
+
+enum Target {
+    Metadata,
+    Partition(String, u32),
+}
+
+impl Client {
+    /// A client that starts from these `host:port` client addresses.
+    pub fn new(bootstrap: Vec<String>) -> Client {
+        Client::with_retry(bootstrap, RetryPolicy::default())
+    }
+
+    pub fn with_retry(bootstrap: Vec<String>, retry: RetryPolicy) -> Client {
+        Client {
+            bootstrap,
+            retry,
+            conns: Mutex::new(HashMap::new()),
+            nodes: Mutex::new(BTreeMap::new()),
+            leaders: Mutex::new(HashMap::new()),
+            metadata_leader: Mutex::new(None),
+        }
+    }
+
+    async fn conn(&self, addr: &str) -> Result<ChronikClient<Channel>, String> {
+        if let Some(c) = self.conns.lock().get(addr) {
+            return Ok(c.clone());
+        }
+        let c = ChronikClient::connect(format!("http://{addr}"))
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?
+            .max_decoding_message_size(256 * 1024 * 1024)
+            .max_encoding_message_size(256 * 1024 * 1024);
+        self.conns.lock().insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Addresses to try, best guess first.
+    fn candidates(&self, target: &Target) -> Vec<String> {
+        let leader = match target {
+            Target::Metadata => *self.metadata_leader.lock(),
+            Target::Partition(t, p) => self.leaders.lock().get(&(t.clone(), *p)).copied(),
+        };
+        let nodes = self.nodes.lock();
+        let mut out = Vec::new();
+        if let Some(a) = leader.and_then(|l| nodes.get(&l)) {
+            out.push(a.clone());
+        }
+        for a in nodes.values().chain(self.bootstrap.iter()) {
+            if !out.contains(a) {
+                out.push(a.clone());
+            }
+        }
+        out
+    }
+
+    fn learn(&self, md: &proto::MetadataResponse) {
+        let mut nodes = self.nodes.lock();
+        for n in &md.nodes {
+            nodes.insert(n.id, n.client_addr.clone());
+        }
+        let mut leaders = self.leaders.lock();
+        for t in &md.topics {
+            for p in &t.partitions {
+                let l = if p.leader != 0 {
+                    p.leader
+                } else {
+                    p.preferred_leader
+                };
+                leaders.entry((t.name.clone(), p.partition)).or_insert(l);
+            }
+        }
+    }
+
+    fn note_leader(&self, target: &Target, leader: NodeId) {
+        match target {
+            Target::Metadata => *self.metadata_leader.lock() = Some(leader),
+            Target::Partition(t, p) => {
+                self.leaders.lock().insert((t.clone(), *p), leader);
+            }
+        }
+    }
+
+    /// Runs `call` against the best node for `target`, following leader
+    /// hints and retrying retriable errors until the deadline.
+    async fn with_retries<T, F, Fut>(&self, target: Target, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(ChronikClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<Result<T, proto::Error>, tonic::Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.retry.deadline;
+        let mut backoff = self.retry.backoff_min;
+        let mut last = String::from("no address to try");
+        let mut hinted: Option<String> = None;
+        loop {
+            let mut addrs = self.candidates(&target);
+            if let Some(h) = hinted.take() {
+                addrs.retain(|a| *a != h);
+                addrs.insert(0, h);
+            }
+            // An unknown topic may only be news that has not reached the
+            // node asked: believe it once every node says so.
+            let mut unknown: Option<proto::Error> = None;
+            let mut other_outcome = false;
+            for addr in addrs {
+                let conn = match self.conn(&addr).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        last = e;
+                        continue;
+                    }
+                };
+                match call(conn).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(e)) if e.code == "NOT_LEADER" => {
+                        other_outcome = true;
+                        last = e.message.clone();
+                        if e.leader_hint != 0 {
+                            self.note_leader(&target, e.leader_hint);
+                            if self.nodes.lock().get(&e.leader_hint).is_none() {
+                                let _ = self.refresh_metadata().await;
+                            }
+                            hinted = self.nodes.lock().get(&e.leader_hint).cloned();
+                            if hinted.is_some() {
+                                break;
+                            }
+                        }
+                    }
+                    Ok(Err(e)) if e.code == "UNKNOWN_TOPIC_OR_PARTITION" => unknown = Some(e),
+                    Ok(Err(e)) if e.retriable => {
+                        other_outcome = true;
+                        last = format!("{}: {}", e.code, e.message);
+                    }
+                    Ok(Err(e)) => {
+                        return Err(ClientError::Server {
+                            code: e.code,
+                            message: e.message,
+                        })
+                    }
+                    Err(status) => {
+                        self.conns.lock().remove(&addr);
+                        last = format!("{addr}: {status}");
+                    }
+                }
+            }
+            if let (Some(e), false) = (&unknown, other_outcome) {
+                return Err(ClientError::Server {
+                    code: e.code.clone(),
+                    message: e.message.clone(),
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(if last.contains(':') && !last.starts_with("NOT_LEADER") {
+                    ClientError::Unreachable { last }
+                } else {
+                    ClientError::Server {
+                        code: "TIMEOUT".into(),
+                        message: last,
+                    }
+                });
+            }
+            if hinted.is_none() {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(self.retry.backoff_max);
+            }
+        }
+    }
+
+    /// Fetches cluster metadata from any node and caches addresses and
+    /// leaders.
+    pub async fn refresh_metadata(&self) -> Result<proto::MetadataResponse, ClientError> {
+        let mut last = String::from("no address to try");
+        let addrs: Vec<String> = {
+            let nodes = self.nodes.lock();
+            nodes
+                .values()
+                .cloned()
+                .chain(self.bootstrap.iter().cloned())
+                .collect()
+        };
+        for addr in addrs {
+            let mut c = match self.conn(&addr).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            match c.metadata(proto::MetadataRequest { topics: vec![] }).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    self.learn(&r);
+                    return Ok(r);
+                }
+                Err(s) => {
+                    self.conns.lock().remove(&addr);
+                    last = format!("{addr}: {s}");
+                }
+            }
+        }
+        Err(ClientError::Unreachable { last })
+    }
+
+    /// Cluster metadata (refreshing the cache).
+    pub async fn metadata(&self) -> Result<proto::MetadataResponse, ClientError> {
+        self.refresh_metadata().await
+    }
+
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        min_insync_replicas: u32,
+    ) -> Result<proto::TopicInfo, ClientError> {
+        let req = proto::CreateTopicRequest {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            min_insync_replicas,
+        };
+        self.with_retries(Target::Metadata, |mut c| {
+            let req = req.clone();
+            async move {
+                let r = c.create_topic(req).await?.into_inner();
+                Ok(match r.error {
+                    Some(e) => Err(e),
+                    None => Ok(r.topic.unwrap_or_default()),
+                })
+            }
+        })
+        .await
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        let req = proto::DeleteTopicRequest { name: name.into() };
+        self.with_retries(Target::Metadata, |mut c| {
+            let req = req.clone();
+            async move {
+                let r = c.delete_topic(req).await?.into_inner();
+                Ok(match r.error {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                })
+            }
+        })
+        .await
+    }
+
+    /// Appends records to a partition; returns the base offset. A TIMEOUT
+    /// after retries means the records may or may not have been appended.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Bytes>,
+    ) -> Result<u64, ClientError> {
+        if self.nodes.lock().is_empty() {
+            let _ = self.refresh_metadata().await;
+        }
+        let req = proto::ProduceRequest {
+            topic: topic.into(),
+            partition,
+            records,
+            timeout_ms: 0,
+        };
+        self.with_retries(Target::Partition(topic.into(), partition), |mut c| {
+            let req = req.clone();
+            async move {
+                let r = c.produce(req).await?.into_inner();
+                Ok(match r.error {
+                    Some(e) => Err(e),
+                    None => Ok(r.base_offset),
+                })
+            }
+        })
+        .await
+    }
+
+    /// Reads committed records from `offset` (a linearizable read on the
+    /// partition leader).
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u64,
+    ) -> Result<FetchResult, ClientError> {
+        if self.nodes.lock().is_empty() {
+            let _ = self.refresh_metadata().await;
+        }
+        let req = proto::FetchRequest {
+            topic: topic.into(),
+            partition,
+            offset,
+            max_bytes,
+        };
+        self.with_retries(Target::Partition(topic.into(), partition), |mut c| {
+            let req = req.clone();
+            async move {
+                let r = c.fetch(req).await?.into_inner();
+                Ok(match r.error {
+                    Some(e) => Err(e),
+                    None => Ok(FetchResult {
+                        records: r
+                            .records
+                            .into_iter()
+                            .map(|rec| (rec.offset, rec.value))
+                            .collect(),
+                        high_watermark: r.high_watermark,
+                    }),
+                })
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,73 @@
+//! Configuration of one node process.
+
+use chronik_core::{EngineConfig, NodeId, NodeInfo};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything `Node::start` needs.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    /// Where the Raft transport listens.
+    pub peer_listen: SocketAddr,
+    /// Where the client and admin APIs listen.
+    pub client_listen: SocketAddr,
+    /// Every member of a new cluster, this node included, with the
+    /// addresses peers and clients use to reach them.
+    pub initial_cluster: Vec<NodeInfo>,
+    /// WAL and snapshots live under `data_dir/wal`.
+    pub data_dir: PathBuf,
+    /// Where `/metrics` is served over HTTP; `None` disables it.
+    pub metrics_listen: Option<SocketAddr>,
+    pub tick_interval_ms: u64,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// How long a produce or fetch waits before answering TIMEOUT.
+    pub request_timeout_ms: u64,
+    pub log_compact_threshold_entries: u64,
+    pub record_size_max_bytes: usize,
+    /// Batches queued per peer before new ones are dropped (Raft resends).
+    pub peer_queue_max: usize,
+    /// Seeds the engine's RNG (election jitter). Defaults to the node id.
+    pub seed: Option<u64>,
+}
+
+impl NodeConfig {
+    /// A config with defaults for everything but identity and addresses.
+    pub fn new(
+        node_id: NodeId,
+        peer_listen: SocketAddr,
+        client_listen: SocketAddr,
+        initial_cluster: Vec<NodeInfo>,
+        data_dir: impl Into<PathBuf>,
+    ) -> Self {
+        NodeConfig {
+            node_id,
+            peer_listen,
+            client_listen,
+            initial_cluster,
+            data_dir: data_dir.into(),
+            metrics_listen: None,
+            tick_interval_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            request_timeout_ms: 10_000,
+            log_compact_threshold_entries: 10_000,
+            record_size_max_bytes: 1024 * 1024,
+            peer_queue_max: 1024,
+            seed: None,
+        }
+    }
+
+    /// The engine's share of the config.
+    pub fn engine_config(&self) -> EngineConfig {
+        let mut e = EngineConfig::new(self.node_id, self.initial_cluster.clone());
+        e.seed = self.seed.unwrap_or(self.node_id);
+        e.tick_interval_ms = self.tick_interval_ms;
+        e.election_ticks = self.election_ticks;
+        e.heartbeat_ticks = self.heartbeat_ticks;
+        e.log_compact_threshold_entries = self.log_compact_threshold_entries;
+        e.record_size_max_bytes = self.record_size_max_bytes;
+        e
+    }
+}

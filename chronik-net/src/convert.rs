@@ -1,0 +1,95 @@
+//! Mapping between the engine's types and the wire's.
+
+use crate::proto;
+use chronik_core::{Error, GroupKind, GroupStatus, MetadataState, NodeInfo, TopicMeta};
+
+pub fn error(e: &Error) -> proto::Error {
+    let leader_hint = match e {
+        Error::NotLeader { leader_hint, .. } => leader_hint.unwrap_or(0),
+        _ => 0,
+    };
+    proto::Error {
+        code: e.code().to_string(),
+        message: e.to_string(),
+        leader_hint,
+        retriable: e.is_retriable(),
+    }
+}
+
+/// An error the driver raises itself (not the engine's).
+pub fn local_error(code: &str, message: impl Into<String>, retriable: bool) -> proto::Error {
+    proto::Error {
+        code: code.to_string(),
+        message: message.into(),
+        leader_hint: 0,
+        retriable,
+    }
+}
+
+pub fn node(n: &NodeInfo) -> proto::NodeAddress {
+    proto::NodeAddress {
+        id: n.id,
+        client_addr: n.client_addr.clone(),
+        peer_addr: n.peer_addr.clone(),
+    }
+}
+
+/// A topic as this node sees it; `leader_of(group)` is the locally known
+/// leader of a hosted partition group.
+pub fn topic(t: &TopicMeta, leader_of: impl Fn(u64) -> Option<u64>) -> proto::TopicInfo {
+    proto::TopicInfo {
+        name: t.name.clone(),
+        replication_factor: t.replication_factor,
+        min_insync_replicas: t.min_insync_replicas,
+        partitions: t
+            .partitions
+            .iter()
+            .map(|p| proto::PartitionInfo {
+                partition: p.partition,
+                group: p.group,
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
+                preferred_leader: p.preferred_leader,
+                leader: leader_of(p.group).unwrap_or(0),
+            })
+            .collect(),
+    }
+}
+
+pub fn group_status(s: &GroupStatus) -> proto::GroupStatus {
+    proto::GroupStatus {
+        group: s.group,
+        name: match &s.kind {
+            GroupKind::Metadata => "metadata".into(),
+            GroupKind::Partition(p) => p.to_string(),
+        },
+        role: s.role.to_string(),
+        term: s.term,
+        leader: s.leader.unwrap_or(0),
+        commit: s.commit,
+        applied: s.applied,
+        last_index: s.last_index,
+        snapshot_index: s.snapshot_index,
+        voters: s.voters.clone(),
+    }
+}
+
+pub fn metadata(
+    md: &MetadataState,
+    topics: &[String],
+    leader_of: impl Fn(u64) -> Option<u64>,
+) -> Result<(Vec<proto::NodeAddress>, Vec<proto::TopicInfo>), Error> {
+    let nodes = md.nodes().map(node).collect();
+    let mut out = Vec::new();
+    if topics.is_empty() {
+        out.extend(md.topics().map(|t| topic(t, &leader_of)));
+    } else {
+        for name in topics {
+            let t = md.topic(name).ok_or_else(|| Error::UnknownTopic {
+                topic: name.clone(),
+            })?;
+            out.push(topic(t, &leader_of));
+        }
+    }
+    Ok((nodes, out))
+}

@@ -1,0 +1,430 @@
+//! The driver: one tokio task that owns the `Engine`, feeds it time, peer
+//! messages and client commands, and executes its outputs in the order
+//! their contracts demand. No lock is held anywhere: the engine has exactly
+//! one owner and everything else talks to it through channels.
+
+use crate::metrics::Metrics;
+use crate::wal::Wal;
+use chronik_core::{
+    Command, Engine, Error, Event, Fetched, GroupId, GroupKind, GroupMessage, GroupStatus,
+    MetadataState, NodeId, NodeInfo, Output, PartitionId, PersistBatch, RecordLog, RecordQuery,
+    RequestId, Response, Role, StateMachine, Time, METADATA_GROUP,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+/// Messages into the driver task.
+pub(crate) enum DriverMsg {
+    Peer {
+        from: NodeId,
+        messages: Vec<GroupMessage>,
+    },
+    Command {
+        command: Command<RecordLog>,
+        reply: oneshot::Sender<Result<Response<RecordLog>, Error>>,
+    },
+    Inspect {
+        reply: oneshot::Sender<Inspection>,
+    },
+    /// Reads this node's replica directly, without a ReadIndex round: may
+    /// lag the leader (what `follower-stale` reads will build on).
+    ReadLocal {
+        partition: PartitionId,
+        offset: u64,
+        max_bytes: u64,
+        reply: oneshot::Sender<Result<Fetched, Error>>,
+    },
+}
+
+/// A consistent look at the node's state, for status and metadata APIs.
+#[derive(Clone, Debug)]
+pub struct Inspection {
+    pub node_id: NodeId,
+    pub groups: Vec<GroupStatus>,
+    pub metadata: MetadataState,
+}
+
+impl Inspection {
+    /// The leader this node knows for a group it hosts.
+    pub fn leader_of(&self, group: GroupId) -> Option<NodeId> {
+        self.groups
+            .iter()
+            .find(|g| g.group == group)
+            .and_then(|g| g.leader)
+    }
+}
+
+/// A handle to talk to the driver task.
+#[derive(Clone)]
+pub(crate) struct DriverHandle {
+    pub tx: mpsc::Sender<DriverMsg>,
+}
+
+impl DriverHandle {
+    /// Runs a command; the outer error means the driver is gone.
+    pub async fn command(
+        &self,
+        command: Command<RecordLog>,
+    ) -> Result<Result<Response<RecordLog>, Error>, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(DriverMsg::Command { command, reply })
+            .await
+            .map_err(|_| DriverGone)?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    pub async fn read_local(
+        &self,
+        partition: PartitionId,
+        offset: u64,
+        max_bytes: u64,
+    ) -> Result<Result<Fetched, Error>, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(DriverMsg::ReadLocal {
+                partition,
+                offset,
+                max_bytes,
+                reply,
+            })
+            .await
+            .map_err(|_| DriverGone)?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    pub async fn inspect(&self) -> Result<Inspection, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(DriverMsg::Inspect { reply })
+            .await
+            .map_err(|_| DriverGone)?;
+        rx.await.map_err(|_| DriverGone)
+    }
+}
+
+/// The driver stopped (shutdown or a fatal WAL error).
+#[derive(Debug)]
+pub(crate) struct DriverGone;
+
+/// Bounds of the driver's queues.
+pub(crate) const DRIVER_QUEUE_MAX: usize = 4096;
+const WAL_QUEUE_MAX: usize = 1024;
+/// Most persist batches folded into one WAL group commit.
+const GROUP_COMMIT_BATCHES_MAX: usize = 256;
+
+pub(crate) struct Driver {
+    engine: Engine,
+    start: Instant,
+    next_request: RequestId,
+    pending: HashMap<RequestId, oneshot::Sender<Result<Response<RecordLog>, Error>>>,
+    peers: BTreeMap<NodeId, mpsc::Sender<Vec<GroupMessage>>>,
+    peer_addrs: BTreeMap<NodeId, String>,
+    wal_tx: mpsc::Sender<PersistBatch>,
+    durable_rx: watch::Receiver<Result<u64, String>>,
+    last_durable: u64,
+    metrics: Metrics,
+    peer_queue_max: usize,
+    leaders: BTreeMap<GroupId, Option<NodeId>>,
+}
+
+impl Driver {
+    pub fn new(
+        engine: Engine,
+        wal: Wal,
+        metrics: Metrics,
+        initial_cluster: &[NodeInfo],
+        peer_queue_max: usize,
+    ) -> Self {
+        let (wal_tx, wal_rx) = mpsc::channel(WAL_QUEUE_MAX);
+        let (durable_tx, durable_rx) = watch::channel(Ok(0));
+        tokio::spawn(wal_task(wal, wal_rx, durable_tx, metrics.clone()));
+        Driver {
+            engine,
+            start: Instant::now(),
+            next_request: 1,
+            pending: HashMap::new(),
+            peers: BTreeMap::new(),
+            peer_addrs: initial_cluster
+                .iter()
+                .map(|n| (n.id, n.peer_addr.clone()))
+                .collect(),
+            wal_tx,
+            durable_rx,
+            last_durable: 0,
+            metrics,
+            peer_queue_max,
+            leaders: BTreeMap::new(),
+        }
+    }
+
+    fn now(&self) -> Time {
+        Time(self.start.elapsed().as_millis() as u64)
+    }
+
+    /// Runs until `shutdown` flips or the WAL fails. Returns why it stopped.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<DriverMsg>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), String> {
+        // Apply what recovery found committed before serving anything, so
+        // a restarted node answers from its recovered metadata.
+        let now = self.now();
+        self.engine.handle_tick(now);
+        self.drain().await;
+        loop {
+            let deadline = self.start
+                + std::time::Duration::from_millis(self.engine.poll_timeout().as_millis());
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    let now = self.now();
+                    self.engine.handle_tick(now);
+                }
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { return Ok(()) };
+                    self.handle(msg);
+                    // Take what else is queued before draining outputs, so
+                    // one persist batch covers as much as possible.
+                    for _ in 0..64 {
+                        match rx.try_recv() {
+                            Ok(m) => self.handle(m),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                changed = self.durable_rx.changed() => {
+                    if changed.is_err() {
+                        return Err("WAL writer stopped".into());
+                    }
+                    let durable = self.durable_rx.borrow_and_update().clone();
+                    match durable {
+                        Ok(ticket) if ticket > self.last_durable => {
+                            self.last_durable = ticket;
+                            let now = self.now();
+                            self.engine.handle_persisted(now, ticket);
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Err(format!("WAL write failed, stopping the node: {e}")),
+                    }
+                }
+                _ = shutdown.changed() => return Ok(()),
+            }
+            self.drain().await;
+        }
+    }
+
+    fn handle(&mut self, msg: DriverMsg) {
+        let now = self.now();
+        match msg {
+            DriverMsg::Peer { from, messages } => {
+                if let Err(e) = self.engine.handle_messages(now, from, messages) {
+                    tracing::warn!(from, "refused peer messages: {e}");
+                }
+            }
+            DriverMsg::Command { command, reply } => {
+                let id = self.next_request;
+                self.next_request += 1;
+                self.pending.insert(id, reply);
+                self.engine.handle_command(now, id, command);
+            }
+            DriverMsg::ReadLocal {
+                partition,
+                offset,
+                max_bytes,
+                reply,
+            } => {
+                let result = match self.engine.partition_state(&partition) {
+                    Some(log) => log.query(&RecordQuery::Fetch { offset, max_bytes }),
+                    None => match self.engine.metadata().partition(&partition) {
+                        Err(e) => Err(e),
+                        Ok(p) => Err(Error::NotLeader {
+                            group: p.group,
+                            leader_hint: Some(p.preferred_leader),
+                        }),
+                    },
+                };
+                let _ = reply.send(result);
+            }
+            DriverMsg::Inspect { reply } => {
+                let _ = reply.send(Inspection {
+                    node_id: self.engine.node_id(),
+                    groups: self.engine.status(),
+                    metadata: self.engine.metadata().clone(),
+                });
+            }
+        }
+    }
+
+    async fn drain(&mut self) {
+        let mut status_changed = false;
+        while let Some(out) = self.engine.poll_output() {
+            match out {
+                Output::Send { to, messages } => self.send(to, messages),
+                Output::Persist(batch) => {
+                    if self.wal_tx.send(batch).await.is_err() {
+                        tracing::error!("WAL writer is gone; persist batch dropped");
+                    }
+                }
+                Output::Reply { request_id, result } => {
+                    if let Ok(Response::Applied(_)) = &result {
+                        self.metrics.proposals_committed.inc();
+                    }
+                    if let Some(tx) = self.pending.remove(&request_id) {
+                        // The requester may have timed out and gone.
+                        let _ = tx.send(result);
+                    }
+                }
+                Output::Event(ev) => {
+                    status_changed |= self.event(ev);
+                }
+            }
+        }
+        if status_changed {
+            self.update_group_gauges();
+        }
+    }
+
+    fn event(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::RoleChanged {
+                group,
+                term,
+                role,
+                leader,
+            } => {
+                let kind = if group == METADATA_GROUP {
+                    "metadata"
+                } else {
+                    "partition"
+                };
+                let prev = self.leaders.insert(group, leader);
+                if prev.flatten() != leader && leader.is_some() {
+                    self.metrics.leader_changes.with_label_values(&[kind]).inc();
+                }
+                if role == Role::Leader {
+                    tracing::info!(group, term, "became leader");
+                } else {
+                    tracing::debug!(group, term, %role, ?leader, "role changed");
+                }
+                true
+            }
+            Event::GroupCreated { group, partition } => {
+                tracing::info!(group, %partition, "partition replica created");
+                true
+            }
+            Event::GroupDropped { group } => {
+                tracing::info!(group, "partition replica dropped");
+                self.leaders.remove(&group);
+                true
+            }
+            Event::SnapshotInstalled { group, index } => {
+                tracing::info!(group, index, "installed snapshot from leader");
+                false
+            }
+            Event::SnapshotCreated { group, index } => {
+                tracing::debug!(group, index, "compacted log behind snapshot");
+                false
+            }
+            Event::EntryApplied { .. } => false,
+        }
+    }
+
+    fn update_group_gauges(&self) {
+        let mut counts: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        for s in self.engine.status() {
+            let kind = match s.kind {
+                GroupKind::Metadata => "metadata",
+                GroupKind::Partition(_) => "partition",
+            };
+            let c = counts.entry(kind).or_default();
+            c.0 += 1;
+            if s.leader.is_some() {
+                c.1 += 1;
+            }
+        }
+        for kind in ["metadata", "partition"] {
+            let (n, l) = counts.get(kind).copied().unwrap_or_default();
+            self.metrics.groups.with_label_values(&[kind]).set(n);
+            self.metrics
+                .groups_with_leader
+                .with_label_values(&[kind])
+                .set(l);
+        }
+    }
+
+    fn send(&mut self, to: NodeId, messages: Vec<GroupMessage>) {
+        if !self.peers.contains_key(&to) {
+            let addr = self
+                .engine
+                .metadata()
+                .node(to)
+                .map(|n| n.peer_addr.clone())
+                .or_else(|| self.peer_addrs.get(&to).cloned());
+            let Some(addr) = addr else {
+                tracing::warn!(to, "no address for peer; messages dropped");
+                return;
+            };
+            let (tx, rx) = mpsc::channel(self.peer_queue_max);
+            tokio::spawn(crate::transport::peer_sender(
+                self.engine.node_id(),
+                to,
+                addr,
+                rx,
+            ));
+            self.peers.insert(to, tx);
+        }
+        let tx = self.peers.get(&to).expect("inserted above");
+        if tx.try_send(messages).is_err() {
+            // Full (or the sender died): Raft resends what matters.
+            self.metrics.peer_messages_dropped.inc();
+        }
+    }
+}
+
+/// Writes persist batches to the WAL, folding every batch that is queued
+/// into one write and one fsync (group commit), and publishes the highest
+/// durable ticket.
+async fn wal_task(
+    wal: Wal,
+    mut rx: mpsc::Receiver<PersistBatch>,
+    durable: watch::Sender<Result<u64, String>>,
+    metrics: Metrics,
+) {
+    let wal = Arc::new(parking_lot::Mutex::new(wal));
+    while let Some(first) = rx.recv().await {
+        let mut batches = vec![first];
+        while batches.len() < GROUP_COMMIT_BATCHES_MAX {
+            match rx.try_recv() {
+                Ok(b) => batches.push(b),
+                Err(_) => break,
+            }
+        }
+        let last = batches.last().expect("non-empty").ticket;
+        let w = wal.clone();
+        let started = Instant::now();
+        // The WAL is only ever used by this task; the mutex just lets the
+        // blocking closure borrow it.
+        let result = tokio::task::spawn_blocking(move || w.lock().append(&batches)).await;
+        metrics
+            .wal_fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.wal_batches.inc();
+        match result {
+            Ok(Ok(())) => {
+                let _ = durable.send(Ok(last));
+            }
+            Ok(Err(e)) => {
+                tracing::error!("WAL append failed: {e}");
+                let _ = durable.send(Err(e.to_string()));
+                return;
+            }
+            Err(e) => {
+                let _ = durable.send(Err(format!("WAL task panicked: {e}")));
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Prometheus metrics of one node, served as text on `/metrics`.
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// The node's metrics. Cheap to clone (handles into one registry).
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Hosted groups by kind (`metadata`, `partition`).
+    pub groups: IntGaugeVec,
+    /// Hosted groups that currently know a leader, by kind.
+    pub groups_with_leader: IntGaugeVec,
+    pub leader_changes: IntCounterVec,
+    pub proposals_committed: IntCounter,
+    pub wal_fsync_seconds: Histogram,
+    pub wal_batches: IntCounter,
+    pub peer_messages_dropped: IntCounter,
+    pub node_id: IntGauge,
+}
+
+impl Metrics {
+    pub fn new(node_id: u64) -> Self {
+        let registry = Registry::new();
+        let build = IntGaugeVec::new(
+            Opts::new(
+                "chronik_build_info",
+                "Build of the running node (value is always 1).",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let groups = IntGaugeVec::new(
+            Opts::new("chronik_groups", "Raft groups hosted by this node."),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let groups_with_leader = IntGaugeVec::new(
+            Opts::new(
+                "chronik_groups_with_leader",
+                "Hosted Raft groups that know a leader.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let leader_changes = IntCounterVec::new(
+            Opts::new(
+                "chronik_leader_changes_total",
+                "Leader changes seen by this node.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let proposals_committed = IntCounter::new(
+            "chronik_proposals_committed_total",
+            "Client proposals committed and acknowledged by this node as leader.",
+        )
+        .expect("valid metric");
+        let wal_fsync_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "chronik_wal_fsync_duration_seconds",
+                "WAL write + fsync latency per group commit.",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16).expect("valid buckets")),
+        )
+        .expect("valid metric");
+        let wal_batches = IntCounter::new(
+            "chronik_wal_group_commits_total",
+            "WAL group commits (fsyncs).",
+        )
+        .expect("valid metric");
+        let peer_messages_dropped = IntCounter::new(
+            "chronik_peer_batches_dropped_total",
+            "Peer message batches dropped because a peer queue was full.",
+        )
+        .expect("valid metric");
+        let node_id_g = IntGauge::new("chronik_node_id", "This node's id.").expect("valid metric");
+        node_id_g.set(node_id as i64);
+        for c in [
+            Box::new(build) as Box<dyn prometheus::core::Collector>,
+            Box::new(groups.clone()),
+            Box::new(groups_with_leader.clone()),
+            Box::new(leader_changes.clone()),
+            Box::new(proposals_committed.clone()),
+            Box::new(wal_fsync_seconds.clone()),
+            Box::new(wal_batches.clone()),
+            Box::new(peer_messages_dropped.clone()),
+            Box::new(node_id_g.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            groups,
+            groups_with_leader,
+            leader_changes,
+            proposals_committed,
+            wal_fsync_seconds,
+            wal_batches,
+            peer_messages_dropped,
+            node_id: node_id_g,
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = prometheus::TextEncoder::new();
+        if let Err(e) = prometheus::Encoder::encode(&encoder, &self.registry.gather(), &mut buf) {
+            tracing::warn!("cannot encode metrics: {e}");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Serves `GET /metrics` until `shutdown` resolves. Not available in
+/// simulation (madsim has no real sockets).
+#[cfg(not(madsim))]
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let m = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    m.render(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

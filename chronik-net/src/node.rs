@@ -1,0 +1,265 @@
+//! A node as a library call: `Node::start(config)` opens the WAL, recovers
+//! the engine, starts the driver, the peer transport, the client and admin
+//! APIs and (optionally) `/metrics`, and returns a handle to stop it.
+
+use crate::config::NodeConfig;
+use crate::disk::{write_atomic, Disk, FsDisk};
+use crate::driver::{Driver, DriverHandle, Inspection, DRIVER_QUEUE_MAX};
+use crate::metrics::Metrics;
+use crate::proto;
+use crate::service::Services;
+use crate::transport::RaftService;
+use crate::wal::{Wal, WalConfig, WalError};
+use chronik_core::{ConfigError, Engine, Fetched, NodeId, PartitionId, Time};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Why a node could not start or stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot recover the WAL: {0}")]
+    Wal(#[from] WalError),
+    #[error("data dir {dir} belongs to node {found}, not node {configured}")]
+    WrongDataDir {
+        dir: String,
+        found: String,
+        configured: NodeId,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("refused: {0}")]
+    Refused(chronik_core::Error),
+    #[error("node stopped: {0}")]
+    Stopped(String),
+}
+
+/// A running node.
+pub struct NodeHandle {
+    pub node_id: NodeId,
+    pub client_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub metrics: Metrics,
+    shutdown: watch::Sender<bool>,
+    handle: DriverHandle,
+    driver: JoinHandle<Result<(), String>>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+/// Entry points.
+pub struct Node;
+
+impl Node {
+    /// Starts a node on the real file system.
+    pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
+        Node::start_with_disk(config, Arc::new(FsDisk)).await
+    }
+
+    /// Starts a node whose files go through `disk` (the simulator passes
+    /// one that loses unsynced writes on a crash).
+    pub async fn start_with_disk(
+        config: NodeConfig,
+        disk: Arc<dyn Disk>,
+    ) -> Result<NodeHandle, NodeError> {
+        let engine_config = config.engine_config();
+        engine_config.validate()?;
+        check_node_id(disk.as_ref(), &config)?;
+        let wal_cfg = WalConfig::new(config.data_dir.join("wal"));
+        let (wal, durable, report) = Wal::open(disk, wal_cfg)?;
+        tracing::info!(
+            node = config.node_id,
+            segments = report.segments,
+            records = report.records,
+            truncated_bytes = report.truncated_bytes,
+            groups = durable.groups.len(),
+            "recovered WAL"
+        );
+        #[cfg(not(madsim))]
+        for addr in [config.peer_listen, config.client_listen] {
+            // Fail now, with the address, rather than inside a server task.
+            drop(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::Listen { addr, source })?,
+            );
+        }
+        let engine = Engine::new_record_log(engine_config, durable, Time(0))?;
+        let metrics = Metrics::new(config.node_id);
+        let (tx, rx) = mpsc::channel(DRIVER_QUEUE_MAX);
+        let handle = DriverHandle { tx };
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let driver = Driver::new(
+            engine,
+            wal,
+            metrics.clone(),
+            &config.initial_cluster,
+            config.peer_queue_max,
+        );
+        let driver = tokio::spawn(driver.run(rx, shutdown_rx.clone()));
+
+        let mut servers = Vec::new();
+        let peer = RaftService {
+            me: config.node_id,
+            driver: handle.clone(),
+        };
+        let mut stop = shutdown_rx.clone();
+        let peer_addr = config.peer_listen;
+        servers.push(tokio::spawn(async move {
+            let res = tonic::transport::Server::builder()
+                .add_service(
+                    proto::raft_server::RaftServer::new(peer)
+                        .max_decoding_message_size(256 * 1024 * 1024),
+                )
+                .serve_with_shutdown(peer_addr, async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+            if let Err(e) = res {
+                tracing::error!(%peer_addr, "peer server failed: {e}");
+            }
+        }));
+        let services = Services {
+            driver: handle.clone(),
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+        };
+        let mut stop = shutdown_rx.clone();
+        let client_addr = config.client_listen;
+        let message_max = (config.record_size_max_bytes * 4).max(64 * 1024 * 1024);
+        servers.push(tokio::spawn(async move {
+            let res = tonic::transport::Server::builder()
+                .add_service(
+                    proto::chronik_server::ChronikServer::new(services.clone())
+                        .max_decoding_message_size(message_max)
+                        .max_encoding_message_size(message_max),
+                )
+                .add_service(proto::admin_server::AdminServer::new(services))
+                .serve_with_shutdown(client_addr, async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+            if let Err(e) = res {
+                tracing::error!(%client_addr, "client server failed: {e}");
+            }
+        }));
+        #[cfg(not(madsim))]
+        if let Some(addr) = config.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Listen { addr, source })?;
+            let m = metrics.clone();
+            let mut stop = shutdown_rx.clone();
+            servers.push(tokio::spawn(async move {
+                let res = crate::metrics::serve(listener, m, async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+                if let Err(e) = res {
+                    tracing::error!(%addr, "metrics server failed: {e}");
+                }
+            }));
+        }
+        tracing::info!(
+            node = config.node_id,
+            peer = %config.peer_listen,
+            client = %config.client_listen,
+            "node started"
+        );
+        Ok(NodeHandle {
+            node_id: config.node_id,
+            client_addr: config.client_listen,
+            peer_addr: config.peer_listen,
+            metrics,
+            shutdown,
+            handle,
+            driver,
+            servers,
+        })
+    }
+}
+
+impl NodeHandle {
+    /// Reads this node's own replica of a partition, without asking the
+    /// leader: committed records only, but possibly behind the leader.
+    pub async fn read_local(
+        &self,
+        partition: &PartitionId,
+        offset: u64,
+        max_bytes: u64,
+    ) -> Result<Fetched, NodeError> {
+        match self
+            .handle
+            .read_local(partition.clone(), offset, max_bytes)
+            .await
+        {
+            Ok(r) => r.map_err(NodeError::Refused),
+            Err(_) => Err(NodeError::Stopped("driver gone".into())),
+        }
+    }
+
+    /// Raft status of every group on this node, and its metadata.
+    pub async fn inspect(&self) -> Result<Inspection, NodeError> {
+        self.handle
+            .inspect()
+            .await
+            .map_err(|_| NodeError::Stopped("driver gone".into()))
+    }
+
+    /// Stops serving and waits for every task to end. Everything
+    /// acknowledged is already durable (replies follow the fsync).
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let _ = self.shutdown.send(true);
+        let result = self.driver.await;
+        for s in self.servers {
+            let _ = s.await;
+        }
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(NodeError::Stopped(e)),
+            Err(e) => Err(NodeError::Stopped(format!("driver task failed: {e}"))),
+        }
+    }
+
+    /// Resolves when the node stops on its own (a fatal WAL error).
+    pub async fn stopped(&mut self) -> Result<(), NodeError> {
+        match (&mut self.driver).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(NodeError::Stopped(e)),
+            Err(e) => Err(NodeError::Stopped(format!("driver task failed: {e}"))),
+        }
+    }
+}
+
+/// Refuses a data dir written by another node id; records ours in a new one.
+fn check_node_id(disk: &dyn Disk, config: &NodeConfig) -> Result<(), NodeError> {
+    let dir = &config.data_dir;
+    disk.create_dir_all(dir)?;
+    let path = dir.join("node-id");
+    match disk.read(&path) {
+        Ok(bytes) => {
+            let found = String::from_utf8_lossy(&bytes).trim().to_string();
+            if found != config.node_id.to_string() {
+                return Err(NodeError::WrongDataDir {
+                    dir: dir.display().to_string(),
+                    found,
+                    configured: config.node_id,
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_atomic(disk, &path, format!("{}\n", config.node_id).as_bytes())?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,249 @@
+//! The client and admin gRPC services: translate requests into engine
+//! commands, wait for the replies (bounded by a timeout), translate back.
+
+use crate::convert;
+use crate::driver::{DriverHandle, Inspection};
+use crate::proto;
+use chronik_core::{
+    Command, MetadataCommand, MetadataResponse, PartitionId, RecordCommand, RecordLog, RecordQuery,
+    Response, Role, METADATA_GROUP,
+};
+use std::time::Duration;
+use tonic::{Request, Response as GrpcResponse, Status};
+
+/// Largest fetch a client may ask for in one call.
+const FETCH_BYTES_MAX: u64 = 64 * 1024 * 1024;
+const FETCH_BYTES_DEFAULT: u64 = 1024 * 1024;
+const TIMEOUT_MAX_MS: u64 = 60_000;
+
+#[derive(Clone)]
+pub(crate) struct Services {
+    pub driver: DriverHandle,
+    pub request_timeout: Duration,
+}
+
+type Outcome = Result<Response<RecordLog>, proto::Error>;
+
+impl Services {
+    async fn run(&self, command: Command<RecordLog>, timeout: Duration) -> Outcome {
+        match tokio::time::timeout(timeout, self.driver.command(command)).await {
+            Err(_) => Err(convert::local_error(
+                "TIMEOUT",
+                format!(
+                    "no answer within {} ms; the request may still take effect",
+                    timeout.as_millis()
+                ),
+                true,
+            )),
+            Ok(Err(_)) => Err(convert::local_error(
+                "SHUTTING_DOWN",
+                "the node is stopping",
+                true,
+            )),
+            Ok(Ok(Err(e))) => Err(convert::error(&e)),
+            Ok(Ok(Ok(r))) => Ok(r),
+        }
+    }
+
+    async fn inspect(&self) -> Result<Inspection, Status> {
+        self.driver
+            .inspect()
+            .await
+            .map_err(|_| Status::unavailable("the node is stopping"))
+    }
+
+    fn timeout(&self, ms: u32) -> Duration {
+        if ms == 0 {
+            self.request_timeout
+        } else {
+            Duration::from_millis(u64::from(ms).min(TIMEOUT_MAX_MS))
+        }
+    }
+}
+
+fn unexpected(r: Response<RecordLog>) -> proto::Error {
+    convert::local_error(
+        "INTERNAL",
+        format!("unexpected engine response {r:?}"),
+        false,
+    )
+}
+
+#[tonic::async_trait]
+impl proto::chronik_server::Chronik for Services {
+    async fn create_topic(
+        &self,
+        request: Request<proto::CreateTopicRequest>,
+    ) -> Result<GrpcResponse<proto::CreateTopicResponse>, Status> {
+        let r = request.into_inner();
+        let min_isr = if r.min_insync_replicas == 0 {
+            r.replication_factor.clamp(1, 2)
+        } else {
+            r.min_insync_replicas
+        };
+        let cmd = Command::Metadata(MetadataCommand::CreateTopic {
+            name: r.name,
+            partitions: r.partitions,
+            replication_factor: r.replication_factor,
+            min_insync_replicas: min_isr,
+        });
+        let resp = match self.run(cmd, self.request_timeout).await {
+            Ok(Response::Metadata(MetadataResponse::TopicCreated { topic })) => {
+                proto::CreateTopicResponse {
+                    error: None,
+                    topic: Some(convert::topic(&topic, |_| None)),
+                }
+            }
+            Ok(other) => proto::CreateTopicResponse {
+                error: Some(unexpected(other)),
+                topic: None,
+            },
+            Err(e) => proto::CreateTopicResponse {
+                error: Some(e),
+                topic: None,
+            },
+        };
+        Ok(GrpcResponse::new(resp))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<proto::DeleteTopicRequest>,
+    ) -> Result<GrpcResponse<proto::DeleteTopicResponse>, Status> {
+        let cmd = Command::Metadata(MetadataCommand::DeleteTopic {
+            name: request.into_inner().name,
+        });
+        let error = match self.run(cmd, self.request_timeout).await {
+            Ok(Response::Metadata(MetadataResponse::TopicDeleted { .. })) => None,
+            Ok(other) => Some(unexpected(other)),
+            Err(e) => Some(e),
+        };
+        Ok(GrpcResponse::new(proto::DeleteTopicResponse { error }))
+    }
+
+    async fn metadata(
+        &self,
+        request: Request<proto::MetadataRequest>,
+    ) -> Result<GrpcResponse<proto::MetadataResponse>, Status> {
+        let r = request.into_inner();
+        let ins = self.inspect().await?;
+        let resp = match convert::metadata(&ins.metadata, &r.topics, |g| ins.leader_of(g)) {
+            Ok((nodes, topics)) => proto::MetadataResponse {
+                error: None,
+                nodes,
+                topics,
+                answered_by: ins.node_id,
+            },
+            Err(e) => proto::MetadataResponse {
+                error: Some(convert::error(&e)),
+                nodes: vec![],
+                topics: vec![],
+                answered_by: ins.node_id,
+            },
+        };
+        Ok(GrpcResponse::new(resp))
+    }
+
+    async fn produce(
+        &self,
+        request: Request<proto::ProduceRequest>,
+    ) -> Result<GrpcResponse<proto::ProduceResponse>, Status> {
+        let r = request.into_inner();
+        let timeout = self.timeout(r.timeout_ms);
+        let cmd = Command::Propose {
+            partition: PartitionId::new(r.topic, r.partition),
+            command: RecordCommand::Append { records: r.records },
+        };
+        let resp = match self.run(cmd, timeout).await {
+            Ok(Response::Applied(a)) => proto::ProduceResponse {
+                error: None,
+                base_offset: a.base_offset,
+                count: a.count as u32,
+            },
+            Ok(other) => proto::ProduceResponse {
+                error: Some(unexpected(other)),
+                ..Default::default()
+            },
+            Err(e) => proto::ProduceResponse {
+                error: Some(e),
+                ..Default::default()
+            },
+        };
+        Ok(GrpcResponse::new(resp))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<proto::FetchRequest>,
+    ) -> Result<GrpcResponse<proto::FetchResponse>, Status> {
+        let r = request.into_inner();
+        let max_bytes = match r.max_bytes {
+            0 => FETCH_BYTES_DEFAULT,
+            n => n.min(FETCH_BYTES_MAX),
+        };
+        let cmd = Command::Query {
+            partition: PartitionId::new(r.topic, r.partition),
+            query: RecordQuery::Fetch {
+                offset: r.offset,
+                max_bytes,
+            },
+        };
+        let resp = match self.run(cmd, self.request_timeout).await {
+            Ok(Response::Query(f)) => proto::FetchResponse {
+                error: None,
+                records: f
+                    .records
+                    .into_iter()
+                    .map(|(offset, value)| proto::Record { offset, value })
+                    .collect(),
+                high_watermark: f.high_watermark,
+            },
+            Ok(other) => proto::FetchResponse {
+                error: Some(unexpected(other)),
+                ..Default::default()
+            },
+            Err(e) => proto::FetchResponse {
+                error: Some(e),
+                ..Default::default()
+            },
+        };
+        Ok(GrpcResponse::new(resp))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::admin_server::Admin for Services {
+    async fn node_status(
+        &self,
+        _request: Request<proto::NodeStatusRequest>,
+    ) -> Result<GrpcResponse<proto::NodeStatusResponse>, Status> {
+        let ins = self.inspect().await?;
+        Ok(GrpcResponse::new(proto::NodeStatusResponse {
+            node_id: ins.node_id,
+            groups: ins.groups.iter().map(convert::group_status).collect(),
+            metadata_applied: ins.metadata.applied_index(),
+        }))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<proto::ClusterStatusRequest>,
+    ) -> Result<GrpcResponse<proto::ClusterStatusResponse>, Status> {
+        let ins = self.inspect().await?;
+        let md = &ins.metadata;
+        Ok(GrpcResponse::new(proto::ClusterStatusResponse {
+            answered_by: ins.node_id,
+            metadata_leader: ins.leader_of(METADATA_GROUP).unwrap_or(0),
+            nodes: md.nodes().map(convert::node).collect(),
+            topics: md.topics().count() as u32,
+            partitions: md.partitions().count() as u32,
+            leaderless_local_partitions: ins
+                .groups
+                .iter()
+                .filter(|g| {
+                    g.group != METADATA_GROUP && g.leader.is_none() && g.role != Role::Leader
+                })
+                .count() as u32,
+        }))
+    }
+}

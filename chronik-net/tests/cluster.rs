@@ -1,0 +1,251 @@
+//! Real tokio nodes on 127.0.0.1: elect, create a topic, produce 10,000
+//! records, read them back from every replica, restart everything.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use bytes::Bytes;
+use chronik_core::{NodeInfo, PartitionId};
+use chronik_net::{Client, Node, NodeConfig, NodeHandle};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+struct Spec {
+    configs: Vec<NodeConfig>,
+}
+
+fn spec(n: u64, dir: &Path) -> Spec {
+    let addrs: Vec<(SocketAddr, SocketAddr)> = (0..n).map(|_| (free_addr(), free_addr())).collect();
+    let infos: Vec<NodeInfo> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, (p, c))| NodeInfo {
+            id: i as u64 + 1,
+            peer_addr: p.to_string(),
+            client_addr: c.to_string(),
+        })
+        .collect();
+    let configs = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, (p, c))| {
+            let mut cfg = NodeConfig::new(
+                i as u64 + 1,
+                *p,
+                *c,
+                infos.clone(),
+                dir.join(format!("n{}", i + 1)),
+            );
+            cfg.tick_interval_ms = 20;
+            cfg.log_compact_threshold_entries = 500;
+            cfg
+        })
+        .collect();
+    Spec { configs }
+}
+
+async fn start_all(spec: &Spec) -> Vec<NodeHandle> {
+    let mut nodes = Vec::new();
+    for c in &spec.configs {
+        nodes.push(Node::start(c.clone()).await.unwrap());
+    }
+    nodes
+}
+
+async fn wait_for_nodes(client: &Client, n: usize) {
+    for _ in 0..200 {
+        if let Ok(md) = client.metadata().await {
+            if md.nodes.len() == n {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cluster did not register its nodes");
+}
+
+async fn read_all_local(node: &NodeHandle, p: &PartitionId, expect: u64) -> Vec<Bytes> {
+    // A follower may still be applying the last entries.
+    for _ in 0..200 {
+        let mut out = Vec::new();
+        let mut off = 0;
+        loop {
+            let f = node.read_local(p, off, 1 << 20).await.unwrap();
+            if f.records.is_empty() {
+                break;
+            }
+            off = f.records.last().unwrap().0 + 1;
+            out.extend(f.records.into_iter().map(|(_, r)| r));
+        }
+        if out.len() as u64 >= expect {
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "node {} has not applied {expect} records of {p}",
+        node.node_id
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_ten_thousand_records_and_survive_restart() {
+    let dir = tempdir();
+    let spec = spec(3, &dir);
+    let nodes = start_all(&spec).await;
+    let client = Client::new(
+        spec.configs
+            .iter()
+            .map(|c| c.client_listen.to_string())
+            .collect(),
+    );
+    wait_for_nodes(&client, 3).await;
+    let topic = client.create_topic("events", 2, 3, 2).await.unwrap();
+    assert_eq!(topic.partitions.len(), 2);
+
+    // 10,000 records: 100 produce calls of 100 records, 8 at a time.
+    let client = std::sync::Arc::new(client);
+    let mut expected: Vec<Vec<(u64, Bytes)>> = vec![vec![], vec![]];
+    for chunk in 0..(100 / 8 + 1) {
+        let mut tasks = Vec::new();
+        for k in 0..8 {
+            let call = chunk * 8 + k;
+            if call >= 100 {
+                break;
+            }
+            let c = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let p = (call % 2) as u32;
+                let recs: Vec<Bytes> = (0..100)
+                    .map(|i| Bytes::from(format!("c{call}-r{i}")))
+                    .collect();
+                let base = c.produce("events", p, recs.clone()).await.unwrap();
+                (p, base, recs)
+            }));
+        }
+        for t in tasks {
+            let (p, base, recs) = t.await.unwrap();
+            for (i, r) in recs.into_iter().enumerate() {
+                expected[p as usize].push((base + i as u64, r));
+            }
+        }
+    }
+    for e in &mut expected {
+        e.sort();
+    }
+    assert_eq!(expected.iter().map(Vec::len).sum::<usize>(), 10_000);
+
+    // Linearizable read through the client, and every replica's own copy.
+    for (p, exp) in expected.iter().enumerate() {
+        let f = client.fetch("events", p as u32, 0, 1 << 30).await.unwrap();
+        assert_eq!(f.high_watermark, exp.len() as u64);
+        let pid = PartitionId::new("events", p as u32);
+        let want: Vec<Bytes> = exp.iter().map(|(_, r)| r.clone()).collect();
+        for n in &nodes {
+            assert_eq!(
+                read_all_local(n, &pid, want.len() as u64).await,
+                want,
+                "node {}",
+                n.node_id
+            );
+        }
+    }
+
+    // Stop everything, start again from the same data dirs.
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+    let nodes = start_all(&spec).await;
+    let client = Client::new(
+        spec.configs
+            .iter()
+            .map(|c| c.client_listen.to_string())
+            .collect(),
+    );
+    for (p, exp) in expected.iter().enumerate() {
+        let f = client.fetch("events", p as u32, 0, 1 << 30).await.unwrap();
+        assert_eq!(f.high_watermark, exp.len() as u64);
+        let got: Vec<Bytes> = f.records.into_iter().map(|(_, r)| r).collect();
+        let want: Vec<Bytes> = exp.iter().map(|(_, r)| r.clone()).collect();
+        assert_eq!(got, want);
+    }
+    // And it keeps working.
+    let base = client
+        .produce("events", 0, vec![Bytes::from("after")])
+        .await
+        .unwrap();
+    assert_eq!(base, expected[0].len() as u64);
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors() {
+    let dir = tempdir();
+    let spec = spec(1, &dir);
+    let nodes = start_all(&spec).await;
+    let client = Client::new(vec![spec.configs[0].client_listen.to_string()]);
+    wait_for_nodes(&client, 1).await;
+    client.create_topic("t", 1, 1, 1).await.unwrap();
+    let e = client
+        .produce("nope", 0, vec![Bytes::from("x")])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "UNKNOWN_TOPIC_OR_PARTITION");
+    let e = client
+        .produce("t", 7, vec![Bytes::from("x")])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "UNKNOWN_TOPIC_OR_PARTITION");
+    let e = client
+        .produce("t", 0, vec![Bytes::from(vec![0u8; 2 * 1024 * 1024])])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "RECORD_TOO_LARGE");
+    let e = client.produce("t", 0, vec![]).await.unwrap_err();
+    assert_eq!(e.code(), "INVALID_REQUEST");
+    client
+        .produce("t", 0, vec![Bytes::from("ok")])
+        .await
+        .unwrap();
+    let e = client.fetch("t", 0, 5, 100).await.unwrap_err();
+    assert_eq!(e.code(), "OFFSET_OUT_OF_RANGE");
+    let e = client.create_topic("t", 1, 1, 1).await.unwrap_err();
+    assert_eq!(e.code(), "TOPIC_ALREADY_EXISTS");
+    let e = client.create_topic("x", 1, 3, 1).await.unwrap_err();
+    assert_eq!(e.code(), "INVALID_REPLICATION_FACTOR");
+
+    // Garbage on both ports: the node shrugs it off and keeps serving.
+    for addr in [spec.configs[0].peer_listen, spec.configs[0].client_listen] {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let _ = s.write_all(b"\x00\xffGARBAGE not http/2 at all\r\n\r\n");
+        drop(s);
+    }
+    let f = client.fetch("t", 0, 0, 100).await.unwrap();
+    assert_eq!(f.records.len(), 1);
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "chronik-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
