@@ -111,6 +111,7 @@ impl Node {
         let peer = RaftService {
             me: config.node_id,
             driver: handle.clone(),
+            shutdown: shutdown_rx.clone(),
         };
         let mut stop = shutdown_rx.clone();
         let peer_addr = config.peer_listen;

@@ -88,6 +88,9 @@ pub(crate) async fn peer_sender(
 pub(crate) struct RaftService {
     pub me: NodeId,
     pub driver: DriverHandle,
+    /// Ends open streams on shutdown: graceful server shutdown waits for
+    /// them, and a peer's stream never ends by itself.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 #[tonic::async_trait]
@@ -97,7 +100,13 @@ impl proto::raft_server::Raft for RaftService {
         request: tonic::Request<tonic::Streaming<proto::PeerBatch>>,
     ) -> Result<tonic::Response<proto::StreamAck>, tonic::Status> {
         let mut stream = request.into_inner();
-        while let Some(batch) = stream.message().await? {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let batch = tokio::select! {
+                m = stream.message() => m?,
+                _ = shutdown.changed() => None,
+            };
+            let Some(batch) = batch else { break };
             if batch.to != self.me {
                 tracing::warn!(
                     from = batch.from,
