@@ -1,0 +1,100 @@
+//! `chronik-node dev`: three nodes on loopback in one process, data under
+//! one directory, a demo topic, and the next commands to try.
+
+use chronik_core::NodeInfo;
+use chronik_net::{Client, Node, NodeConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const NODES: u16 = 3;
+const DEMO_TOPIC: &str = "demo";
+
+pub async fn run(data_dir: PathBuf, base_port: u16) -> ExitCode {
+    let Some(last) = base_port.checked_add(20 + NODES) else {
+        eprintln!("error: --base-port {base_port} leaves no room for {NODES} nodes");
+        return ExitCode::from(2);
+    };
+    let _ = last;
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let members: Vec<NodeInfo> = (0..NODES)
+        .map(|i| NodeInfo {
+            id: u64::from(i) + 1,
+            client_addr: addr(base_port + i).to_string(),
+            peer_addr: addr(base_port + 10 + i).to_string(),
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for i in 0..NODES {
+        let mut cfg = NodeConfig::new(
+            u64::from(i) + 1,
+            addr(base_port + 10 + i),
+            addr(base_port + i),
+            members.clone(),
+            data_dir.join(format!("node{}", i + 1)),
+        );
+        cfg.metrics_listen = Some(addr(base_port + 20 + i));
+        match Node::start(cfg).await {
+            Ok(n) => nodes.push(n),
+            Err(e) => {
+                eprintln!("error: node {}: {e}", i + 1);
+                for n in nodes {
+                    let _ = n.shutdown().await;
+                }
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let client = Client::new(members.iter().map(|m| m.client_addr.clone()).collect());
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(md) = client.metadata().await {
+            if md.nodes.len() == usize::from(NODES) {
+                ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !ready {
+        eprintln!("error: the local cluster did not come up within 10 s");
+    } else {
+        match client.create_topic(DEMO_TOPIC, 3, 3, 2).await {
+            Ok(_) => println!("created topic {DEMO_TOPIC:?} (3 partitions, 3 replicas)"),
+            Err(e) if e.code() == "TOPIC_ALREADY_EXISTS" => {
+                println!(
+                    "topic {DEMO_TOPIC:?} already exists (resumed from {})",
+                    data_dir.display()
+                )
+            }
+            Err(e) => eprintln!("warning: cannot create the demo topic: {e}"),
+        }
+    }
+    println!("Chronik dev cluster is up, data in {}", data_dir.display());
+    for m in &members {
+        println!(
+            "  node {}: client {}  peer {}  metrics http://127.0.0.1:{}/metrics",
+            m.id,
+            m.client_addr,
+            m.peer_addr,
+            base_port + 20 + (m.id as u16 - 1)
+        );
+    }
+    let a = &members[0].client_addr;
+    println!("Try, in another terminal:");
+    println!("  chronik-node topic list --addr {a}");
+    println!("  seq 1 5 | chronik-node produce --topic {DEMO_TOPIC} --addr {a}");
+    println!("  chronik-node consume --topic {DEMO_TOPIC} --from-beginning --addr {a}");
+    println!("Ctrl-C stops the cluster; `chronik-node dev` again resumes it.");
+    crate::shutdown_signal().await;
+    println!("stopping...");
+    let mut code = ExitCode::SUCCESS;
+    for n in nodes {
+        if let Err(e) = n.shutdown().await {
+            eprintln!("error: {e}");
+            code = ExitCode::FAILURE;
+        }
+    }
+    code
+}

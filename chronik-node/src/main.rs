@@ -1,0 +1,196 @@
+//! `chronik-node`: the Chronik daemon (`run`, `dev`) and its client tools
+//! (`topic`, `produce`, `consume`).
+
+mod config;
+mod dev;
+mod tools;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "chronik-node",
+    version,
+    about = "Chronik: Raft-replicated topic partitions"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs one node from a TOML config; flags override the file.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        node_id: Option<u64>,
+        #[arg(long)]
+        peer_listen: Option<SocketAddr>,
+        #[arg(long)]
+        client_listen: Option<SocketAddr>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+    },
+    /// Runs a local 3-node cluster in this process (the embedded default).
+    Dev {
+        /// Where the three nodes keep their data; reused on the next run.
+        #[arg(long, default_value = "./chronik-dev-data")]
+        data_dir: PathBuf,
+        /// Client ports are BASE, BASE+1, BASE+2; peer ports BASE+10..;
+        /// metrics BASE+20...
+        #[arg(long, default_value_t = 9092)]
+        base_port: u16,
+    },
+    /// Creates, lists and describes topics.
+    Topic {
+        #[command(subcommand)]
+        command: tools::TopicCmd,
+        /// Client address of any node.
+        #[arg(long, global = true, default_value = "127.0.0.1:9092")]
+        addr: String,
+    },
+    /// Produces stdin, one record per line.
+    Produce(tools::ProduceArgs),
+    /// Prints records, one per line.
+    Consume(tools::ConsumeArgs),
+}
+
+fn init_logs(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Cmd::Run {
+                config,
+                node_id,
+                peer_listen,
+                client_listen,
+                data_dir,
+                metrics_listen,
+            } => {
+                init_logs(cli.log_format, "info");
+                let overrides = config::Overrides {
+                    node_id,
+                    peer_listen,
+                    client_listen,
+                    data_dir,
+                    metrics_listen,
+                };
+                let cfg = match config::load(&config, overrides) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+                run(cfg).await
+            }
+            Cmd::Dev {
+                data_dir,
+                base_port,
+            } => {
+                init_logs(cli.log_format, "warn,chronik_node=info");
+                dev::run(data_dir, base_port).await
+            }
+            Cmd::Topic { command, addr } => {
+                init_logs(cli.log_format, "warn");
+                tools::exit(tools::topic(command, &addr).await)
+            }
+            Cmd::Produce(a) => {
+                init_logs(cli.log_format, "warn");
+                tools::exit(tools::produce(a).await)
+            }
+            Cmd::Consume(a) => {
+                init_logs(cli.log_format, "warn");
+                tools::exit(tools::consume(a).await)
+            }
+        }
+    })
+}
+
+async fn run(cfg: chronik_net::NodeConfig) -> ExitCode {
+    let mut node = match chronik_net::Node::start(cfg).await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return match e {
+                chronik_net::NodeError::Config(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            };
+        }
+    };
+    tokio::select! {
+        r = node.stopped() => {
+            eprintln!("error: {}", r.err().map_or("node stopped".to_string(), |e| e.to_string()));
+            ExitCode::FAILURE
+        }
+        _ = shutdown_signal() => {
+            tracing::info!("stopping");
+            match node.shutdown().await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,260 @@
+//! Real processes: `kill -9` of a node under load, restart and catch-up;
+//! all three killed and restarted with every acknowledged record intact;
+//! bad config refused with exit code 2.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use bytes::Bytes;
+use chronik_net::proto::admin_client::AdminClient;
+use chronik_net::proto::NodeStatusRequest;
+use chronik_net::Client;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_chronik-node");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Cluster {
+    dir: PathBuf,
+    configs: Vec<PathBuf>,
+    client_addrs: Vec<String>,
+    children: BTreeMap<u64, Child>,
+}
+
+impl Cluster {
+    fn new(n: u64) -> Cluster {
+        let dir = std::env::temp_dir().join(format!(
+            "chronik-proc-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let mut members = String::new();
+        for (i, (p, c)) in ports.iter().enumerate() {
+            members.push_str(&format!(
+                "[[initial_cluster]]\nid = {}\npeer_addr = \"127.0.0.1:{p}\"\nclient_addr = \"127.0.0.1:{c}\"\n",
+                i + 1
+            ));
+        }
+        let mut configs = Vec::new();
+        for (i, (p, c)) in ports.iter().enumerate() {
+            let path = dir.join(format!("node{}.toml", i + 1));
+            let text = format!(
+                "node_id = {}\npeer_listen = \"127.0.0.1:{p}\"\nclient_listen = \"127.0.0.1:{c}\"\n\
+                 data_dir = \"{}\"\ntick_interval_ms = 20\nlog_compact_threshold_entries = 200\n{members}",
+                i + 1,
+                dir.join(format!("data{}", i + 1)).display()
+            );
+            std::fs::write(&path, text).unwrap();
+            configs.push(path);
+        }
+        Cluster {
+            dir,
+            configs,
+            client_addrs: ports
+                .iter()
+                .map(|(_, c)| format!("127.0.0.1:{c}"))
+                .collect(),
+            children: BTreeMap::new(),
+        }
+    }
+
+    fn start(&mut self, id: u64) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("node{id}.log")))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&self.configs[id as usize - 1])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children.insert(id, child);
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    fn kill9(&mut self, id: u64) {
+        if let Some(mut c) = self.children.remove(&id) {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(self.client_addrs.clone())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.children.keys().copied().collect();
+        for id in ids {
+            self.kill9(id);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn wait_ready(client: &Client, nodes: usize) {
+    for _ in 0..300 {
+        if let Ok(md) = client.metadata().await {
+            if md.nodes.len() == nodes {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cluster did not come up");
+}
+
+/// (commit, applied) of a partition group on one node, by admin API.
+async fn group_progress(addr: &str, group: u64) -> Option<(u64, u64)> {
+    let mut a = AdminClient::connect(format!("http://{addr}")).await.ok()?;
+    let s = a.node_status(NodeStatusRequest {}).await.ok()?.into_inner();
+    s.groups
+        .iter()
+        .find(|g| g.group == group)
+        .map(|g| (g.commit, g.applied))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_under_load_then_restart_loses_nothing() {
+    let mut c = Cluster::new(3);
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let client = Arc::new(c.client());
+    wait_ready(&client, 3).await;
+    let topic = client.create_topic("load", 1, 3, 2).await.unwrap();
+    let group = topic.partitions[0].group;
+
+    // A producer that keeps going through the crash; every acknowledged
+    // batch is remembered with its offsets.
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let client = client.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut acked: Vec<(u64, Vec<Bytes>)> = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let recs: Vec<Bytes> = (0..10).map(|i| Bytes::from(format!("v{n}-{i}"))).collect();
+                n += 1;
+                if let Ok(base) = client.produce("load", 0, recs.clone()).await {
+                    acked.push((base, recs));
+                }
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let md = client.metadata().await.unwrap();
+    let leader = md.topics[0].partitions[0].leader.max(1);
+    c.kill9(leader);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    c.start(leader);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = producer.await.unwrap();
+    assert!(
+        acked.len() > 20,
+        "the producer made progress: {}",
+        acked.len()
+    );
+
+    // The restarted node catches up: applies everything its peers commit.
+    let addr = c.client_addrs[leader as usize - 1].clone();
+    let mut caught_up = false;
+    for _ in 0..200 {
+        let mut commits = Vec::new();
+        for a in &c.client_addrs {
+            commits.push(group_progress(a, group).await);
+        }
+        let max_commit = commits.iter().flatten().map(|(c, _)| *c).max().unwrap_or(0);
+        if let Some((_, applied)) = group_progress(&addr, group).await {
+            if applied >= max_commit && max_commit > 0 {
+                caught_up = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(caught_up, "node {leader} caught up after restart");
+
+    // All three killed at once, then restarted: every acknowledged record
+    // is at its offset.
+    for id in 1..=3 {
+        c.kill9(id);
+    }
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let client = c.client();
+    let mut records: Vec<Bytes> = Vec::new();
+    let mut off = 0;
+    loop {
+        let f = client.fetch("load", 0, off, 1 << 20).await.unwrap();
+        if f.records.is_empty() {
+            break;
+        }
+        off = f.records.last().unwrap().0 + 1;
+        records.extend(f.records.into_iter().map(|(_, r)| r));
+    }
+    for (base, recs) in &acked {
+        for (i, r) in recs.iter().enumerate() {
+            assert_eq!(
+                records.get(*base as usize + i),
+                Some(r),
+                "acknowledged record at {}",
+                base + i as u64
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_config_exits_2_naming_the_field() {
+    let dir = std::env::temp_dir().join(format!("chronik-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        (
+            "node_id = 1\npeer_listen = \"127.0.0.1:1\"\n",
+            "client_listen",
+        ),
+        ("nod_id = 1\n", "nod_id"),
+        ("node_id = \"one\"\n", "node_id"),
+    ];
+    for (i, (text, field)) in cases.iter().enumerate() {
+        let path: &Path = &dir.join(format!("bad{i}.toml"));
+        std::fs::write(path, text).unwrap();
+        let out = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(field), "{field} not named in: {err}");
+    }
+    let out = Command::new(BIN)
+        .args(["run", "--config", "/nonexistent/node.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
