@@ -1,0 +1,201 @@
+//! `chronik-bench`: load against a running Chronik cluster over the client
+//! API. N concurrent clients produce (or fetch) for a duration; prints
+//! records/s, MB/s and latency percentiles.
+//!
+//! ```text
+//! chronik-bench --addr 127.0.0.1:9092 --clients 16 --record-size 100 --duration 10 produce
+//! ```
+
+use bytes::Bytes;
+use chronik_net::Client;
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "chronik-bench", about = "Load generator for a Chronik cluster")]
+struct Args {
+    /// Client addresses of the cluster (comma separated).
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094",
+        value_delimiter = ','
+    )]
+    addr: Vec<String>,
+    /// Concurrent clients (each with one request in flight).
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Bytes per record.
+    #[arg(long, default_value_t = 100)]
+    record_size: usize,
+    /// Records per produce request.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Topic to use (created if missing).
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// Partitions of the topic when created; clients spread over them.
+    #[arg(long, default_value_t = 3)]
+    partitions: u32,
+    /// Stop after this many bytes of records (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    bytes: u64,
+    #[arg(value_enum, default_value_t = Mode::Produce)]
+    mode: Mode,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Mode {
+    Produce,
+    Fetch,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args).await {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+struct ClientResult {
+    latencies: Histogram<u64>,
+    records: u64,
+    bytes: u64,
+    errors: u64,
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let client = Arc::new(Client::new(args.addr.clone()));
+    let md = client.metadata().await.map_err(|e| e.to_string())?;
+    let partitions = match md.topics.iter().find(|t| t.name == args.topic) {
+        Some(t) => t.partitions.len() as u32,
+        None => {
+            let rf = md.nodes.len().min(3) as u32;
+            client
+                .create_topic(&args.topic, args.partitions, rf, rf.min(2))
+                .await
+                .map_err(|e| e.to_string())?;
+            args.partitions
+        }
+    };
+    if args.mode == Mode::Fetch {
+        // Make sure there is something to read.
+        let rec = Bytes::from(vec![b'x'; args.record_size]);
+        for p in 0..partitions {
+            for _ in 0..10 {
+                client
+                    .produce(&args.topic, p, vec![rec.clone(); 100])
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let bytes_budget = Arc::new(std::sync::atomic::AtomicU64::new(if args.bytes == 0 {
+        u64::MAX
+    } else {
+        args.bytes
+    }));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..args.clients {
+        // Each bench client has its own connection pool.
+        let c = Client::new(args.addr.clone());
+        let topic = args.topic.clone();
+        let budget = bytes_budget.clone();
+        let (mode, record_size, batch) = (args.mode, args.record_size, args.batch.max(1));
+        tasks.push(tokio::spawn(async move {
+            let mut r = ClientResult {
+                latencies: Histogram::new(3).expect("valid histogram"),
+                records: 0,
+                bytes: 0,
+                errors: 0,
+            };
+            let p = i as u32 % partitions;
+            let payload = Bytes::from(vec![b'x'; record_size]);
+            let mut offset = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let ok = match mode {
+                    Mode::Produce => {
+                        let want = (batch * record_size) as u64;
+                        if budget
+                            .fetch_update(
+                                std::sync::atomic::Ordering::Relaxed,
+                                std::sync::atomic::Ordering::Relaxed,
+                                |b| b.checked_sub(want),
+                            )
+                            .is_err()
+                        {
+                            break;
+                        }
+                        c.produce(&topic, p, vec![payload.clone(); batch])
+                            .await
+                            .map(|_| batch as u64)
+                    }
+                    Mode::Fetch => match c
+                        .fetch(&topic, p, offset, (batch * record_size) as u64)
+                        .await
+                    {
+                        Ok(f) => {
+                            offset = match f.records.last() {
+                                Some((o, _)) if o + 1 < f.high_watermark => o + 1,
+                                _ => 0,
+                            };
+                            Ok(f.records.len() as u64)
+                        }
+                        Err(e) => Err(e),
+                    },
+                };
+                match ok {
+                    Ok(n) => {
+                        let _ = r.latencies.record(t.elapsed().as_micros() as u64);
+                        r.records += n;
+                        r.bytes += n * record_size as u64;
+                    }
+                    Err(_) => r.errors += 1,
+                }
+            }
+            r
+        }));
+    }
+    let mut all = Histogram::<u64>::new(3).expect("valid histogram");
+    let (mut records, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+    for t in tasks {
+        let r = t.await.map_err(|e| e.to_string())?;
+        all.add(&r.latencies).map_err(|e| e.to_string())?;
+        records += r.records;
+        bytes += r.bytes;
+        errors += r.errors;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let mode = match args.mode {
+        Mode::Produce => "produce",
+        Mode::Fetch => "fetch",
+    };
+    println!(
+        "{mode}: clients={} record_size={} batch={} duration={:.1}s",
+        args.clients, args.record_size, args.batch, secs
+    );
+    println!(
+        "  {:.0} records/s  {:.2} MB/s  requests={}  errors={}",
+        records as f64 / secs,
+        bytes as f64 / secs / 1e6,
+        all.len(),
+        errors
+    );
+    println!(
+        "  latency p50={:.2}ms p99={:.2}ms p99.9={:.2}ms max={:.2}ms",
+        all.value_at_quantile(0.5) as f64 / 1000.0,
+        all.value_at_quantile(0.99) as f64 / 1000.0,
+        all.value_at_quantile(0.999) as f64 / 1000.0,
+        all.max() as f64 / 1000.0
+    );
+    Ok(())
+}
