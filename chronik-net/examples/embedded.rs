@@ -8,7 +8,7 @@ use chronik_net::{Client, Node, NodeConfig};
 use std::net::SocketAddr;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let peer: SocketAddr = "127.0.0.1:19192".parse()?;
     let client_addr: SocketAddr = "127.0.0.1:19193".parse()?;
     let dir = std::env::temp_dir().join(format!("chronik-embedded-{}", std::process::id()));

@@ -178,7 +178,27 @@ impl Driver {
         loop {
             let deadline = self.start
                 + std::time::Duration::from_millis(self.engine.poll_timeout().as_millis());
+            // Biased, for determinism under simulation (tokio's random
+            // branch order is not seeded by madsim) and so that durability
+            // and ticks are never starved by a flood of messages.
             tokio::select! {
+                biased;
+                _ = shutdown.changed() => return Ok(()),
+                changed = self.durable_rx.changed() => {
+                    if changed.is_err() {
+                        return Err("WAL writer stopped".into());
+                    }
+                    let durable = self.durable_rx.borrow_and_update().clone();
+                    match durable {
+                        Ok(ticket) if ticket > self.last_durable => {
+                            self.last_durable = ticket;
+                            let now = self.now();
+                            self.engine.handle_persisted(now, ticket);
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Err(format!("WAL write failed, stopping the node: {e}")),
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline) => {
                     let now = self.now();
                     self.engine.handle_tick(now);
@@ -195,22 +215,6 @@ impl Driver {
                         }
                     }
                 }
-                changed = self.durable_rx.changed() => {
-                    if changed.is_err() {
-                        return Err("WAL writer stopped".into());
-                    }
-                    let durable = self.durable_rx.borrow_and_update().clone();
-                    match durable {
-                        Ok(ticket) if ticket > self.last_durable => {
-                            self.last_durable = ticket;
-                            let now = self.now();
-                            self.engine.handle_persisted(now, ticket);
-                        }
-                        Ok(_) => {}
-                        Err(e) => return Err(format!("WAL write failed, stopping the node: {e}")),
-                    }
-                }
-                _ = shutdown.changed() => return Ok(()),
             }
             self.drain().await;
         }
@@ -407,7 +411,12 @@ async fn wal_task(
         let started = Instant::now();
         // The WAL is only ever used by this task; the mutex just lets the
         // blocking closure borrow it.
+        // Real disks block: keep the fsync off the async workers. In
+        // simulation the disk is memory and must stay on the sim thread.
+        #[cfg(not(madsim))]
         let result = tokio::task::spawn_blocking(move || w.lock().append(&batches)).await;
+        #[cfg(madsim)]
+        let result: Result<_, std::convert::Infallible> = Ok(w.lock().append(&batches));
         metrics
             .wal_fsync_seconds
             .observe(started.elapsed().as_secs_f64());

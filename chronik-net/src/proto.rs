@@ -1,4 +1,4 @@
 //! Generated gRPC types and services (`proto/chronik.proto`).
-#![allow(clippy::all, missing_docs)]
+#![allow(clippy::all, clippy::unwrap_used, missing_docs)]
 
 tonic::include_proto!("chronik");

@@ -66,6 +66,7 @@ pub(crate) async fn peer_sender(
         tokio::pin!(call);
         loop {
             tokio::select! {
+                biased;
                 res = &mut call => {
                     if let Err(e) = res {
                         tracing::debug!(to, "peer stream ended: {e}");
@@ -103,8 +104,9 @@ impl proto::raft_server::Raft for RaftService {
         let mut shutdown = self.shutdown.clone();
         loop {
             let batch = tokio::select! {
-                m = stream.message() => m?,
+                biased;
                 _ = shutdown.changed() => None,
+                m = stream.message() => m?,
             };
             let Some(batch) = batch else { break };
             if batch.to != self.me {

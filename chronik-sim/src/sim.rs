@@ -1,0 +1,136 @@
+use chronik_core::NodeInfo;
+use chronik_net::disk::MemDisk;
+use chronik_net::{Client, Node, NodeConfig, RetryPolicy};
+use madsim::runtime::Handle;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const PEER_PORT: u16 = 7000;
+pub const CLIENT_PORT: u16 = 9092;
+
+/// One simulated Chronik node: its madsim node and the disk that survives it.
+pub struct SimNode {
+    pub id: u64,
+    pub node: madsim::runtime::NodeHandle,
+    pub disk: MemDisk,
+    pub up: bool,
+}
+
+/// A simulated cluster of real Chronik nodes.
+pub struct SimCluster {
+    pub nodes: Vec<SimNode>,
+    pub client_addrs: Vec<String>,
+}
+
+fn node_ip(id: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, id as u8))
+}
+
+impl SimCluster {
+    /// Starts `n` nodes (ids 1..=n) on 10.0.0.id.
+    pub fn start(n: u64) -> SimCluster {
+        let handle = Handle::current();
+        let members: Vec<NodeInfo> = (1..=n)
+            .map(|id| NodeInfo {
+                id,
+                peer_addr: SocketAddr::new(node_ip(id), PEER_PORT).to_string(),
+                client_addr: SocketAddr::new(node_ip(id), CLIENT_PORT).to_string(),
+            })
+            .collect();
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            let disk = MemDisk::new();
+            let mut cfg = NodeConfig::new(
+                id,
+                SocketAddr::new(node_ip(id), PEER_PORT),
+                SocketAddr::new(node_ip(id), CLIENT_PORT),
+                members.clone(),
+                format!("/data/node{id}"),
+            );
+            cfg.tick_interval_ms = 50;
+            cfg.log_compact_threshold_entries = 200;
+            cfg.request_timeout_ms = 3_000;
+            let d = disk.clone();
+            let node = handle
+                .create_node()
+                .name(format!("node{id}"))
+                .ip(node_ip(id))
+                .init(move || {
+                    let cfg = cfg.clone();
+                    let disk: Arc<dyn chronik_net::disk::Disk> = Arc::new(d.clone());
+                    async move {
+                        match Node::start_with_disk(cfg, disk).await {
+                            Ok(mut h) => {
+                                let r = h.stopped().await;
+                                panic!("node stopped on its own: {r:?}");
+                            }
+                            Err(e) => panic!("node failed to start: {e}"),
+                        }
+                    }
+                })
+                .build();
+            nodes.push(SimNode {
+                id,
+                node,
+                disk,
+                up: true,
+            });
+        }
+        SimCluster {
+            nodes,
+            client_addrs: members.iter().map(|m| m.client_addr.clone()).collect(),
+        }
+    }
+
+    /// A client with a deadline short enough for the simulation's phases.
+    pub fn client(&self) -> Client {
+        Client::with_retry(
+            self.client_addrs.clone(),
+            RetryPolicy {
+                deadline: Duration::from_secs(10),
+                ..RetryPolicy::default()
+            },
+        )
+    }
+
+    /// Kills a node: its unsynced writes are lost, and with `torn` the last
+    /// one may survive in part.
+    pub fn kill(&mut self, id: u64, torn: Option<u64>) {
+        let n = &mut self.nodes[id as usize - 1];
+        Handle::current().kill(n.node.id());
+        n.disk.crash(|len| match torn {
+            Some(seed) if len > 0 => (seed as usize) % len,
+            _ => 0,
+        });
+        n.up = false;
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        let n = &mut self.nodes[id as usize - 1];
+        Handle::current().restart(n.node.id());
+        n.up = true;
+    }
+
+    pub fn clog(&self, id: u64) {
+        madsim::net::NetSim::current().clog_node(self.nodes[id as usize - 1].node.id());
+    }
+
+    pub fn clog_link(&self, from: u64, to: u64) {
+        madsim::net::NetSim::current().clog_link(
+            self.nodes[from as usize - 1].node.id(),
+            self.nodes[to as usize - 1].node.id(),
+        );
+    }
+
+    /// Removes every network fault.
+    pub fn heal(&self) {
+        let net = madsim::net::NetSim::current();
+        for a in &self.nodes {
+            net.unclog_node(a.node.id());
+            for b in &self.nodes {
+                net.unclog_link(a.node.id(), b.node.id());
+            }
+        }
+    }
+}
