@@ -168,13 +168,10 @@ impl<S: StateMachine> Engine<S> {
             let storage =
                 GroupStorage::recovered(g.conf_state, g.hard_state, g.snapshot, g.entries)
                     .map_err(|e| inconsistent(format!("group {id} ({pid}): {e}")))?;
-            let mut sm = S::new(&pid, &options);
-            let mut applied = 0;
-            if let Some(s) = snap {
-                applied = s.get_metadata().index;
-                sm.restore(applied, &s.data)
-                    .map_err(|e| inconsistent(format!("group {id} ({pid}) snapshot: {e}")))?;
-            }
+            let mut sm = S::new(id, &pid, &options);
+            let applied = snap.as_ref().map_or(0, |s| s.get_metadata().index);
+            sm.recover(snap.as_ref().map(|s| (applied, &s.data[..])))
+                .map_err(|e| inconsistent(format!("group {id} ({pid}) snapshot: {e}")))?;
             let raw = new_raw(&config, &logger, id, storage, applied)?;
             partitions.insert(id, Group::new(id, g.kind, raw, PartitionSm(sm), applied));
         }
@@ -268,12 +265,7 @@ impl<S: StateMachine> Engine<S> {
             } else if let Some(g) = self.partitions.get_mut(&group) {
                 if is_snapshot {
                     let s = message.get_snapshot();
-                    let pid = match &g.kind {
-                        GroupKind::Partition(p) => p.clone(),
-                        GroupKind::Metadata => unreachable!("partition map holds partitions"),
-                    };
-                    let mut scratch = S::new(&pid, &self.options);
-                    if let Err(e) = scratch.restore(s.get_metadata().index, &s.data) {
+                    if let Err(e) = S::validate_snapshot(&self.options, &s.data) {
                         tracing::warn!(from, group, "dropped undecodable partition snapshot: {e}");
                         continue;
                     }
@@ -567,7 +559,12 @@ impl<S: StateMachine> Engine<S> {
                 conf_state: conf,
             });
             self.sink.must_sync = true;
-            let sm = PartitionSm(S::new(&pid, &self.options));
+            let mut sm = S::new(group, &pid, &self.options);
+            if let Err(e) = sm.recover(None) {
+                tracing::error!(group, %pid, "cannot start an empty partition state: {e}");
+                continue;
+            }
+            let sm = PartitionSm(sm);
             let mut g = Group::new(group, GroupKind::Partition(pid.clone()), raw, sm, 0);
             g.observe(&mut self.rng, self.config.election_ticks, &mut self.sink);
             self.partitions.insert(group, g);
@@ -586,6 +583,7 @@ impl<S: StateMachine> Engine<S> {
         for group in gone {
             if let Some(mut g) = self.partitions.remove(&group) {
                 g.fail_all(&mut self.sink, Error::GroupRemoved { group });
+                g.sm.0.destroy();
             }
             self.sink.updates.push(GroupUpdate::Drop { group });
             self.sink.event(Event::GroupDropped { group });

@@ -26,7 +26,7 @@ pub(crate) trait GroupStateMachine<S: StateMachine> {
         -> Result<Response<S>, Error>;
     /// Notes an applied entry that carried no command.
     fn note_applied(&mut self, _index: u64) {}
-    fn snapshot_data(&self) -> Vec<u8>;
+    fn snapshot_data(&mut self) -> Vec<u8>;
     fn restore_data(&mut self, index: u64, data: &[u8]) -> Result<(), String>;
 }
 
@@ -54,7 +54,7 @@ impl<S: StateMachine> GroupStateMachine<S> for MetadataState {
         self.note_applied_index(index);
     }
 
-    fn snapshot_data(&self) -> Vec<u8> {
+    fn snapshot_data(&mut self) -> Vec<u8> {
         self.snapshot()
     }
 
@@ -84,7 +84,7 @@ impl<S: StateMachine> GroupStateMachine<S> for PartitionSm<S> {
         }
     }
 
-    fn snapshot_data(&self) -> Vec<u8> {
+    fn snapshot_data(&mut self) -> Vec<u8> {
         self.0.snapshot()
     }
 

@@ -92,7 +92,7 @@ impl StateMachine for RecordLog {
     type QueryResponse = Fetched;
     type Options = RecordLogOptions;
 
-    fn new(_partition: &PartitionId, options: &RecordLogOptions) -> Self {
+    fn new(_group: crate::GroupId, _partition: &PartitionId, options: &RecordLogOptions) -> Self {
         RecordLog {
             records: Vec::new(),
             applied_index: 0,
@@ -162,7 +162,13 @@ impl StateMachine for RecordLog {
         self.applied_index
     }
 
-    fn snapshot(&self) -> Vec<u8> {
+    fn validate_snapshot(_options: &RecordLogOptions, data: &[u8]) -> Result<(), String> {
+        postcard::from_bytes::<RecordLogSnapshot>(data)
+            .map(|_| ())
+            .map_err(|e| format!("record log snapshot: {e}"))
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
         postcard::to_stdvec(&RecordLogSnapshot {
             records: self.records.clone(),
         })
@@ -183,7 +189,7 @@ mod tests {
     use super::*;
 
     fn log() -> RecordLog {
-        RecordLog::new(&PartitionId::new("t", 0), &RecordLogOptions::default())
+        RecordLog::new(1, &PartitionId::new("t", 0), &RecordLogOptions::default())
     }
 
     fn append(n: usize) -> RecordCommand {
@@ -254,6 +260,7 @@ mod tests {
     #[test]
     fn validate_enforces_limits() {
         let l = RecordLog::new(
+            1,
             &PartitionId::new("t", 0),
             &RecordLogOptions {
                 record_size_max_bytes: 4,

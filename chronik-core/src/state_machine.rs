@@ -4,7 +4,7 @@
 //! own state instead of Chronik's record log ([`crate::RecordLog`]).
 
 use crate::error::Error;
-use crate::types::PartitionId;
+use crate::types::{GroupId, PartitionId};
 use serde::{de::DeserializeOwned, Serialize};
 use std::fmt::Debug;
 
@@ -29,8 +29,29 @@ pub trait StateMachine: Sized + 'static {
     /// Per-partition settings fixed at creation (from the topic).
     type Options: Clone + Debug;
 
-    /// An empty state machine for `partition`.
-    fn new(partition: &PartitionId, options: &Self::Options) -> Self;
+    /// The state machine of `partition`, replicated by Raft group `group`
+    /// (group ids are never reused, so they can name on-disk state). The
+    /// engine calls [`StateMachine::recover`] right after.
+    fn new(group: GroupId, partition: &PartitionId, options: &Self::Options) -> Self;
+
+    /// Brings the state to the snapshot the engine recovered (or to empty
+    /// with `None`): the engine then re-applies every committed entry after
+    /// it. A state machine that keeps data across restarts must drop what
+    /// it holds beyond the snapshot, or entries would apply twice.
+    fn recover(&mut self, snapshot: Option<(u64, &[u8])>) -> Result<(), String> {
+        match snapshot {
+            Some((index, data)) => self.restore(index, data),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks that snapshot data received from a peer can be restored,
+    /// without touching any state. Undecodable snapshots are dropped before
+    /// Raft sees them.
+    fn validate_snapshot(options: &Self::Options, data: &[u8]) -> Result<(), String>;
+
+    /// The group was deleted: release what the state machine holds.
+    fn destroy(self) {}
 
     /// Rejects a command before it is proposed (limits, shape). Nothing
     /// refused here ever reaches the log.
@@ -46,8 +67,10 @@ pub trait StateMachine: Sized + 'static {
     /// Highest Raft index whose effects this state holds.
     fn applied_index(&self) -> u64;
 
-    /// Serializes the whole state as of `applied_index()`.
-    fn snapshot(&self) -> Vec<u8>;
+    /// Describes the whole state as of `applied_index()`. The engine then
+    /// compacts the Raft log up to that index, so everything the snapshot
+    /// relies on must be durable when this returns.
+    fn snapshot(&mut self) -> Vec<u8>;
 
     /// Replaces the state with a snapshot taken at `index`.
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String>;
