@@ -62,7 +62,7 @@
 //! }
 //! engine.handle_command(Time(now), 2, Command::Propose {
 //!     partition: p.clone(),
-//!     command: RecordCommand::Append { records: vec!["hello".into()] },
+//!     command: RecordCommand::Append { records: vec!["hello".into()], timestamp_ms: 0 },
 //! });
 //! drive(&mut engine, &mut disk, &mut replies);
 //! engine.handle_command(Time(now), 3, Command::Query {

@@ -27,7 +27,13 @@ impl Default for RecordLogOptions {
 /// The replicated command: a batch of records appended atomically.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RecordCommand {
-    Append { records: Vec<Bytes> },
+    /// `timestamp_ms` is the proposer's wall clock (ms since the Unix
+    /// epoch). It travels in the entry, so every replica sees the same
+    /// value: time-based retention stays deterministic.
+    Append {
+        records: Vec<Bytes>,
+        timestamp_ms: u64,
+    },
 }
 
 /// A read of committed records.
@@ -101,7 +107,7 @@ impl StateMachine for RecordLog {
     }
 
     fn validate(&self, command: &RecordCommand) -> Result<(), Error> {
-        let RecordCommand::Append { records } = command;
+        let RecordCommand::Append { records, .. } = command;
         if records.is_empty() {
             return Err(Error::invalid("produce carries no records"));
         }
@@ -126,7 +132,7 @@ impl StateMachine for RecordLog {
 
     fn apply(&mut self, index: u64, command: RecordCommand) -> Appended {
         debug_assert!(index > self.applied_index, "apply out of order");
-        let RecordCommand::Append { records } = command;
+        let RecordCommand::Append { records, .. } = command;
         let base_offset = self.high_watermark();
         let count = records.len() as u64;
         self.records.extend(records);
@@ -195,6 +201,7 @@ mod tests {
     fn append(n: usize) -> RecordCommand {
         RecordCommand::Append {
             records: (0..n).map(|i| Bytes::from(format!("r{i}"))).collect(),
+            timestamp_ms: 0,
         }
     }
 
@@ -271,6 +278,7 @@ mod tests {
         assert!(l.validate(&append(3)).is_err());
         let big = RecordCommand::Append {
             records: vec![Bytes::from_static(b"12345")],
+            timestamp_ms: 0,
         };
         assert_eq!(
             l.validate(&big),

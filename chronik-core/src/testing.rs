@@ -302,7 +302,10 @@ impl Cluster {
             node,
             Command::Propose {
                 partition: partition.clone(),
-                command: RecordCommand::Append { records },
+                command: RecordCommand::Append {
+                    records,
+                    timestamp_ms: self.now,
+                },
             },
         )
     }

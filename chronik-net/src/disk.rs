@@ -21,6 +21,10 @@ pub trait Disk: Send + Sync {
     /// Opens `path` for appending, creating it if missing.
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn DiskFile>>;
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Size of `path` in bytes (written so far, synced or not).
+    fn file_len(&self, path: &Path) -> io::Result<u64>;
+    /// Up to `len` bytes of `path` from byte `offset` (fewer at the end).
+    fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>>;
     /// File names (not paths) in `dir`, sorted. A missing dir is empty.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
@@ -74,6 +78,19 @@ impl Disk for FsDisk {
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         std::fs::read(path)
+    }
+
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        Ok(std::fs::metadata(path)?.len())
+    }
+
+    fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(path)?;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::with_capacity(len);
+        f.take(len as u64).read_to_end(&mut buf)?;
+        Ok(buf)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -221,6 +238,21 @@ impl Disk for MemDisk {
         let mut v = f.durable.clone();
         v.extend_from_slice(&f.pending);
         Ok(v)
+    }
+
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        let s = self.state.lock();
+        let f = s.files.get(path).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display()))
+        })?;
+        Ok((f.durable.len() + f.pending.len()) as u64)
+    }
+
+    fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let all = self.read(path)?;
+        let start = (offset as usize).min(all.len());
+        let end = start.saturating_add(len).min(all.len());
+        Ok(all[start..end].to_vec())
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {

@@ -33,6 +33,7 @@ pub mod disk;
 mod driver;
 pub mod metrics;
 pub mod node;
+pub mod partition_store;
 pub mod proto;
 mod service;
 mod transport;

@@ -152,7 +152,10 @@ impl proto::chronik_server::Chronik for Services {
         let timeout = self.timeout(r.timeout_ms);
         let cmd = Command::Propose {
             partition: PartitionId::new(r.topic, r.partition),
-            command: RecordCommand::Append { records: r.records },
+            command: RecordCommand::Append {
+                records: r.records,
+                timestamp_ms: wall_clock_ms(),
+            },
         };
         let resp = match self.run(cmd, timeout).await {
             Ok(Response::Applied(a)) => proto::ProduceResponse {
@@ -246,4 +249,12 @@ impl proto::admin_server::Admin for Services {
                 .count() as u32,
         }))
     }
+}
+
+/// Milliseconds since the Unix epoch, stamped on produced batches for
+/// time-based retention.
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -68,6 +68,7 @@ fn engine_batches(records: usize) -> Vec<PersistBatch> {
                 partition: PartitionId::new("t0", 0),
                 command: RecordCommand::Append {
                     records: vec![format!("record-{i}").into()],
+                    timestamp_ms: 0,
                 },
             },
         );

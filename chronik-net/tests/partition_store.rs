@@ -1,0 +1,232 @@
+//! The on-disk partition log: reads across segments, snapshots and
+//! recovery to them, retention, adopting a leader's streamed segments.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use bytes::Bytes;
+use chronik_core::{Error, PartitionId, RecordCommand, RecordQuery, StateMachine};
+use chronik_net::disk::{Disk, MemDisk};
+use chronik_net::partition_store::{
+    group_dir, segment_file_name, DiskLog, DiskLogOptions, Manifest,
+};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn opts(disk: &MemDisk) -> DiskLogOptions {
+    DiskLogOptions {
+        disk: Arc::new(disk.clone()),
+        dir: PathBuf::from("/d/partitions"),
+        segment_bytes_max: 1_000,
+        retention_bytes: None,
+        retention_ms: None,
+        record_size_max_bytes: 1 << 20,
+        produce_records_max: 10_000,
+    }
+}
+
+fn open(o: &DiskLogOptions, snapshot: Option<(u64, &[u8])>) -> DiskLog {
+    let mut l = DiskLog::new(7, &PartitionId::new("t", 0), o);
+    l.recover(snapshot).unwrap();
+    l
+}
+
+fn append(l: &mut DiskLog, index: u64, vals: &[String], ts: u64) -> u64 {
+    l.apply(
+        index,
+        RecordCommand::Append {
+            records: vals.iter().map(|v| Bytes::from(v.clone())).collect(),
+            timestamp_ms: ts,
+        },
+    )
+    .base_offset
+}
+
+fn fetch_all(l: &DiskLog, from: u64) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut off = from;
+    loop {
+        let f = l
+            .query(&RecordQuery::Fetch {
+                offset: off,
+                max_bytes: 300,
+            })
+            .unwrap();
+        if f.records.is_empty() {
+            return out;
+        }
+        for (o, r) in f.records {
+            assert_eq!(o, off, "offsets are dense");
+            out.push((o, String::from_utf8(r.to_vec()).unwrap()));
+            off += 1;
+        }
+    }
+}
+
+fn fill(l: &mut DiskLog, batches: u64) -> Vec<String> {
+    let mut all = Vec::new();
+    for i in 0..batches {
+        let vals: Vec<String> = (0..3)
+            .map(|k| format!("b{i}-r{k}-{}", "x".repeat(20)))
+            .collect();
+        let base = append(l, i + 1, &vals, 1000 + i);
+        assert_eq!(base, all.len() as u64);
+        all.extend(vals);
+    }
+    all
+}
+
+#[test]
+fn reads_across_segments_with_dense_offsets() {
+    let disk = MemDisk::new();
+    let o = opts(&disk);
+    let mut l = open(&o, None);
+    let all = fill(&mut l, 100);
+    assert!(
+        disk.list(&group_dir(&o.dir, 7)).unwrap().len() > 5,
+        "rolled segments"
+    );
+    let got = fetch_all(&l, 0);
+    assert_eq!(got.len(), all.len());
+    for (o, v) in &got {
+        assert_eq!(v, &all[*o as usize]);
+    }
+    assert_eq!(fetch_all(&l, 123).first().unwrap().0, 123);
+    let one = l
+        .query(&RecordQuery::Fetch {
+            offset: 5,
+            max_bytes: 0,
+        })
+        .unwrap();
+    assert_eq!(one.records.len(), 1, "at least one record");
+    assert!(matches!(
+        l.query(&RecordQuery::Fetch {
+            offset: 301,
+            max_bytes: 10
+        }),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn recovery_cuts_back_to_the_snapshot() {
+    let disk = MemDisk::new();
+    let o = opts(&disk);
+    let mut l = open(&o, None);
+    let all = fill(&mut l, 40);
+    let snap = l.snapshot();
+    // More applies after the snapshot, some of them not even synced.
+    let mut l2 = l;
+    for i in 41..60 {
+        append(&mut l2, i, &[format!("late{i}")], 0);
+    }
+    drop(l2);
+    disk.crash(|len| len / 3);
+    let l = open(&o, Some((40, &snap)));
+    assert_eq!(l.high_watermark(), all.len() as u64);
+    let got: Vec<String> = fetch_all(&l, 0).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(got, all);
+    // The Raft log replays from index 41: applies continue where it left.
+    let mut l = l;
+    assert_eq!(
+        append(&mut l, 41, &["again".to_string()], 0),
+        all.len() as u64
+    );
+}
+
+#[test]
+fn recover_without_snapshot_starts_empty() {
+    let disk = MemDisk::new();
+    let o = opts(&disk);
+    let mut l = open(&o, None);
+    fill(&mut l, 10);
+    drop(l);
+    let l = open(&o, None);
+    assert_eq!(l.high_watermark(), 0);
+    assert!(fetch_all(&l, 0).is_empty());
+}
+
+#[test]
+fn retention_by_bytes_and_time() {
+    let disk = MemDisk::new();
+    let mut o = opts(&disk);
+    o.retention_bytes = Some(3_000);
+    let mut l = open(&o, None);
+    fill(&mut l, 200);
+    assert!(
+        l.size_bytes() <= 3_000 + o.segment_bytes_max + 200,
+        "{}",
+        l.size_bytes()
+    );
+    let start = l.log_start_offset();
+    assert!(start > 0);
+    assert!(matches!(
+        l.query(&RecordQuery::Fetch {
+            offset: start - 1,
+            max_bytes: 10
+        }),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(
+        fetch_all(&l, start).len() as u64,
+        l.high_watermark() - start
+    );
+
+    let disk = MemDisk::new();
+    let mut o = opts(&disk);
+    o.retention_ms = Some(50);
+    let mut l = open(&o, None);
+    fill(&mut l, 100); // timestamps 1000..1099
+    assert!(l.log_start_offset() > 0, "old segments expired");
+    let newest_kept = fetch_all(&l, l.log_start_offset());
+    assert!(!newest_kept.is_empty());
+}
+
+#[test]
+fn a_follower_adopts_streamed_segments() {
+    let leader_disk = MemDisk::new();
+    let lo = opts(&leader_disk);
+    let mut leader = open(&lo, None);
+    let all = fill(&mut leader, 50);
+    let snap = leader.snapshot();
+    let m = Manifest::decode(&snap).unwrap();
+
+    let follower_disk = MemDisk::new();
+    let fo = opts(&follower_disk);
+    let mut follower = open(&fo, None);
+    // Without the data, the snapshot cannot be installed.
+    assert!(follower.restore(50, &snap).is_err());
+    // The transport streams each segment into incoming/.
+    let incoming = group_dir(&fo.dir, 7).join("incoming");
+    follower_disk.create_dir_all(&incoming).unwrap();
+    for s in &m.segments {
+        let name = segment_file_name(s.base_offset);
+        let data = leader_disk
+            .read(&group_dir(&lo.dir, 7).join(&name))
+            .unwrap();
+        let mut f = follower_disk.open_append(&incoming.join(&name)).unwrap();
+        f.write_all(&data[..s.size as usize]).unwrap();
+        f.sync().unwrap();
+    }
+    follower.restore(50, &snap).unwrap();
+    let got: Vec<String> = fetch_all(&follower, 0)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(got, all);
+    assert!(follower_disk.list(&incoming).unwrap().is_empty());
+}
+
+#[test]
+fn corrupt_segment_refuses_recovery() {
+    let disk = MemDisk::new();
+    let o = opts(&disk);
+    let mut l = open(&o, None);
+    fill(&mut l, 10);
+    let snap = l.snapshot();
+    drop(l);
+    let seg = group_dir(&o.dir, 7).join(segment_file_name(0));
+    assert!(disk.corrupt(&seg, 30));
+    let mut l = DiskLog::new(7, &PartitionId::new("t", 0), &o);
+    let err = l.recover(Some((10, &snap))).unwrap_err();
+    assert!(err.contains("corrupt"), "{err}");
+}
