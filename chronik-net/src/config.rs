@@ -30,6 +30,12 @@ pub struct NodeConfig {
     pub peer_queue_max: usize,
     /// Seeds the engine's RNG (election jitter). Defaults to the node id.
     pub seed: Option<u64>,
+    /// Partition segment files roll past this size.
+    pub segment_bytes_max: u64,
+    /// Per partition: delete the oldest segments past this many bytes.
+    pub retention_bytes: Option<u64>,
+    /// Per partition: delete segments whose newest record is older.
+    pub retention_ms: Option<u64>,
 }
 
 impl NodeConfig {
@@ -56,6 +62,9 @@ impl NodeConfig {
             record_size_max_bytes: 1024 * 1024,
             peer_queue_max: 1024,
             seed: None,
+            segment_bytes_max: 64 * 1024 * 1024,
+            retention_bytes: None,
+            retention_ms: None,
         }
     }
 

@@ -4,11 +4,12 @@
 //! one owner and everything else talks to it through channels.
 
 use crate::metrics::Metrics;
+use crate::partition_store::DiskLog;
 use crate::wal::Wal;
 use chronik_core::{
     Command, Engine, Error, Event, Fetched, GroupId, GroupKind, GroupMessage, GroupStatus,
-    MetadataState, NodeId, NodeInfo, Output, PartitionId, PersistBatch, RecordLog, RecordQuery,
-    RequestId, Response, Role, StateMachine, Time, METADATA_GROUP,
+    MetadataState, NodeId, NodeInfo, Output, PartitionId, PersistBatch, RecordQuery, RequestId,
+    Response, Role, StateMachine, Time, METADATA_GROUP,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -22,11 +23,23 @@ pub(crate) enum DriverMsg {
         messages: Vec<GroupMessage>,
     },
     Command {
-        command: Command<RecordLog>,
-        reply: oneshot::Sender<Result<Response<RecordLog>, Error>>,
+        command: Command<DiskLog>,
+        reply: oneshot::Sender<Result<Response<DiskLog>, Error>>,
     },
     Inspect {
         reply: oneshot::Sender<Inspection>,
+    },
+    /// A partition snapshot arrived: its segments must be fetched from the
+    /// sender before the engine may see it.
+    SnapshotArrived {
+        from: NodeId,
+        message: GroupMessage,
+    },
+    /// The segments of a snapshot were fetched (or not).
+    SnapshotFetched {
+        from: NodeId,
+        message: GroupMessage,
+        result: Result<(), String>,
     },
     /// Reads this node's replica directly, without a ReadIndex round: may
     /// lag the leader (what `follower-stale` reads will build on).
@@ -66,8 +79,8 @@ impl DriverHandle {
     /// Runs a command; the outer error means the driver is gone.
     pub async fn command(
         &self,
-        command: Command<RecordLog>,
-    ) -> Result<Result<Response<RecordLog>, Error>, DriverGone> {
+        command: Command<DiskLog>,
+    ) -> Result<Result<Response<DiskLog>, Error>, DriverGone> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(DriverMsg::Command { command, reply })
@@ -116,10 +129,10 @@ const WAL_QUEUE_MAX: usize = 1024;
 const GROUP_COMMIT_BATCHES_MAX: usize = 256;
 
 pub(crate) struct Driver {
-    engine: Engine,
+    engine: Engine<DiskLog>,
     start: Instant,
     next_request: RequestId,
-    pending: HashMap<RequestId, oneshot::Sender<Result<Response<RecordLog>, Error>>>,
+    pending: HashMap<RequestId, oneshot::Sender<Result<Response<DiskLog>, Error>>>,
     peers: BTreeMap<NodeId, mpsc::Sender<Vec<GroupMessage>>>,
     peer_addrs: BTreeMap<NodeId, String>,
     wal_tx: mpsc::Sender<PersistBatch>,
@@ -128,15 +141,21 @@ pub(crate) struct Driver {
     metrics: Metrics,
     peer_queue_max: usize,
     leaders: BTreeMap<GroupId, Option<NodeId>>,
+    /// Groups whose snapshot segments are being fetched.
+    fetching: std::collections::BTreeSet<GroupId>,
+    self_tx: mpsc::Sender<DriverMsg>,
+    segment_fetch: crate::transport::SegmentFetch,
 }
 
 impl Driver {
     pub fn new(
-        engine: Engine,
+        engine: Engine<DiskLog>,
         wal: Wal,
         metrics: Metrics,
         initial_cluster: &[NodeInfo],
         peer_queue_max: usize,
+        self_tx: mpsc::Sender<DriverMsg>,
+        segment_fetch: crate::transport::SegmentFetch,
     ) -> Self {
         let (wal_tx, wal_rx) = mpsc::channel(WAL_QUEUE_MAX);
         let (durable_tx, durable_rx) = watch::channel(Ok(0));
@@ -157,7 +176,18 @@ impl Driver {
             metrics,
             peer_queue_max,
             leaders: BTreeMap::new(),
+            fetching: Default::default(),
+            self_tx,
+            segment_fetch,
         }
+    }
+
+    fn peer_addr(&self, node: NodeId) -> Option<String> {
+        self.engine
+            .metadata()
+            .node(node)
+            .map(|n| n.peer_addr.clone())
+            .or_else(|| self.peer_addrs.get(&node).cloned())
     }
 
     fn now(&self) -> Time {
@@ -251,6 +281,48 @@ impl Driver {
                     },
                 };
                 let _ = reply.send(result);
+            }
+            DriverMsg::SnapshotArrived { from, message } => {
+                let group = message.group;
+                if !self.fetching.insert(group) {
+                    return; // one transfer per group at a time
+                }
+                let Some(addr) = self.peer_addr(from) else {
+                    self.fetching.remove(&group);
+                    return;
+                };
+                let fetch = self.segment_fetch.clone();
+                let tx = self.self_tx.clone();
+                tokio::spawn(async move {
+                    let result = fetch.fetch(&addr, &message).await;
+                    let _ = tx
+                        .send(DriverMsg::SnapshotFetched {
+                            from,
+                            message,
+                            result,
+                        })
+                        .await;
+                });
+            }
+            DriverMsg::SnapshotFetched {
+                from,
+                message,
+                result,
+            } => {
+                self.fetching.remove(&message.group);
+                match result {
+                    Ok(()) => {
+                        self.metrics.snapshots_fetched.inc();
+                        if let Err(e) = self.engine.handle_messages(now, from, vec![message]) {
+                            tracing::warn!(from, "refused snapshot: {e}");
+                        }
+                    }
+                    Err(e) => tracing::warn!(
+                        from,
+                        group = message.group,
+                        "snapshot segments not fetched: {e}"
+                    ),
+                }
             }
             DriverMsg::Inspect { reply } => {
                 let _ = reply.send(Inspection {
@@ -361,13 +433,7 @@ impl Driver {
 
     fn send(&mut self, to: NodeId, messages: Vec<GroupMessage>) {
         if !self.peers.contains_key(&to) {
-            let addr = self
-                .engine
-                .metadata()
-                .node(to)
-                .map(|n| n.peer_addr.clone())
-                .or_else(|| self.peer_addrs.get(&to).cloned());
-            let Some(addr) = addr else {
+            let Some(addr) = self.peer_addr(to) else {
                 tracing::warn!(to, "no address for peer; messages dropped");
                 return;
             };

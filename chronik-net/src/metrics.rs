@@ -17,6 +17,7 @@ pub struct Metrics {
     pub wal_fsync_seconds: Histogram,
     pub wal_batches: IntCounter,
     pub peer_messages_dropped: IntCounter,
+    pub snapshots_fetched: IntCounter,
     pub node_id: IntGauge,
 }
 
@@ -76,6 +77,11 @@ impl Metrics {
             "Peer message batches dropped because a peer queue was full.",
         )
         .expect("valid metric");
+        let snapshots_fetched = IntCounter::new(
+            "chronik_snapshot_transfers_total",
+            "Partition snapshots whose segments were streamed in from a leader.",
+        )
+        .expect("valid metric");
         let node_id_g = IntGauge::new("chronik_node_id", "This node's id.").expect("valid metric");
         node_id_g.set(node_id as i64);
         for c in [
@@ -87,6 +93,7 @@ impl Metrics {
             Box::new(wal_fsync_seconds.clone()),
             Box::new(wal_batches.clone()),
             Box::new(peer_messages_dropped.clone()),
+            Box::new(snapshots_fetched.clone()),
             Box::new(node_id_g.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -100,6 +107,7 @@ impl Metrics {
             wal_fsync_seconds,
             wal_batches,
             peer_messages_dropped,
+            snapshots_fetched,
             node_id: node_id_g,
         }
     }

@@ -6,9 +6,10 @@ use crate::config::NodeConfig;
 use crate::disk::{write_atomic, Disk, FsDisk};
 use crate::driver::{Driver, DriverHandle, Inspection, DRIVER_QUEUE_MAX};
 use crate::metrics::Metrics;
+use crate::partition_store::DiskLogOptions;
 use crate::proto;
 use crate::service::Services;
-use crate::transport::RaftService;
+use crate::transport::{RaftService, SegmentFetch};
 use crate::wal::{Wal, WalConfig, WalError};
 use chronik_core::{ConfigError, Engine, Fetched, NodeId, PartitionId, Time};
 use std::net::SocketAddr;
@@ -75,7 +76,7 @@ impl Node {
         engine_config.validate()?;
         check_node_id(disk.as_ref(), &config)?;
         let wal_cfg = WalConfig::new(config.data_dir.join("wal"));
-        let (wal, durable, report) = Wal::open(disk, wal_cfg)?;
+        let (wal, durable, report) = Wal::open(disk.clone(), wal_cfg)?;
         tracing::info!(
             node = config.node_id,
             segments = report.segments,
@@ -93,7 +94,22 @@ impl Node {
                     .map_err(|source| NodeError::Listen { addr, source })?,
             );
         }
-        let engine = Engine::new_record_log(engine_config, durable, Time(0))?;
+        let partitions_dir = config.data_dir.join("partitions");
+        disk.create_dir_all(&partitions_dir)?;
+        let log_options = DiskLogOptions {
+            disk: disk.clone(),
+            dir: partitions_dir.clone(),
+            segment_bytes_max: config.segment_bytes_max,
+            retention_bytes: config.retention_bytes,
+            retention_ms: config.retention_ms,
+            record_size_max_bytes: config.record_size_max_bytes,
+            produce_records_max: engine_config.produce_records_max,
+        };
+        let engine = Engine::new(engine_config, log_options, durable, Time(0))?;
+        let segment_fetch = SegmentFetch {
+            disk: disk.clone(),
+            partitions_dir,
+        };
         let metrics = Metrics::new(config.node_id);
         let (tx, rx) = mpsc::channel(DRIVER_QUEUE_MAX);
         let handle = DriverHandle { tx };
@@ -104,6 +120,8 @@ impl Node {
             metrics.clone(),
             &config.initial_cluster,
             config.peer_queue_max,
+            handle.tx.clone(),
+            segment_fetch.clone(),
         );
         let driver = tokio::spawn(driver.run(rx, shutdown_rx.clone()));
 
@@ -111,6 +129,7 @@ impl Node {
         let peer = RaftService {
             me: config.node_id,
             driver: handle.clone(),
+            segments: segment_fetch,
             shutdown: shutdown_rx.clone(),
         };
         let mut stop = shutdown_rx.clone();

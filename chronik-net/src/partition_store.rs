@@ -181,6 +181,18 @@ fn decode_batch(buf: &[u8]) -> Result<Option<Batch>, String> {
     }))
 }
 
+impl std::fmt::Debug for DiskLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskLog")
+            .field("dir", &self.dir)
+            .field("segments", &self.segments.len())
+            .field("high_watermark", &self.high_watermark)
+            .field("log_start_offset", &self.log_start_offset)
+            .field("applied_index", &self.applied_index)
+            .finish()
+    }
+}
+
 impl DiskLog {
     fn seg_path(&self, base_offset: u64) -> PathBuf {
         self.dir.join(segment_file_name(base_offset))

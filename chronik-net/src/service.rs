@@ -3,10 +3,11 @@
 
 use crate::convert;
 use crate::driver::{DriverHandle, Inspection};
+use crate::partition_store::DiskLog;
 use crate::proto;
 use chronik_core::{
-    Command, MetadataCommand, MetadataResponse, PartitionId, RecordCommand, RecordLog, RecordQuery,
-    Response, Role, METADATA_GROUP,
+    Command, MetadataCommand, MetadataResponse, PartitionId, RecordCommand, RecordQuery, Response,
+    Role, METADATA_GROUP,
 };
 use std::time::Duration;
 use tonic::{Request, Response as GrpcResponse, Status};
@@ -22,10 +23,10 @@ pub(crate) struct Services {
     pub request_timeout: Duration,
 }
 
-type Outcome = Result<Response<RecordLog>, proto::Error>;
+type Outcome = Result<Response<DiskLog>, proto::Error>;
 
 impl Services {
-    async fn run(&self, command: Command<RecordLog>, timeout: Duration) -> Outcome {
+    async fn run(&self, command: Command<DiskLog>, timeout: Duration) -> Outcome {
         match tokio::time::timeout(timeout, self.driver.command(command)).await {
             Err(_) => Err(convert::local_error(
                 "TIMEOUT",
@@ -61,7 +62,7 @@ impl Services {
     }
 }
 
-fn unexpected(r: Response<RecordLog>) -> proto::Error {
+fn unexpected(r: Response<DiskLog>) -> proto::Error {
     convert::local_error(
         "INTERNAL",
         format!("unexpected engine response {r:?}"),

@@ -2,11 +2,15 @@
 //! messages of every group. Senders reconnect with capped exponential
 //! backoff; queues are bounded and drop when full (Raft retransmits).
 
+use crate::disk::{Disk, DiskFile};
 use crate::driver::{DriverHandle, DriverMsg};
+use crate::partition_store::{group_dir, segment_file_name, Manifest};
 use crate::proto::{self, raft_client::RaftClient};
 use chronik_core::raft::eraftpb::Message;
 use chronik_core::{GroupMessage, NodeId};
 use protobuf::Message as _;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -89,6 +93,7 @@ pub(crate) async fn peer_sender(
 pub(crate) struct RaftService {
     pub me: NodeId,
     pub driver: DriverHandle,
+    pub segments: SegmentFetch,
     /// Ends open streams on shutdown: graceful server shutdown waits for
     /// them, and a peer's stream never ends by itself.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
@@ -136,6 +141,23 @@ impl proto::raft_server::Raft for RaftService {
                     }
                 }
             }
+            // Partition snapshots name segment files the follower must fetch
+            // first; everything else goes straight to the engine.
+            let (snapshots, messages): (Vec<GroupMessage>, Vec<GroupMessage>) =
+                messages.into_iter().partition(|m| {
+                    m.group != chronik_core::METADATA_GROUP
+                        && m.message.get_msg_type()
+                            == chronik_core::raft::eraftpb::MessageType::MsgSnapshot
+                });
+            for message in snapshots {
+                let msg = DriverMsg::SnapshotArrived {
+                    from: batch.from,
+                    message,
+                };
+                if self.driver.tx.send(msg).await.is_err() {
+                    return Err(tonic::Status::unavailable("node is shutting down"));
+                }
+            }
             let msg = DriverMsg::Peer {
                 from: batch.from,
                 messages,
@@ -145,5 +167,136 @@ impl proto::raft_server::Raft for RaftService {
             }
         }
         Ok(tonic::Response::new(proto::StreamAck {}))
+    }
+
+    type FetchSegmentsStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<Item = Result<proto::SegmentChunk, tonic::Status>> + Send + 'static,
+        >,
+    >;
+
+    async fn fetch_segments(
+        &self,
+        request: tonic::Request<proto::FetchSegmentsRequest>,
+    ) -> Result<tonic::Response<Self::FetchSegmentsStream>, tonic::Status> {
+        let r = request.into_inner();
+        let manifest = Manifest::decode(&r.manifest).map_err(tonic::Status::invalid_argument)?;
+        let dir = group_dir(&self.segments.partitions_dir, r.group);
+        let disk = self.segments.disk.clone();
+        // (segment index, position): read lazily, one chunk at a time, so
+        // serving a large partition needs no more memory than a chunk.
+        let state = (manifest.segments, 0usize, 0u64, disk, dir);
+        let stream =
+            futures::stream::unfold(state, |(segs, mut i, mut pos, disk, dir)| async move {
+                loop {
+                    let seg = segs.get(i)?;
+                    if pos >= seg.size {
+                        i += 1;
+                        pos = 0;
+                        continue;
+                    }
+                    let name = segment_file_name(seg.base_offset);
+                    let path = dir.join(&name);
+                    if pos == 0 && disk.file_len(&path).is_err() {
+                        // Deleted by retention: the follower starts later too.
+                        i += 1;
+                        continue;
+                    }
+                    let len = ((seg.size - pos) as usize).min(SEGMENT_CHUNK_BYTES);
+                    let item = match disk.read_range(&path, pos, len) {
+                        Ok(data) if data.len() == len => Ok(proto::SegmentChunk {
+                            file: name,
+                            offset: pos,
+                            data: data.into(),
+                        }),
+                        Ok(_) => Err(tonic::Status::unavailable(format!(
+                            "{name} shrank while streaming"
+                        ))),
+                        Err(e) => Err(tonic::Status::unavailable(format!("{name}: {e}"))),
+                    };
+                    pos += len as u64;
+                    let stop = item.is_err();
+                    return Some((
+                        item,
+                        (if stop { Vec::new() } else { segs }, i, pos, disk, dir),
+                    ));
+                }
+            });
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+}
+
+/// Bytes per streamed segment chunk.
+const SEGMENT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Fetches the segments a partition snapshot names from the peer that sent
+/// it, into the partition's `incoming/` directory.
+#[derive(Clone)]
+pub(crate) struct SegmentFetch {
+    pub disk: Arc<dyn Disk>,
+    pub partitions_dir: PathBuf,
+}
+
+impl SegmentFetch {
+    pub async fn fetch(&self, addr: &str, message: &GroupMessage) -> Result<(), String> {
+        let data = &message.message.get_snapshot().data;
+        let manifest = Manifest::decode(data)?;
+        let wanted: Vec<String> = manifest
+            .segments
+            .iter()
+            .map(|s| segment_file_name(s.base_offset))
+            .collect();
+        let incoming = group_dir(&self.partitions_dir, message.group).join("incoming");
+        self.disk
+            .create_dir_all(&incoming)
+            .map_err(|e| format!("{}: {e}", incoming.display()))?;
+        let mut client = RaftClient::connect(format!("http://{addr}"))
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?
+            .max_decoding_message_size(4 * SEGMENT_CHUNK_BYTES);
+        let mut stream = client
+            .fetch_segments(proto::FetchSegmentsRequest {
+                group: message.group,
+                manifest: data.clone(),
+            })
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?
+            .into_inner();
+        let mut open: Option<(String, u64, Box<dyn DiskFile>)> = None;
+        while let Some(chunk) = stream.message().await.map_err(|e| format!("{addr}: {e}"))? {
+            // Only files the manifest names, never a path from the wire.
+            if !wanted.contains(&chunk.file) {
+                return Err(format!("peer sent unexpected file {:?}", chunk.file));
+            }
+            let same = open.as_ref().is_some_and(|(f, _, _)| *f == chunk.file);
+            if !same {
+                if let Some((_, _, mut f)) = open.take() {
+                    f.sync().map_err(|e| e.to_string())?;
+                }
+                if chunk.offset != 0 {
+                    return Err(format!("{} starts at byte {}", chunk.file, chunk.offset));
+                }
+                let path = incoming.join(&chunk.file);
+                if self.disk.file_len(&path).is_ok() {
+                    self.disk.remove(&path).map_err(|e| e.to_string())?;
+                }
+                let f = self.disk.open_append(&path).map_err(|e| e.to_string())?;
+                open = Some((chunk.file.clone(), 0, f));
+            }
+            let (_, written, f) = open.as_mut().expect("opened above");
+            if chunk.offset != *written {
+                return Err(format!(
+                    "{} chunk at byte {} after {written}",
+                    chunk.file, chunk.offset
+                ));
+            }
+            f.write_all(&chunk.data).map_err(|e| e.to_string())?;
+            *written += chunk.data.len() as u64;
+        }
+        if let Some((_, _, mut f)) = open.take() {
+            f.sync().map_err(|e| e.to_string())?;
+        }
+        self.disk.sync_dir(&incoming).map_err(|e| e.to_string())?;
+        Ok(())
     }
 }

@@ -249,3 +249,49 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_replica_catches_up_through_streamed_segments() {
+    let dir = tempdir();
+    let mut spec = spec(3, &dir);
+    for c in &mut spec.configs {
+        c.log_compact_threshold_entries = 50;
+        c.segment_bytes_max = 4096;
+    }
+    let mut nodes = start_all(&spec).await;
+    let client = Client::new(
+        spec.configs
+            .iter()
+            .map(|c| c.client_listen.to_string())
+            .collect(),
+    );
+    wait_for_nodes(&client, 3).await;
+    client.create_topic("lag", 1, 3, 2).await.unwrap();
+    let down = nodes.pop().unwrap();
+    down.shutdown().await.unwrap();
+    let mut want = Vec::new();
+    for i in 0..300 {
+        let recs: Vec<Bytes> = (0..10).map(|k| Bytes::from(format!("b{i}-r{k}"))).collect();
+        client.produce("lag", 0, recs.clone()).await.unwrap();
+        want.extend(recs);
+    }
+    let back = Node::start(spec.configs[2].clone()).await.unwrap();
+    let pid = PartitionId::new("lag", 0);
+    assert_eq!(read_all_local(&back, &pid, want.len() as u64).await, want);
+    let ins = back.inspect().await.unwrap();
+    let g = ins.metadata.partition(&pid).unwrap().group;
+    let st = ins.groups.iter().find(|s| s.group == g).unwrap();
+    assert!(
+        st.snapshot_index > 0,
+        "caught up through a snapshot: {st:?}"
+    );
+    assert!(
+        back.metrics.snapshots_fetched.get() > 0,
+        "segments were streamed in"
+    );
+    nodes.push(back);
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
