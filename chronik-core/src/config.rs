@@ -24,6 +24,9 @@ pub struct EngineConfig {
     /// Compact a group's log behind a snapshot once this many applied
     /// entries sit in memory.
     pub log_compact_threshold_entries: u64,
+    /// ... or once this many bytes of applied entries do, whichever comes
+    /// first: keeps a group's in-memory log bounded with large entries.
+    pub log_compact_threshold_bytes: u64,
     /// Upper bound of bytes of entries in one append message.
     pub max_size_per_msg_bytes: u64,
     /// Upper bound of append messages in flight per follower.
@@ -52,6 +55,7 @@ impl EngineConfig {
             election_ticks: 10,
             heartbeat_ticks: 2,
             log_compact_threshold_entries: 10_000,
+            log_compact_threshold_bytes: 16 * 1024 * 1024,
             max_size_per_msg_bytes: 1024 * 1024,
             max_inflight_msgs: 256,
             pending_proposals_max: 10_000,
@@ -113,6 +117,9 @@ impl EngineConfig {
         }
         if self.log_compact_threshold_entries == 0 {
             return bad("log_compact_threshold_entries", "must be at least 1".into());
+        }
+        if self.log_compact_threshold_bytes == 0 {
+            return bad("log_compact_threshold_bytes", "must be at least 1".into());
         }
         if self.max_inflight_msgs == 0 {
             return bad("max_inflight_msgs", "must be at least 1".into());

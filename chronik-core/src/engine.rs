@@ -113,6 +113,7 @@ impl<S: StateMachine> Engine<S> {
             send_after_persist: Vec::new(),
             outputs: VecDeque::new(),
             compact_threshold: config.log_compact_threshold_entries,
+            compact_threshold_bytes: config.log_compact_threshold_bytes,
             emit_apply_events: config.emit_apply_events,
         };
         let mut groups = durable.groups;

@@ -115,6 +115,7 @@ pub(crate) struct Sink<S: StateMachine> {
     pub send_after_persist: Vec<(NodeId, GroupMessage)>,
     pub outputs: VecDeque<Output<S>>,
     pub compact_threshold: u64,
+    pub compact_threshold_bytes: u64,
     pub emit_apply_events: bool,
 }
 
@@ -144,6 +145,8 @@ pub(crate) struct Group<M, Q> {
     pub sm: M,
     /// Highest index applied to `sm` (entries without a command included).
     pub applied: u64,
+    /// Bytes of entries applied since the last snapshot.
+    applied_bytes_since_snapshot: u64,
     pending: VecDeque<Pending>,
     /// Reads waiting for ReadIndex confirmation, by context.
     reads_unconfirmed: BTreeMap<Vec<u8>, (RequestId, Q)>,
@@ -166,6 +169,7 @@ impl<M, Q> Group<M, Q> {
             raw,
             sm,
             applied,
+            applied_bytes_since_snapshot: 0,
             pending: VecDeque::new(),
             reads_unconfirmed: BTreeMap::new(),
             reads_waiting: VecDeque::new(),
@@ -398,6 +402,7 @@ impl<M, Q> Group<M, Q> {
         }
         self.raw.mut_store().apply_snapshot(snap.clone());
         self.applied = index;
+        self.applied_bytes_since_snapshot = 0;
         while self.pending.front().is_some_and(|p| p.index <= index) {
             let p = self.pending.pop_front().expect("checked non-empty");
             if let Some(rid) = p.request_id {
@@ -423,6 +428,7 @@ impl<M, Q> Group<M, Q> {
         if index <= self.applied {
             return;
         }
+        self.applied_bytes_since_snapshot += entry.data.len() as u64;
         debug_assert_eq!(
             index,
             self.applied + 1,
@@ -503,9 +509,15 @@ impl<M, Q> Group<M, Q> {
         M: GroupStateMachine<S>,
     {
         let store = self.raw.store();
-        if self.applied < store.snapshot_index() + sink.compact_threshold {
+        if self.applied < store.snapshot_index() + sink.compact_threshold
+            && self.applied_bytes_since_snapshot < sink.compact_threshold_bytes
+        {
             return;
         }
+        if self.applied == store.snapshot_index() {
+            return;
+        }
+        self.applied_bytes_since_snapshot = 0;
         let term = store
             .term_of(self.applied)
             .expect("applied entries are in the log until compacted");

@@ -25,6 +25,7 @@ pub struct NodeConfig {
     /// How long a produce or fetch waits before answering TIMEOUT.
     pub request_timeout_ms: u64,
     pub log_compact_threshold_entries: u64,
+    pub log_compact_threshold_bytes: u64,
     pub record_size_max_bytes: usize,
     /// Batches queued per peer before new ones are dropped (Raft resends).
     pub peer_queue_max: usize,
@@ -59,6 +60,7 @@ impl NodeConfig {
             heartbeat_ticks: 2,
             request_timeout_ms: 10_000,
             log_compact_threshold_entries: 10_000,
+            log_compact_threshold_bytes: 16 * 1024 * 1024,
             record_size_max_bytes: 1024 * 1024,
             peer_queue_max: 1024,
             seed: None,
@@ -76,6 +78,7 @@ impl NodeConfig {
         e.election_ticks = self.election_ticks;
         e.heartbeat_ticks = self.heartbeat_ticks;
         e.log_compact_threshold_entries = self.log_compact_threshold_entries;
+        e.log_compact_threshold_bytes = self.log_compact_threshold_bytes;
         e.record_size_max_bytes = self.record_size_max_bytes;
         e
     }

@@ -22,7 +22,11 @@ pub struct FileConfig {
     pub heartbeat_ticks: Option<usize>,
     pub request_timeout_ms: Option<u64>,
     pub log_compact_threshold_entries: Option<u64>,
+    pub log_compact_threshold_bytes: Option<u64>,
     pub record_size_max_bytes: Option<usize>,
+    pub segment_bytes_max: Option<u64>,
+    pub retention_bytes: Option<u64>,
+    pub retention_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,9 +131,23 @@ pub fn build(f: FileConfig, o: Overrides) -> Result<NodeConfig, ConfigProblem> {
     if let Some(v) = f.log_compact_threshold_entries {
         c.log_compact_threshold_entries = v;
     }
+    if let Some(v) = f.log_compact_threshold_bytes {
+        c.log_compact_threshold_bytes = v;
+    }
     if let Some(v) = f.record_size_max_bytes {
         c.record_size_max_bytes = v;
     }
+    if let Some(v) = f.segment_bytes_max {
+        if v < 4096 {
+            return Err(ConfigProblem::Invalid {
+                field: "segment_bytes_max",
+                reason: "must be at least 4096".into(),
+            });
+        }
+        c.segment_bytes_max = v;
+    }
+    c.retention_bytes = f.retention_bytes;
+    c.retention_ms = f.retention_ms;
     // The engine checks the rest (ids, addresses, tick settings) and names
     // the field it refuses.
     c.engine_config().validate().map_err(|e| match e {
