@@ -23,12 +23,6 @@ pub enum Error {
     UnknownTopic { topic: String },
     #[error("unknown partition {partition}")]
     UnknownPartition { partition: PartitionId },
-    /// The partition exists, but this node hosts no replica of it.
-    #[error("partition {partition} has no replica on node {node}")]
-    NotReplica {
-        partition: PartitionId,
-        node: NodeId,
-    },
     #[error("topic {topic:?} already exists")]
     TopicExists { topic: String },
     #[error("unknown node {node}")]
@@ -80,7 +74,6 @@ impl Error {
             Error::UnknownTopic { .. } | Error::UnknownPartition { .. } => {
                 "UNKNOWN_TOPIC_OR_PARTITION"
             }
-            Error::NotReplica { .. } => "NOT_REPLICA",
             Error::TopicExists { .. } => "TOPIC_ALREADY_EXISTS",
             Error::UnknownNode { .. } => "UNKNOWN_NODE",
             Error::InvalidRequest { .. } => "INVALID_REQUEST",
@@ -103,7 +96,6 @@ impl Error {
                 | Error::LeaderNotReady { .. }
                 | Error::Busy { .. }
                 | Error::ProposalDropped { .. }
-                | Error::NotReplica { .. }
         )
     }
 

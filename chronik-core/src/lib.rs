@@ -96,7 +96,7 @@ pub use error::{ConfigError, Error};
 pub use metadata::{MetadataCommand, MetadataResponse, MetadataState, PartitionMeta, TopicMeta};
 pub use output::{Command, Event, GroupMessage, Output, Response};
 pub use partition_log::{
-    Appended, Fetched, RecordCommand, RecordLog, RecordLogOptions, RecordQuery,
+    validate_append, Appended, Fetched, RecordCommand, RecordLog, RecordLogOptions, RecordQuery,
 };
 pub use persist::{DurableGroup, DurableState, GroupUpdate, PersistBatch, Ticket};
 pub use state_machine::StateMachine;

@@ -77,6 +77,32 @@ struct RecordLogSnapshot {
     records: Vec<Bytes>,
 }
 
+/// Checks a produce against the limits: shared by every record-log state
+/// machine (in memory here, on disk in the node).
+pub fn validate_append(command: &RecordCommand, limits: &RecordLogOptions) -> Result<(), Error> {
+    let RecordCommand::Append { records, .. } = command;
+    if records.is_empty() {
+        return Err(Error::invalid("produce carries no records"));
+    }
+    if records.len() > limits.produce_records_max {
+        return Err(Error::invalid(format!(
+            "produce carries {} records, the limit is {}",
+            records.len(),
+            limits.produce_records_max
+        )));
+    }
+    if let Some(r) = records
+        .iter()
+        .find(|r| r.len() > limits.record_size_max_bytes)
+    {
+        return Err(Error::RecordTooLarge {
+            size: r.len(),
+            max: limits.record_size_max_bytes,
+        });
+    }
+    Ok(())
+}
+
 impl RecordLog {
     /// Number of records: the high watermark.
     pub fn high_watermark(&self) -> u64 {
@@ -107,27 +133,7 @@ impl StateMachine for RecordLog {
     }
 
     fn validate(&self, command: &RecordCommand) -> Result<(), Error> {
-        let RecordCommand::Append { records, .. } = command;
-        if records.is_empty() {
-            return Err(Error::invalid("produce carries no records"));
-        }
-        if records.len() > self.options.produce_records_max {
-            return Err(Error::invalid(format!(
-                "produce carries {} records, the limit is {}",
-                records.len(),
-                self.options.produce_records_max
-            )));
-        }
-        if let Some(r) = records
-            .iter()
-            .find(|r| r.len() > self.options.record_size_max_bytes)
-        {
-            return Err(Error::RecordTooLarge {
-                size: r.len(),
-                max: self.options.record_size_max_bytes,
-            });
-        }
-        Ok(())
+        validate_append(command, &self.options)
     }
 
     fn apply(&mut self, index: u64, command: RecordCommand) -> Appended {

@@ -501,31 +501,13 @@ impl StateMachine for DiskLog {
     }
 
     fn validate(&self, command: &RecordCommand) -> Result<(), Error> {
-        let RecordCommand::Append { records, .. } = command;
-        if records.is_empty() {
-            return Err(Error::InvalidRequest {
-                reason: "produce carries no records".into(),
-            });
-        }
-        if records.len() > self.opts.produce_records_max {
-            return Err(Error::InvalidRequest {
-                reason: format!(
-                    "produce carries {} records, the limit is {}",
-                    records.len(),
-                    self.opts.produce_records_max
-                ),
-            });
-        }
-        if let Some(r) = records
-            .iter()
-            .find(|r| r.len() > self.opts.record_size_max_bytes)
-        {
-            return Err(Error::RecordTooLarge {
-                size: r.len(),
-                max: self.opts.record_size_max_bytes,
-            });
-        }
-        Ok(())
+        chronik_core::validate_append(
+            command,
+            &chronik_core::RecordLogOptions {
+                record_size_max_bytes: self.opts.record_size_max_bytes,
+                produce_records_max: self.opts.produce_records_max,
+            },
+        )
     }
 
     fn apply(&mut self, index: u64, command: RecordCommand) -> Appended {
