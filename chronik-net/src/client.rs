@@ -20,6 +20,10 @@ pub enum ClientError {
     /// No node could be reached.
     #[error("no node reachable ({last})")]
     Unreachable { last: String },
+    /// The request may or may not have taken effect (only returned when
+    /// `RetryPolicy::retry_unknown_outcome` is off).
+    #[error("outcome unknown: {reason}")]
+    UnknownOutcome { reason: String },
 }
 
 impl ClientError {
@@ -27,6 +31,7 @@ impl ClientError {
         match self {
             ClientError::Server { code, .. } => code,
             ClientError::Unreachable { .. } => "UNREACHABLE",
+            ClientError::UnknownOutcome { .. } => "UNKNOWN_OUTCOME",
         }
     }
 }
@@ -37,6 +42,11 @@ pub struct RetryPolicy {
     pub deadline: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Retry a produce whose outcome is unknown (a timeout, a connection
+    /// lost mid-request). On by default: at-least-once, so a record may be
+    /// written twice. Off: such a produce fails with `UnknownOutcome` and
+    /// is never duplicated by the client.
+    pub retry_unknown_outcome: bool,
 }
 
 impl Default for RetryPolicy {
@@ -45,6 +55,7 @@ impl Default for RetryPolicy {
             deadline: Duration::from_secs(30),
             backoff_min: Duration::from_millis(20),
             backoff_max: Duration::from_millis(500),
+            retry_unknown_outcome: true,
         }
     }
 }
@@ -151,7 +162,12 @@ impl Client {
 
     /// Runs `call` against the best node for `target`, following leader
     /// hints and retrying retriable errors until the deadline.
-    async fn with_retries<T, F, Fut>(&self, target: Target, mut call: F) -> Result<T, ClientError>
+    async fn with_retries<T, F, Fut>(
+        &self,
+        target: Target,
+        idempotent: bool,
+        mut call: F,
+    ) -> Result<T, ClientError>
     where
         F: FnMut(ChronikClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<Result<T, proto::Error>, tonic::Status>>,
@@ -195,6 +211,15 @@ impl Client {
                         }
                     }
                     Ok(Err(e)) if e.code == "UNKNOWN_TOPIC_OR_PARTITION" => unknown = Some(e),
+                    Ok(Err(e))
+                        if !idempotent
+                            && !self.retry.retry_unknown_outcome
+                            && matches!(e.code.as_str(), "TIMEOUT" | "OUTCOME_UNKNOWN") =>
+                    {
+                        return Err(ClientError::UnknownOutcome {
+                            reason: format!("{}: {}", e.code, e.message),
+                        })
+                    }
                     Ok(Err(e)) if e.retriable => {
                         other_outcome = true;
                         last = format!("{}: {}", e.code, e.message);
@@ -207,6 +232,11 @@ impl Client {
                     }
                     Err(status) => {
                         self.conns.lock().remove(&addr);
+                        if !idempotent && !self.retry.retry_unknown_outcome {
+                            return Err(ClientError::UnknownOutcome {
+                                reason: format!("{addr}: {status}"),
+                            });
+                        }
                         last = format!("{addr}: {status}");
                     }
                 }
@@ -287,7 +317,7 @@ impl Client {
             replication_factor,
             min_insync_replicas,
         };
-        self.with_retries(Target::Metadata, |mut c| {
+        self.with_retries(Target::Metadata, true, |mut c| {
             let req = req.clone();
             async move {
                 let r = c.create_topic(req).await?.into_inner();
@@ -302,7 +332,7 @@ impl Client {
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
         let req = proto::DeleteTopicRequest { name: name.into() };
-        self.with_retries(Target::Metadata, |mut c| {
+        self.with_retries(Target::Metadata, true, |mut c| {
             let req = req.clone();
             async move {
                 let r = c.delete_topic(req).await?.into_inner();
@@ -332,16 +362,20 @@ impl Client {
             records,
             timeout_ms: 0,
         };
-        self.with_retries(Target::Partition(topic.into(), partition), |mut c| {
-            let req = req.clone();
-            async move {
-                let r = c.produce(req).await?.into_inner();
-                Ok(match r.error {
-                    Some(e) => Err(e),
-                    None => Ok(r.base_offset),
-                })
-            }
-        })
+        self.with_retries(
+            Target::Partition(topic.into(), partition),
+            false,
+            |mut c| {
+                let req = req.clone();
+                async move {
+                    let r = c.produce(req).await?.into_inner();
+                    Ok(match r.error {
+                        Some(e) => Err(e),
+                        None => Ok(r.base_offset),
+                    })
+                }
+            },
+        )
         .await
     }
 
@@ -363,7 +397,7 @@ impl Client {
             offset,
             max_bytes,
         };
-        self.with_retries(Target::Partition(topic.into(), partition), |mut c| {
+        self.with_retries(Target::Partition(topic.into(), partition), true, |mut c| {
             let req = req.clone();
             async move {
                 let r = c.fetch(req).await?.into_inner();

@@ -7,6 +7,8 @@
 //! `RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim cargo test -p chronik-sim`;
 //! `MADSIM_TEST_SEED=N` picks a seed, `MADSIM_TEST_NUM=K` runs K seeds.
 
+pub mod history;
+
 #[cfg(madsim)]
 mod sim;
 
