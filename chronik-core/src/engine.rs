@@ -444,6 +444,19 @@ impl<S: StateMachine> Engine<S> {
                 g.propose(data, Some(request_id), &mut self.sink)?;
                 self.dirty.insert(group);
             }
+            #[cfg(chronik_bug = "stale_read")]
+            Command::Query { partition, query } => {
+                // Planted bug (test builds only): any replica answers from
+                // its own applied state, with no leadership or ReadIndex.
+                let group = self.metadata.sm.partition(&partition)?.group;
+                let g = self.partitions.get(&group).ok_or(Error::NotLeader {
+                    group,
+                    leader_hint: None,
+                })?;
+                let r = g.sm.0.query(&query).map(Response::Query);
+                self.sink.reply(request_id, r);
+            }
+            #[cfg(not(chronik_bug = "stale_read"))]
             Command::Query { partition, query } => {
                 let group = self.leader_group(&partition)?;
                 let g = self

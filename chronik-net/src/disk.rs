@@ -195,6 +195,22 @@ impl MemDisk {
         }
     }
 
+    /// The node crashed in the middle of writing: every file keeps its
+    /// unsynced tail at full length, but a stretch of it never reached the
+    /// platter and reads back as zeros (sectors written out of order).
+    pub fn crash_scrambled(&self, seed: u64) {
+        let mut s = self.state.lock();
+        for f in s.files.values_mut() {
+            let mut pending = std::mem::take(&mut f.pending);
+            if !pending.is_empty() {
+                let start = (seed as usize) % pending.len();
+                let end = (start + 1 + (seed as usize >> 16) % 512).min(pending.len());
+                pending[start..end].iter_mut().for_each(|b| *b = 0);
+            }
+            f.durable.extend_from_slice(&pending);
+        }
+    }
+
     /// Flips one byte of a file (for corruption tests).
     pub fn corrupt(&self, path: &Path, offset: usize) -> bool {
         let mut s = self.state.lock();

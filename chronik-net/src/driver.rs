@@ -125,6 +125,8 @@ pub(crate) struct DriverGone;
 /// Bounds of the driver's queues.
 pub(crate) const DRIVER_QUEUE_MAX: usize = 4096;
 const WAL_QUEUE_MAX: usize = 1024;
+/// Longest a snapshot's segment transfer may take before it is abandoned.
+const SNAPSHOT_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Most persist batches folded into one WAL group commit.
 const GROUP_COMMIT_BATCHES_MAX: usize = 256;
 
@@ -294,7 +296,17 @@ impl Driver {
                 let fetch = self.segment_fetch.clone();
                 let tx = self.self_tx.clone();
                 tokio::spawn(async move {
-                    let result = fetch.fetch(&addr, &message).await;
+                    // Bounded: a transfer stuck on a dead peer must not
+                    // block this group's next snapshot forever.
+                    let result = match tokio::time::timeout(
+                        SNAPSHOT_FETCH_TIMEOUT,
+                        fetch.fetch(&addr, &message),
+                    )
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(format!("no progress within {SNAPSHOT_FETCH_TIMEOUT:?}")),
+                    };
                     let _ = tx
                         .send(DriverMsg::SnapshotFetched {
                             from,

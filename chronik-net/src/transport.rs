@@ -18,6 +18,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(1000);
 /// Batches buffered between the queue and the gRPC stream.
 const STREAM_BUFFER: usize = 64;
+/// How long a stream may stay full before it is replaced.
+const STREAM_STALL_MAX: Duration = Duration::from_millis(1000);
 
 fn encode(me: NodeId, to: NodeId, messages: Vec<GroupMessage>) -> proto::PeerBatch {
     proto::PeerBatch {
@@ -68,6 +70,7 @@ pub(crate) async fn peer_sender(
             futures::stream::unfold(srx, |mut r| async move { r.recv().await.map(|b| (b, r)) });
         let call = client.stream(stream);
         tokio::pin!(call);
+        let mut full_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 biased;
@@ -79,8 +82,19 @@ pub(crate) async fn peer_sender(
                 }
                 batch = rx.recv() => {
                     let Some(messages) = batch else { return };
-                    if stx.send(encode(me, to, messages)).await.is_err() {
-                        break;
+                    match stx.try_send(encode(me, to, messages)) {
+                        Ok(()) => full_since = None,
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            // Dropped (Raft resends). A stream that stays
+                            // full is stuck (a peer that died without
+                            // closing it): start a new one.
+                            let since = *full_since.get_or_insert_with(tokio::time::Instant::now);
+                            if since.elapsed() > STREAM_STALL_MAX {
+                                tracing::debug!(to, "peer stream stalled; reconnecting");
+                                break;
+                            }
+                        }
                     }
                 }
             }

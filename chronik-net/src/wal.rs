@@ -21,7 +21,7 @@ use crate::disk::{write_atomic, Disk, DiskFile};
 use chronik_core::persist::{DurableState, GroupUpdate, PersistBatch};
 use chronik_core::raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use chronik_core::GroupId;
-use codec::{from_wal, pb, snapshot_stub, to_wal, unpb, WalGroup, WalRecord, WalUpdate};
+use codec::{from_wal, pb, snapshot_stub, to_wal, unpb, WalFrame, WalGroup, WalRecord, WalUpdate};
 use record::Frame;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -92,6 +92,8 @@ pub struct Wal {
     /// What is durable, snapshot data left out (it lives in files).
     state: DurableState,
     snap_files: BTreeMap<GroupId, String>,
+    /// Bytes of the open segment known synced.
+    synced_up_to: u64,
     /// Verify checksums on recovery. Always on, except where a test plants
     /// the "skip the CRC check" bug to prove the simulator catches it.
     verify_crc: bool,
@@ -121,7 +123,8 @@ impl Wal {
         disk: Arc<dyn Disk>,
         cfg: WalConfig,
     ) -> Result<(Wal, DurableState, RecoveryReport), WalError> {
-        Wal::open_with(disk, cfg, true)
+        // Planted bug (test builds only): trust records without checksums.
+        Wal::open_with(disk, cfg, !cfg!(chronik_bug = "skip_crc"))
     }
 
     /// `open` with the checksum check switchable, for planted-bug tests only.
@@ -163,9 +166,17 @@ impl Wal {
                 match record::decode(&data, offset, verify_crc) {
                     Frame::End => break,
                     Frame::Record { payload, next } => {
-                        let rec: WalRecord = postcard::from_bytes(payload)
-                            .map_err(|e| corrupt(offset, format!("undecodable record: {e}")))?;
-                        apply_record(&mut state, &mut snap_files, rec)
+                        let frame: WalFrame = match postcard::from_bytes(payload) {
+                            Ok(f) => f,
+                            Err(_) if last && verify_crc && !synced_later(&data, offset) => {
+                                report.truncated_bytes = (data.len() - offset) as u64;
+                                break;
+                            }
+                            Err(e) => {
+                                return Err(corrupt(offset, format!("undecodable record: {e}")))
+                            }
+                        };
+                        apply_record(&mut state, &mut snap_files, frame.record)
                             .map_err(|r| corrupt(offset, r))?;
                         report.records += 1;
                         offset = next;
@@ -174,7 +185,9 @@ impl Wal {
                         report.truncated_bytes = (data.len() - offset) as u64;
                         break;
                     }
-                    Frame::Corrupt { end, .. } if last && end == data.len() => {
+                    // A bad record in the last segment is a torn write if
+                    // no intact record after it says it was synced.
+                    Frame::Corrupt { .. } if last && !synced_later(&data, offset) => {
                         report.truncated_bytes = (data.len() - offset) as u64;
                         break;
                     }
@@ -242,7 +255,7 @@ impl Wal {
         let path = cfg.dir.join(segment_name(seq));
         let file = disk.open_append(&path).map_err(io_err(&path))?;
         disk.sync_dir(&cfg.dir).map_err(io_err(&cfg.dir))?;
-        let wal = Wal {
+        let mut wal = Wal {
             disk,
             cfg,
             snap_dir,
@@ -250,8 +263,10 @@ impl Wal {
             file,
             state,
             snap_files,
+            synced_up_to: 0,
             verify_crc,
         };
+        wal.synced_up_to = wal.segments.last().map_or(0, |(_, b)| *b);
         Ok((wal, full, report))
     }
 
@@ -303,16 +318,24 @@ impl Wal {
                     &mut superseded,
                 );
             }
-            let payload =
-                postcard::to_stdvec(&WalRecord::Batch(updates)).expect("WAL records encode");
+            let payload = postcard::to_stdvec(&WalFrame {
+                synced_up_to: self.synced_up_to,
+                record: WalRecord::Batch(updates),
+            })
+            .expect("WAL records encode");
             record::encode(&payload, &mut buf);
         }
         let path = self.current_path();
         self.file.write_all(&buf).map_err(io_err(&path))?;
-        if must_sync {
+        // Planted bug (test builds only): report batches durable without
+        // syncing them, so acknowledgements can outrun the disk.
+        if must_sync && !cfg!(chronik_bug = "ack_before_fsync") {
             self.file.sync().map_err(io_err(&path))?;
         }
         self.segments.last_mut().expect("a segment is open").1 += buf.len() as u64;
+        if must_sync {
+            self.synced_up_to = self.segments.last().expect("open").1;
+        }
         for f in superseded {
             let p = self.snap_dir.join(&f);
             if let Err(e) = self.disk.remove(&p) {
@@ -340,10 +363,14 @@ impl Wal {
         let next = self.cfg.dir.join(segment_name(seq));
         self.file = self.disk.open_append(&next).map_err(io_err(&next))?;
         self.segments.push((seq, 0));
+        self.synced_up_to = 0;
         if sealed >= self.cfg.checkpoint_bytes {
             let mut buf = Vec::new();
-            let payload = postcard::to_stdvec(&WalRecord::Checkpoint(self.checkpoint_groups()))
-                .expect("WAL records encode");
+            let payload = postcard::to_stdvec(&WalFrame {
+                synced_up_to: 0,
+                record: WalRecord::Checkpoint(self.checkpoint_groups()),
+            })
+            .expect("WAL records encode");
             record::encode(&payload, &mut buf);
             self.file.write_all(&buf).map_err(io_err(&next))?;
             self.file.sync().map_err(io_err(&next))?;
@@ -396,6 +423,19 @@ impl Wal {
     pub fn verifies_crc(&self) -> bool {
         self.verify_crc
     }
+}
+
+/// Whether some intact record after `offset` was written when the segment
+/// was already synced past `offset`: then the bytes at `offset` were synced
+/// and damaged afterwards (refuse), rather than torn by a crash (truncate).
+/// Scans byte by byte, since a damaged length hides where records start.
+fn synced_later(data: &[u8], offset: usize) -> bool {
+    (offset + 1..data.len()).any(|p| match record::decode(data, p, true) {
+        Frame::Record { payload, .. } => postcard::from_bytes::<WalFrame>(payload)
+            .map(|f| f.synced_up_to > offset as u64)
+            .unwrap_or(false),
+        _ => false,
+    })
 }
 
 fn track_snapshot_file(

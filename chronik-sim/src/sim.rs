@@ -94,15 +94,19 @@ impl SimCluster {
         )
     }
 
-    /// Kills a node: its unsynced writes are lost, and with `torn` the last
-    /// one may survive in part.
-    pub fn kill(&mut self, id: u64, torn: Option<u64>) {
+    /// Kills a node: its unsynced writes are lost, or with `torn` survive
+    /// torn: a prefix of them, or (`scrambled`) all of them with a stretch
+    /// zeroed, which only checksums can tell from real data.
+    pub fn kill(&mut self, id: u64, torn: Option<u64>, scrambled: bool) {
         let n = &mut self.nodes[id as usize - 1];
         Handle::current().kill(n.node.id());
-        n.disk.crash(|len| match torn {
-            Some(seed) if len > 0 => (seed as usize) % len,
-            _ => 0,
-        });
+        match torn {
+            Some(seed) if scrambled => n.disk.crash_scrambled(seed),
+            Some(seed) => n
+                .disk
+                .crash(|len| if len > 0 { (seed as usize) % len } else { 0 }),
+            None => n.disk.crash(|_| 0),
+        }
         n.up = false;
     }
 
@@ -133,4 +137,25 @@ impl SimCluster {
             }
         }
     }
+}
+
+/// One line per hosted group of a node: for failure reports.
+pub async fn node_status(addr: &str) -> Result<Vec<String>, String> {
+    let mut c = chronik_net::proto::admin_client::AdminClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let s = c
+        .node_status(chronik_net::proto::NodeStatusRequest {})
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    Ok(s.groups
+        .iter()
+        .map(|g| {
+            format!(
+                "node {} group {} ({}) {} term {} leader {} commit {} applied {} last {} snap {} voters {:?}",
+                s.node_id, g.group, g.name, g.role, g.term, g.leader, g.commit, g.applied, g.last_index, g.snapshot_index, g.voters
+            )
+        })
+        .collect())
 }

@@ -216,12 +216,15 @@ async fn acknowledged_records_survive_crashes_and_partitions() {
         match rng.gen_range(0..4) {
             0 if down.len() + 1 < (n as usize).div_ceil(2) && !down.contains(&victim) => {
                 let torn = rng.gen_bool(0.5).then(|| rng.gen::<u64>());
-                cluster.kill(victim, torn);
+                let scrambled = rng.gen_bool(0.5);
+                cluster.kill(victim, torn, scrambled);
                 down.push(victim);
-                plan.push(format!(
-                    "kill {victim}{}",
-                    if torn.is_some() { " (torn)" } else { "" }
-                ));
+                let how = match (torn, scrambled) {
+                    (None, _) => "",
+                    (Some(_), false) => " (torn)",
+                    (Some(_), true) => " (torn, scrambled)",
+                };
+                plan.push(format!("kill {victim}{how}"));
                 *faults.entry("kill").or_default() += 1;
             }
             1 if !down.is_empty() => {
@@ -258,6 +261,7 @@ async fn acknowledged_records_survive_crashes_and_partitions() {
         w.await.unwrap();
     }
     let (h, c) = (history.clone(), admin.clone());
+    let addrs_final = addrs.clone();
     client_node
         .spawn(async move {
             for (t, p) in partitions() {
@@ -271,7 +275,15 @@ async fn acknowledged_records_survive_crashes_and_partitions() {
                         Func::Poll,
                         poll_value(&k, off, &[], None),
                     );
-                    let f = c.fetch(t, p, off, 1 << 20).await.unwrap();
+                    let f = match c.fetch(t, p, off, 1 << 20).await {
+                        Ok(f) => f,
+                        Err(e) => {
+                            for a in &addrs_final {
+                                eprintln!("status of {a}: {:?}", chronik_sim::node_status(a).await);
+                            }
+                            panic!("final read of {t}-{p} failed after healing: {e}");
+                        }
+                    };
                     let recs: Vec<(u64, String)> = f
                         .records
                         .iter()

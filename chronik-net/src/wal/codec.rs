@@ -6,6 +6,15 @@ use chronik_core::raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use chronik_core::{GroupId, GroupKind};
 use serde::{Deserialize, Serialize};
 
+/// What each WAL frame carries: the record, and how far its segment was
+/// already synced when it was written. Recovery uses that to tell a torn
+/// unsynced tail (truncate) from corruption of synced data (refuse).
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub struct WalFrame {
+    pub synced_up_to: u64,
+    pub record: WalRecord,
+}
+
 /// One WAL record.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub enum WalRecord {
