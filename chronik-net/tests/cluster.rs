@@ -11,8 +11,22 @@ use std::path::Path;
 use std::time::Duration;
 
 fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], free_port_below_ephemeral()))
+}
+
+/// A free loopback port below the kernel's ephemeral range, so outgoing
+/// connections (which take ephemeral ports) never grab it between this
+/// check and the node binding it.
+fn free_port_below_ephemeral() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
+    loop {
+        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 2_700;
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
 }
 
 struct Spec {
@@ -75,7 +89,10 @@ async fn read_all_local(node: &NodeHandle, p: &PartitionId, expect: u64) -> Vec<
         let mut out = Vec::new();
         let mut off = 0;
         loop {
-            let f = node.read_local(p, off, 1 << 20).await.unwrap();
+            // Until the node's metadata has the topic, it cannot say.
+            let Ok(f) = node.read_local(p, off, 1 << 20).await else {
+                break;
+            };
             if f.records.is_empty() {
                 break;
             }

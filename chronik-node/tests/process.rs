@@ -18,11 +18,22 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_chronik-node");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_port_below_ephemeral()
+}
+
+/// A free loopback port below the kernel's ephemeral range, so outgoing
+/// connections (which take ephemeral ports) never grab it between this
+/// check and the node binding it.
+fn free_port_below_ephemeral() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
+    loop {
+        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 2_700;
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
 }
 
 struct Cluster {
