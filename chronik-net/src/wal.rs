@@ -325,6 +325,10 @@ impl Wal {
             .expect("WAL records encode");
             record::encode(&payload, &mut buf);
         }
+        // An older snapshot file may only go once the record that replaces
+        // it is durable: a crash before that would leave the WAL pointing
+        // at a deleted file.
+        must_sync |= !superseded.is_empty();
         let path = self.current_path();
         self.file.write_all(&buf).map_err(io_err(&path))?;
         // Planted bug (test builds only): report batches durable without
