@@ -201,8 +201,11 @@ fn rotation_and_checkpoints_bound_the_segments() {
     assert!(snaps.len() <= rec.groups.len(), "{snaps:?}");
 }
 
-#[test]
-fn unsynced_writes_are_lost_and_synced_ones_kept() {
+/// Appends half of a run's batches synced and one more unsynced, then
+/// crashes the disk, keeping `keep_torn(len)` bytes of the unsynced tail.
+fn crash_after_unsynced_append(
+    keep_torn: impl FnMut(usize) -> usize,
+) -> (Arc<MemDisk>, Vec<PersistBatch>) {
     let batches = engine_batches(20);
     let disk = Arc::new(MemDisk::new());
     let (mut wal, _, _) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
@@ -212,25 +215,22 @@ fn unsynced_writes_are_lost_and_synced_ones_kept() {
     unsynced.must_sync = false;
     wal.append(&[unsynced]).unwrap();
     drop(wal);
-    disk.crash(|_| 0);
+    disk.crash(keep_torn);
+    (disk, synced.to_vec())
+}
+
+#[test]
+fn unsynced_writes_are_lost_and_synced_ones_kept() {
+    let (disk, synced) = crash_after_unsynced_append(|_| 0);
     let (_, rec, _) = Wal::open(disk, WalConfig::new(dir())).unwrap();
-    assert_eq!(rec, fold(synced));
+    assert_eq!(rec, fold(&synced));
 }
 
 #[test]
 fn a_torn_last_write_is_truncated() {
-    let batches = engine_batches(20);
-    let disk = Arc::new(MemDisk::new());
-    let (mut wal, _, _) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
-    let (synced, rest) = batches.split_at(batches.len() / 2);
-    wal.append(synced).unwrap();
-    let mut unsynced = rest[0].clone();
-    unsynced.must_sync = false;
-    wal.append(&[unsynced]).unwrap();
-    drop(wal);
-    disk.crash(|len| len / 2);
+    let (disk, synced) = crash_after_unsynced_append(|len| len / 2);
     let (_, rec, report) = Wal::open(disk, WalConfig::new(dir())).unwrap();
-    assert_eq!(rec, fold(synced));
+    assert_eq!(rec, fold(&synced));
     assert!(report.truncated_bytes > 0);
 }
 
