@@ -557,8 +557,7 @@ impl Cluster {
                 Output::Event(_) if !self.config.checks => {}
                 Output::Event(ev) => {
                     self.checker.trace(id, &format_args!("{ev:?}").to_string());
-                    let engine = self.nodes[&id].engine.as_ref().expect("running");
-                    self.checker.on_event(id, &ev, engine);
+                    self.checker.on_event(id, &ev);
                 }
             }
         }

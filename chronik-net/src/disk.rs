@@ -33,6 +33,13 @@ pub trait Disk: Send + Sync {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     fn remove(&self, path: &Path) -> io::Result<()>;
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// How long the syncs made since the last call would have taken on the
+    /// device being modelled. Real disks block for real and say zero; a
+    /// simulated disk returns its modelled fsync latency, which the WAL
+    /// writer then waits out before declaring anything durable.
+    fn take_sync_latency(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// Writes `data` to `path` atomically: a temp file, fsync, rename over
@@ -141,6 +148,22 @@ struct MemFileState {
 struct MemDiskState {
     files: BTreeMap<PathBuf, MemFileState>,
     dirs: std::collections::BTreeSet<PathBuf>,
+    /// Modelled fsync latency, if any: `(min_us, max_us, rng state)`.
+    sync_latency: Option<(u64, u64, u64)>,
+    /// Latency owed by syncs not yet reported by `take_sync_latency`.
+    latency_owed_us: u64,
+}
+
+impl MemDiskState {
+    fn charge_sync(&mut self) {
+        if let Some((min, max, rng)) = &mut self.sync_latency {
+            // xorshift64: deterministic from the seed the simulator gave.
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            self.latency_owed_us += *min + *rng % (*max - *min + 1);
+        }
+    }
 }
 
 /// An in-memory disk that forgets unsynced writes when told the node
@@ -174,6 +197,7 @@ impl DiskFile for MemFile {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "file removed"))?;
         let pending = std::mem::take(&mut f.pending);
         f.durable.extend_from_slice(&pending);
+        s.charge_sync();
         Ok(())
     }
 }
@@ -181,6 +205,17 @@ impl DiskFile for MemFile {
 impl MemDisk {
     pub fn new() -> Self {
         MemDisk::default()
+    }
+
+    /// Models fsync latency: from now on every sync costs a duration drawn
+    /// uniformly from `range` (seeded by `seed`); `None` makes syncs free.
+    pub fn set_sync_latency(&self, range: Option<std::ops::Range<std::time::Duration>>, seed: u64) {
+        let mut s = self.state.lock();
+        s.sync_latency = range.map(|r| {
+            let min = r.start.as_micros() as u64;
+            let max = (r.end.as_micros() as u64).max(min + 1) - 1;
+            (min, max, seed | 1)
+        });
     }
 
     /// The node crashed: unsynced bytes are lost, except that the first
@@ -317,6 +352,12 @@ impl Disk for MemDisk {
     }
 
     fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        self.state.lock().charge_sync();
         Ok(())
+    }
+
+    fn take_sync_latency(&self) -> std::time::Duration {
+        let mut s = self.state.lock();
+        std::time::Duration::from_micros(std::mem::take(&mut s.latency_owed_us))
     }
 }

@@ -147,6 +147,16 @@ pub(crate) struct Driver {
     fetching: std::collections::BTreeSet<GroupId>,
     self_tx: mpsc::Sender<DriverMsg>,
     segment_fetch: crate::transport::SegmentFetch,
+    observer: Option<Arc<dyn crate::EngineObserver>>,
+}
+
+/// What a driver is wired to besides its engine and WAL.
+pub(crate) struct DriverLinks<'a> {
+    pub initial_cluster: &'a [NodeInfo],
+    pub peer_queue_max: usize,
+    pub self_tx: mpsc::Sender<DriverMsg>,
+    pub segment_fetch: crate::transport::SegmentFetch,
+    pub observer: Option<Arc<dyn crate::EngineObserver>>,
 }
 
 impl Driver {
@@ -154,11 +164,15 @@ impl Driver {
         engine: Engine<DiskLog>,
         wal: Wal,
         metrics: Metrics,
-        initial_cluster: &[NodeInfo],
-        peer_queue_max: usize,
-        self_tx: mpsc::Sender<DriverMsg>,
-        segment_fetch: crate::transport::SegmentFetch,
+        links: DriverLinks<'_>,
     ) -> Self {
+        let DriverLinks {
+            initial_cluster,
+            peer_queue_max,
+            self_tx,
+            segment_fetch,
+            observer,
+        } = links;
         let (wal_tx, wal_rx) = mpsc::channel(WAL_QUEUE_MAX);
         let (durable_tx, durable_rx) = watch::channel(Ok(0));
         tokio::spawn(wal_task(wal, wal_rx, durable_tx, metrics.clone()));
@@ -181,6 +195,7 @@ impl Driver {
             fetching: Default::default(),
             self_tx,
             segment_fetch,
+            observer,
         }
     }
 
@@ -204,6 +219,9 @@ impl Driver {
     ) -> Result<(), String> {
         // Apply what recovery found committed before serving anything, so
         // a restarted node answers from its recovered metadata.
+        if let Some(o) = &self.observer {
+            o.on_start(self.engine.node_id(), &self.engine.status());
+        }
         let now = self.now();
         self.engine.handle_tick(now);
         self.drain().await;
@@ -376,6 +394,9 @@ impl Driver {
     }
 
     fn event(&mut self, ev: Event) -> bool {
+        if let Some(o) = &self.observer {
+            o.on_event(self.engine.node_id(), &ev);
+        }
         match ev {
             Event::RoleChanged {
                 group,
@@ -475,6 +496,7 @@ async fn wal_task(
     durable: watch::Sender<Result<u64, String>>,
     metrics: Metrics,
 ) {
+    let disk = wal.disk();
     let wal = Arc::new(parking_lot::Mutex::new(wal));
     while let Some(first) = rx.recv().await {
         let mut batches = vec![first];
@@ -495,6 +517,11 @@ async fn wal_task(
         let result = tokio::task::spawn_blocking(move || w.lock().append(&batches)).await;
         #[cfg(madsim)]
         let result: Result<_, std::convert::Infallible> = Ok(w.lock().append(&batches));
+        // A modelled disk's fsync takes time too; nothing is durable before.
+        let latency = disk.take_sync_latency();
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
         metrics
             .wal_fsync_seconds
             .observe(started.elapsed().as_secs_f64());

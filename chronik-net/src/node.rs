@@ -4,7 +4,7 @@
 
 use crate::config::NodeConfig;
 use crate::disk::{write_atomic, Disk, FsDisk};
-use crate::driver::{Driver, DriverHandle, Inspection, DRIVER_QUEUE_MAX};
+use crate::driver::{Driver, DriverHandle, DriverLinks, Inspection, DRIVER_QUEUE_MAX};
 use crate::metrics::Metrics;
 use crate::partition_store::DiskLogOptions;
 use crate::proto;
@@ -72,7 +72,19 @@ impl Node {
         config: NodeConfig,
         disk: Arc<dyn Disk>,
     ) -> Result<NodeHandle, NodeError> {
-        let engine_config = config.engine_config();
+        Node::start_observed(config, disk, None).await
+    }
+
+    /// Like [`Node::start_with_disk`], reporting every engine event
+    /// (applied entries included) to `observer`: for checkers outside the
+    /// node, such as the simulator's.
+    pub async fn start_observed(
+        config: NodeConfig,
+        disk: Arc<dyn Disk>,
+        observer: Option<Arc<dyn crate::EngineObserver>>,
+    ) -> Result<NodeHandle, NodeError> {
+        let mut engine_config = config.engine_config();
+        engine_config.emit_apply_events |= observer.is_some();
         engine_config.validate()?;
         check_node_id(disk.as_ref(), &config)?;
         let wal_cfg = WalConfig::new(config.data_dir.join("wal"));
@@ -118,10 +130,13 @@ impl Node {
             engine,
             wal,
             metrics.clone(),
-            &config.initial_cluster,
-            config.peer_queue_max,
-            handle.tx.clone(),
-            segment_fetch.clone(),
+            DriverLinks {
+                initial_cluster: &config.initial_cluster,
+                peer_queue_max: config.peer_queue_max,
+                self_tx: handle.tx.clone(),
+                segment_fetch: segment_fetch.clone(),
+                observer,
+            },
         );
         let driver = tokio::spawn(driver.run(rx, shutdown_rx.clone()));
 

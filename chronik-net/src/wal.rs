@@ -118,6 +118,11 @@ fn stub(snapshot: &Snapshot) -> Snapshot {
 }
 
 impl Wal {
+    /// The disk this WAL writes to.
+    pub fn disk(&self) -> Arc<dyn Disk> {
+        self.disk.clone()
+    }
+
     /// Opens (or creates) the WAL in `cfg.dir` and recovers what is durable.
     pub fn open(
         disk: Arc<dyn Disk>,

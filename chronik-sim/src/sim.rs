@@ -1,10 +1,61 @@
-use chronik_core::NodeInfo;
+use chronik_core::testing::Checker;
+use chronik_core::{Event, GroupStatus, NodeId, NodeInfo};
 use chronik_net::disk::MemDisk;
-use chronik_net::{Client, Node, NodeConfig, RetryPolicy};
+use chronik_net::{Client, EngineObserver, Node, NodeConfig, RetryPolicy};
 use madsim::runtime::Handle;
+use parking_lot::Mutex;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The node-side checker: every simulated node reports its engine's events
+/// here (one leader per term and group, committed entries never change,
+/// each replica applies every index exactly once and in order across
+/// restarts), and each event is folded into the run's trace hash.
+#[derive(Default)]
+pub struct NodeChecker {
+    inner: Mutex<Checker>,
+}
+
+impl NodeChecker {
+    pub fn violations(&self) -> Vec<String> {
+        self.inner.lock().violations().to_vec()
+    }
+
+    pub fn trace_hash(&self) -> u64 {
+        self.inner.lock().trace_hash()
+    }
+
+    /// (leader elections, entries applied) seen so far, over all nodes.
+    pub fn counts(&self) -> (u64, u64) {
+        let c = self.inner.lock();
+        (c.leader_elections, c.applied_count)
+    }
+}
+
+impl EngineObserver for NodeChecker {
+    fn on_start(&self, node: NodeId, groups: &[GroupStatus]) {
+        let mut c = self.inner.lock();
+        c.trace(
+            node,
+            &(
+                "start",
+                groups
+                    .iter()
+                    .map(|g| (g.group, g.applied))
+                    .collect::<Vec<_>>(),
+            ),
+        );
+        c.on_recovered(node, groups);
+    }
+
+    fn on_event(&self, node: NodeId, event: &Event) {
+        let mut c = self.inner.lock();
+        c.trace(node, &format!("{event:?}"));
+        c.on_event(node, event);
+    }
+}
 
 pub const PEER_PORT: u16 = 7000;
 pub const CLIENT_PORT: u16 = 9092;
@@ -28,8 +79,8 @@ fn node_ip(id: u64) -> IpAddr {
 }
 
 impl SimCluster {
-    /// Starts `n` nodes (ids 1..=n) on 10.0.0.id.
-    pub fn start(n: u64) -> SimCluster {
+    /// Starts `n` nodes (ids 1..=n) on 10.0.0.id, reporting to `checker`.
+    pub fn start(n: u64, checker: Arc<NodeChecker>) -> SimCluster {
         let handle = Handle::current();
         let members: Vec<NodeInfo> = (1..=n)
             .map(|id| NodeInfo {
@@ -52,6 +103,7 @@ impl SimCluster {
             cfg.log_compact_threshold_entries = 200;
             cfg.request_timeout_ms = 3_000;
             let d = disk.clone();
+            let checker = checker.clone();
             let node = handle
                 .create_node()
                 .name(format!("node{id}"))
@@ -59,8 +111,9 @@ impl SimCluster {
                 .init(move || {
                     let cfg = cfg.clone();
                     let disk: Arc<dyn chronik_net::disk::Disk> = Arc::new(d.clone());
+                    let observer: Arc<dyn EngineObserver> = checker.clone();
                     async move {
-                        match Node::start_with_disk(cfg, disk).await {
+                        match Node::start_observed(cfg, disk, Some(observer)).await {
                             Ok(mut h) => {
                                 let r = h.stopped().await;
                                 panic!("node stopped on its own: {r:?}");
@@ -127,7 +180,46 @@ impl SimCluster {
         );
     }
 
-    /// Removes every network fault.
+    /// Stops scheduling a node's tasks, sockets and timers frozen (a long
+    /// GC pause or a stopped VM): its peers see it vanish, then come back
+    /// with stale state.
+    pub fn pause(&self, id: u64) {
+        Handle::current().pause(self.nodes[id as usize - 1].node.id());
+    }
+
+    pub fn resume(&self, id: u64) {
+        Handle::current().resume(self.nodes[id as usize - 1].node.id());
+    }
+
+    /// Cuts every link between `side` and the other nodes, both ways.
+    pub fn split(&self, side: &[u64]) {
+        let net = madsim::net::NetSim::current();
+        for a in &self.nodes {
+            for b in &self.nodes {
+                if side.contains(&a.id) != side.contains(&b.id) {
+                    net.clog_link(a.node.id(), b.node.id());
+                }
+            }
+        }
+    }
+
+    /// Loses a share of packets (reliable streams retransmit them late,
+    /// new connections are refused) and delays every one by `latency`.
+    pub fn degrade_network(&self, loss_rate: f64, latency: Range<Duration>) {
+        madsim::net::NetSim::current().update_config(|c| {
+            c.packet_loss_rate = loss_rate;
+            c.send_latency = latency;
+        });
+    }
+
+    /// Every fsync of a node's disk takes a time drawn from `latency`.
+    pub fn slow_disk(&self, id: u64, latency: Option<Range<Duration>>, seed: u64) {
+        self.nodes[id as usize - 1]
+            .disk
+            .set_sync_latency(latency, seed);
+    }
+
+    /// Removes every network fault: clogs, loss and added latency.
     pub fn heal(&self) {
         let net = madsim::net::NetSim::current();
         for a in &self.nodes {
@@ -136,19 +228,24 @@ impl SimCluster {
                 net.unclog_link(a.node.id(), b.node.id());
             }
         }
+        net.update_config(|c| *c = madsim::net::Config::default());
     }
+}
+
+/// A node's view of every group it hosts, through its admin API.
+pub async fn node_groups(addr: &str) -> Result<chronik_net::proto::NodeStatusResponse, String> {
+    let mut c = chronik_net::proto::admin_client::AdminClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(c.node_status(chronik_net::proto::NodeStatusRequest {})
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner())
 }
 
 /// One line per hosted group of a node: for failure reports.
 pub async fn node_status(addr: &str) -> Result<Vec<String>, String> {
-    let mut c = chronik_net::proto::admin_client::AdminClient::connect(format!("http://{addr}"))
-        .await
-        .map_err(|e| e.to_string())?;
-    let s = c
-        .node_status(chronik_net::proto::NodeStatusRequest {})
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner();
+    let s = node_groups(addr).await?;
     Ok(s.groups
         .iter()
         .map(|g| {

@@ -94,20 +94,20 @@ impl Checker {
 
     /// A node (re)started: its next applies follow what it recovered.
     pub fn on_start<S: crate::StateMachine>(&mut self, engine: &Engine<S>) {
-        let id = engine.node_id();
+        self.on_recovered(engine.node_id(), &engine.status());
+    }
+
+    /// A node (re)started with these groups recovered: harnesses that do
+    /// not hold the engine (the simulator) report its status instead.
+    pub fn on_recovered(&mut self, id: NodeId, groups: &[crate::GroupStatus]) {
         self.next_apply.retain(|(n, _), _| *n != id);
-        for s in engine.status() {
+        for s in groups {
             self.next_apply.insert((id, s.group), s.applied + 1);
         }
         self.metadata_seen.remove(&id);
     }
 
-    pub fn on_event<S: crate::StateMachine>(
-        &mut self,
-        node: NodeId,
-        ev: &Event,
-        _engine: &Engine<S>,
-    ) {
+    pub fn on_event(&mut self, node: NodeId, ev: &Event) {
         match ev {
             Event::RoleChanged {
                 group,

@@ -1,0 +1,799 @@
+//! One seeded run of the whole stack: the seed picks the cluster size (3 to
+//! 7), the topics, a fault plan and the workload's timing. Safety phase:
+//! producers and consumers run while the plan's faults strike and topics are
+//! created. Liveness phase: every fault heals, every group must elect a
+//! leader within a bound, and a final read of every partition must find
+//! every acknowledged record. The client history and the node-side checker
+//! decide the verdict.
+//!
+//! The workload is a list of independent client tasks sharing one history:
+//! a new kind of client (membership changes, follower reads...) is one more
+//! task pushing ops.
+
+use crate::history::{check, poll_value, send_value, Anomaly, Func, History, OpType};
+use crate::{NodeChecker, SimCluster};
+use bytes::Bytes;
+use chronik_net::{Client, ClientError, RetryPolicy};
+use madsim::rand::{thread_rng, Rng};
+use madsim::runtime::Handle;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Process id of the final reads (after healing).
+pub const FINAL_PROCESS: u64 = 1_000_000;
+/// Longest the cluster may take, once healed, to have a leader in every group.
+const LIVENESS_BOUND: Duration = Duration::from_secs(30);
+/// How long the workload keeps running after the last fault.
+const TAIL: Duration = Duration::from_secs(4);
+
+/// One fault of a plan.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Kill a node; its unsynced writes are lost, or with `torn` a prefix of
+    /// them survives (all of them, partly zeroed, if `scrambled`).
+    Kill {
+        node: u64,
+        torn: Option<u64>,
+        scrambled: bool,
+    },
+    Restart {
+        node: u64,
+    },
+    Pause {
+        node: u64,
+    },
+    Resume {
+        node: u64,
+    },
+    Isolate {
+        node: u64,
+    },
+    /// Isolate whoever leads a group picked at run time (`pick` modulo the
+    /// groups a live node reports).
+    IsolateLeader {
+        pick: u64,
+    },
+    /// Cut `side` off from the rest of the cluster, both ways.
+    Split {
+        side: Vec<u64>,
+    },
+    /// Drop the messages from `from` to `to` only.
+    Cut {
+        from: u64,
+        to: u64,
+    },
+    /// Lose this share of packets everywhere.
+    Loss {
+        percent: u32,
+    },
+    /// Delay every packet by `min_ms..max_ms`.
+    Latency {
+        min_ms: u64,
+        max_ms: u64,
+    },
+    /// Every fsync of a node's disk takes `min_ms..max_ms`.
+    SlowDisk {
+        node: u64,
+        min_ms: u64,
+        max_ms: u64,
+    },
+    /// Remove every network fault (partitions, loss, latency).
+    Heal,
+}
+
+impl Fault {
+    /// The name faults are counted under.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Kill { .. } => "kill",
+            Fault::Restart { .. } => "restart",
+            Fault::Pause { .. } => "pause",
+            Fault::Resume { .. } => "resume",
+            Fault::Isolate { .. } => "isolate",
+            Fault::IsolateLeader { .. } => "isolate-leader",
+            Fault::Split { .. } => "split",
+            Fault::Cut { .. } => "one-way",
+            Fault::Loss { .. } => "loss",
+            Fault::Latency { .. } => "latency",
+            Fault::SlowDisk { .. } => "slow-disk",
+            Fault::Heal => "heal",
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Kill {
+                node,
+                torn,
+                scrambled,
+            } => {
+                let how = match (torn, scrambled) {
+                    (None, _) => "",
+                    (Some(_), false) => " (torn)",
+                    (Some(_), true) => " (torn, scrambled)",
+                };
+                write!(f, "kill {node}{how}")
+            }
+            Fault::Restart { node } => write!(f, "restart {node}"),
+            Fault::Pause { node } => write!(f, "pause {node}"),
+            Fault::Resume { node } => write!(f, "resume {node}"),
+            Fault::Isolate { node } => write!(f, "isolate {node}"),
+            Fault::IsolateLeader { pick } => write!(f, "isolate the leader of group #{pick}"),
+            Fault::Split { side } => write!(f, "split {side:?} from the rest"),
+            Fault::Cut { from, to } => write!(f, "cut {from}->{to}"),
+            Fault::Loss { percent } => write!(f, "lose {percent}% of packets"),
+            Fault::Latency { min_ms, max_ms } => write!(f, "latency {min_ms}..{max_ms} ms"),
+            Fault::SlowDisk {
+                node,
+                min_ms,
+                max_ms,
+            } => write!(f, "fsync of node {node} takes {min_ms}..{max_ms} ms"),
+            Fault::Heal => write!(f, "heal the network"),
+        }
+    }
+}
+
+/// Everything a seed decides, drawn before anything runs so it can be
+/// printed first.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub nodes: u64,
+    /// Topics created before the workload: (name, partitions).
+    pub topics: Vec<(String, u32)>,
+    /// Topics created during the faults: (when, name, partitions).
+    pub late_topics: Vec<(Duration, String, u32)>,
+    /// Faults, each after a pause.
+    pub steps: Vec<(Duration, Fault)>,
+    pub producers: u32,
+    pub consumers: u32,
+}
+
+impl Plan {
+    pub fn generate(rng: &mut impl Rng) -> Plan {
+        let nodes: u64 = rng.gen_range(3..=7);
+        let topics = (0..rng.gen_range(1..=3))
+            .map(|i| (format!("t{i}"), rng.gen_range(1..=3)))
+            .collect();
+        let late_topics = (0..rng.gen_range(0..=2))
+            .map(|i| {
+                (
+                    Duration::from_millis(rng.gen_range(500..12_000)),
+                    format!("late{i}"),
+                    rng.gen_range(1..=2),
+                )
+            })
+            .collect();
+        // Keep a majority running (killed or paused nodes are down), so the
+        // workload makes progress; network faults may still cut a majority.
+        let max_down = ((nodes - 1) / 2) as usize;
+        let mut killed = BTreeSet::new();
+        let mut paused = BTreeSet::new();
+        let mut steps = Vec::new();
+        for _ in 0..rng.gen_range(6..=12) {
+            let delay = Duration::from_millis(rng.gen_range(500..2_000));
+            let fault = loop {
+                let node = rng.gen_range(1..=nodes);
+                let down = killed.len() + paused.len();
+                let free = !killed.contains(&node) && !paused.contains(&node);
+                match rng.gen_range(0..14) {
+                    0 | 1 if down < max_down && free => {
+                        killed.insert(node);
+                        let torn = rng.gen_bool(0.5).then(|| rng.gen::<u64>());
+                        break Fault::Kill {
+                            node,
+                            torn,
+                            scrambled: rng.gen_bool(0.5),
+                        };
+                    }
+                    2 | 3 if !killed.is_empty() => {
+                        let pick = rng.gen_range(0..killed.len());
+                        let node = *killed.iter().nth(pick).expect("in range");
+                        killed.remove(&node);
+                        break Fault::Restart { node };
+                    }
+                    4 if down < max_down && free => {
+                        paused.insert(node);
+                        break Fault::Pause { node };
+                    }
+                    5 if !paused.is_empty() => {
+                        let pick = rng.gen_range(0..paused.len());
+                        let node = *paused.iter().nth(pick).expect("in range");
+                        paused.remove(&node);
+                        break Fault::Resume { node };
+                    }
+                    6 => break Fault::Isolate { node },
+                    7 => break Fault::IsolateLeader { pick: rng.gen() },
+                    8 => {
+                        let mut ids: Vec<u64> = (1..=nodes).collect();
+                        let mut side = Vec::new();
+                        for _ in 0..rng.gen_range(1..=nodes / 2) {
+                            side.push(ids.remove(rng.gen_range(0..ids.len())));
+                        }
+                        side.sort_unstable();
+                        break Fault::Split { side };
+                    }
+                    9 => {
+                        let to = rng.gen_range(1..=nodes);
+                        if to != node {
+                            break Fault::Cut { from: node, to };
+                        }
+                    }
+                    10 => {
+                        break Fault::Loss {
+                            percent: rng.gen_range(1..=20),
+                        }
+                    }
+                    11 => {
+                        let min_ms = rng.gen_range(1..20);
+                        break Fault::Latency {
+                            min_ms,
+                            max_ms: min_ms + rng.gen_range(1..200),
+                        };
+                    }
+                    12 => {
+                        let min_ms = rng.gen_range(1..10);
+                        break Fault::SlowDisk {
+                            node,
+                            min_ms,
+                            max_ms: min_ms + rng.gen_range(1..100),
+                        };
+                    }
+                    13 => break Fault::Heal,
+                    _ => {}
+                }
+            };
+            steps.push((delay, fault));
+        }
+        Plan {
+            nodes,
+            topics,
+            late_topics,
+            steps,
+            producers: rng.gen_range(2..=4),
+            consumers: rng.gen_range(1..=3),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "{} nodes; topics {:?}; created during faults {:?}; {} producers, {} consumers; faults:",
+            self.nodes,
+            self.topics,
+            self.late_topics
+                .iter()
+                .map(|(at, t, p)| format!("{t}({p}) at {}ms", at.as_millis()))
+                .collect::<Vec<_>>(),
+            self.producers,
+            self.consumers
+        );
+        let mut at = Duration::ZERO;
+        for (delay, fault) in &self.steps {
+            at += *delay;
+            out.push_str(&format!("\n  +{:>6}ms {fault}", at.as_millis()));
+        }
+        out
+    }
+}
+
+/// What one seed did and found.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub seed: u64,
+    pub nodes: u64,
+    /// Faults as executed (leaders resolved), in order.
+    pub executed: Vec<String>,
+    pub faults: BTreeMap<&'static str, u64>,
+    pub topics_created_late: u64,
+    pub ops: usize,
+    pub sends_ok: u64,
+    pub polls_ok: u64,
+    pub leader_elections: u64,
+    pub entries_applied: u64,
+    /// History anomalies (lost writes, stale reads...).
+    pub anomalies: Vec<Anomaly>,
+    /// Node-side invariant violations (election safety, apply order...).
+    pub violations: Vec<String>,
+    /// Liveness failures: no leader after healing, a final read that failed.
+    pub liveness: Vec<String>,
+    /// Hash of every node event and every client op, in order: the same
+    /// seed must give the same hash.
+    pub trace_hash: u64,
+    /// The history as JSON Lines.
+    pub history: String,
+}
+
+impl RunReport {
+    pub fn failed(&self) -> bool {
+        !self.anomalies.is_empty()
+            || !self.violations.is_empty()
+            || !self.liveness.is_empty()
+            || self.sends_ok == 0
+    }
+
+    /// A few lines on what went wrong.
+    pub fn failure(&self) -> String {
+        let mut out = Vec::new();
+        if self.sends_ok == 0 {
+            out.push("no send succeeded".to_string());
+        }
+        for a in self.anomalies.iter().take(5) {
+            out.push(format!("anomaly {a:?}"));
+        }
+        for v in self.violations.iter().take(5) {
+            out.push(format!("invariant: {v}"));
+        }
+        for l in self.liveness.iter().take(5) {
+            out.push(format!("liveness: {l}"));
+        }
+        out.join("\n")
+    }
+
+    /// Writes the history to `target/sim-failures/seed-N.jsonl`.
+    pub fn write_history(&self) -> std::path::PathBuf {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/sim-failures");
+        let _ = std::fs::create_dir_all(&dir);
+        let file = dir.join(format!("seed-{}.jsonl", self.seed));
+        let _ = std::fs::write(&file, &self.history);
+        file
+    }
+}
+
+/// The one command that replays `seed` exactly, with its full output.
+pub fn replay_command(seed: u64) -> String {
+    format!(
+        "MADSIM_TEST_SEED={seed} RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo test -p chronik-sim --test sim"
+    )
+}
+
+fn nanos(start: madsim::time::Instant) -> u64 {
+    start.elapsed().as_nanos() as u64
+}
+
+fn key(t: &str, p: u32) -> String {
+    format!("{t}-{p}")
+}
+
+fn expand(topics: &[(String, u32)]) -> Vec<(String, u32)> {
+    topics
+        .iter()
+        .flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p)))
+        .collect()
+}
+
+fn records(f: &chronik_net::FetchResult) -> Vec<(u64, String)> {
+    f.records
+        .iter()
+        .map(|(o, r)| (*o, String::from_utf8_lossy(r).into_owned()))
+        .collect()
+}
+
+/// Shared by the workload's tasks.
+struct Workload {
+    history: History,
+    start: madsim::time::Instant,
+    end: madsim::time::Instant,
+    addrs: Vec<String>,
+    /// Partitions the producers and consumers use: grows as late topics
+    /// are created.
+    partitions: Mutex<Vec<(String, u32)>>,
+    next_process: AtomicU64,
+    next_value: AtomicU64,
+}
+
+impl Workload {
+    fn pick(&self, rng: &mut impl Rng) -> (String, u32) {
+        let parts = self.partitions.lock();
+        parts[rng.gen_range(0..parts.len())].clone()
+    }
+
+    fn client(&self, retry_unknown_outcome: bool) -> Client {
+        Client::with_retry(
+            self.addrs.clone(),
+            RetryPolicy {
+                deadline: Duration::from_secs(5),
+                retry_unknown_outcome,
+                ..RetryPolicy::default()
+            },
+        )
+    }
+
+    /// Sequential sends of unique values; a process whose send ended in an
+    /// unknown outcome is retired and replaced by a new process id.
+    async fn producer(self: Arc<Self>) {
+        let client = self.client(false);
+        let mut process = self.next_process.fetch_add(1, Ordering::Relaxed);
+        let mut rng = thread_rng();
+        while madsim::time::Instant::now() < self.end {
+            let (t, p) = self.pick(&mut rng);
+            let k = key(&t, p);
+            let v = format!("v{}", self.next_value.fetch_add(1, Ordering::Relaxed));
+            let h = &self.history;
+            let invoke = send_value(&k, None, &v);
+            h.push(
+                nanos(self.start),
+                process,
+                OpType::Invoke,
+                Func::Send,
+                invoke,
+            );
+            match client.produce(&t, p, vec![Bytes::from(v.clone())]).await {
+                Ok(off) => {
+                    let value = send_value(&k, Some(off), &v);
+                    h.push(nanos(self.start), process, OpType::Ok, Func::Send, value);
+                }
+                Err(ClientError::UnknownOutcome { .. }) => {
+                    let value = send_value(&k, None, &v);
+                    h.push(nanos(self.start), process, OpType::Info, Func::Send, value);
+                    process = self.next_process.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    let value = send_value(&k, None, &v);
+                    h.push(nanos(self.start), process, OpType::Fail, Func::Send, value);
+                }
+            }
+        }
+    }
+
+    /// Polls partitions from where it got to in each.
+    async fn consumer(self: Arc<Self>) {
+        let client = self.client(true);
+        let process = self.next_process.fetch_add(1, Ordering::Relaxed);
+        let mut pos: BTreeMap<String, u64> = BTreeMap::new();
+        let mut rng = thread_rng();
+        while madsim::time::Instant::now() < self.end {
+            let (t, p) = self.pick(&mut rng);
+            let k = key(&t, p);
+            let from = *pos.get(&k).unwrap_or(&0);
+            let h = &self.history;
+            let invoke = poll_value(&k, from, &[], None);
+            h.push(
+                nanos(self.start),
+                process,
+                OpType::Invoke,
+                Func::Poll,
+                invoke,
+            );
+            match client.fetch(&t, p, from, 4096).await {
+                Ok(f) => {
+                    let recs = records(&f);
+                    if let Some((o, _)) = recs.last() {
+                        pos.insert(k.clone(), o + 1);
+                    }
+                    let value = poll_value(&k, from, &recs, Some(f.high_watermark));
+                    h.push(nanos(self.start), process, OpType::Ok, Func::Poll, value);
+                }
+                Err(_) => {
+                    let value = poll_value(&k, from, &[], None);
+                    h.push(nanos(self.start), process, OpType::Fail, Func::Poll, value);
+                }
+            }
+            madsim::time::sleep(Duration::from_millis(rng.gen_range(10..100))).await;
+        }
+    }
+
+    /// Creates the late topics at their times; producers and consumers
+    /// start using each once its creation is acknowledged.
+    async fn topic_creator(
+        self: Arc<Self>,
+        late: Vec<(Duration, String, u32)>,
+        replicas: u32,
+    ) -> u64 {
+        let client = self.client(true);
+        let mut created = 0;
+        for (at, name, parts) in late {
+            madsim::time::sleep_until(self.start + at).await;
+            if client.create_topic(&name, parts, replicas, 2).await.is_ok() {
+                created += 1;
+                self.partitions
+                    .lock()
+                    .extend(expand(&[(name.clone(), parts)]));
+            }
+        }
+        created
+    }
+}
+
+/// Runs the current seed. With `verbose`, prints the plan before the run.
+pub async fn run(verbose: bool) -> RunReport {
+    let seed = Handle::current().seed();
+    let mut rng = thread_rng();
+    let plan = Plan::generate(&mut rng);
+    if verbose {
+        println!(
+            "seed {seed}: {}\nreplay: {}",
+            plan.describe(),
+            replay_command(seed)
+        );
+    }
+    let mut report = RunReport {
+        seed,
+        nodes: plan.nodes,
+        ..RunReport::default()
+    };
+    let n = plan.nodes;
+    let checker = Arc::new(NodeChecker::default());
+    let mut cluster = SimCluster::start(n, checker.clone());
+    let client_node = Handle::current()
+        .create_node()
+        .name("clients")
+        .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1)))
+        .build();
+    let addrs = cluster.client_addrs.clone();
+    let replicas = n.min(3) as u32;
+
+    let admin = Arc::new(cluster.client());
+    let (c, topics) = (admin.clone(), plan.topics.clone());
+    let setup = client_node
+        .spawn(async move {
+            for _ in 0..100 {
+                if c.metadata().await.map(|m| m.nodes.len()).unwrap_or(0) == n as usize {
+                    for (t, parts) in &topics {
+                        if let Err(e) = c.create_topic(t, *parts, replicas, 2).await {
+                            return Err(format!("creating {t}: {e}"));
+                        }
+                    }
+                    return Ok(());
+                }
+                madsim::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err("the cluster never registered its nodes".to_string())
+        })
+        .await
+        .expect("setup task");
+    if let Err(e) = setup {
+        report.liveness.push(e);
+        return report;
+    }
+
+    let fault_time: Duration = plan.steps.iter().map(|(d, _)| *d).sum();
+    let start = madsim::time::Instant::now();
+    let work = Arc::new(Workload {
+        history: History::new(),
+        start,
+        end: start + fault_time + TAIL,
+        addrs: addrs.clone(),
+        partitions: Mutex::new(expand(&plan.topics)),
+        next_process: AtomicU64::new(1),
+        next_value: AtomicU64::new(0),
+    });
+    let mut workers = Vec::new();
+    for _ in 0..plan.producers {
+        workers.push(client_node.spawn(work.clone().producer()));
+    }
+    for _ in 0..plan.consumers {
+        workers.push(client_node.spawn(work.clone().consumer()));
+    }
+    let creator = client_node.spawn(
+        work.clone()
+            .topic_creator(plan.late_topics.clone(), replicas),
+    );
+
+    // Safety phase.
+    let mut killed = BTreeSet::new();
+    let mut paused = BTreeSet::new();
+    let mut slow = BTreeSet::new();
+    for (delay, fault) in &plan.steps {
+        madsim::time::sleep(*delay).await;
+        *report.faults.entry(fault.kind()).or_default() += 1;
+        let mut executed = fault.to_string();
+        match fault {
+            Fault::Kill {
+                node,
+                torn,
+                scrambled,
+            } => {
+                cluster.kill(*node, *torn, *scrambled);
+                killed.insert(*node);
+            }
+            Fault::Restart { node } => {
+                cluster.restart(*node);
+                killed.remove(node);
+            }
+            Fault::Pause { node } => {
+                cluster.pause(*node);
+                paused.insert(*node);
+            }
+            Fault::Resume { node } => {
+                cluster.resume(*node);
+                paused.remove(node);
+            }
+            Fault::Isolate { node } => cluster.clog(*node),
+            Fault::IsolateLeader { pick } => {
+                let ask: Vec<String> = (1..=n)
+                    .filter(|id| !killed.contains(id) && !paused.contains(id))
+                    .map(|id| addrs[id as usize - 1].clone())
+                    .collect();
+                let pick = *pick;
+                let leader = client_node
+                    .spawn(async move {
+                        for a in ask {
+                            if let Ok(s) = crate::node_groups(&a).await {
+                                if s.groups.is_empty() {
+                                    continue;
+                                }
+                                let g = &s.groups[(pick % s.groups.len() as u64) as usize];
+                                return (g.leader != 0).then_some((g.group, g.leader));
+                            }
+                        }
+                        None
+                    })
+                    .await
+                    .expect("leader lookup task");
+                match leader {
+                    Some((group, leader)) => {
+                        cluster.clog(leader);
+                        executed = format!("isolate {leader} (leader of group {group})");
+                    }
+                    None => executed = "isolate the leader: none known".into(),
+                }
+            }
+            Fault::Split { side } => cluster.split(side),
+            Fault::Cut { from, to } => cluster.clog_link(*from, *to),
+            Fault::Loss { percent } => cluster.degrade_network(
+                *percent as f64 / 100.0,
+                madsim::net::Config::default().send_latency,
+            ),
+            Fault::Latency { min_ms, max_ms } => cluster.degrade_network(
+                0.0,
+                Duration::from_millis(*min_ms)..Duration::from_millis(*max_ms),
+            ),
+            Fault::SlowDisk {
+                node,
+                min_ms,
+                max_ms,
+            } => {
+                let range = Duration::from_millis(*min_ms)..Duration::from_millis(*max_ms);
+                cluster.slow_disk(*node, Some(range), rng.gen());
+                slow.insert(*node);
+            }
+            Fault::Heal => cluster.heal(),
+        }
+        report.executed.push(executed);
+    }
+
+    // Liveness phase: everything heals.
+    cluster.heal();
+    for node in slow {
+        cluster.slow_disk(node, None, 0);
+    }
+    for node in paused {
+        cluster.resume(node);
+    }
+    for node in killed {
+        cluster.restart(node);
+    }
+    for w in workers {
+        w.await.expect("workload task");
+    }
+    report.topics_created_late = creator.await.expect("topic creator task");
+
+    let up_addrs = addrs.clone();
+    if let Err(e) = client_node
+        .spawn(async move { await_leaders(&up_addrs, LIVENESS_BOUND).await })
+        .await
+        .expect("liveness task")
+    {
+        report.liveness.push(e);
+    }
+
+    let (w, c) = (work.clone(), admin.clone());
+    let final_reads = client_node
+        .spawn(async move {
+            let parts = w.partitions.lock().clone();
+            for (t, p) in parts {
+                let k = key(&t, p);
+                let mut off = 0;
+                loop {
+                    let invoke = poll_value(&k, off, &[], None);
+                    w.history.push(
+                        nanos(w.start),
+                        FINAL_PROCESS,
+                        OpType::Invoke,
+                        Func::Poll,
+                        invoke,
+                    );
+                    let f = c
+                        .fetch(&t, p, off, 1 << 20)
+                        .await
+                        .map_err(|e| format!("final read of {k} failed after healing: {e}"))?;
+                    let recs = records(&f);
+                    let value = poll_value(&k, off, &recs, Some(f.high_watermark));
+                    w.history
+                        .push(nanos(w.start), FINAL_PROCESS, OpType::Ok, Func::Poll, value);
+                    match recs.last() {
+                        Some((o, _)) => off = o + 1,
+                        None => break,
+                    }
+                }
+            }
+            Ok::<(), String>(())
+        })
+        .await
+        .expect("final read task");
+    if let Err(e) = final_reads {
+        report.liveness.push(e);
+    }
+    if !report.liveness.is_empty() {
+        let a = addrs.clone();
+        let statuses = client_node
+            .spawn(async move {
+                let mut out = Vec::new();
+                for addr in &a {
+                    match crate::node_status(addr).await {
+                        Ok(lines) => out.extend(lines),
+                        Err(e) => out.push(format!("{addr}: {e}")),
+                    }
+                }
+                out
+            })
+            .await
+            .expect("status task");
+        report.liveness.extend(statuses);
+    }
+
+    let ops = work.history.ops();
+    let verdict = check(&ops, Some(FINAL_PROCESS));
+    report.ops = ops.len();
+    report.sends_ok = verdict.sends_ok;
+    report.polls_ok = verdict.polls_ok;
+    report.anomalies = verdict.anomalies;
+    report.violations = checker.violations();
+    (report.leader_elections, report.entries_applied) = checker.counts();
+    report.history = work.history.to_jsonl();
+    report.trace_hash = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        checker.trace_hash().hash(&mut h);
+        report.history.hash(&mut h);
+        h.finish()
+    };
+    report
+}
+
+/// Waits until every node reports a leader for each group it hosts, the
+/// same leader and term as every other replica.
+async fn await_leaders(addrs: &[String], bound: Duration) -> Result<(), String> {
+    let deadline = madsim::time::Instant::now() + bound;
+    let mut last = String::new();
+    while madsim::time::Instant::now() < deadline {
+        let mut views: BTreeMap<u64, BTreeSet<(u64, u64)>> = BTreeMap::new();
+        let mut complete = true;
+        for a in addrs {
+            match crate::node_groups(a).await {
+                Ok(s) => {
+                    for g in s.groups {
+                        views.entry(g.group).or_default().insert((g.term, g.leader));
+                    }
+                }
+                Err(e) => {
+                    complete = false;
+                    last = format!("{a} unreachable: {e}");
+                }
+            }
+        }
+        let unsettled: Vec<_> = views
+            .iter()
+            .filter(|(_, v)| v.len() != 1 || v.iter().any(|(_, l)| *l == 0))
+            .collect();
+        if complete && unsettled.is_empty() {
+            return Ok(());
+        }
+        if !unsettled.is_empty() {
+            last = format!(
+                "groups without one agreed leader (group: {{(term, leader)}}): {unsettled:?}"
+            );
+        }
+        madsim::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!(
+        "no agreed leader in every group {}s after healing: {last}",
+        bound.as_secs()
+    ))
+}
