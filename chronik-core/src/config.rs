@@ -42,6 +42,22 @@ pub struct EngineConfig {
     /// Emit an [`crate::Event::EntryApplied`] for every applied entry. Costs a
     /// little per entry; the test harnesses turn it on for their checkers.
     pub emit_apply_events: bool,
+    /// A partition replica stays in sync while it lags the leader by at most
+    /// this many entries...
+    pub isr_max_lag_entries: u64,
+    /// ... and caught up with the leader within this many milliseconds.
+    pub isr_max_lag_ms: u64,
+    /// How long a ReadIndex read may wait for its confirmation and for the
+    /// local state to catch up before it fails with a retriable error.
+    pub read_timeout_ms: u64,
+    /// Serve leader ReadIndex reads from the leader's lease instead of a
+    /// heartbeat round (raft-rs `ReadOnlyOption::LeaseBased`). Saves a round
+    /// trip per read batch, but is only linearizable if clocks advance at
+    /// nearly the same rate on every node: a leader trusts its lease for an
+    /// election timeout after the quorum last heard from it, so a node whose
+    /// clock runs slow by more than the gap between that timeout and a
+    /// follower's randomized one could serve a stale read. Off by default.
+    pub lease_reads: bool,
 }
 
 impl EngineConfig {
@@ -63,6 +79,10 @@ impl EngineConfig {
             produce_records_max: 10_000,
             topic_partitions_max: 10_000,
             emit_apply_events: false,
+            isr_max_lag_entries: 10_000,
+            isr_max_lag_ms: 10_000,
+            read_timeout_ms: 5_000,
+            lease_reads: false,
         }
     }
 
@@ -136,6 +156,24 @@ impl EngineConfig {
         if self.topic_partitions_max == 0 {
             return bad("topic_partitions_max", "must be at least 1".into());
         }
+        if self.isr_max_lag_entries == 0 {
+            return bad("isr_max_lag_entries", "must be at least 1".into());
+        }
+        if self.isr_max_lag_ms < self.tick_interval_ms * self.election_ticks as u64 {
+            return bad(
+                "isr_max_lag_ms",
+                format!(
+                    "must be at least one election timeout ({} ms): a replica is only seen catching up once per tick",
+                    self.tick_interval_ms * self.election_ticks as u64
+                ),
+            );
+        }
+        if self.read_timeout_ms < self.tick_interval_ms {
+            return bad(
+                "read_timeout_ms",
+                format!("must be at least one tick ({} ms)", self.tick_interval_ms),
+            );
+        }
         Ok(())
     }
 }
@@ -183,6 +221,12 @@ mod tests {
             ("tick_interval_ms", Box::new(|c| c.tick_interval_ms = 0)),
             ("election_ticks", Box::new(|c| c.election_ticks = 2)),
             ("heartbeat_ticks", Box::new(|c| c.heartbeat_ticks = 0)),
+            (
+                "isr_max_lag_entries",
+                Box::new(|c| c.isr_max_lag_entries = 0),
+            ),
+            ("isr_max_lag_ms", Box::new(|c| c.isr_max_lag_ms = 10)),
+            ("read_timeout_ms", Box::new(|c| c.read_timeout_ms = 0)),
         ];
         for (field, mutate) in cases {
             let mut c = base.clone();

@@ -5,6 +5,7 @@
 use crate::config::EngineConfig;
 use crate::error::{ConfigError, Error};
 use crate::group::{Group, PartitionSm, Sink};
+use crate::isr::{IsrPolicy, IsrTracker, ReplicaLag};
 use crate::metadata::{MetadataCommand, MetadataState};
 use crate::output::{Command, Event, GroupMessage, Output, Response};
 use crate::partition_log::{RecordLog, RecordLogOptions};
@@ -12,7 +13,7 @@ use crate::persist::{DurableState, GroupUpdate, PersistBatch, Ticket};
 use crate::state_machine::StateMachine;
 use crate::storage::GroupStorage;
 use crate::types::{
-    GroupId, GroupKind, NodeId, PartitionId, RequestId, Role, Time, METADATA_GROUP,
+    GroupId, GroupKind, NodeId, PartitionId, ReadConsistency, RequestId, Role, Time, METADATA_GROUP,
 };
 use raft::eraftpb::{ConfState, MessageType};
 use raft::RawNode;
@@ -55,7 +56,9 @@ pub struct Engine<S: StateMachine = RecordLog> {
     options: S::Options,
     rng: StdRng,
     logger: slog::Logger,
-    metadata: Group<MetadataState, ()>,
+    /// Metadata reads are freshness barriers of new partition leaders: the
+    /// query is the partition group waiting for one.
+    metadata: Group<MetadataState, GroupId>,
     partitions: BTreeMap<GroupId, Group<PartitionSm<S>, S::Query>>,
     sink: Sink<S>,
     next_ticket: Ticket,
@@ -68,6 +71,11 @@ pub struct Engine<S: StateMachine = RecordLog> {
     next_read_ctx: u64,
     /// Metadata applied index the partition groups were last reconciled at.
     reconciled_at: u64,
+    /// Latest time any input carried.
+    now: Time,
+    /// Produces in flight, checked against the ISR again before their
+    /// acknowledgement leaves (`NOT_ENOUGH_REPLICAS_AFTER_APPEND`).
+    produce_checks: BTreeMap<RequestId, PartitionId>,
 }
 
 impl RecordLogOptions {
@@ -191,6 +199,8 @@ impl<S: StateMachine> Engine<S> {
             bootstrap_term: 0,
             next_read_ctx: 1,
             reconciled_at: 0,
+            now,
+            produce_checks: BTreeMap::new(),
         };
         engine.dirty.insert(METADATA_GROUP);
         engine.dirty.extend(engine.partitions.keys().copied());
@@ -205,6 +215,7 @@ impl<S: StateMachine> Engine<S> {
 
     /// Advances Raft time to `now`: one tick per elapsed tick interval.
     pub fn handle_tick(&mut self, now: Time) {
+        self.now = self.now.max(now);
         let interval = self.config.tick_interval_ms;
         let mut ticks = 0;
         while self.last_tick.plus_millis(interval) <= now && ticks < TICKS_PER_CALL_MAX {
@@ -223,6 +234,21 @@ impl<S: StateMachine> Engine<S> {
             self.dirty.insert(METADATA_GROUP);
             self.dirty.extend(self.partitions.keys().copied());
             self.observe_all();
+            for g in self.partitions.values_mut() {
+                g.expire_reads(self.now, &mut self.sink);
+            }
+            // Barriers that timed out or were abandoned (no metadata leader,
+            // or one that has not committed in its term yet) start again.
+            self.metadata.reads.expire(self.now);
+            if self.metadata.reads.is_empty() {
+                for g in self.partitions.values_mut() {
+                    if g.metadata_fresh_term != Some(g.raw.raft.term) {
+                        g.barrier_term = None;
+                    }
+                }
+            }
+            self.maintain_isr();
+            self.dirty.insert(METADATA_GROUP);
         }
         self.process();
     }
@@ -233,10 +259,11 @@ impl<S: StateMachine> Engine<S> {
     /// dropped and logged, and raft-rs refuses local-only message types.
     pub fn handle_messages(
         &mut self,
-        _now: Time,
+        now: Time,
         from: NodeId,
         batch: Vec<GroupMessage>,
     ) -> Result<(), Error> {
+        self.now = self.now.max(now);
         if !self.is_known_node(from) {
             tracing::warn!(from, "refused messages from unknown node");
             return Err(Error::UnknownNode { node: from });
@@ -300,7 +327,8 @@ impl<S: StateMachine> Engine<S> {
     /// Starts a client or operator command. Its outcome always arrives as
     /// an [`Output::Reply`] with `request_id`, which must be unique among the
     /// driver's requests in flight. A refused command changes nothing.
-    pub fn handle_command(&mut self, _now: Time, request_id: RequestId, command: Command<S>) {
+    pub fn handle_command(&mut self, now: Time, request_id: RequestId, command: Command<S>) {
+        self.now = self.now.max(now);
         if let Err(e) = self.start_command(request_id, command) {
             self.sink.reply(request_id, Err(e));
         }
@@ -312,7 +340,8 @@ impl<S: StateMachine> Engine<S> {
     ///
     /// # Panics
     /// If `ticket` was never handed out: a driver bug.
-    pub fn handle_persisted(&mut self, _now: Time, ticket: Ticket) {
+    pub fn handle_persisted(&mut self, now: Time, ticket: Ticket) {
+        self.now = self.now.max(now);
         assert!(
             ticket < self.next_ticket,
             "ticket {ticket} was never issued"
@@ -432,6 +461,14 @@ impl<S: StateMachine> Engine<S> {
             }
             Command::Propose { partition, command } => {
                 let group = self.leader_group(&partition)?;
+                let (isr, min) = self.isr_size(&partition)?;
+                if isr < min {
+                    return Err(Error::NotEnoughReplicas {
+                        partition,
+                        isr,
+                        min,
+                    });
+                }
                 let max = self.config.pending_proposals_max;
                 let g = self
                     .partitions
@@ -443,9 +480,12 @@ impl<S: StateMachine> Engine<S> {
                     postcard::to_stdvec(&command).map_err(|e| Error::invalid(e.to_string()))?;
                 g.propose(data, Some(request_id), &mut self.sink)?;
                 self.dirty.insert(group);
+                self.produce_checks.insert(request_id, partition);
             }
             #[cfg(chronik_bug = "stale_read")]
-            Command::Query { partition, query } => {
+            Command::Query {
+                partition, query, ..
+            } => {
                 // Planted bug (test builds only): any replica answers from
                 // its own applied state, with no leadership or ReadIndex.
                 let group = self.metadata.sm.partition(&partition)?.group;
@@ -457,14 +497,32 @@ impl<S: StateMachine> Engine<S> {
                 self.sink.reply(request_id, r);
             }
             #[cfg(not(chronik_bug = "stale_read"))]
-            Command::Query { partition, query } => {
-                let group = self.leader_group(&partition)?;
-                let g = self
-                    .partitions
-                    .get_mut(&group)
-                    .expect("leader_group checked");
-                if !g.raw.raft.commit_to_current_term() {
+            Command::Query {
+                partition,
+                query,
+                consistency,
+            } => {
+                let group = match consistency {
+                    ReadConsistency::Leader => self.leader_group(&partition)?,
+                    ReadConsistency::Follower | ReadConsistency::FollowerStale => {
+                        self.replica_group(&partition)?
+                    }
+                };
+                let g = self.partitions.get_mut(&group).expect("checked hosted");
+                if consistency == ReadConsistency::FollowerStale {
+                    let r = g.sm.0.query(&query).map(Response::Query);
+                    self.sink.reply(request_id, r);
+                    return Ok(());
+                }
+                if g.is_leader() && !g.raw.raft.commit_to_current_term() {
                     return Err(Error::LeaderNotReady { group });
+                }
+                if !g.is_leader() && g.leader_hint().is_none() {
+                    // raft-rs would drop the request: no one to ask.
+                    return Err(Error::NotLeader {
+                        group,
+                        leader_hint: None,
+                    });
                 }
                 if g.reads_count() >= READS_PENDING_MAX {
                     return Err(Error::Busy {
@@ -473,19 +531,71 @@ impl<S: StateMachine> Engine<S> {
                         max: READS_PENDING_MAX,
                     });
                 }
-                let ctx = self.next_read_ctx.to_be_bytes().to_vec();
-                self.next_read_ctx += 1;
-                g.read(ctx, request_id, query);
+                let deadline = self.now.plus_millis(self.config.read_timeout_ms);
+                g.reads.push(request_id, query, deadline);
                 self.dirty.insert(group);
             }
         }
         Ok(())
     }
 
-    /// The local group of `partition` if this node leads it, else why not.
+    /// Whether this node would accept a produce to `partition` now as its
+    /// leader (leading, metadata confirmed fresh, in the ISR or unclean
+    /// allowed), else why not. The ISR minimum is checked separately.
+    pub fn check_leader(&self, partition: &PartitionId) -> Result<GroupId, Error> {
+        self.leader_group(partition)
+    }
+
+    /// `(ISR size, min_insync_replicas)` of a partition, as applied here.
+    fn isr_size(&self, partition: &PartitionId) -> Result<(u32, u32), Error> {
+        let meta = self.metadata.sm.partition(partition)?;
+        let topic =
+            self.metadata
+                .sm
+                .topic(&partition.topic)
+                .ok_or_else(|| Error::UnknownTopic {
+                    topic: partition.topic.clone(),
+                })?;
+        Ok((meta.isr.len() as u32, topic.min_insync_replicas))
+    }
+
+    /// The local group of `partition` if this node hosts a replica of it.
+    fn replica_group(&self, partition: &PartitionId) -> Result<GroupId, Error> {
+        let meta = self.metadata.sm.partition(partition)?;
+        if self.partitions.contains_key(&meta.group) {
+            Ok(meta.group)
+        } else {
+            Err(Error::NotLeader {
+                group: meta.group,
+                leader_hint: Some(meta.preferred_leader),
+            })
+        }
+    }
+
+    /// The local group of `partition` if this node leads it and may serve
+    /// as its leader (it is in the ISR, or the topic allows unclean
+    /// leaders), else why not.
     fn leader_group(&self, partition: &PartitionId) -> Result<GroupId, Error> {
         let meta = self.metadata.sm.partition(partition)?;
+        let me = self.config.node_id;
+        let unclean = self
+            .metadata
+            .sm
+            .topic(&partition.topic)
+            .is_some_and(|t| t.unclean_leader_election);
         match self.partitions.get(&meta.group) {
+            Some(g) if g.is_leader() && g.metadata_fresh_term != Some(g.raw.raft.term) => {
+                // A new leader first makes sure its metadata (the ISR it
+                // enforces) is not stale: one metadata ReadIndex round.
+                Err(Error::LeaderNotReady { group: meta.group })
+            }
+            Some(g) if g.is_leader() && !meta.isr.contains(&me) && !unclean => {
+                Err(Error::LeaderNotInSync {
+                    partition: partition.clone(),
+                    leader: me,
+                    isr: meta.isr.clone(),
+                })
+            }
             Some(g) if g.is_leader() => Ok(meta.group),
             Some(g) => Err(Error::NotLeader {
                 group: meta.group,
@@ -514,6 +624,7 @@ impl<S: StateMachine> Engine<S> {
             if group == METADATA_GROUP {
                 while self.metadata.handle_ready(&mut self.sink) {}
                 self.metadata.sync_applied();
+                self.metadata_barriers();
                 self.maybe_bootstrap();
                 if self.metadata.applied != self.reconciled_at {
                     self.reconcile_groups();
@@ -522,6 +633,12 @@ impl<S: StateMachine> Engine<S> {
                 while g.handle_ready(&mut self.sink) {}
                 g.sync_applied();
                 g.serve_reads(&mut self.sink, |sm, q| sm.0.query(q).map(Response::Query));
+                let ctx = self.next_read_ctx.to_be_bytes().to_vec();
+                if g.start_read_round(ctx, self.config.read_timeout_ms, self.now) {
+                    self.next_read_ctx += 1;
+                    // The round's messages come out of the next ready.
+                    self.dirty.insert(group);
+                }
             }
         }
         self.observe_all();
@@ -607,6 +724,7 @@ impl<S: StateMachine> Engine<S> {
     /// Turns what ready handling gathered into outputs: one persist batch
     /// for every group (group commit), then one send per peer.
     fn flush(&mut self) {
+        self.check_produce_acks();
         let sink = &mut self.sink;
         if !sink.readies.is_empty()
             || !sink.updates.is_empty()
@@ -635,6 +753,228 @@ impl<S: StateMachine> Engine<S> {
                 sink.outputs.push_back(Output::Send { to, messages });
             }
         }
+    }
+}
+
+impl<S: StateMachine> Engine<S> {
+    /// Checks every produce reply about to leave against the ISR as applied
+    /// now: one whose ISR fell below `min_insync_replicas` since it was
+    /// accepted fails with `NOT_ENOUGH_REPLICAS_AFTER_APPEND`.
+    fn check_produce_acks(&mut self) {
+        if self.produce_checks.is_empty() {
+            return;
+        }
+        let mut acked = Vec::new();
+        let metadata = &self.metadata.sm;
+        for out in self.sink.outputs.iter_mut() {
+            let Output::Reply { request_id, result } = out else {
+                continue;
+            };
+            let Some(partition) = self.produce_checks.remove(request_id) else {
+                continue;
+            };
+            if result.is_err() {
+                continue;
+            }
+            let (Ok(meta), Some(topic)) = (
+                metadata.partition(&partition),
+                metadata.topic(&partition.topic),
+            ) else {
+                continue;
+            };
+            let group = meta.group;
+            let (isr, min) = (meta.isr.len() as u32, topic.min_insync_replicas);
+            if isr < min && !cfg!(chronik_bug = "min_isr_before_append_only") {
+                *result = Err(Error::NotEnoughReplicasAfterAppend {
+                    partition,
+                    isr,
+                    min,
+                });
+            } else {
+                acked.push(group);
+            }
+        }
+        if self.sink.emit_apply_events {
+            for group in acked {
+                self.sink.event(Event::ProduceAcked { group });
+            }
+        }
+    }
+
+    /// Completes the metadata freshness barriers whose read index has been
+    /// applied, and starts new barriers for partition leaders of a new term.
+    fn metadata_barriers(&mut self) {
+        for (_, group) in self.metadata.reads.ready(self.metadata.applied) {
+            if let Some(g) = self.partitions.get_mut(&group) {
+                if g.is_leader() && g.barrier_term == Some(g.raw.raft.term) {
+                    g.metadata_fresh_term = g.barrier_term;
+                }
+            }
+        }
+        let deadline = self
+            .now
+            .plus_millis(self.config.tick_interval_ms * self.config.election_ticks as u64);
+        for (gid, g) in self.partitions.iter_mut() {
+            let term = g.raw.raft.term;
+            if g.is_leader() && g.metadata_fresh_term != Some(term) && g.barrier_term != Some(term)
+            {
+                g.barrier_term = Some(term);
+                self.metadata
+                    .reads
+                    .push(crate::group::INTERNAL_REQUEST, *gid, deadline);
+            }
+        }
+        let ctx = self.next_read_ctx.to_be_bytes().to_vec();
+        let timeout = self.config.tick_interval_ms * self.config.election_ticks as u64;
+        if self.metadata.start_read_round(ctx, timeout, self.now) {
+            self.next_read_ctx += 1;
+            self.dirty.insert(METADATA_GROUP);
+        }
+    }
+
+    /// Partition leaders keep their ISR current: each tick they observe
+    /// their followers' progress and propose shrinks and expands through the
+    /// metadata group (a follower forwards the proposal to its leader). A
+    /// leader outside the ISR hands leadership to an in-sync replica, or,
+    /// where the topic allows unclean election, takes the ISR over.
+    fn maintain_isr(&mut self) {
+        let now = self.now;
+        let me = self.config.node_id;
+        let policy = IsrPolicy {
+            max_lag_entries: self.config.isr_max_lag_entries,
+            max_lag_ms: self.config.isr_max_lag_ms,
+        };
+        let retry_ms = self.config.tick_interval_ms * self.config.election_ticks as u64;
+        let mut proposals = Vec::new();
+        for (gid, g) in self.partitions.iter_mut() {
+            if !g.is_leader() {
+                continue;
+            }
+            let GroupKind::Partition(pid) = &g.kind else {
+                continue;
+            };
+            let (Ok(meta), Some(topic)) = (
+                self.metadata.sm.partition(pid),
+                self.metadata.sm.topic(&pid.topic),
+            ) else {
+                continue;
+            };
+            if meta.group != *gid || g.metadata_fresh_term != Some(g.raw.raft.term) {
+                // Not until this leader's view of the ISR is known fresh.
+                continue;
+            }
+            let raft = &g.raw.raft;
+            let (term, last, commit) = (
+                raft.term,
+                raft.raft_log.last_index(),
+                raft.raft_log.committed,
+            );
+            let matched: BTreeMap<NodeId, u64> = raft
+                .prs()
+                .iter()
+                .map(|(id, pr)| (*id, pr.matched))
+                .collect();
+            // raft-rs marks a peer active when the leader hears from it and
+            // clears the marks every election timeout (check_quorum).
+            let active: BTreeSet<NodeId> = raft
+                .prs()
+                .iter()
+                .filter(|(id, pr)| pr.recent_active || **id == me)
+                .map(|(id, _)| *id)
+                .collect();
+            if g.isr.as_ref().is_none_or(|(t, _)| *t != term) {
+                g.isr = Some((term, IsrTracker::new(now, &policy, &meta.replicas, last)));
+            }
+            let (_, tracker) = g.isr.as_mut().expect("just set");
+            tracker.observe(now, last, &matched, &active);
+            if g.isr_acted_at
+                .is_some_and(|at| now.as_millis() < at.as_millis() + retry_ms)
+            {
+                continue;
+            }
+            let change = if meta.isr.contains(&me) {
+                tracker.decide(
+                    now,
+                    &policy,
+                    me,
+                    last,
+                    commit,
+                    &meta.replicas,
+                    &meta.isr,
+                    &matched,
+                )
+            } else if topic.unclean_leader_election {
+                Some(tracker.unclean_takeover(now, &policy, me, last, &meta.replicas, &matched))
+            } else {
+                // Hand leadership to the most caught-up in-sync replica;
+                // raft-rs brings it up to date first.
+                if let Some(target) = meta
+                    .isr
+                    .iter()
+                    .filter(|n| matched.contains_key(n))
+                    .max_by_key(|n| matched[n])
+                {
+                    tracing::info!(
+                        group = gid,
+                        target,
+                        "leader outside the ISR hands leadership over"
+                    );
+                    g.raw.transfer_leader(*target);
+                    g.isr_acted_at = Some(now);
+                    self.dirty.insert(*gid);
+                }
+                None
+            };
+            if let Some(change) = change {
+                g.isr_acted_at = Some(now);
+                proposals.push(MetadataCommand::UpdateIsr {
+                    group: *gid,
+                    leader: me,
+                    expected: meta.isr.clone(),
+                    isr: change.isr,
+                    reason: change.reason,
+                });
+            }
+        }
+        for cmd in proposals {
+            if self.metadata.sm.validate(&cmd).is_err() {
+                continue;
+            }
+            let data = postcard::to_stdvec(&cmd).expect("metadata commands serialize");
+            // No reply is awaited: the outcome shows in applied metadata, and
+            // a lost proposal is made again after `retry_ms`.
+            if self.metadata.raw.propose(vec![], data).is_ok() {
+                self.dirty.insert(METADATA_GROUP);
+            }
+        }
+    }
+
+    /// Each replica's lag, for partitions this node leads (only the leader
+    /// knows its followers' progress).
+    pub fn replica_lags(&self, group: GroupId) -> Option<Vec<ReplicaLag>> {
+        let g = self.partitions.get(&group)?;
+        let (_, tracker) = g.isr.as_ref().filter(|_| g.is_leader())?;
+        let GroupKind::Partition(pid) = &g.kind else {
+            return None;
+        };
+        let meta = self.metadata.sm.partition(pid).ok()?;
+        let raft = &g.raw.raft;
+        let matched: BTreeMap<NodeId, u64> = raft
+            .prs()
+            .iter()
+            .map(|(id, pr)| (*id, pr.matched))
+            .collect();
+        let policy = IsrPolicy {
+            max_lag_entries: self.config.isr_max_lag_entries,
+            max_lag_ms: self.config.isr_max_lag_ms,
+        };
+        Some(tracker.lags(
+            self.now,
+            &policy,
+            raft.raft_log.last_index(),
+            &meta.replicas,
+            &matched,
+        ))
     }
 }
 
@@ -671,6 +1011,11 @@ fn new_raw(
         max_inflight_msgs: config.max_inflight_msgs,
         check_quorum: true,
         pre_vote: true,
+        read_only_option: if config.lease_reads {
+            raft::ReadOnlyOption::LeaseBased
+        } else {
+            raft::ReadOnlyOption::Safe
+        },
         ..Default::default()
     };
     let logger = logger.new(slog::o!("group" => group));

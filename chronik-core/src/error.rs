@@ -63,6 +63,40 @@ pub enum Error {
     /// flight.
     #[error("group {group} was removed")]
     GroupRemoved { group: GroupId },
+    /// Refused before appending: fewer in-sync replicas than the topic's
+    /// `min_insync_replicas`. Nothing was written; retriable once replicas
+    /// catch up.
+    #[error(
+        "partition {partition} has {isr} in-sync replicas, fewer than min_insync_replicas {min}"
+    )]
+    NotEnoughReplicas {
+        partition: PartitionId,
+        isr: u32,
+        min: u32,
+    },
+    /// The records were appended and committed, but the ISR fell below
+    /// `min_insync_replicas` before the acknowledgement: they are not as
+    /// durable as the topic demands. Not retriable as is (a retry appends a
+    /// second copy).
+    #[error("partition {partition}: records appended, but the ISR fell to {isr}, below min_insync_replicas {min}, before they were acknowledged")]
+    NotEnoughReplicasAfterAppend {
+        partition: PartitionId,
+        isr: u32,
+        min: u32,
+    },
+    /// The partition's leader is not in its ISR and unclean leader election
+    /// is off for the topic: the partition is unavailable until an in-sync
+    /// replica leads again. Retriable.
+    #[error("partition {partition} is unavailable: leader {leader} is not in the ISR {isr:?} and unclean leader election is off")]
+    LeaderNotInSync {
+        partition: PartitionId,
+        leader: NodeId,
+        isr: Vec<NodeId>,
+    },
+    /// A ReadIndex read was not confirmed, or the replica did not apply far
+    /// enough, within `read_timeout_ms`. Retriable.
+    #[error("read of group {group} timed out")]
+    ReadTimeout { group: GroupId },
 }
 
 impl Error {
@@ -85,6 +119,10 @@ impl Error {
             Error::OutcomeUnknown { .. } => "OUTCOME_UNKNOWN",
             Error::CorruptCommand { .. } => "CORRUPT_COMMAND",
             Error::GroupRemoved { .. } => "GROUP_REMOVED",
+            Error::NotEnoughReplicas { .. } => "NOT_ENOUGH_REPLICAS",
+            Error::NotEnoughReplicasAfterAppend { .. } => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+            Error::LeaderNotInSync { .. } => "LEADER_NOT_AVAILABLE",
+            Error::ReadTimeout { .. } => "READ_TIMEOUT",
         }
     }
 
@@ -96,6 +134,9 @@ impl Error {
                 | Error::LeaderNotReady { .. }
                 | Error::Busy { .. }
                 | Error::ProposalDropped { .. }
+                | Error::NotEnoughReplicas { .. }
+                | Error::LeaderNotInSync { .. }
+                | Error::ReadTimeout { .. }
         )
     }
 

@@ -8,15 +8,17 @@
 //! are applied and answered.
 
 use crate::error::Error;
-use crate::metadata::{MetadataCommand, MetadataState};
+use crate::isr::IsrTracker;
+use crate::metadata::{MetadataCommand, MetadataResponse, MetadataState};
 use crate::output::{Event, GroupMessage, Output, Response};
 use crate::persist::GroupUpdate;
+use crate::read_index::ReadQueue;
 use crate::state_machine::StateMachine;
 use crate::storage::GroupStorage;
-use crate::types::{GroupId, GroupKind, NodeId, RequestId, Role};
+use crate::types::{GroupId, GroupKind, NodeId, RequestId, Role, Time};
 use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Snapshot};
 use raft::{RawNode, StateRole};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 
 /// The state machine side of a group, as the group sees it.
@@ -119,8 +121,15 @@ pub(crate) struct Sink<S: StateMachine> {
     pub emit_apply_events: bool,
 }
 
+/// The request id of the engine's own reads (metadata freshness barriers):
+/// their outcomes never reach the driver.
+pub(crate) const INTERNAL_REQUEST: RequestId = 0;
+
 impl<S: StateMachine> Sink<S> {
     pub fn reply(&mut self, request_id: RequestId, result: Result<Response<S>, Error>) {
+        if request_id == INTERNAL_REQUEST {
+            return;
+        }
         self.outputs.push_back(Output::Reply { request_id, result });
     }
 
@@ -148,11 +157,18 @@ pub(crate) struct Group<M, Q> {
     /// Bytes of entries applied since the last snapshot.
     applied_bytes_since_snapshot: u64,
     pending: VecDeque<Pending>,
-    /// Reads waiting for ReadIndex confirmation, by context.
-    reads_unconfirmed: BTreeMap<Vec<u8>, (RequestId, Q)>,
-    /// Confirmed reads waiting for `applied` to reach their index.
-    reads_waiting: VecDeque<(u64, RequestId, Q)>,
+    /// ReadIndex reads (leader and follower), batched per round.
+    pub reads: ReadQueue<Q>,
     observed: Option<Observed>,
+    /// Partition leaders only: the ISR view of the current term.
+    pub isr: Option<(u64, IsrTracker)>,
+    /// When this leader last proposed an ISR change or a leadership
+    /// transfer, so it does not repeat itself every tick.
+    pub isr_acted_at: Option<Time>,
+    /// Partition leaders only: the term whose metadata freshness barrier
+    /// is in flight, and the term for which it completed.
+    pub barrier_term: Option<u64>,
+    pub metadata_fresh_term: Option<u64>,
 }
 
 impl<M, Q> Group<M, Q> {
@@ -171,9 +187,12 @@ impl<M, Q> Group<M, Q> {
             applied,
             applied_bytes_since_snapshot: 0,
             pending: VecDeque::new(),
-            reads_unconfirmed: BTreeMap::new(),
-            reads_waiting: VecDeque::new(),
+            reads: ReadQueue::default(),
             observed: None,
+            isr: None,
+            isr_acted_at: None,
+            barrier_term: None,
+            metadata_fresh_term: None,
         }
     }
 
@@ -193,7 +212,7 @@ impl<M, Q> Group<M, Q> {
     }
 
     pub fn reads_count(&self) -> usize {
-        self.reads_unconfirmed.len() + self.reads_waiting.len()
+        self.reads.len()
     }
 
     /// Proposes `data`; on success the request waits for its entry to apply.
@@ -230,10 +249,21 @@ impl<M, Q> Group<M, Q> {
         Ok(())
     }
 
-    /// Starts a ReadIndex round for a query; `ctx` must be unique.
-    pub fn read(&mut self, ctx: Vec<u8>, request_id: RequestId, query: Q) {
-        self.raw.read_index(ctx.clone());
-        self.reads_unconfirmed.insert(ctx, (request_id, query));
+    /// Starts a ReadIndex round for the queued reads, if none is in flight;
+    /// `ctx` must be unique. Returns whether it did.
+    pub fn start_read_round(&mut self, ctx: Vec<u8>, timeout_ms: u64, now: Time) -> bool {
+        if self.reads.start_round(ctx.clone(), timeout_ms, now) {
+            self.raw.read_index(ctx);
+            return true;
+        }
+        false
+    }
+
+    /// Fails reads past their deadline with a retriable error.
+    pub fn expire_reads<S: StateMachine>(&mut self, now: Time, sink: &mut Sink<S>) {
+        for rid in self.reads.expire(now) {
+            sink.reply(rid, Err(Error::ReadTimeout { group: self.id }));
+        }
     }
 
     /// Notices term, role and leader changes: reports them, fails reads a
@@ -272,17 +302,24 @@ impl<M, Q> Group<M, Q> {
                 leader: self.leader_hint(),
             });
         }
-        if prev.role == StateRole::Leader && now.role != StateRole::Leader {
-            let hint = self.leader_hint();
-            for (_, (rid, _)) in std::mem::take(&mut self.reads_unconfirmed) {
-                sink.reply(
-                    rid,
-                    Err(Error::NotLeader {
-                        group: self.id,
-                        leader_hint: hint,
-                    }),
-                );
+        if changed {
+            // The round in flight was asked of (or confirmed by) a leader
+            // that may be gone: its answer may never come.
+            let err = if prev.role == StateRole::Leader && now.role != StateRole::Leader {
+                Error::NotLeader {
+                    group: self.id,
+                    leader_hint: self.leader_hint(),
+                }
+            } else {
+                Error::ReadTimeout { group: self.id }
+            };
+            for rid in self.reads.abandon_round() {
+                sink.reply(rid, Err(err.clone()));
             }
+        }
+        if now.role != StateRole::Leader {
+            self.isr = None;
+            self.isr_acted_at = None;
         }
     }
 
@@ -305,10 +342,7 @@ impl<M, Q> Group<M, Q> {
                 sink.reply(rid, Err(err.clone()));
             }
         }
-        for (_, (rid, _)) in std::mem::take(&mut self.reads_unconfirmed) {
-            sink.reply(rid, Err(err.clone()));
-        }
-        for (_, rid, _) in self.reads_waiting.drain(..) {
+        for rid in self.reads.drain() {
             sink.reply(rid, Err(err.clone()));
         }
     }
@@ -350,9 +384,7 @@ impl<M, Q> Group<M, Q> {
             sink.must_sync = true;
         }
         for rs in rd.take_read_states() {
-            if let Some((rid, q)) = self.reads_unconfirmed.remove(&rs.request_ctx) {
-                self.reads_waiting.push_back((rs.index, rid, q));
-            }
+            self.reads.confirmed(&rs.request_ctx, rs.index);
         }
         let committed = rd.take_committed_entries();
         for m in rd.take_persisted_messages() {
@@ -439,7 +471,26 @@ impl<M, Q> Group<M, Q> {
                 self.sm.note_applied(index);
                 None
             }
-            EntryType::EntryNormal => Some(self.sm.apply_data(self.id, index, &entry.data)),
+            EntryType::EntryNormal => {
+                let r = self.sm.apply_data(self.id, index, &entry.data);
+                if let Ok(Response::Metadata(MetadataResponse::IsrUpdated {
+                    partition,
+                    group,
+                    isr,
+                    min_insync_replicas,
+                    reason,
+                })) = &r
+                {
+                    sink.event(Event::IsrChanged {
+                        partition: partition.clone(),
+                        group: *group,
+                        isr: isr.clone(),
+                        min_insync_replicas: *min_insync_replicas,
+                        reason: reason.clone(),
+                    });
+                }
+                Some(r)
+            }
             EntryType::EntryConfChange => {
                 self.sm.note_applied(index);
                 let cc = protobuf::Message::parse_from_bytes(&entry.data)
@@ -546,12 +597,14 @@ impl<M, Q> Group<M, Q> {
         sink: &mut Sink<S>,
         serve: impl Fn(&M, &Q) -> Result<Response<S>, Error>,
     ) {
-        while self
-            .reads_waiting
-            .front()
-            .is_some_and(|(i, _, _)| *i <= self.applied)
-        {
-            let (_, rid, q) = self.reads_waiting.pop_front().expect("checked non-empty");
+        let applied = if cfg!(chronik_bug = "follower_read_early") && !self.is_leader() {
+            // Planted bug (test builds only): a follower answers as soon as
+            // the leader confirms, before applying up to the read index.
+            u64::MAX
+        } else {
+            self.applied
+        };
+        for (rid, q) in self.reads.ready(applied) {
             sink.reply(rid, serve(&self.sm, &q));
         }
     }

@@ -19,7 +19,7 @@
 //!
 //! ```
 //! use chronik_core::{Command, Engine, EngineConfig, NodeInfo, Output, Response, Time,
-//!     DurableState, MetadataCommand, PartitionId, RecordCommand, RecordQuery};
+//!     DurableState, MetadataCommand, PartitionId, ReadConsistency, RecordCommand, RecordQuery};
 //!
 //! let node = NodeInfo { id: 1, client_addr: "127.0.0.1:9092".into(), peer_addr: "127.0.0.1:9093".into() };
 //! let config = EngineConfig::new(1, vec![node]);
@@ -52,6 +52,7 @@
 //! drive(&mut engine, &mut disk, &mut replies);
 //! engine.handle_command(Time(now), 1, Command::Metadata(MetadataCommand::CreateTopic {
 //!     name: "events".into(), partitions: 1, replication_factor: 1, min_insync_replicas: 1,
+//!     unclean_leader_election: false,
 //! }));
 //! drive(&mut engine, &mut disk, &mut replies);
 //! let p = PartitionId::new("events", 0);
@@ -67,6 +68,7 @@
 //! drive(&mut engine, &mut disk, &mut replies);
 //! engine.handle_command(Time(now), 3, Command::Query {
 //!     partition: p, query: RecordQuery::Fetch { offset: 0, max_bytes: 1024 },
+//!     consistency: ReadConsistency::Leader,
 //! });
 //! drive(&mut engine, &mut disk, &mut replies);
 //! match &replies.last().unwrap().1 {
@@ -79,11 +81,13 @@ pub mod config;
 mod engine;
 pub mod error;
 mod group;
+pub mod isr;
 mod logger;
 pub mod metadata;
 pub mod output;
 pub mod partition_log;
 pub mod persist;
+pub mod read_index;
 pub mod state_machine;
 pub mod storage;
 #[cfg(feature = "testing")]
@@ -93,6 +97,7 @@ pub mod types;
 pub use config::EngineConfig;
 pub use engine::{Engine, GroupStatus};
 pub use error::{ConfigError, Error};
+pub use isr::{IsrPolicy, ReplicaLag};
 pub use metadata::{MetadataCommand, MetadataResponse, MetadataState, PartitionMeta, TopicMeta};
 pub use output::{Command, Event, GroupMessage, Output, Response};
 pub use partition_log::{
@@ -101,7 +106,8 @@ pub use partition_log::{
 pub use persist::{DurableGroup, DurableState, GroupUpdate, PersistBatch, Ticket};
 pub use state_machine::StateMachine;
 pub use types::{
-    GroupId, GroupKind, NodeId, NodeInfo, PartitionId, RequestId, Role, Time, METADATA_GROUP,
+    GroupId, GroupKind, NodeId, NodeInfo, PartitionId, ReadConsistency, RequestId, Role, Time,
+    METADATA_GROUP,
 };
 
 /// raft-rs, re-exported so drivers name the same message types.

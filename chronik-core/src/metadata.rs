@@ -40,19 +40,48 @@ pub enum MetadataCommand {
         partitions: u32,
         replication_factor: u32,
         min_insync_replicas: u32,
+        /// Let a replica outside the ISR lead (and take the ISR over)
+        /// when no in-sync replica can. Off: such a partition stays
+        /// unavailable until an in-sync replica returns.
+        unclean_leader_election: bool,
     },
     DeleteTopic {
         name: String,
+    },
+    /// A partition leader's new ISR. Applies only if the ISR is still
+    /// `expected` (compare-and-set: a deposed leader's late proposal, or a
+    /// duplicate, changes nothing).
+    UpdateIsr {
+        group: GroupId,
+        leader: NodeId,
+        expected: Vec<NodeId>,
+        isr: Vec<NodeId>,
+        reason: String,
     },
 }
 
 /// What an applied [`MetadataCommand`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetadataResponse {
-    Bootstrapped { nodes: Vec<NodeId> },
-    NodeRegistered { node: NodeId },
-    TopicCreated { topic: TopicMeta },
-    TopicDeleted { name: String },
+    Bootstrapped {
+        nodes: Vec<NodeId>,
+    },
+    NodeRegistered {
+        node: NodeId,
+    },
+    TopicCreated {
+        topic: TopicMeta,
+    },
+    TopicDeleted {
+        name: String,
+    },
+    IsrUpdated {
+        partition: PartitionId,
+        group: GroupId,
+        isr: Vec<NodeId>,
+        min_insync_replicas: u32,
+        reason: String,
+    },
 }
 
 /// One partition's placement. Invariants: `replicas` is non-empty with no
@@ -72,6 +101,7 @@ pub struct TopicMeta {
     pub name: String,
     pub replication_factor: u32,
     pub min_insync_replicas: u32,
+    pub unclean_leader_election: bool,
     /// Indexed by partition number.
     pub partitions: Vec<PartitionMeta>,
 }
@@ -86,6 +116,9 @@ pub struct MetadataState {
     /// `topics` belong to deleted partitions.
     next_group_id: GroupId,
     applied_index: u64,
+    /// ISR changes applied since the cluster began (replicated counters).
+    isr_shrinks: u64,
+    isr_expands: u64,
 }
 
 /// Checks a `host:port` address: non-empty host, numeric port.
@@ -186,6 +219,21 @@ impl MetadataState {
         })
     }
 
+    /// The partition a live group replicates, with its topic.
+    pub fn partition_of_group(&self, group: GroupId) -> Option<(&TopicMeta, &PartitionMeta)> {
+        self.topics.values().find_map(|t| {
+            t.partitions
+                .iter()
+                .find(|p| p.group == group)
+                .map(|p| (t, p))
+        })
+    }
+
+    /// (shrinks, expands) of ISRs applied since the cluster began.
+    pub fn isr_change_counts(&self) -> (u64, u64) {
+        (self.isr_shrinks, self.isr_expands)
+    }
+
     /// True if `group` was allocated to a partition that no longer exists.
     pub fn is_deleted_group(&self, group: GroupId) -> bool {
         group != METADATA_GROUP
@@ -233,6 +281,7 @@ impl MetadataState {
                 partitions,
                 replication_factor,
                 min_insync_replicas,
+                unclean_leader_election: _,
             } => {
                 validate_topic_name(name)?;
                 if self.topics.contains_key(name) {
@@ -270,6 +319,47 @@ impl MetadataState {
                 }
                 Ok(())
             }
+            MetadataCommand::UpdateIsr {
+                group,
+                leader,
+                expected,
+                isr,
+                reason: _,
+            } => {
+                let (topic, p) = self.partition_of_group(*group).ok_or_else(|| {
+                    Error::invalid(format!("group {group} replicates no partition"))
+                })?;
+                if p.isr != *expected {
+                    return Err(Error::invalid(format!(
+                        "stale ISR update for group {group}: ISR is {:?}, not {expected:?}",
+                        p.isr
+                    )));
+                }
+                if !p.replicas.contains(leader) {
+                    return Err(Error::invalid(format!(
+                        "leader {leader} is not a replica of group {group}"
+                    )));
+                }
+                if !isr.contains(leader) {
+                    return Err(Error::invalid("the leader must be in its ISR"));
+                }
+                if !p.isr.contains(leader) && !topic.unclean_leader_election {
+                    return Err(Error::invalid(format!(
+                        "leader {leader} is not in the ISR {:?} and topic {} does not allow unclean leader election",
+                        p.isr, topic.name
+                    )));
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                for n in isr {
+                    if !p.replicas.contains(n) || !seen.insert(*n) {
+                        return Err(Error::invalid(format!(
+                            "ISR {isr:?} must be distinct replicas of {:?}",
+                            p.replicas
+                        )));
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -303,6 +393,7 @@ impl MetadataState {
                 partitions,
                 replication_factor,
                 min_insync_replicas,
+                unclean_leader_election,
             } => {
                 let nodes: Vec<NodeId> = self.nodes.keys().copied().collect();
                 let existing: Vec<&PartitionMeta> = self
@@ -327,6 +418,7 @@ impl MetadataState {
                     name: name.clone(),
                     replication_factor,
                     min_insync_replicas,
+                    unclean_leader_election,
                     partitions: metas,
                 };
                 self.topics.insert(name, topic.clone());
@@ -335,6 +427,37 @@ impl MetadataState {
             MetadataCommand::DeleteTopic { name } => {
                 self.topics.remove(&name);
                 MetadataResponse::TopicDeleted { name }
+            }
+            MetadataCommand::UpdateIsr {
+                group, isr, reason, ..
+            } => {
+                let (topic, min_insync_replicas, p) = self
+                    .topics
+                    .values_mut()
+                    .find_map(|t| {
+                        let (name, min) = (t.name.clone(), t.min_insync_replicas);
+                        t.partitions
+                            .iter_mut()
+                            .find(|p| p.group == group)
+                            .map(|p| (name, min, p))
+                    })
+                    .expect("validated: the group has a partition");
+                let partition = PartitionId::new(topic, p.partition);
+                if isr.iter().any(|n| !p.isr.contains(n)) {
+                    self.isr_expands += 1;
+                }
+                if p.isr.iter().any(|n| !isr.contains(n)) {
+                    self.isr_shrinks += 1;
+                }
+                tracing::info!(%partition, from = ?p.isr, to = ?isr, %reason, "ISR changed");
+                p.isr = isr.clone();
+                MetadataResponse::IsrUpdated {
+                    partition,
+                    group,
+                    isr,
+                    min_insync_replicas,
+                    reason,
+                }
             }
         };
         self.debug_check_invariants();
@@ -372,6 +495,7 @@ impl MetadataState {
                     p.isr.iter().all(|n| p.replicas.contains(n)),
                     "ISR is a subset of the replicas"
                 );
+                debug_assert!(!p.isr.is_empty(), "an ISR holds at least its leader");
             }
         }
     }
@@ -422,6 +546,7 @@ mod tests {
             partitions,
             replication_factor: rf,
             min_insync_replicas: 1,
+            unclean_leader_election: false,
         }
     }
 
@@ -442,6 +567,7 @@ mod tests {
                 partitions: 1,
                 replication_factor: 2,
                 min_insync_replicas: 3,
+                unclean_leader_election: false,
             },
             MetadataCommand::DeleteTopic { name: "zz".into() },
             MetadataCommand::RegisterNode {
@@ -476,6 +602,78 @@ mod tests {
             expected.applied_index = index;
             assert_eq!(s, expected, "{cmd:?} changed state");
         }
+    }
+
+    fn isr(group: GroupId, leader: NodeId, expected: &[NodeId], isr: &[NodeId]) -> MetadataCommand {
+        MetadataCommand::UpdateIsr {
+            group,
+            leader,
+            expected: expected.to_vec(),
+            isr: isr.to_vec(),
+            reason: "test".into(),
+        }
+    }
+
+    #[test]
+    fn isr_updates_are_compare_and_set_and_keep_the_leader() {
+        let mut s = cluster(3);
+        s.apply(2, create("a", 1, 3)).expect("create");
+        let p = PartitionId::new("a", 0);
+        let g = s.partition(&p).expect("exists").group;
+        let before = s.clone();
+        let bad = [
+            isr(g + 7, 1, &[1, 2, 3], &[1, 2]), // no such group
+            isr(g, 1, &[1, 2], &[1]),           // stale expectation
+            isr(g, 1, &[1, 2, 3], &[2, 3]),     // leader dropped
+            isr(g, 9, &[1, 2, 3], &[9]),        // leader not a replica
+            isr(g, 1, &[1, 2, 3], &[1, 1]),     // duplicate
+            isr(g, 1, &[1, 2, 3], &[1, 4]),     // not a replica
+        ];
+        for (i, cmd) in bad.into_iter().enumerate() {
+            let index = 3 + i as u64;
+            assert!(
+                s.apply(index, cmd.clone()).is_err(),
+                "{cmd:?} must be refused"
+            );
+            let mut expected = before.clone();
+            expected.applied_index = index;
+            assert_eq!(s, expected, "{cmd:?} changed state");
+        }
+        s.apply(20, isr(g, 1, &[1, 2, 3], &[1, 3])).expect("shrink");
+        assert_eq!(s.partition(&p).expect("exists").isr, vec![1, 3]);
+        assert_eq!(s.isr_change_counts(), (1, 0));
+        // A replica outside the ISR may not lead it back in: unclean.
+        assert!(s.apply(21, isr(g, 2, &[1, 3], &[2, 3])).is_err());
+        s.apply(22, isr(g, 1, &[1, 3], &[1, 2, 3])).expect("expand");
+        assert_eq!(s.isr_change_counts(), (1, 1));
+        // A duplicate of an applied change is stale.
+        assert!(s.apply(23, isr(g, 1, &[1, 3], &[1, 2, 3])).is_err());
+    }
+
+    #[test]
+    fn unclean_topics_let_an_out_of_sync_leader_take_the_isr() {
+        let mut s = cluster(3);
+        s.apply(
+            2,
+            MetadataCommand::CreateTopic {
+                name: "u".into(),
+                partitions: 1,
+                replication_factor: 3,
+                min_insync_replicas: 1,
+                unclean_leader_election: true,
+            },
+        )
+        .expect("create");
+        let g = s
+            .partition(&PartitionId::new("u", 0))
+            .expect("exists")
+            .group;
+        s.apply(3, isr(g, 1, &[1, 2, 3], &[1])).expect("shrink");
+        s.apply(4, isr(g, 2, &[1], &[2])).expect("unclean takeover");
+        assert_eq!(
+            s.partition(&PartitionId::new("u", 0)).expect("exists").isr,
+            vec![2]
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::error::Error;
 use crate::metadata::{MetadataCommand, MetadataResponse};
 use crate::persist::PersistBatch;
 use crate::state_machine::StateMachine;
-use crate::types::{GroupId, NodeId, PartitionId, RequestId, Role};
+use crate::types::{GroupId, NodeId, PartitionId, ReadConsistency, RequestId, Role};
 
 /// A Raft message of one group.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,11 +25,14 @@ pub enum Command<S: StateMachine> {
         partition: PartitionId,
         command: S::Command,
     },
-    /// A linearizable read of a partition's state machine on its leader
-    /// (Raft ReadIndex, thesis 6.4). For the record log: a fetch.
+    /// A read of a partition's state machine, as fresh as `consistency`
+    /// asks: linearizable on the leader or on any replica (Raft ReadIndex,
+    /// thesis 6.4), or whatever a replica has applied. For the record log:
+    /// a fetch.
     Query {
         partition: PartitionId,
         query: S::Query,
+        consistency: ReadConsistency,
     },
 }
 
@@ -41,9 +44,14 @@ impl<S: StateMachine> Clone for Command<S> {
                 partition: partition.clone(),
                 command: command.clone(),
             },
-            Command::Query { partition, query } => Command::Query {
+            Command::Query {
+                partition,
+                query,
+                consistency,
+            } => Command::Query {
                 partition: partition.clone(),
                 query: query.clone(),
+                consistency: *consistency,
             },
         }
     }
@@ -100,6 +108,22 @@ pub enum Event {
         partition: PartitionId,
     },
     GroupDropped {
+        group: GroupId,
+    },
+    /// The metadata group applied a partition's new ISR (every node reports
+    /// every change).
+    IsrChanged {
+        partition: PartitionId,
+        group: GroupId,
+        isr: Vec<NodeId>,
+        min_insync_replicas: u32,
+        reason: String,
+    },
+    /// This node acknowledged a produce to the group's partition (only with
+    /// `emit_apply_events`): lets checkers compare acknowledgements with the
+    /// ISR this node had applied. Emitted after every other output of the
+    /// same input.
+    ProduceAcked {
         group: GroupId,
     },
 }

@@ -57,6 +57,8 @@ pub struct ClusterConfig {
     /// Run the checker on every output (apply events, trace hash). Benches
     /// turn it off to measure the engine alone.
     pub checks: bool,
+    pub isr_max_lag_ms: u64,
+    pub read_timeout_ms: u64,
 }
 
 impl ClusterConfig {
@@ -68,6 +70,8 @@ impl ClusterConfig {
             tick_interval_ms: 10,
             log_compact_threshold_entries: 10_000,
             checks: true,
+            isr_max_lag_ms: 1_000,
+            read_timeout_ms: 1_000,
         }
     }
 }
@@ -185,6 +189,8 @@ impl Cluster {
         ec.heartbeat_ticks = 2;
         ec.log_compact_threshold_entries = self.config.log_compact_threshold_entries;
         ec.emit_apply_events = self.config.checks;
+        ec.isr_max_lag_ms = self.config.isr_max_lag_ms;
+        ec.read_timeout_ms = self.config.read_timeout_ms;
         ec
     }
 
@@ -314,7 +320,23 @@ impl Cluster {
     /// successful reply must show every record acknowledged before the
     /// fetch was sent; the checker flags a stale read otherwise.
     pub fn fetch(&mut self, node: NodeId, partition: &PartitionId, offset: u64) -> RequestId {
-        let end = self.acked_end.get(partition).copied().unwrap_or(0);
+        self.fetch_with(node, partition, offset, crate::ReadConsistency::Leader)
+    }
+
+    /// Fetches through `node` with the given consistency. Linearizable
+    /// levels are checked for stale reads; `FollowerStale` replies only for
+    /// agreeing with acknowledged records.
+    pub fn fetch_with(
+        &mut self,
+        node: NodeId,
+        partition: &PartitionId,
+        offset: u64,
+        consistency: crate::ReadConsistency,
+    ) -> RequestId {
+        let end = match consistency {
+            crate::ReadConsistency::FollowerStale => 0,
+            _ => self.acked_end.get(partition).copied().unwrap_or(0),
+        };
         self.fetch_expect
             .insert(self.next_request, (partition.clone(), end));
         self.command(
@@ -325,6 +347,7 @@ impl Cluster {
                     offset,
                     max_bytes: u64::MAX,
                 },
+                consistency,
             },
         )
     }
@@ -460,11 +483,37 @@ impl Cluster {
 
     /// Creates a topic through the metadata leader and waits until every
     /// partition has a leader. Returns the partition ids.
+    /// Runs until some node leads `partition` and accepts produces (its
+    /// metadata confirmed fresh); returns it.
+    pub fn serving(&mut self, partition: &PartitionId, max_ms: u64) -> Option<NodeId> {
+        let g = self.group_of(partition)?;
+        let ready = |c: &Cluster| {
+            c.leader_of(g).filter(|l| {
+                c.engine(*l)
+                    .is_some_and(|e| e.check_leader(partition).is_ok())
+            })
+        };
+        self.run_until(max_ms, |c| ready(c).is_some());
+        ready(self)
+    }
+
     pub fn create_topic(
         &mut self,
         name: &str,
         partitions: u32,
         rf: u32,
+    ) -> Result<Vec<PartitionId>, String> {
+        self.create_topic_with(name, partitions, rf, 1, false)
+    }
+
+    /// Creates a topic with every option and waits for its leaders.
+    pub fn create_topic_with(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        rf: u32,
+        min_insync_replicas: u32,
+        unclean_leader_election: bool,
     ) -> Result<Vec<PartitionId>, String> {
         let leader = self
             .elect(METADATA_GROUP, 10_000)
@@ -479,7 +528,8 @@ impl Cluster {
                 name: name.into(),
                 partitions,
                 replication_factor: rf,
-                min_insync_replicas: 1,
+                min_insync_replicas,
+                unclean_leader_election,
             }),
         );
         self.run_until(10_000, |c| c.replies.contains_key(&rid));
@@ -489,8 +539,8 @@ impl Cluster {
         }
         let ids: Vec<PartitionId> = (0..partitions).map(|p| PartitionId::new(name, p)).collect();
         for p in &ids {
-            let g = self.group_of(p).ok_or("partition without group")?;
-            self.elect(g, 10_000).ok_or(format!("no leader for {p}"))?;
+            self.serving(p, 10_000)
+                .ok_or(format!("no leader serving {p}"))?;
         }
         Ok(ids)
     }

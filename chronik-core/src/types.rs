@@ -16,7 +16,8 @@ pub type GroupId = u64;
 pub const METADATA_GROUP: GroupId = 0;
 
 /// Correlates a command with its [`crate::Output::Reply`]. Chosen by the
-/// driver; the engine only echoes it back.
+/// driver; the engine only echoes it back. 0 is reserved for the engine's
+/// own requests.
 pub type RequestId = u64;
 
 /// Milliseconds on a monotonic clock whose epoch the driver chooses. The core
@@ -106,5 +107,43 @@ impl fmt::Display for Role {
             Role::Leader => "leader",
         };
         f.write_str(s)
+    }
+}
+
+/// How fresh a read must be.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReadConsistency {
+    /// Linearizable, served by the leader after a ReadIndex confirmation.
+    #[default]
+    Leader,
+    /// Linearizable, served by any replica: it asks the leader for a read
+    /// index (one heartbeat round), waits until it has applied that far,
+    /// then answers from its own state.
+    Follower,
+    /// Whatever the replica asked has applied, at once. May miss records
+    /// acknowledged elsewhere (it can lag by a whole partition or an
+    /// election timeout); never returns records that are not committed.
+    FollowerStale,
+}
+
+impl ReadConsistency {
+    /// `leader`, `follower` or `follower-stale`.
+    pub fn parse(s: &str) -> Option<ReadConsistency> {
+        match s {
+            "leader" => Some(ReadConsistency::Leader),
+            "follower" => Some(ReadConsistency::Follower),
+            "follower-stale" => Some(ReadConsistency::FollowerStale),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ReadConsistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReadConsistency::Leader => "leader",
+            ReadConsistency::Follower => "follower",
+            ReadConsistency::FollowerStale => "follower-stale",
+        })
     }
 }

@@ -83,6 +83,7 @@ fn followers_refuse_with_leader_hint_and_bad_input_is_refused() {
             partitions: 1,
             replication_factor: 1,
             min_insync_replicas: 1,
+            unclean_leader_election: false,
         }),
     );
     assert!(matches!(c.replies[&rid], Err(Error::TopicExists { .. })));
@@ -214,6 +215,7 @@ fn metadata_follower_catches_up_by_snapshot() {
                 partitions: 1,
                 replication_factor: 2,
                 min_insync_replicas: 1,
+                unclean_leader_election: false,
             }),
         );
         assert!(c.run_until(5_000, |c| c.replies.contains_key(&rid)));

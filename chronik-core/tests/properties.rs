@@ -11,13 +11,27 @@ use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Produce { partition: u32, records: u8 },
-    Fetch { partition: u32 },
+    Produce {
+        partition: u32,
+        records: u8,
+    },
+    Fetch {
+        partition: u32,
+    },
+    /// A linearizable read served by any replica (ReadIndex from the leader).
+    FollowerFetch {
+        partition: u32,
+        node: u8,
+    },
     Crash(u8),
     Restart(u8),
-    CrashLeader { partition: u32 },
+    CrashLeader {
+        partition: u32,
+    },
     Isolate(u8),
-    IsolateLeader { partition: u32 },
+    IsolateLeader {
+        partition: u32,
+    },
     SplitHalves,
     OneWay(u8, u8),
     Heal,
@@ -28,6 +42,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0u32..2, 1u8..4).prop_map(|(partition, records)| Op::Produce { partition, records }),
         3 => (0u32..2).prop_map(|partition| Op::Fetch { partition }),
+        2 => (0u32..2, any::<u8>()).prop_map(|(partition, node)| Op::FollowerFetch { partition, node }),
         1 => any::<u8>().prop_map(Op::Crash),
         2 => any::<u8>().prop_map(Op::Restart),
         1 => (0u32..2).prop_map(|partition| Op::CrashLeader { partition }),
@@ -118,6 +133,13 @@ fn run(s: &Schedule) -> Stats {
                 let p = &parts[*partition as usize];
                 if let Some(l) = leader(&c, p) {
                     c.fetch(l, p, 0);
+                }
+            }
+            Op::FollowerFetch { partition, node } => {
+                let p = &parts[*partition as usize];
+                let n = pick(*node);
+                if c.is_up(n) {
+                    c.fetch_with(n, p, 0, chronik_core::ReadConsistency::Follower);
                 }
             }
             Op::Crash(n) => c.crash(pick(*n)),

@@ -15,11 +15,11 @@ fn partition(tc: &mut TestCase) -> PartitionId {
     PartitionId::new(topic, p.parse().expect("partition number"))
 }
 
-/// `via=leader` (default) or `via=N`.
-fn via(tc: &mut TestCase, c: &Cluster, group: u64) -> Option<NodeId> {
+/// `via=leader` (default: the leader, once it serves) or `via=N`.
+fn via(tc: &mut TestCase, c: &mut Cluster, p: &PartitionId) -> Option<NodeId> {
     match tc.try_take_arg::<String>("via").expect("via") {
-        None => c.leader_of(group),
-        Some(v) if v == "leader" => c.leader_of(group),
+        None => c.serving(p, 10_000),
+        Some(v) if v == "leader" => c.serving(p, 10_000),
         Some(v) => Some(v.parse().expect("via=N")),
     }
 }
@@ -122,6 +122,7 @@ fn run_case(cluster: &mut Option<Cluster>, tc: &mut TestCase) -> String {
                             partitions,
                             replication_factor: rf,
                             min_insync_replicas: 1,
+                            unclean_leader_election: false,
                         }),
                     );
                     wait_reply(c, rid)
@@ -150,8 +151,7 @@ fn run_case(cluster: &mut Option<Cluster>, tc: &mut TestCase) -> String {
         "produce" => {
             let p = partition(tc);
             let records: Vec<String> = tc.take_args("records").expect("records");
-            let group = c.group_of(&p).unwrap_or(u64::MAX);
-            let Some(node) = via(tc, c, group) else {
+            let Some(node) = via(tc, c, &p) else {
                 return "no leader\n".into();
             };
             let rid = c.produce(node, &p, records.into_iter().map(Bytes::from).collect());
@@ -160,8 +160,7 @@ fn run_case(cluster: &mut Option<Cluster>, tc: &mut TestCase) -> String {
         "fetch" => {
             let p = partition(tc);
             let offset: u64 = tc.try_take_arg("offset").expect("offset").unwrap_or(0);
-            let group = c.group_of(&p).unwrap_or(u64::MAX);
-            let Some(node) = via(tc, c, group) else {
+            let Some(node) = via(tc, c, &p) else {
                 return "no leader\n".into();
             };
             let rid = c.fetch(node, &p, offset);

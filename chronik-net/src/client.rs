@@ -76,12 +76,18 @@ pub struct Client {
     nodes: Mutex<BTreeMap<NodeId, String>>,
     /// Last known leader per `(topic, partition)`, and of metadata.
     leaders: Mutex<HashMap<(String, u32), NodeId>>,
+    /// Replicas per `(topic, partition)`, for follower reads.
+    replicas: Mutex<HashMap<(String, u32), Vec<NodeId>>>,
+    /// Rotates follower reads over a partition's followers.
+    next_follower: std::sync::atomic::AtomicUsize,
     metadata_leader: Mutex<Option<NodeId>>,
 }
 
 enum Target {
     Metadata,
     Partition(String, u32),
+    /// Any replica, followers first.
+    Replica(String, u32),
 }
 
 impl Client {
@@ -97,6 +103,8 @@ impl Client {
             conns: Mutex::new(HashMap::new()),
             nodes: Mutex::new(BTreeMap::new()),
             leaders: Mutex::new(HashMap::new()),
+            replicas: Mutex::new(HashMap::new()),
+            next_follower: std::sync::atomic::AtomicUsize::new(0),
             metadata_leader: Mutex::new(None),
         }
     }
@@ -118,12 +126,32 @@ impl Client {
     fn candidates(&self, target: &Target) -> Vec<String> {
         let leader = match target {
             Target::Metadata => *self.metadata_leader.lock(),
-            Target::Partition(t, p) => self.leaders.lock().get(&(t.clone(), *p)).copied(),
+            Target::Partition(t, p) | Target::Replica(t, p) => {
+                self.leaders.lock().get(&(t.clone(), *p)).copied()
+            }
         };
         let nodes = self.nodes.lock();
         let mut out = Vec::new();
+        if let Target::Replica(t, p) = target {
+            let mut followers: Vec<NodeId> = self
+                .replicas
+                .lock()
+                .get(&(t.clone(), *p))
+                .map(|r| r.iter().copied().filter(|n| Some(*n) != leader).collect())
+                .unwrap_or_default();
+            if !followers.is_empty() {
+                let turn = self
+                    .next_follower
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let n = followers.len();
+                followers.rotate_left(turn % n);
+            }
+            out.extend(followers.iter().filter_map(|n| nodes.get(n).cloned()));
+        }
         if let Some(a) = leader.and_then(|l| nodes.get(&l)) {
-            out.push(a.clone());
+            if !out.contains(a) {
+                out.push(a.clone());
+            }
         }
         for a in nodes.values().chain(self.bootstrap.iter()) {
             if !out.contains(a) {
@@ -139,8 +167,10 @@ impl Client {
             nodes.insert(n.id, n.client_addr.clone());
         }
         let mut leaders = self.leaders.lock();
+        let mut replicas = self.replicas.lock();
         for t in &md.topics {
             for p in &t.partitions {
+                replicas.insert((t.name.clone(), p.partition), p.replicas.clone());
                 let l = if p.leader != 0 {
                     p.leader
                 } else {
@@ -154,7 +184,7 @@ impl Client {
     fn note_leader(&self, target: &Target, leader: NodeId) {
         match target {
             Target::Metadata => *self.metadata_leader.lock() = Some(leader),
-            Target::Partition(t, p) => {
+            Target::Partition(t, p) | Target::Replica(t, p) => {
                 self.leaders.lock().insert((t.clone(), *p), leader);
             }
         }
@@ -304,6 +334,8 @@ impl Client {
         self.refresh_metadata().await
     }
 
+    /// Creates a topic (`min_insync_replicas` 0: the server default) with
+    /// unclean leader election off.
     pub async fn create_topic(
         &self,
         name: &str,
@@ -311,12 +343,21 @@ impl Client {
         replication_factor: u32,
         min_insync_replicas: u32,
     ) -> Result<proto::TopicInfo, ClientError> {
-        let req = proto::CreateTopicRequest {
+        self.create_topic_with(proto::CreateTopicRequest {
             name: name.into(),
             partitions,
             replication_factor,
             min_insync_replicas,
-        };
+            unclean_leader_election: false,
+        })
+        .await
+    }
+
+    /// Creates a topic with every option of the request.
+    pub async fn create_topic_with(
+        &self,
+        req: proto::CreateTopicRequest,
+    ) -> Result<proto::TopicInfo, ClientError> {
         self.with_retries(Target::Metadata, true, |mut c| {
             let req = req.clone();
             async move {
@@ -388,7 +429,28 @@ impl Client {
         offset: u64,
         max_bytes: u64,
     ) -> Result<FetchResult, ClientError> {
-        if self.nodes.lock().is_empty() {
+        self.fetch_with(
+            topic,
+            partition,
+            offset,
+            max_bytes,
+            proto::ReadConsistency::Leader,
+        )
+        .await
+    }
+
+    /// Reads committed records from `offset` as fresh as `consistency`
+    /// asks: `Follower` and `FollowerStale` go to the partition's followers
+    /// first (taking turns), then its leader.
+    pub async fn fetch_with(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u64,
+        consistency: proto::ReadConsistency,
+    ) -> Result<FetchResult, ClientError> {
+        if self.nodes.lock().is_empty() || self.replicas.lock().is_empty() {
             let _ = self.refresh_metadata().await;
         }
         let req = proto::FetchRequest {
@@ -396,8 +458,13 @@ impl Client {
             partition,
             offset,
             max_bytes,
+            consistency: consistency as i32,
         };
-        self.with_retries(Target::Partition(topic.into(), partition), true, |mut c| {
+        let target = match consistency {
+            proto::ReadConsistency::Leader => Target::Partition(topic.into(), partition),
+            _ => Target::Replica(topic.into(), partition),
+        };
+        self.with_retries(target, true, |mut c| {
             let req = req.clone();
             async move {
                 let r = c.fetch(req).await?.into_inner();

@@ -41,6 +41,7 @@ pub fn topic(t: &TopicMeta, leader_of: impl Fn(u64) -> Option<u64>) -> proto::To
         name: t.name.clone(),
         replication_factor: t.replication_factor,
         min_insync_replicas: t.min_insync_replicas,
+        unclean_leader_election: t.unclean_leader_election,
         partitions: t
             .partitions
             .iter()
@@ -53,6 +54,16 @@ pub fn topic(t: &TopicMeta, leader_of: impl Fn(u64) -> Option<u64>) -> proto::To
                 leader: leader_of(p.group).unwrap_or(0),
             })
             .collect(),
+    }
+}
+
+pub fn replica_lag(l: &chronik_core::ReplicaLag) -> proto::ReplicaLag {
+    proto::ReplicaLag {
+        node: l.node,
+        matched_index: l.matched,
+        lag_entries: l.lag_entries,
+        lag_ms: l.lag_ms,
+        in_sync: l.in_sync,
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Inspection {
     pub node_id: NodeId,
     pub groups: Vec<GroupStatus>,
     pub metadata: MetadataState,
+    /// Per-replica lag of the partitions this node leads.
+    pub lags: BTreeMap<GroupId, Vec<chronik_core::ReplicaLag>>,
 }
 
 impl Inspection {
@@ -355,10 +357,16 @@ impl Driver {
                 }
             }
             DriverMsg::Inspect { reply } => {
+                let groups = self.engine.status();
+                let lags = groups
+                    .iter()
+                    .filter_map(|g| Some((g.group, self.engine.replica_lags(g.group)?)))
+                    .collect();
                 let _ = reply.send(Inspection {
                     node_id: self.engine.node_id(),
-                    groups: self.engine.status(),
+                    groups,
                     metadata: self.engine.metadata().clone(),
+                    lags,
                 });
             }
         }
@@ -437,7 +445,18 @@ impl Driver {
                 tracing::debug!(group, index, "compacted log behind snapshot");
                 false
             }
-            Event::EntryApplied { .. } => false,
+            Event::IsrChanged {
+                partition,
+                isr,
+                reason,
+                ..
+            } => {
+                // Every node applies every change: counted once per node.
+                self.metrics.isr_changes.inc();
+                tracing::debug!(%partition, ?isr, %reason, "applied ISR change");
+                false
+            }
+            Event::EntryApplied { .. } | Event::ProduceAcked { .. } => false,
         }
     }
 

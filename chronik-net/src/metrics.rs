@@ -18,6 +18,8 @@ pub struct Metrics {
     pub wal_batches: IntCounter,
     pub peer_messages_dropped: IntCounter,
     pub snapshots_fetched: IntCounter,
+    /// ISR changes this node applied (every node applies every change).
+    pub isr_changes: IntCounter,
     pub node_id: IntGauge,
 }
 
@@ -82,6 +84,11 @@ impl Metrics {
             "Partition snapshots whose segments were streamed in from a leader.",
         )
         .expect("valid metric");
+        let isr_changes = IntCounter::new(
+            "chronik_isr_changes_total",
+            "ISR shrinks and expands applied by this node's metadata replica (cluster-wide changes).",
+        )
+        .expect("valid metric");
         let node_id_g = IntGauge::new("chronik_node_id", "This node's id.").expect("valid metric");
         node_id_g.set(node_id as i64);
         for c in [
@@ -94,6 +101,7 @@ impl Metrics {
             Box::new(wal_batches.clone()),
             Box::new(peer_messages_dropped.clone()),
             Box::new(snapshots_fetched.clone()),
+            Box::new(isr_changes.clone()),
             Box::new(node_id_g.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -108,6 +116,7 @@ impl Metrics {
             wal_batches,
             peer_messages_dropped,
             snapshots_fetched,
+            isr_changes,
             node_id: node_id_g,
         }
     }

@@ -6,8 +6,8 @@ use crate::driver::{DriverHandle, Inspection};
 use crate::partition_store::DiskLog;
 use crate::proto;
 use chronik_core::{
-    Command, MetadataCommand, MetadataResponse, PartitionId, RecordCommand, RecordQuery, Response,
-    Role, METADATA_GROUP,
+    Command, MetadataCommand, MetadataResponse, PartitionId, ReadConsistency, RecordCommand,
+    RecordQuery, Response, Role, METADATA_GROUP,
 };
 use std::time::Duration;
 use tonic::{Request, Response as GrpcResponse, Status};
@@ -87,6 +87,7 @@ impl proto::chronik_server::Chronik for Services {
             partitions: r.partitions,
             replication_factor: r.replication_factor,
             min_insync_replicas: min_isr,
+            unclean_leader_election: r.unclean_leader_election,
         });
         let resp = match self.run(cmd, self.request_timeout).await {
             Ok(Response::Metadata(MetadataResponse::TopicCreated { topic })) => {
@@ -185,12 +186,28 @@ impl proto::chronik_server::Chronik for Services {
             0 => FETCH_BYTES_DEFAULT,
             n => n.min(FETCH_BYTES_MAX),
         };
+        let consistency = match proto::ReadConsistency::try_from(r.consistency) {
+            Ok(proto::ReadConsistency::Leader) => ReadConsistency::Leader,
+            Ok(proto::ReadConsistency::Follower) => ReadConsistency::Follower,
+            Ok(proto::ReadConsistency::FollowerStale) => ReadConsistency::FollowerStale,
+            Err(_) => {
+                return Ok(GrpcResponse::new(proto::FetchResponse {
+                    error: Some(convert::local_error(
+                        "INVALID_REQUEST",
+                        format!("unknown read consistency {}", r.consistency),
+                        false,
+                    )),
+                    ..Default::default()
+                }))
+            }
+        };
         let cmd = Command::Query {
             partition: PartitionId::new(r.topic, r.partition),
             query: RecordQuery::Fetch {
                 offset: r.offset,
                 max_bytes,
             },
+            consistency,
         };
         let resp = match self.run(cmd, self.request_timeout).await {
             Ok(Response::Query(f)) => proto::FetchResponse {
@@ -248,6 +265,59 @@ impl proto::admin_server::Admin for Services {
                     g.group != METADATA_GROUP && g.leader.is_none() && g.role != Role::Leader
                 })
                 .count() as u32,
+        }))
+    }
+
+    async fn isr_status(
+        &self,
+        request: Request<proto::IsrStatusRequest>,
+    ) -> Result<GrpcResponse<proto::IsrStatusResponse>, Status> {
+        let r = request.into_inner();
+        let ins = self.inspect().await?;
+        let md = &ins.metadata;
+        if !r.topic.is_empty() && md.topic(&r.topic).is_none() {
+            return Ok(GrpcResponse::new(proto::IsrStatusResponse {
+                error: Some(convert::error(&chronik_core::Error::UnknownTopic {
+                    topic: r.topic,
+                })),
+                answered_by: ins.node_id,
+                ..Default::default()
+            }));
+        }
+        let mut partitions = Vec::new();
+        for t in md.topics() {
+            if !r.topic.is_empty() && t.name != r.topic {
+                continue;
+            }
+            for p in &t.partitions {
+                if r.under_min_isr && p.isr.len() as u32 >= t.min_insync_replicas {
+                    continue;
+                }
+                let leader = ins.leader_of(p.group).unwrap_or(0);
+                partitions.push(proto::PartitionIsr {
+                    topic: t.name.clone(),
+                    partition: p.partition,
+                    group: p.group,
+                    replicas: p.replicas.clone(),
+                    isr: p.isr.clone(),
+                    min_insync_replicas: t.min_insync_replicas,
+                    leader,
+                    available: leader == 0 || p.isr.contains(&leader) || t.unclean_leader_election,
+                    lags: ins
+                        .lags
+                        .get(&p.group)
+                        .map(|l| l.iter().map(convert::replica_lag).collect())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        let (isr_shrinks, isr_expands) = md.isr_change_counts();
+        Ok(GrpcResponse::new(proto::IsrStatusResponse {
+            error: None,
+            answered_by: ins.node_id,
+            partitions,
+            isr_shrinks,
+            isr_expands,
         }))
     }
 }

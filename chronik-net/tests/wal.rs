@@ -51,6 +51,7 @@ fn engine_batches(records: usize) -> Vec<PersistBatch> {
                 partitions: 1,
                 replication_factor: 1,
                 min_insync_replicas: 1,
+                unclean_leader_election: false,
             }),
         );
         drain(&mut e, &mut out);

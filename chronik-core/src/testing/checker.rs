@@ -21,6 +21,11 @@ pub struct Checker {
     metadata_seen: BTreeMap<NodeId, u64>,
     /// Offsets acknowledged per partition, to detect an offset given twice.
     acked_offsets: BTreeMap<PartitionId, BTreeMap<u64, bytes::Bytes>>,
+    /// (ISR size, min_insync_replicas) of each group as each node last
+    /// applied it; unknown (full) after a restart until the next change.
+    isr_seen: BTreeMap<(NodeId, GroupId), (usize, u32)>,
+    /// Produce acknowledgements checked against the acknowledging node's ISR.
+    pub produce_acks_checked: u64,
     violations: Vec<String>,
     trace_hash: u64,
     /// Fetches whose records were compared with acknowledged produces.
@@ -101,6 +106,7 @@ impl Checker {
     /// not hold the engine (the simulator) report its status instead.
     pub fn on_recovered(&mut self, id: NodeId, groups: &[crate::GroupStatus]) {
         self.next_apply.retain(|(n, _), _| *n != id);
+        self.isr_seen.retain(|(n, _), _| *n != id);
         for s in groups {
             self.next_apply.insert((id, s.group), s.applied + 1);
         }
@@ -154,6 +160,25 @@ impl Checker {
             }
             Event::GroupCreated { group, .. } => {
                 self.next_apply.insert((node, *group), 1);
+            }
+            Event::IsrChanged {
+                group,
+                isr,
+                min_insync_replicas,
+                ..
+            } => {
+                self.isr_seen
+                    .insert((node, *group), (isr.len(), *min_insync_replicas));
+            }
+            Event::ProduceAcked { group } => {
+                self.produce_acks_checked += 1;
+                if let Some((isr, min)) = self.isr_seen.get(&(node, *group)) {
+                    if *isr < *min as usize {
+                        self.violation(format!(
+                            "min ISR: node {node} acknowledged a produce to group {group} while its ISR had {isr} replicas, below min_insync_replicas {min}"
+                        ));
+                    }
+                }
             }
             _ => {}
         }
