@@ -205,6 +205,10 @@ impl Client {
         let deadline = tokio::time::Instant::now() + self.retry.deadline;
         let mut backoff = self.retry.backoff_min;
         let mut last = String::from("no address to try");
+        // The last retriable refusal that says more than "ask elsewhere"
+        // (NOT_ENOUGH_REPLICAS, LEADER_NOT_AVAILABLE...): what the caller
+        // gets if the deadline passes.
+        let mut last_refusal: Option<proto::Error> = None;
         let mut hinted: Option<String> = None;
         loop {
             let mut addrs = self.candidates(&target);
@@ -253,6 +257,7 @@ impl Client {
                     Ok(Err(e)) if e.retriable => {
                         other_outcome = true;
                         last = format!("{}: {}", e.code, e.message);
+                        last_refusal = Some(e);
                     }
                     Ok(Err(e)) => {
                         return Err(ClientError::Server {
@@ -278,6 +283,12 @@ impl Client {
                 });
             }
             if tokio::time::Instant::now() >= deadline {
+                if let Some(e) = last_refusal {
+                    return Err(ClientError::Server {
+                        code: e.code,
+                        message: e.message,
+                    });
+                }
                 return Err(if last.contains(':') && !last.starts_with("NOT_LEADER") {
                     ClientError::Unreachable { last }
                 } else {

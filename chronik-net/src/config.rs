@@ -37,6 +37,14 @@ pub struct NodeConfig {
     pub retention_bytes: Option<u64>,
     /// Per partition: delete segments whose newest record is older.
     pub retention_ms: Option<u64>,
+    /// A replica leaves the ISR once it lags by more entries...
+    pub isr_max_lag_entries: u64,
+    /// ... or has not caught up for longer than this.
+    pub isr_max_lag_ms: u64,
+    /// How long a ReadIndex read (leader or follower) may take.
+    pub read_timeout_ms: u64,
+    /// Lease-based leader reads (see `EngineConfig::lease_reads`). Off.
+    pub lease_reads: bool,
 }
 
 impl NodeConfig {
@@ -67,6 +75,10 @@ impl NodeConfig {
             segment_bytes_max: 64 * 1024 * 1024,
             retention_bytes: None,
             retention_ms: None,
+            isr_max_lag_entries: 10_000,
+            isr_max_lag_ms: 10_000,
+            read_timeout_ms: 5_000,
+            lease_reads: false,
         }
     }
 
@@ -80,6 +92,10 @@ impl NodeConfig {
         e.log_compact_threshold_entries = self.log_compact_threshold_entries;
         e.log_compact_threshold_bytes = self.log_compact_threshold_bytes;
         e.record_size_max_bytes = self.record_size_max_bytes;
+        e.isr_max_lag_entries = self.isr_max_lag_entries;
+        e.isr_max_lag_ms = self.isr_max_lag_ms;
+        e.read_timeout_ms = self.read_timeout_ms;
+        e.lease_reads = self.lease_reads;
         e
     }
 }

@@ -312,3 +312,120 @@ async fn lagging_replica_catches_up_through_streamed_segments() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_reads_and_min_insync_replicas_on_real_nodes() {
+    use chronik_net::proto::{self, ReadConsistency};
+    let dir = tempdir();
+    let mut spec = spec(3, &dir);
+    for c in &mut spec.configs {
+        c.isr_max_lag_ms = 1_000;
+    }
+    let mut nodes = start_all(&spec).await;
+    let addrs: Vec<String> = spec
+        .configs
+        .iter()
+        .map(|c| c.client_listen.to_string())
+        .collect();
+    let client = Client::new(addrs.clone());
+    wait_for_nodes(&client, 3).await;
+    client.create_topic("f", 1, 3, 2).await.unwrap();
+    client.create_topic("strict", 1, 3, 3).await.unwrap();
+
+    // Follower reads: linearizable ones see every acknowledged record.
+    for i in 0..50u64 {
+        let off = client
+            .produce("f", 0, vec![Bytes::from(format!("r{i}"))])
+            .await
+            .unwrap();
+        assert_eq!(off, i);
+        let r = client
+            .fetch_with("f", 0, 0, 1 << 20, ReadConsistency::Follower)
+            .await
+            .unwrap();
+        assert!(r.high_watermark > i, "follower read missed record {i}");
+        assert_eq!(r.records[i as usize].1, Bytes::from(format!("r{i}")));
+    }
+    let stale = client
+        .fetch_with("f", 0, 0, 1 << 20, ReadConsistency::FollowerStale)
+        .await
+        .unwrap();
+    assert!(stale.high_watermark <= 50);
+    let bad = proto::FetchRequest {
+        topic: "f".into(),
+        partition: 0,
+        offset: 0,
+        max_bytes: 100,
+        consistency: 99,
+    };
+    let mut raw = proto::chronik_client::ChronikClient::connect(format!("http://{}", addrs[0]))
+        .await
+        .unwrap();
+    let e = raw.fetch(bad).await.unwrap().into_inner().error.unwrap();
+    assert_eq!(e.code, "INVALID_REQUEST");
+
+    // One replica down: "strict" (min ISR 3) refuses produces once the ISR
+    // shrinks, "f" (min ISR 2) goes on.
+    client
+        .produce("strict", 0, vec![Bytes::from("before")])
+        .await
+        .unwrap();
+    let down = nodes.pop().unwrap();
+    down.shutdown().await.unwrap();
+    let quick = Client::with_retry(
+        addrs[..2].to_vec(),
+        chronik_net::RetryPolicy {
+            deadline: Duration::from_secs(2),
+            ..Default::default()
+        },
+    );
+    let mut refused = None;
+    for _ in 0..50 {
+        match quick.produce("strict", 0, vec![Bytes::from("x")]).await {
+            Err(e) if e.code() == "NOT_ENOUGH_REPLICAS" => {
+                refused = Some(e);
+                break;
+            }
+            other => {
+                eprintln!("strict produce: {other:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+        }
+    }
+    let refused = refused.expect("produce refused below min_insync_replicas");
+    assert!(
+        refused
+            .to_string()
+            .contains("fewer than min_insync_replicas 3"),
+        "{refused}"
+    );
+    quick
+        .produce("f", 0, vec![Bytes::from("still")])
+        .await
+        .unwrap();
+    let mut admin = proto::admin_client::AdminClient::connect(format!("http://{}", addrs[0]))
+        .await
+        .unwrap();
+    let st = admin
+        .isr_status(proto::IsrStatusRequest {
+            topic: String::new(),
+            under_min_isr: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let under: Vec<&str> = st.partitions.iter().map(|p| p.topic.as_str()).collect();
+    assert_eq!(under, vec!["strict"]);
+    assert!(st.isr_shrinks >= 2, "both partitions shrank: {st:?}");
+
+    // The replica returns and catches up: the ISR is whole again.
+    nodes.push(Node::start(spec.configs[2].clone()).await.unwrap());
+    client
+        .produce("strict", 0, vec![Bytes::from("after")])
+        .await
+        .unwrap();
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

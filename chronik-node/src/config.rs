@@ -27,6 +27,10 @@ pub struct FileConfig {
     pub segment_bytes_max: Option<u64>,
     pub retention_bytes: Option<u64>,
     pub retention_ms: Option<u64>,
+    pub isr_max_lag_entries: Option<u64>,
+    pub isr_max_lag_ms: Option<u64>,
+    pub read_timeout_ms: Option<u64>,
+    pub lease_reads: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +152,18 @@ pub fn build(f: FileConfig, o: Overrides) -> Result<NodeConfig, ConfigProblem> {
     }
     c.retention_bytes = f.retention_bytes;
     c.retention_ms = f.retention_ms;
+    if let Some(v) = f.isr_max_lag_entries {
+        c.isr_max_lag_entries = v;
+    }
+    if let Some(v) = f.isr_max_lag_ms {
+        c.isr_max_lag_ms = v;
+    }
+    if let Some(v) = f.read_timeout_ms {
+        c.read_timeout_ms = v;
+    }
+    if let Some(v) = f.lease_reads {
+        c.lease_reads = v;
+    }
     // The engine checks the rest (ids, addresses, tick settings) and names
     // the field it refuses.
     c.engine_config().validate().map_err(|e| match e {

@@ -1,8 +1,10 @@
 //! `chronik-node`: the Chronik daemon (`run`, `dev`) and its client tools
 //! (`topic`, `produce`, `consume`).
 
+mod cluster;
 mod config;
 mod dev;
+mod output;
 mod tools;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -69,6 +71,16 @@ enum Cmd {
     Produce(tools::ProduceArgs),
     /// Prints records, one per line.
     Consume(tools::ConsumeArgs),
+    /// Operator commands: ISR status (membership and rebalancing to come).
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCmd,
+        /// Client address of the node to ask.
+        #[arg(long, global = true, default_value = "127.0.0.1:9092")]
+        addr: String,
+        #[arg(long, global = true, value_enum, default_value_t = output::OutputFormat::Table)]
+        output: output::OutputFormat,
+    },
 }
 
 fn init_logs(format: LogFormat, default: &str) {
@@ -140,6 +152,14 @@ fn main() -> ExitCode {
             Cmd::Consume(a) => {
                 init_logs(cli.log_format, "warn");
                 tools::exit(tools::consume(a).await)
+            }
+            Cmd::Cluster {
+                command,
+                addr,
+                output,
+            } => {
+                init_logs(cli.log_format, "warn");
+                tools::exit(cluster::run(command, &addr, output).await)
             }
         }
     })

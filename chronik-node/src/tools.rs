@@ -18,6 +18,9 @@ pub enum TopicCmd {
         /// Defaults to min(2, replication factor).
         #[arg(long, default_value_t = 0)]
         min_insync_replicas: u32,
+        /// Let a replica outside the ISR lead when no in-sync one can.
+        #[arg(long)]
+        unclean_leader_election: bool,
     },
     List,
     Describe {
@@ -59,6 +62,23 @@ pub struct ConsumeArgs {
     /// Print `offset<TAB>value`.
     #[arg(long)]
     print_offsets: bool,
+    /// `leader` (linearizable, default), `follower` (linearizable, served
+    /// by a follower through ReadIndex) or `follower-stale` (a follower's
+    /// applied state at once: may miss recent records).
+    #[arg(long, default_value = "leader", value_parser = parse_consistency)]
+    read_from: chronik_net::proto::ReadConsistency,
+}
+
+fn parse_consistency(s: &str) -> Result<chronik_net::proto::ReadConsistency, String> {
+    use chronik_net::proto::ReadConsistency as R;
+    match chronik_core::ReadConsistency::parse(s) {
+        Some(chronik_core::ReadConsistency::Leader) => Ok(R::Leader),
+        Some(chronik_core::ReadConsistency::Follower) => Ok(R::Follower),
+        Some(chronik_core::ReadConsistency::FollowerStale) => Ok(R::FollowerStale),
+        None => Err(format!(
+            "unknown read consistency {s:?}: use leader, follower or follower-stale"
+        )),
+    }
 }
 
 pub fn exit(r: Result<(), ClientError>) -> ExitCode {
@@ -83,9 +103,16 @@ pub async fn topic(cmd: TopicCmd, addr: &str) -> Result<(), ClientError> {
             partitions,
             replication_factor,
             min_insync_replicas,
+            unclean_leader_election,
         } => {
             let t = c
-                .create_topic(&name, partitions, replication_factor, min_insync_replicas)
+                .create_topic_with(chronik_net::proto::CreateTopicRequest {
+                    name,
+                    partitions,
+                    replication_factor,
+                    min_insync_replicas,
+                    unclean_leader_election,
+                })
                 .await?;
             println!(
                 "created topic {} ({} partitions, replication factor {}, min in-sync replicas {})",
@@ -196,10 +223,16 @@ pub async fn consume(a: ConsumeArgs) -> Result<(), ClientError> {
     let mut offset = match (a.from_beginning, a.offset) {
         (true, _) => 0,
         (false, Some(o)) => o,
-        (false, None) => c.fetch(&a.topic, a.partition, 0, 1).await?.high_watermark,
+        (false, None) => {
+            c.fetch_with(&a.topic, a.partition, 0, 1, a.read_from)
+                .await?
+                .high_watermark
+        }
     };
     loop {
-        let f = c.fetch(&a.topic, a.partition, offset, 1024 * 1024).await?;
+        let f = c
+            .fetch_with(&a.topic, a.partition, offset, 1024 * 1024, a.read_from)
+            .await?;
         for (o, v) in &f.records {
             let text = String::from_utf8_lossy(v);
             if a.print_offsets {

@@ -2,7 +2,10 @@
 //! and a checker for the partition-log guarantees.
 //!
 //! A send's value is `[partition, offset, value]`; a poll's is
-//! `[partition, from_offset, [[offset, value], ...], high_watermark]`.
+//! `[partition, from_offset, [[offset, value], ...], high_watermark]`, with
+//! a null high watermark for reads that make no freshness claim
+//! (follower-stale): their records are still checked against every other
+//! observation, but they are never stale.
 //! `type` is `invoke`, `ok`, `fail` (definitely did not happen) or `info`
 //! (unknown). Every sent value is unique, so each one can be traced.
 
@@ -149,7 +152,8 @@ struct PollOk {
     partition: String,
     from: u64,
     records: Vec<(u64, String)>,
-    hwm: u64,
+    /// `None` for reads that make no freshness claim (follower-stale).
+    hwm: Option<u64>,
     process: u64,
     invoke_index: u64,
 }
@@ -198,9 +202,10 @@ pub fn check(ops: &[Op], final_process: Option<u64>) -> Report {
                                     .collect()
                             })
                             .unwrap_or_default();
-                        if let (Some(p), Some(from), Some(hwm)) =
-                            (v[0].as_str(), v[1].as_u64(), v[3].as_u64())
-                        {
+                        if let (Some(p), Some(from)) = (v[0].as_str(), v[1].as_u64()) {
+                            // A null high watermark makes no freshness
+                            // claim: a follower-stale read.
+                            let hwm = v[3].as_u64();
                             polls.push(PollOk {
                                 partition: p.to_string(),
                                 from,
@@ -286,35 +291,37 @@ pub fn check(ops: &[Op], final_process: Option<u64>) -> Report {
                 break;
             }
         }
+        let Some(hwm) = p.hwm else { continue };
         let key = (p.process, p.partition.clone());
         if let Some(prev) = last_hwm.get(&key) {
-            if p.hwm < *prev {
+            if hwm < *prev {
                 anomaly(
                     AnomalyKind::NonMonotonicPoll,
                     format!(
-                        "process {} saw {} high watermark {} after {prev}",
-                        p.process, p.partition, p.hwm
+                        "process {} saw {} high watermark {hwm} after {prev}",
+                        p.process, p.partition
                     ),
                 );
             }
         }
-        last_hwm.insert(key, p.hwm);
+        last_hwm.insert(key, hwm);
     }
 
     // Linearizability of reads: a poll invoked after a send completed must
     // report a high watermark past the send's offset.
     for p in &polls {
+        let Some(hwm) = p.hwm else { continue };
         if let Some(s) = sends
             .iter()
             .filter(|s| s.partition == p.partition && s.complete_index < p.invoke_index)
             .max_by_key(|s| s.offset)
         {
-            if p.hwm <= s.offset {
+            if hwm <= s.offset {
                 anomaly(
                     AnomalyKind::StaleRead,
                     format!(
-                        "poll of {} (op {}) saw high watermark {} after {:?} was acknowledged at offset {} (op {})",
-                        p.partition, p.invoke_index, p.hwm, s.value, s.offset, s.complete_index
+                        "poll of {} (op {}) saw high watermark {hwm} after {:?} was acknowledged at offset {} (op {})",
+                        p.partition, p.invoke_index, s.value, s.offset, s.complete_index
                     ),
                 );
             }
@@ -381,6 +388,16 @@ mod tests {
                 .push(self.1, process, kind, Func::Send, send_value(p, result, v));
         }
         fn poll(&mut self, process: u64, p: &str, from: u64, recs: &[(u64, &str)], hwm: u64) {
+            self.poll_maybe_stale(process, p, from, recs, Some(hwm));
+        }
+        fn poll_maybe_stale(
+            &mut self,
+            process: u64,
+            p: &str,
+            from: u64,
+            recs: &[(u64, &str)],
+            hwm: Option<u64>,
+        ) {
             self.1 += 1;
             self.0.push(
                 self.1,
@@ -396,7 +413,7 @@ mod tests {
                 process,
                 OpType::Ok,
                 Func::Poll,
-                poll_value(p, from, &recs, Some(hwm)),
+                poll_value(p, from, &recs, hwm),
             );
         }
         fn check(&self, final_process: Option<u64>) -> BTreeSet<AnomalyKind> {
@@ -468,6 +485,17 @@ mod tests {
         h.send(1, "t-0", "a", Some(7));
         h.poll(4, "t-0", 0, &[], 7);
         assert!(h.check(None).contains(&AnomalyKind::StaleRead));
+    }
+
+    #[test]
+    fn stale_polls_make_no_freshness_claim_but_must_agree() {
+        // A follower-stale read that lags is fine...
+        let mut h = good();
+        h.poll_maybe_stale(4, "t-0", 0, &[(0, "a")], None);
+        assert!(h.check(Some(9)).is_empty());
+        // ... one that shows another value at an offset is not.
+        h.poll_maybe_stale(4, "t-0", 0, &[(0, "a"), (1, "Z")], None);
+        assert!(h.check(Some(9)).contains(&AnomalyKind::InconsistentOffsets));
     }
 
     #[test]

@@ -120,6 +120,8 @@ mod runner {
         let mut faults: BTreeMap<&'static str, u64> = BTreeMap::new();
         let (mut ops, mut sends, mut polls, mut elections, mut applied, mut late) =
             (0usize, 0u64, 0u64, 0u64, 0u64, 0u64);
+        let (mut refused, mut below, mut acks_checked, mut follower_reads) =
+            (0u64, 0u64, 0u64, 0u64);
         let mut nodes: BTreeMap<u64, u64> = BTreeMap::new();
         let mut failures: Vec<(u64, String)> = Vec::new();
         let mut done = 0usize;
@@ -137,6 +139,10 @@ mod runner {
                     elections += r.leader_elections;
                     applied += r.entries_applied;
                     late += r.topics_created_late;
+                    refused += r.refused_min_isr;
+                    below += r.appended_below_min_isr;
+                    acks_checked += r.produce_acks_checked;
+                    follower_reads += r.follower_reads;
                     *nodes.entry(r.nodes).or_default() += 1;
                     if r.failed() {
                         let file = r.write_history();
@@ -170,7 +176,10 @@ mod runner {
             faults.values().sum::<u64>()
         );
         println!(
-            "operations checked: {ops} ({sends} sends and {polls} polls acknowledged); {late} topics created during faults; {elections} leader elections and {applied} applied entries checked node-side"
+            "operations checked: {ops} ({sends} sends and {polls} polls acknowledged, {follower_reads} of them linearizable follower reads); {late} topics created during faults; {elections} leader elections and {applied} applied entries checked node-side"
+        );
+        println!(
+            "min_insync_replicas: {refused} produces refused before append, {below} failed after append, {acks_checked} acknowledgements checked against the leader's ISR"
         );
         if failures.is_empty() {
             println!("0 failures");

@@ -13,6 +13,7 @@
 use crate::history::{check, poll_value, send_value, Anomaly, Func, History, OpType};
 use crate::{NodeChecker, SimCluster};
 use bytes::Bytes;
+use chronik_net::proto::ReadConsistency;
 use chronik_net::{Client, ClientError, RetryPolicy};
 use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::Handle;
@@ -145,8 +146,9 @@ impl fmt::Display for Fault {
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub nodes: u64,
-    /// Topics created before the workload: (name, partitions).
-    pub topics: Vec<(String, u32)>,
+    /// Topics created before the workload: (name, partitions,
+    /// min_insync_replicas).
+    pub topics: Vec<(String, u32, u32)>,
     /// Topics created during the faults: (when, name, partitions).
     pub late_topics: Vec<(Duration, String, u32)>,
     /// Faults, each after a pause.
@@ -158,8 +160,10 @@ pub struct Plan {
 impl Plan {
     pub fn generate(rng: &mut impl Rng) -> Plan {
         let nodes: u64 = rng.gen_range(3..=7);
+        // Every replication factor is 3; min_insync_replicas 3 makes any
+        // lagging replica refuse produces, 1 never does.
         let topics = (0..rng.gen_range(1..=3))
-            .map(|i| (format!("t{i}"), rng.gen_range(1..=3)))
+            .map(|i| (format!("t{i}"), rng.gen_range(1..=3), rng.gen_range(1..=3)))
             .collect();
         let late_topics = (0..rng.gen_range(0..=2))
             .map(|i| {
@@ -296,6 +300,14 @@ pub struct RunReport {
     pub polls_ok: u64,
     pub leader_elections: u64,
     pub entries_applied: u64,
+    /// Produces refused with NOT_ENOUGH_REPLICAS, and appended but failed
+    /// with NOT_ENOUGH_REPLICAS_AFTER_APPEND.
+    pub refused_min_isr: u64,
+    pub appended_below_min_isr: u64,
+    /// Produce acknowledgements checked against the acknowledging
+    /// leader's ISR.
+    pub produce_acks_checked: u64,
+    pub follower_reads: u64,
     /// History anomalies (lost writes, stale reads...).
     pub anomalies: Vec<Anomaly>,
     /// Node-side invariant violations (election safety, apply order...).
@@ -367,6 +379,10 @@ fn expand(topics: &[(String, u32)]) -> Vec<(String, u32)> {
         .collect()
 }
 
+fn names(topics: &[(String, u32, u32)]) -> Vec<(String, u32)> {
+    topics.iter().map(|(t, p, _)| (t.clone(), *p)).collect()
+}
+
 fn records(f: &chronik_net::FetchResult) -> Vec<(u64, String)> {
     f.records
         .iter()
@@ -385,6 +401,11 @@ struct Workload {
     partitions: Mutex<Vec<(String, u32)>>,
     next_process: AtomicU64,
     next_value: AtomicU64,
+    /// Produces refused for too small an ISR, before or after append.
+    refused_min_isr: AtomicU64,
+    appended_below_min_isr: AtomicU64,
+    /// Linearizable follower reads that succeeded.
+    follower_reads: AtomicU64,
 }
 
 impl Workload {
@@ -433,7 +454,18 @@ impl Workload {
                     h.push(nanos(self.start), process, OpType::Info, Func::Send, value);
                     process = self.next_process.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(_) => {
+                Err(e) if e.code() == "NOT_ENOUGH_REPLICAS_AFTER_APPEND" => {
+                    // Appended, not acknowledged as durable enough: the
+                    // record may show up, so its outcome is not a failure.
+                    self.appended_below_min_isr.fetch_add(1, Ordering::Relaxed);
+                    let value = send_value(&k, None, &v);
+                    h.push(nanos(self.start), process, OpType::Info, Func::Send, value);
+                    process = self.next_process.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    if e.code() == "NOT_ENOUGH_REPLICAS" {
+                        self.refused_min_isr.fetch_add(1, Ordering::Relaxed);
+                    }
                     let value = send_value(&k, None, &v);
                     h.push(nanos(self.start), process, OpType::Fail, Func::Send, value);
                 }
@@ -441,7 +473,11 @@ impl Workload {
         }
     }
 
-    /// Polls partitions from where it got to in each.
+    /// Polls partitions from where it got to in each, at a random
+    /// consistency: leader and follower reads must be linearizable (the
+    /// checker flags stale ones); follower-stale reads make no freshness
+    /// claim (recorded with a null high watermark) but must agree with
+    /// every other observation.
     async fn consumer(self: Arc<Self>) {
         let client = self.client(true);
         let process = self.next_process.fetch_add(1, Ordering::Relaxed);
@@ -460,13 +496,26 @@ impl Workload {
                 Func::Poll,
                 invoke,
             );
-            match client.fetch(&t, p, from, 4096).await {
+            let consistency = match rng.gen_range(0..5) {
+                0 | 1 => ReadConsistency::Leader,
+                2 | 3 => ReadConsistency::Follower,
+                _ => ReadConsistency::FollowerStale,
+            };
+            match client.fetch_with(&t, p, from, 4096, consistency).await {
                 Ok(f) => {
                     let recs = records(&f);
                     if let Some((o, _)) = recs.last() {
                         pos.insert(k.clone(), o + 1);
                     }
-                    let value = poll_value(&k, from, &recs, Some(f.high_watermark));
+                    let hwm = match consistency {
+                        ReadConsistency::FollowerStale => None,
+                        ReadConsistency::Follower => {
+                            self.follower_reads.fetch_add(1, Ordering::Relaxed);
+                            Some(f.high_watermark)
+                        }
+                        _ => Some(f.high_watermark),
+                    };
+                    let value = poll_value(&k, from, &recs, hwm);
                     h.push(nanos(self.start), process, OpType::Ok, Func::Poll, value);
                 }
                 Err(_) => {
@@ -534,8 +583,8 @@ pub async fn run(verbose: bool) -> RunReport {
         .spawn(async move {
             for _ in 0..100 {
                 if c.metadata().await.map(|m| m.nodes.len()).unwrap_or(0) == n as usize {
-                    for (t, parts) in &topics {
-                        if let Err(e) = c.create_topic(t, *parts, replicas, 2).await {
+                    for (t, parts, min_isr) in &topics {
+                        if let Err(e) = c.create_topic(t, *parts, replicas, *min_isr).await {
                             return Err(format!("creating {t}: {e}"));
                         }
                     }
@@ -559,9 +608,12 @@ pub async fn run(verbose: bool) -> RunReport {
         start,
         end: start + fault_time + TAIL,
         addrs: addrs.clone(),
-        partitions: Mutex::new(expand(&plan.topics)),
+        partitions: Mutex::new(expand(&names(&plan.topics))),
         next_process: AtomicU64::new(1),
         next_value: AtomicU64::new(0),
+        refused_min_isr: AtomicU64::new(0),
+        appended_below_min_isr: AtomicU64::new(0),
+        follower_reads: AtomicU64::new(0),
     });
     let mut workers = Vec::new();
     for _ in 0..plan.producers {
@@ -745,7 +797,14 @@ pub async fn run(verbose: bool) -> RunReport {
     report.polls_ok = verdict.polls_ok;
     report.anomalies = verdict.anomalies;
     report.violations = checker.violations();
-    (report.leader_elections, report.entries_applied) = checker.counts();
+    (
+        report.leader_elections,
+        report.entries_applied,
+        report.produce_acks_checked,
+    ) = checker.counts();
+    report.refused_min_isr = work.refused_min_isr.load(Ordering::Relaxed);
+    report.appended_below_min_isr = work.appended_below_min_isr.load(Ordering::Relaxed);
+    report.follower_reads = work.follower_reads.load(Ordering::Relaxed);
     report.history = work.history.to_jsonl();
     report.trace_hash = {
         use std::hash::{Hash, Hasher};

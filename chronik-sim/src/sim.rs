@@ -27,10 +27,11 @@ impl NodeChecker {
         self.inner.lock().trace_hash()
     }
 
-    /// (leader elections, entries applied) seen so far, over all nodes.
-    pub fn counts(&self) -> (u64, u64) {
+    /// (leader elections, entries applied, produce acknowledgements
+    /// checked against the ISR) seen so far, over all nodes.
+    pub fn counts(&self) -> (u64, u64, u64) {
         let c = self.inner.lock();
-        (c.leader_elections, c.applied_count)
+        (c.leader_elections, c.applied_count, c.produce_acks_checked)
     }
 }
 
@@ -102,6 +103,8 @@ impl SimCluster {
             cfg.tick_interval_ms = 50;
             cfg.log_compact_threshold_entries = 200;
             cfg.request_timeout_ms = 3_000;
+            cfg.isr_max_lag_ms = 1_000;
+            cfg.read_timeout_ms = 2_000;
             let d = disk.clone();
             let checker = checker.clone();
             let node = handle

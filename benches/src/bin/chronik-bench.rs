@@ -44,6 +44,10 @@ struct Args {
     /// Stop after this many bytes of records (0: no limit).
     #[arg(long, default_value_t = 0)]
     bytes: u64,
+    /// Fetch consistency: leader, follower (linearizable, ReadIndex) or
+    /// follower-stale.
+    #[arg(long, default_value = "leader")]
+    read_from: String,
     #[arg(value_enum, default_value_t = Mode::Produce)]
     mode: Mode,
 }
@@ -71,6 +75,18 @@ struct ClientResult {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    use chronik_net::proto::ReadConsistency;
+    let consistency = match chronik_core::ReadConsistency::parse(&args.read_from) {
+        Some(chronik_core::ReadConsistency::Leader) => ReadConsistency::Leader,
+        Some(chronik_core::ReadConsistency::Follower) => ReadConsistency::Follower,
+        Some(chronik_core::ReadConsistency::FollowerStale) => ReadConsistency::FollowerStale,
+        None => {
+            return Err(format!(
+                "--read-from {:?}: use leader, follower or follower-stale",
+                args.read_from
+            ))
+        }
+    };
     let client = Arc::new(Client::new(args.addr.clone()));
     let md = client.metadata().await.map_err(|e| e.to_string())?;
     let partitions = match md.topics.iter().find(|t| t.name == args.topic) {
@@ -140,7 +156,7 @@ async fn run(args: Args) -> Result<(), String> {
                             .map(|_| batch as u64)
                     }
                     Mode::Fetch => match c
-                        .fetch(&topic, p, offset, (batch * record_size) as u64)
+                        .fetch_with(&topic, p, offset, (batch * record_size) as u64, consistency)
                         .await
                     {
                         Ok(f) => {
@@ -180,8 +196,8 @@ async fn run(args: Args) -> Result<(), String> {
         Mode::Fetch => "fetch",
     };
     println!(
-        "{mode}: clients={} record_size={} batch={} duration={:.1}s",
-        args.clients, args.record_size, args.batch, secs
+        "{mode}: clients={} record_size={} batch={} duration={:.1}s read_from={}",
+        args.clients, args.record_size, args.batch, secs, args.read_from
     );
     println!(
         "  {:.0} records/s  {:.2} MB/s  requests={}  errors={}",

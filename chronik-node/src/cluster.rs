@@ -1,0 +1,224 @@
+//! `chronik-node cluster ...`: operator commands over the admin gRPC API.
+
+use crate::output::{ids, print, OutputFormat, Table};
+use chronik_net::proto::{self, admin_client::AdminClient};
+use chronik_net::ClientError;
+use clap::Subcommand;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use tonic::transport::Channel;
+
+#[derive(Subcommand)]
+pub enum ClusterCmd {
+    /// Replicas, ISR, leader and per-replica lag of every partition.
+    IsrStatus {
+        /// Only this topic.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Only partitions whose ISR is below min_insync_replicas.
+        #[arg(long)]
+        under_min_isr: bool,
+    },
+}
+
+async fn admin(addr: &str) -> Result<AdminClient<Channel>, ClientError> {
+    AdminClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| ClientError::Unreachable {
+            last: format!("{addr}: {e}"),
+        })
+}
+
+fn rpc_err(addr: &str, s: tonic::Status) -> ClientError {
+    ClientError::Unreachable {
+        last: format!("{addr}: {s}"),
+    }
+}
+
+fn server_err(e: proto::Error) -> ClientError {
+    ClientError::Server {
+        code: e.code,
+        message: e.message,
+    }
+}
+
+pub async fn run(cmd: ClusterCmd, addr: &str, format: OutputFormat) -> Result<(), ClientError> {
+    match cmd {
+        ClusterCmd::IsrStatus {
+            topic,
+            under_min_isr,
+        } => isr_status(addr, topic.unwrap_or_default(), under_min_isr, format).await,
+    }
+}
+
+#[derive(Serialize)]
+struct IsrReport {
+    answered_by: u64,
+    isr_shrinks: u64,
+    isr_expands: u64,
+    partitions: Vec<PartitionIsr>,
+}
+
+#[derive(Serialize)]
+struct PartitionIsr {
+    topic: String,
+    partition: u32,
+    leader: Option<u64>,
+    replicas: Vec<u64>,
+    isr: Vec<u64>,
+    min_insync_replicas: u32,
+    under_min_isr: bool,
+    /// False: the leader is outside the ISR with unclean election off.
+    available: bool,
+    /// From the partition's leader; empty if it could not be asked.
+    lags: Vec<ReplicaLag>,
+}
+
+#[derive(Serialize)]
+struct ReplicaLag {
+    node: u64,
+    matched_index: u64,
+    lag_entries: u64,
+    /// None: never caught up since this leader took over.
+    lag_ms: Option<u64>,
+    in_sync: bool,
+}
+
+async fn isr_status(
+    addr: &str,
+    topic: String,
+    under_min_isr: bool,
+    format: OutputFormat,
+) -> Result<(), ClientError> {
+    let mut c = admin(addr).await?;
+    let req = proto::IsrStatusRequest {
+        topic: topic.clone(),
+        under_min_isr,
+    };
+    let r = c
+        .isr_status(req.clone())
+        .await
+        .map_err(|s| rpc_err(addr, s))?
+        .into_inner();
+    if let Some(e) = r.error {
+        return Err(server_err(e));
+    }
+    // Only a leader knows its followers' progress: ask each leader for the
+    // partitions it leads.
+    let nodes: BTreeMap<u64, String> = c
+        .cluster_status(proto::ClusterStatusRequest {})
+        .await
+        .map_err(|s| rpc_err(addr, s))?
+        .into_inner()
+        .nodes
+        .into_iter()
+        .map(|n| (n.id, n.client_addr))
+        .collect();
+    let mut lags: BTreeMap<u64, Vec<proto::ReplicaLag>> = r
+        .partitions
+        .iter()
+        .filter(|p| !p.lags.is_empty())
+        .map(|p| (p.group, p.lags.clone()))
+        .collect();
+    let leaders: std::collections::BTreeSet<u64> = r
+        .partitions
+        .iter()
+        .filter(|p| p.leader != 0 && p.leader != r.answered_by && !lags.contains_key(&p.group))
+        .map(|p| p.leader)
+        .collect();
+    for leader in leaders {
+        let Some(a) = nodes.get(&leader) else {
+            continue;
+        };
+        let Ok(mut lc) = admin(a).await else { continue };
+        if let Ok(lr) = lc.isr_status(req.clone()).await {
+            for p in lr.into_inner().partitions {
+                if !p.lags.is_empty() {
+                    lags.entry(p.group).or_insert(p.lags);
+                }
+            }
+        }
+    }
+    let report = IsrReport {
+        answered_by: r.answered_by,
+        isr_shrinks: r.isr_shrinks,
+        isr_expands: r.isr_expands,
+        partitions: r
+            .partitions
+            .into_iter()
+            .map(|p| PartitionIsr {
+                under_min_isr: (p.isr.len() as u32) < p.min_insync_replicas,
+                lags: lags
+                    .get(&p.group)
+                    .map(|l| {
+                        l.iter()
+                            .map(|l| ReplicaLag {
+                                node: l.node,
+                                matched_index: l.matched_index,
+                                lag_entries: l.lag_entries,
+                                lag_ms: (l.lag_ms != u64::MAX).then_some(l.lag_ms),
+                                in_sync: l.in_sync,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                topic: p.topic,
+                partition: p.partition,
+                leader: (p.leader != 0).then_some(p.leader),
+                replicas: p.replicas,
+                isr: p.isr,
+                min_insync_replicas: p.min_insync_replicas,
+                available: p.available,
+            })
+            .collect(),
+    };
+    print(format, &report, |r| {
+        let rows = r
+            .partitions
+            .iter()
+            .map(|p| {
+                let lag = p
+                    .lags
+                    .iter()
+                    .map(|l| {
+                        let ms = l.lag_ms.map_or("never".to_string(), |m| format!("{m}ms"));
+                        format!("{}:{}/{}", l.node, l.lag_entries, ms)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                vec![
+                    p.topic.clone(),
+                    p.partition.to_string(),
+                    p.leader.map_or("-".into(), |l| l.to_string()),
+                    ids(&p.replicas),
+                    ids(&p.isr),
+                    p.min_insync_replicas.to_string(),
+                    match (p.available, p.under_min_isr) {
+                        (false, _) => "unavailable: leader not in ISR".into(),
+                        (true, true) => "under min ISR".into(),
+                        (true, false) => "ok".into(),
+                    },
+                    if lag.is_empty() { "-".into() } else { lag },
+                ]
+            })
+            .collect();
+        let table = Table {
+            header: vec![
+                "TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR", "MIN_ISR", "STATE",
+                "LAG (node:entries/since caught up)",
+            ],
+            rows,
+        };
+        format!(
+            "{}\n\nISR changes since the cluster began: {} shrinks, {} expands (answered by node {})",
+            table.render(),
+            r.isr_shrinks,
+            r.isr_expands,
+            r.answered_by
+        )
+    })
+    .map_err(|e| ClientError::Server {
+        code: "OUTPUT".into(),
+        message: e,
+    })
+}
