@@ -155,6 +155,9 @@ pub struct Plan {
     pub steps: Vec<(Duration, Fault)>,
     pub producers: u32,
     pub consumers: u32,
+    /// Each node's usual fsync latency (min, max ms): disks differ, so some
+    /// followers trail the others even without faults.
+    pub disk_ms: Vec<(u64, u64)>,
 }
 
 impl Plan {
@@ -255,6 +258,12 @@ impl Plan {
             };
             steps.push((delay, fault));
         }
+        let disk_ms = (0..nodes)
+            .map(|_| {
+                let min = rng.gen_range(0..3);
+                (min, min + rng.gen_range(1..6))
+            })
+            .collect();
         Plan {
             nodes,
             topics,
@@ -262,13 +271,15 @@ impl Plan {
             steps,
             producers: rng.gen_range(2..=4),
             consumers: rng.gen_range(1..=3),
+            disk_ms,
         }
     }
 
     pub fn describe(&self) -> String {
         let mut out = format!(
-            "{} nodes; topics {:?}; created during faults {:?}; {} producers, {} consumers; faults:",
+            "{} nodes (fsync ms {:?}); topics (name, partitions, min ISR) {:?}; created during faults {:?}; {} producers, {} consumers; faults:",
             self.nodes,
+            self.disk_ms,
             self.topics,
             self.late_topics
                 .iter()
@@ -448,6 +459,11 @@ impl Workload {
                 Ok(off) => {
                     let value = send_value(&k, Some(off), &v);
                     h.push(nanos(self.start), process, OpType::Ok, Func::Send, value);
+                    if rng.gen_bool(0.5) {
+                        // Read your write from a follower at once: it must
+                        // wait until it has applied the record.
+                        self.read_back(&client, process, &t, p, off).await;
+                    }
                 }
                 Err(ClientError::UnknownOutcome { .. }) => {
                     let value = send_value(&k, None, &v);
@@ -469,6 +485,35 @@ impl Workload {
                     let value = send_value(&k, None, &v);
                     h.push(nanos(self.start), process, OpType::Fail, Func::Send, value);
                 }
+            }
+        }
+    }
+
+    /// A linearizable follower read of `t`-`p` from `off`, recorded as a
+    /// poll of `process`.
+    async fn read_back(&self, client: &Client, process: u64, t: &str, p: u32, off: u64) {
+        let k = key(t, p);
+        let h = &self.history;
+        let invoke = poll_value(&k, off, &[], None);
+        h.push(
+            nanos(self.start),
+            process,
+            OpType::Invoke,
+            Func::Poll,
+            invoke,
+        );
+        match client
+            .fetch_with(t, p, off, 4096, ReadConsistency::Follower)
+            .await
+        {
+            Ok(f) => {
+                self.follower_reads.fetch_add(1, Ordering::Relaxed);
+                let value = poll_value(&k, off, &records(&f), Some(f.high_watermark));
+                h.push(nanos(self.start), process, OpType::Ok, Func::Poll, value);
+            }
+            Err(_) => {
+                let value = poll_value(&k, off, &[], None);
+                h.push(nanos(self.start), process, OpType::Fail, Func::Poll, value);
             }
         }
     }
@@ -497,8 +542,8 @@ impl Workload {
                 invoke,
             );
             let consistency = match rng.gen_range(0..5) {
-                0 | 1 => ReadConsistency::Leader,
-                2 | 3 => ReadConsistency::Follower,
+                0 => ReadConsistency::Leader,
+                1..=3 => ReadConsistency::Follower,
                 _ => ReadConsistency::FollowerStale,
             };
             match client.fetch_with(&t, p, from, 4096, consistency).await {
@@ -569,6 +614,13 @@ pub async fn run(verbose: bool) -> RunReport {
     let n = plan.nodes;
     let checker = Arc::new(NodeChecker::default());
     let mut cluster = SimCluster::start(n, checker.clone());
+    let disk_base = |node: u64, plan: &Plan| {
+        let (min, max) = plan.disk_ms[node as usize - 1];
+        Duration::from_millis(min)..Duration::from_millis(max)
+    };
+    for node in 1..=n {
+        cluster.slow_disk(node, Some(disk_base(node, &plan)), rng.gen());
+    }
     let client_node = Handle::current()
         .create_node()
         .name("clients")
@@ -713,7 +765,7 @@ pub async fn run(verbose: bool) -> RunReport {
     // Liveness phase: everything heals.
     cluster.heal();
     for node in slow {
-        cluster.slow_disk(node, None, 0);
+        cluster.slow_disk(node, Some(disk_base(node, &plan)), rng.gen());
     }
     for node in paused {
         cluster.resume(node);
