@@ -58,6 +58,11 @@ pub struct EngineConfig {
     /// clock runs slow by more than the gap between that timeout and a
     /// follower's randomized one could serve a stale read. Off by default.
     pub lease_reads: bool,
+    /// This node joins an existing cluster: it starts with an empty
+    /// metadata configuration and waits for the metadata leader to add it
+    /// (as a learner first). `initial_cluster` then lists the members it
+    /// was told about, to accept their messages; it is never bootstrapped.
+    pub join: bool,
 }
 
 impl EngineConfig {
@@ -83,6 +88,7 @@ impl EngineConfig {
             isr_max_lag_ms: 10_000,
             read_timeout_ms: 5_000,
             lease_reads: false,
+            join: false,
         }
     }
 
@@ -117,7 +123,7 @@ impl EngineConfig {
                 }
             }
         }
-        if !ids.contains(&self.node_id) {
+        if !self.join && !ids.contains(&self.node_id) {
             return bad(
                 "node_id",
                 format!("node {} is not in initial_cluster", self.node_id),

@@ -73,6 +73,10 @@ pub struct Engine<S: StateMachine = RecordLog> {
     reconciled_at: u64,
     /// Latest time any input carried.
     now: Time,
+    /// When the metadata leader last took a membership step.
+    membership_acted_at: Option<Time>,
+    /// Set once this node applied a configuration without itself.
+    removed_reported: bool,
     /// Produces in flight, checked against the ISR again before their
     /// acknowledgement leaves (`NOT_ENOUGH_REPLICAS_AFTER_APPEND`).
     produce_checks: BTreeMap<RequestId, PartitionId>,
@@ -147,7 +151,13 @@ impl<S: StateMachine> Engine<S> {
                 Group::new(METADATA_GROUP, GroupKind::Metadata, raw, sm, applied)
             }
             None => {
-                let voters: Vec<NodeId> = config.initial_cluster.iter().map(|n| n.id).collect();
+                // A joining node knows no configuration: the leader's
+                // snapshot brings it.
+                let voters: Vec<NodeId> = if config.join {
+                    Vec::new()
+                } else {
+                    config.initial_cluster.iter().map(|n| n.id).collect()
+                };
                 let conf = ConfState::from((voters, vec![]));
                 sink.updates.push(GroupUpdate::Create {
                     group: METADATA_GROUP,
@@ -201,6 +211,8 @@ impl<S: StateMachine> Engine<S> {
             reconciled_at: 0,
             now,
             produce_checks: BTreeMap::new(),
+            membership_acted_at: None,
+            removed_reported: false,
         };
         engine.dirty.insert(METADATA_GROUP);
         engine.dirty.extend(engine.partitions.keys().copied());
@@ -248,6 +260,7 @@ impl<S: StateMachine> Engine<S> {
                 }
             }
             self.maintain_isr();
+            self.maintain_membership();
             self.dirty.insert(METADATA_GROUP);
         }
         self.process();
@@ -264,6 +277,10 @@ impl<S: StateMachine> Engine<S> {
         batch: Vec<GroupMessage>,
     ) -> Result<(), Error> {
         self.now = self.now.max(now);
+        if self.metadata.sm.was_removed(from) {
+            tracing::debug!(from, "refused messages from a removed node");
+            return Err(Error::NodeRemoved { node: from });
+        }
         if !self.is_known_node(from) {
             tracing::warn!(from, "refused messages from unknown node");
             return Err(Error::UnknownNode { node: from });
@@ -281,6 +298,18 @@ impl<S: StateMachine> Engine<S> {
                 continue;
             }
             let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
+            if group == METADATA_GROUP
+                && message.get_msg_type() == MessageType::MsgAppend
+                && self.metadata.raw.store().conf_state().voters.is_empty()
+                && self.metadata.raw.store().snapshot_index() == 0
+            {
+                // A joining node has no configuration yet and no log entry
+                // carries one: it must start from a snapshot. Until the
+                // leader sends one (it compacts once the learner is added),
+                // appends are dropped.
+                tracing::debug!(from, "joining: waiting for a metadata snapshot");
+                continue;
+            }
             let result = if group == METADATA_GROUP {
                 if is_snapshot {
                     let s = message.get_snapshot();
@@ -415,6 +444,11 @@ impl<S: StateMachine> Engine<S> {
             .collect()
     }
 
+    /// The metadata group's configuration as this node knows it.
+    pub fn membership_view(&self) -> crate::membership::ConfView {
+        conf_view(&self.metadata.raw)
+    }
+
     /// Tickets handed out and not yet reported persisted.
     pub fn persist_in_flight(&self) -> usize {
         self.inflight.len()
@@ -424,7 +458,8 @@ impl<S: StateMachine> Engine<S> {
 
     fn is_known_node(&self, node: NodeId) -> bool {
         self.metadata.sm.node(node).is_some()
-            || self.config.initial_cluster.iter().any(|n| n.id == node)
+            || (self.config.initial_cluster.iter().any(|n| n.id == node)
+                && !self.metadata.sm.was_removed(node))
     }
 
     fn raw_mut(&mut self, group: GroupId) -> Option<&mut RawNode<GroupStorage>> {
@@ -437,6 +472,37 @@ impl<S: StateMachine> Engine<S> {
 
     fn start_command(&mut self, request_id: RequestId, command: Command<S>) -> Result<(), Error> {
         match command {
+            Command::Metadata(
+                MetadataCommand::BeginMembershipChange { .. }
+                | MetadataCommand::FinishMembershipChange { .. }
+                | MetadataCommand::UpdateIsr { .. },
+            ) => {
+                return Err(Error::invalid(
+                    "membership and ISR changes are made by the engine itself; use Command::Membership",
+                ));
+            }
+            Command::Membership(change) => {
+                let g = &mut self.metadata;
+                if !g.is_leader() {
+                    return Err(Error::NotLeader {
+                        group: METADATA_GROUP,
+                        leader_hint: g.leader_hint(),
+                    });
+                }
+                if !g.raw.raft.commit_to_current_term() {
+                    return Err(Error::LeaderNotReady {
+                        group: METADATA_GROUP,
+                    });
+                }
+                let conf = conf_view(&g.raw);
+                let alive = alive_voters(&g.raw);
+                crate::membership::validate(&change, &g.sm, &conf, &alive)?;
+                let cmd = MetadataCommand::BeginMembershipChange { change };
+                g.sm.validate(&cmd)?;
+                let data = postcard::to_stdvec(&cmd).map_err(|e| Error::invalid(e.to_string()))?;
+                g.propose(data, Some(request_id), &mut self.sink)?;
+                self.dirty.insert(METADATA_GROUP);
+            }
             Command::Metadata(cmd) => {
                 let g = &mut self.metadata;
                 if !g.is_leader() {
@@ -625,6 +691,11 @@ impl<S: StateMachine> Engine<S> {
                 while self.metadata.handle_ready(&mut self.sink) {}
                 self.metadata.sync_applied();
                 self.metadata_barriers();
+                if self.metadata.removed && !self.removed_reported {
+                    self.removed_reported = true;
+                    tracing::warn!(node = self.config.node_id, "removed from the cluster");
+                    self.sink.event(Event::RemovedFromCluster);
+                }
                 self.maybe_bootstrap();
                 if self.metadata.applied != self.reconciled_at {
                     self.reconcile_groups();
@@ -976,6 +1047,137 @@ impl<S: StateMachine> Engine<S> {
             &matched,
         ))
     }
+}
+
+impl<S: StateMachine> Engine<S> {
+    /// The metadata leader walks the membership change in flight through
+    /// its steps (see `membership::next_step`), one Raft configuration
+    /// change at a time, retrying after an election timeout if a proposal
+    /// got lost.
+    fn maintain_membership(&mut self) {
+        use crate::membership::{next_step, Step};
+        use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
+        let now = self.now;
+        let me = self.config.node_id;
+        let retry_ms = self.config.tick_interval_ms * self.config.election_ticks as u64;
+        let g = &mut self.metadata;
+        let Some(change) = g.sm.membership_in_flight().cloned() else {
+            return;
+        };
+        if !g.is_leader() || !g.raw.raft.commit_to_current_term() {
+            return;
+        }
+        if g.raw.raft.has_pending_conf()
+            || self
+                .membership_acted_at
+                .is_some_and(|at| now.as_millis() < at.as_millis() + retry_ms)
+        {
+            return;
+        }
+        let conf = conf_view(&g.raw);
+        let raft = &g.raw.raft;
+        let commit = raft.raft_log.committed;
+        let caught_up = raft
+            .prs()
+            .get(change.node())
+            .is_some_and(|pr| pr.matched >= commit && pr.recent_active);
+        let best_other = raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me && conf.voters.contains(id))
+            .max_by_key(|(_, pr)| pr.matched)
+            .map(|(id, _)| *id);
+        let Some(step) = next_step(&change, &conf, me, caught_up, best_other) else {
+            return;
+        };
+        let single = |change_type: ConfChangeType, node_id: NodeId| ConfChangeSingle {
+            change_type,
+            node_id,
+            ..Default::default()
+        };
+        let cc = |changes: Vec<ConfChangeSingle>, transition: ConfChangeTransition| ConfChangeV2 {
+            changes: changes.into(),
+            transition,
+            ..Default::default()
+        };
+        tracing::info!(%change, ?step, "membership step");
+        let proposed = match step {
+            Step::AwaitCatchUp(id) => {
+                // The learner must start from a snapshot that lists it (the
+                // configuration is in snapshots, not in the log): take one
+                // once its addition has applied, unless one already does.
+                let cs = g.raw.store().latest_snapshot().get_metadata().get_conf_state();
+                if !cs.learners.contains(&id) && !cs.voters.contains(&id) {
+                    g.force_compact(&mut self.sink);
+                    self.dirty.insert(METADATA_GROUP);
+                }
+                return;
+            }
+            Step::AddLearner(id) => {
+                g.raw.propose_conf_change(
+                    vec![],
+                    cc(
+                        vec![single(ConfChangeType::AddLearnerNode, id)],
+                        ConfChangeTransition::Auto,
+                    ),
+                )
+            }
+            Step::EnterJoint { promote, remove } => {
+                let mut changes = Vec::new();
+                if let Some(id) = promote {
+                    changes.push(single(ConfChangeType::AddNode, id));
+                }
+                if let Some(id) = remove {
+                    changes.push(single(ConfChangeType::RemoveNode, id));
+                }
+                g.raw
+                    .propose_conf_change(vec![], cc(changes, ConfChangeTransition::Explicit))
+            }
+            Step::RemoveLearner(id) => g.raw.propose_conf_change(
+                vec![],
+                cc(
+                    vec![single(ConfChangeType::RemoveNode, id)],
+                    ConfChangeTransition::Auto,
+                ),
+            ),
+            Step::LeaveJoint => g.raw.propose_conf_change(vec![], ConfChangeV2::default()),
+            Step::TransferLeadership(to) => {
+                g.raw.transfer_leader(to);
+                Ok(())
+            }
+            Step::Finish => {
+                let cmd = MetadataCommand::FinishMembershipChange { change };
+                let data = postcard::to_stdvec(&cmd).expect("metadata commands serialize");
+                g.raw.propose(vec![], data)
+            }
+        };
+        if let Err(e) = proposed {
+            tracing::warn!("membership step not proposed: {e}");
+        }
+        self.membership_acted_at = Some(now);
+        self.dirty.insert(METADATA_GROUP);
+    }
+}
+
+fn conf_view(raw: &RawNode<GroupStorage>) -> crate::membership::ConfView {
+    // The applied configuration (kept in storage as each change applies).
+    let cs = raw.store().conf_state();
+    crate::membership::ConfView {
+        voters: cs.voters.iter().copied().collect(),
+        learners: cs.learners.iter().chain(cs.learners_next.iter()).copied().collect(),
+        outgoing: cs.voters_outgoing.iter().copied().collect(),
+    }
+}
+
+/// Voters the leader heard from within the last election timeout (itself
+/// included).
+fn alive_voters(raw: &RawNode<GroupStorage>) -> BTreeSet<NodeId> {
+    let raft = &raw.raft;
+    raft.prs()
+        .iter()
+        .filter(|(id, pr)| **id == raft.id || pr.recent_active)
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 fn check_pending(group: GroupId, pending: usize, max: usize) -> Result<(), Error> {

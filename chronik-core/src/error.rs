@@ -93,6 +93,25 @@ pub enum Error {
         leader: NodeId,
         isr: Vec<NodeId>,
     },
+    /// A node with this id is already a member (or joining).
+    #[error("node {node} is already a member of the cluster")]
+    NodeExists { node: NodeId },
+    /// Another member already uses this address.
+    #[error("address {addr} is already used by node {node}")]
+    AddressInUse { addr: String, node: NodeId },
+    /// The change would leave too few live voters for a quorum (during the
+    /// joint configuration or after it).
+    #[error("changing node {node} is unsafe: {alive} live voters where {needed} are needed for a quorum")]
+    QuorumAtRisk { node: NodeId, alive: u32, needed: u32 },
+    /// One membership change at a time: wait for this one to finish.
+    #[error("a membership change is in progress: {change}")]
+    ChangeInProgress { change: String },
+    /// The node still hosts partition replicas, which must move first.
+    #[error("node {node} hosts replicas of {partitions} partitions; move them to other nodes first (automatic replica moves are not built yet)")]
+    NodeHostsReplicas { node: NodeId, partitions: u32 },
+    /// This node was removed from the cluster; peers refuse it.
+    #[error("node {node} was removed from the cluster")]
+    NodeRemoved { node: NodeId },
     /// A ReadIndex read was not confirmed, or the replica did not apply far
     /// enough, within `read_timeout_ms`. Retriable.
     #[error("read of group {group} timed out")]
@@ -123,6 +142,12 @@ impl Error {
             Error::NotEnoughReplicasAfterAppend { .. } => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
             Error::LeaderNotInSync { .. } => "LEADER_NOT_AVAILABLE",
             Error::ReadTimeout { .. } => "READ_TIMEOUT",
+            Error::NodeExists { .. } => "NODE_ALREADY_EXISTS",
+            Error::AddressInUse { .. } => "ADDRESS_IN_USE",
+            Error::QuorumAtRisk { .. } => "QUORUM_AT_RISK",
+            Error::ChangeInProgress { .. } => "MEMBERSHIP_CHANGE_IN_PROGRESS",
+            Error::NodeHostsReplicas { .. } => "NODE_HOSTS_REPLICAS",
+            Error::NodeRemoved { .. } => "NODE_REMOVED",
         }
     }
 

@@ -169,6 +169,8 @@ pub(crate) struct Group<M, Q> {
     /// is in flight, and the term for which it completed.
     pub barrier_term: Option<u64>,
     pub metadata_fresh_term: Option<u64>,
+    /// This node applied a configuration of this group without itself.
+    pub removed: bool,
 }
 
 impl<M, Q> Group<M, Q> {
@@ -193,6 +195,7 @@ impl<M, Q> Group<M, Q> {
             isr_acted_at: None,
             barrier_term: None,
             metadata_fresh_term: None,
+            removed: false,
         }
     }
 
@@ -547,7 +550,17 @@ impl<M, Q> Group<M, Q> {
 
     fn after_conf_change(&mut self, result: Result<raft::eraftpb::ConfState, String>) {
         match result {
-            Ok(cs) => self.raw.mut_store().set_conf_state(cs),
+            Ok(cs) => {
+                let me = self.raw.raft.id;
+                let listed = cs.voters.contains(&me)
+                    || cs.learners.contains(&me)
+                    || cs.voters_outgoing.contains(&me)
+                    || cs.learners_next.contains(&me);
+                if !listed && !cs.voters.is_empty() {
+                    self.removed = true;
+                }
+                self.raw.mut_store().set_conf_state(cs)
+            }
             Err(e) => tracing::error!(
                 group = self.id,
                 "committed configuration change not applied: {e}"
@@ -565,6 +578,23 @@ impl<M, Q> Group<M, Q> {
         {
             return;
         }
+        self.compact_now(sink);
+    }
+
+    /// Snapshots the applied state and compacts the log behind it, whatever
+    /// the thresholds (a joining learner must start from a snapshot).
+    pub fn force_compact<S: StateMachine>(&mut self, sink: &mut Sink<S>)
+    where
+        M: GroupStateMachine<S>,
+    {
+        self.compact_now(sink);
+    }
+
+    fn compact_now<S: StateMachine>(&mut self, sink: &mut Sink<S>)
+    where
+        M: GroupStateMachine<S>,
+    {
+        let store = self.raw.store();
         if self.applied == store.snapshot_index() {
             return;
         }

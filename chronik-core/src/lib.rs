@@ -83,6 +83,7 @@ pub mod error;
 mod group;
 pub mod isr;
 mod logger;
+pub mod membership;
 pub mod metadata;
 pub mod output;
 pub mod partition_log;

@@ -48,6 +48,17 @@ pub enum MetadataCommand {
     DeleteTopic {
         name: String,
     },
+    /// Starts a membership change (validated by the metadata leader against
+    /// the live configuration first). An added node is registered at once
+    /// (peers need its address) but gets no new replicas until it is done.
+    BeginMembershipChange {
+        change: crate::membership::MembershipChange,
+    },
+    /// Ends the change in flight, which must be `change`. A removed node is
+    /// unregistered, and its id is never accepted again.
+    FinishMembershipChange {
+        change: crate::membership::MembershipChange,
+    },
     /// A partition leader's new ISR. Applies only if the ISR is still
     /// `expected` (compare-and-set: a deposed leader's late proposal, or a
     /// duplicate, changes nothing).
@@ -74,6 +85,12 @@ pub enum MetadataResponse {
     },
     TopicDeleted {
         name: String,
+    },
+    MembershipChangeStarted {
+        change: crate::membership::MembershipChange,
+    },
+    MembershipChangeFinished {
+        change: crate::membership::MembershipChange,
     },
     IsrUpdated {
         partition: PartitionId,
@@ -119,6 +136,10 @@ pub struct MetadataState {
     /// ISR changes applied since the cluster began (replicated counters).
     isr_shrinks: u64,
     isr_expands: u64,
+    /// The membership change in flight, if any (at most one).
+    membership: Option<crate::membership::MembershipChange>,
+    /// Ids of removed nodes: never reused.
+    removed: std::collections::BTreeSet<NodeId>,
 }
 
 /// Checks a `host:port` address: non-empty host, numeric port.
@@ -229,6 +250,26 @@ impl MetadataState {
         })
     }
 
+    /// The membership change in flight.
+    pub fn membership_in_flight(&self) -> Option<&crate::membership::MembershipChange> {
+        self.membership.as_ref()
+    }
+
+    /// Whether `node` was removed from the cluster.
+    pub fn was_removed(&self, node: NodeId) -> bool {
+        self.removed.contains(&node)
+    }
+
+    /// Nodes that may host new replicas: registered, not joining or leaving.
+    pub fn placeable_nodes(&self) -> Vec<NodeId> {
+        let busy = self.membership.as_ref().map(|c| c.node());
+        self.nodes
+            .keys()
+            .copied()
+            .filter(|n| Some(*n) != busy)
+            .collect()
+    }
+
     /// (shrinks, expands) of ISRs applied since the cluster began.
     pub fn isr_change_counts(&self) -> (u64, u64) {
         (self.isr_shrinks, self.isr_expands)
@@ -319,6 +360,70 @@ impl MetadataState {
                 }
                 Ok(())
             }
+            MetadataCommand::BeginMembershipChange { change } => {
+                use crate::membership::MembershipChange;
+                if let Some(c) = &self.membership {
+                    return Err(Error::ChangeInProgress {
+                        change: c.to_string(),
+                    });
+                }
+                match change {
+                    MembershipChange::Add(node) => {
+                        validate_node(node)?;
+                        if self.nodes.contains_key(&node.id) {
+                            return Err(Error::NodeExists { node: node.id });
+                        }
+                        if self.removed.contains(&node.id) {
+                            return Err(Error::invalid(format!(
+                                "node id {} belonged to a removed node; ids are never reused",
+                                node.id
+                            )));
+                        }
+                        for other in self.nodes.values() {
+                            for a in [&node.peer_addr, &node.client_addr] {
+                                if *a == other.peer_addr || *a == other.client_addr {
+                                    return Err(Error::AddressInUse {
+                                        addr: a.clone(),
+                                        node: other.id,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                    MembershipChange::Remove(id) => {
+                        if !self.nodes.contains_key(id) {
+                            return Err(Error::UnknownNode { node: *id });
+                        }
+                        let hosted = self
+                            .partitions()
+                            .filter(|(_, p)| p.replicas.contains(id))
+                            .count();
+                        if hosted > 0 {
+                            return Err(Error::NodeHostsReplicas {
+                                node: *id,
+                                partitions: hosted as u32,
+                            });
+                        }
+                        if self.nodes.len() == 1 {
+                            return Err(Error::QuorumAtRisk {
+                                node: *id,
+                                alive: 0,
+                                needed: 1,
+                            });
+                        }
+                    }
+                }
+                Ok(())
+            }
+            MetadataCommand::FinishMembershipChange { change } => {
+                if self.membership.as_ref() != Some(change) {
+                    return Err(Error::invalid(format!(
+                        "membership change {change} is not the one in flight ({:?})",
+                        self.membership.as_ref().map(|c| c.to_string())
+                    )));
+                }
+                Ok(())
+            }
             MetadataCommand::UpdateIsr {
                 group,
                 leader,
@@ -395,7 +500,7 @@ impl MetadataState {
                 min_insync_replicas,
                 unclean_leader_election,
             } => {
-                let nodes: Vec<NodeId> = self.nodes.keys().copied().collect();
+                let nodes: Vec<NodeId> = self.placeable_nodes();
                 let existing: Vec<&PartitionMeta> = self
                     .topics
                     .values()
@@ -427,6 +532,23 @@ impl MetadataState {
             MetadataCommand::DeleteTopic { name } => {
                 self.topics.remove(&name);
                 MetadataResponse::TopicDeleted { name }
+            }
+            MetadataCommand::BeginMembershipChange { change } => {
+                if let crate::membership::MembershipChange::Add(node) = &change {
+                    self.nodes.insert(node.id, node.clone());
+                }
+                tracing::info!(%change, "membership change started");
+                self.membership = Some(change.clone());
+                MetadataResponse::MembershipChangeStarted { change }
+            }
+            MetadataCommand::FinishMembershipChange { change } => {
+                if let crate::membership::MembershipChange::Remove(id) = &change {
+                    self.nodes.remove(id);
+                    self.removed.insert(*id);
+                }
+                tracing::info!(%change, "membership change finished");
+                self.membership = None;
+                MetadataResponse::MembershipChangeFinished { change }
             }
             MetadataCommand::UpdateIsr {
                 group, isr, reason, ..

@@ -19,6 +19,10 @@ pub struct GroupMessage {
 pub enum Command<S: StateMachine> {
     /// A metadata change, proposed on the metadata leader.
     Metadata(MetadataCommand),
+    /// A membership change: validated on the metadata leader against the
+    /// live configuration, recorded in metadata, then carried out in the
+    /// background (see `membership`). Replied once recorded.
+    Membership(crate::membership::MembershipChange),
     /// A command for a partition's state machine, proposed on its leader.
     /// For the record log: `RecordCommand::Append` (produce).
     Propose {
@@ -40,6 +44,7 @@ impl<S: StateMachine> Clone for Command<S> {
     fn clone(&self) -> Self {
         match self {
             Command::Metadata(c) => Command::Metadata(c.clone()),
+            Command::Membership(c) => Command::Membership(c.clone()),
             Command::Propose { partition, command } => Command::Propose {
                 partition: partition.clone(),
                 command: command.clone(),
@@ -126,6 +131,9 @@ pub enum Event {
     ProduceAcked {
         group: GroupId,
     },
+    /// This node applied a metadata configuration that no longer includes
+    /// it: it was removed from the cluster and should stop.
+    RemovedFromCluster,
 }
 
 /// One thing for the driver to do. Poll with `Engine::poll_output` until it

@@ -10,7 +10,7 @@ mod checker;
 
 pub use checker::Checker;
 
-use crate::output::{Command, GroupMessage, Output, Response};
+use crate::output::{Command, Event, GroupMessage, Output, Response};
 use crate::partition_log::{Appended, RecordCommand, RecordLog, RecordQuery};
 use crate::persist::{DurableState, PersistBatch};
 use crate::types::{GroupId, NodeId, NodeInfo, PartitionId, RequestId, Role, Time, METADATA_GROUP};
@@ -111,6 +111,11 @@ pub struct Acked {
 pub struct Cluster {
     config: ClusterConfig,
     infos: Vec<NodeInfo>,
+    /// Nodes added with [`Cluster::add_node`]: they join, never bootstrap,
+    /// knowing the members listed here.
+    joined: BTreeMap<NodeId, Vec<NodeInfo>>,
+    /// Nodes that reported being removed from the cluster.
+    pub removed: BTreeSet<NodeId>,
     now: u64,
     rng: StdRng,
     nodes: BTreeMap<NodeId, SimNode>,
@@ -151,6 +156,8 @@ impl Cluster {
         let mut c = Cluster {
             rng: StdRng::seed_from_u64(config.seed),
             infos,
+            joined: BTreeMap::new(),
+            removed: BTreeSet::new(),
             now: 0,
             nodes: BTreeMap::new(),
             network: BinaryHeap::new(),
@@ -182,7 +189,12 @@ impl Cluster {
     }
 
     fn engine_config(&self, id: NodeId) -> EngineConfig {
-        let mut ec = EngineConfig::new(id, self.infos.clone());
+        let members = match self.joined.get(&id) {
+            Some(known) => known.clone(),
+            None => self.infos[..self.config.nodes as usize].to_vec(),
+        };
+        let mut ec = EngineConfig::new(id, members);
+        ec.join = self.joined.contains_key(&id);
         ec.seed = self.config.seed.wrapping_mul(31).wrapping_add(id);
         ec.tick_interval_ms = self.config.tick_interval_ms;
         ec.election_ticks = 10;
@@ -483,6 +495,29 @@ impl Cluster {
 
     /// Creates a topic through the metadata leader and waits until every
     /// partition has a leader. Returns the partition ids.
+    /// Starts a new, empty node that joins the cluster (it waits to be
+    /// added with `Command::Membership`). Returns its identity.
+    pub fn add_node(&mut self) -> NodeInfo {
+        let id = self.infos.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        let info = NodeInfo {
+            id,
+            client_addr: format!("node{id}:9092"),
+            peer_addr: format!("node{id}:9093"),
+        };
+        self.infos.push(info.clone());
+        self.joined.insert(id, self.infos.clone());
+        self.nodes.insert(
+            id,
+            SimNode {
+                engine: None,
+                disk: DurableState::default(),
+                unsynced: VecDeque::new(),
+            },
+        );
+        self.start(id);
+        info
+    }
+
     /// Runs until some node leads `partition` and accepts produces (its
     /// metadata confirmed fresh); returns it.
     pub fn serving(&mut self, partition: &PartitionId, max_ms: u64) -> Option<NodeId> {
@@ -607,6 +642,9 @@ impl Cluster {
                 Output::Event(_) if !self.config.checks => {}
                 Output::Event(ev) => {
                     self.checker.trace(id, &format_args!("{ev:?}").to_string());
+                    if ev == Event::RemovedFromCluster {
+                        self.removed.insert(id);
+                    }
                     self.checker.on_event(id, &ev);
                 }
             }
