@@ -99,7 +99,7 @@ impl EngineConfig {
         if self.node_id == 0 {
             return bad("node_id", "must be at least 1 (0 means no node)".into());
         }
-        if self.initial_cluster.is_empty() {
+        if self.initial_cluster.is_empty() && !self.join {
             return bad("initial_cluster", "must list at least one node".into());
         }
         let mut ids = std::collections::BTreeSet::new();

@@ -1106,22 +1106,25 @@ impl<S: StateMachine> Engine<S> {
                 // The learner must start from a snapshot that lists it (the
                 // configuration is in snapshots, not in the log): take one
                 // once its addition has applied, unless one already does.
-                let cs = g.raw.store().latest_snapshot().get_metadata().get_conf_state();
+                let cs = g
+                    .raw
+                    .store()
+                    .latest_snapshot()
+                    .get_metadata()
+                    .get_conf_state();
                 if !cs.learners.contains(&id) && !cs.voters.contains(&id) {
                     g.force_compact(&mut self.sink);
                     self.dirty.insert(METADATA_GROUP);
                 }
                 return;
             }
-            Step::AddLearner(id) => {
-                g.raw.propose_conf_change(
-                    vec![],
-                    cc(
-                        vec![single(ConfChangeType::AddLearnerNode, id)],
-                        ConfChangeTransition::Auto,
-                    ),
-                )
-            }
+            Step::AddLearner(id) => g.raw.propose_conf_change(
+                vec![],
+                cc(
+                    vec![single(ConfChangeType::AddLearnerNode, id)],
+                    ConfChangeTransition::Auto,
+                ),
+            ),
             Step::EnterJoint { promote, remove } => {
                 let mut changes = Vec::new();
                 if let Some(id) = promote {
@@ -1164,7 +1167,12 @@ fn conf_view(raw: &RawNode<GroupStorage>) -> crate::membership::ConfView {
     let cs = raw.store().conf_state();
     crate::membership::ConfView {
         voters: cs.voters.iter().copied().collect(),
-        learners: cs.learners.iter().chain(cs.learners_next.iter()).copied().collect(),
+        learners: cs
+            .learners
+            .iter()
+            .chain(cs.learners_next.iter())
+            .copied()
+            .collect(),
         outgoing: cs.voters_outgoing.iter().copied().collect(),
     }
 }

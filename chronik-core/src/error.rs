@@ -102,7 +102,11 @@ pub enum Error {
     /// The change would leave too few live voters for a quorum (during the
     /// joint configuration or after it).
     #[error("changing node {node} is unsafe: {alive} live voters where {needed} are needed for a quorum")]
-    QuorumAtRisk { node: NodeId, alive: u32, needed: u32 },
+    QuorumAtRisk {
+        node: NodeId,
+        alive: u32,
+        needed: u32,
+    },
     /// One membership change at a time: wait for this one to finish.
     #[error("a membership change is in progress: {change}")]
     ChangeInProgress { change: String },

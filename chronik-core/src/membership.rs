@@ -61,7 +61,9 @@ impl ConfView {
     }
 
     pub fn contains(&self, node: NodeId) -> bool {
-        self.voters.contains(&node) || self.learners.contains(&node) || self.outgoing.contains(&node)
+        self.voters.contains(&node)
+            || self.learners.contains(&node)
+            || self.outgoing.contains(&node)
     }
 }
 
@@ -153,7 +155,8 @@ pub fn validate(
                 // A learner (a join that never finished) leaves at once.
                 return Ok(());
             }
-            let remaining: BTreeSet<NodeId> = conf.voters.iter().copied().filter(|v| v != id).collect();
+            let remaining: BTreeSet<NodeId> =
+                conf.voters.iter().copied().filter(|v| v != id).collect();
             if remaining.is_empty() {
                 return Err(Error::QuorumAtRisk {
                     node: *id,
@@ -185,7 +188,10 @@ pub enum Step {
     /// Wait: the learner is still catching up.
     AwaitCatchUp(NodeId),
     /// Enter the joint configuration that promotes or removes the node.
-    EnterJoint { promote: Option<NodeId>, remove: Option<NodeId> },
+    EnterJoint {
+        promote: Option<NodeId>,
+        remove: Option<NodeId>,
+    },
     /// Remove a node that is only a learner (no joint step needed).
     RemoveLearner(NodeId),
     /// Leave the joint configuration (committed joint entry seen).
@@ -291,7 +297,10 @@ mod tests {
         assert_eq!(ok(node(2)), Err(Error::NodeExists { node: 2 }));
         let mut dup_addr = node(4);
         dup_addr.peer_addr = node(1).client_addr;
-        assert!(matches!(ok(dup_addr), Err(Error::AddressInUse { node: 1, .. })));
+        assert!(matches!(
+            ok(dup_addr),
+            Err(Error::AddressInUse { node: 1, .. })
+        ));
         let mut bad = node(4);
         bad.peer_addr = String::new();
         assert!(matches!(ok(bad), Err(Error::InvalidRequest { .. })));
@@ -305,10 +314,17 @@ mod tests {
     fn removes_keep_a_live_quorum() {
         let md = metadata(3);
         let c = conf(&[1, 2, 3]);
-        let rm = |id, alive: &[NodeId]| validate(&MembershipChange::Remove(id), &md, &c, &set(alive));
+        let rm =
+            |id, alive: &[NodeId]| validate(&MembershipChange::Remove(id), &md, &c, &set(alive));
         assert!(rm(3, &[1, 2, 3]).is_ok());
-        assert!(rm(3, &[1, 2]).is_ok(), "removing the dead node keeps 2 of 2");
-        assert!(matches!(rm(1, &[1, 2]), Err(Error::QuorumAtRisk { .. })), "2 and 3 left, 3 dead");
+        assert!(
+            rm(3, &[1, 2]).is_ok(),
+            "removing the dead node keeps 2 of 2"
+        );
+        assert!(
+            matches!(rm(1, &[1, 2]), Err(Error::QuorumAtRisk { .. })),
+            "2 and 3 left, 3 dead"
+        );
         assert_eq!(rm(9, &[1, 2, 3]), Err(Error::UnknownNode { node: 9 }));
         let one = metadata(1);
         assert!(matches!(
@@ -327,11 +343,21 @@ mod tests {
             },
         )
         .expect("begin");
-        let r = validate(&MembershipChange::Add(node(5)), &md, &conf(&[1, 2, 3]), &set(&[1, 2, 3]));
+        let r = validate(
+            &MembershipChange::Add(node(5)),
+            &md,
+            &conf(&[1, 2, 3]),
+            &set(&[1, 2, 3]),
+        );
         assert!(matches!(r, Err(Error::ChangeInProgress { .. })));
         let mut joint = conf(&[1, 2, 3]);
         joint.outgoing = set(&[1, 2]);
-        let r = validate(&MembershipChange::Remove(3), &metadata(3), &joint, &set(&[1, 2, 3]));
+        let r = validate(
+            &MembershipChange::Remove(3),
+            &metadata(3),
+            &joint,
+            &set(&[1, 2, 3]),
+        );
         assert!(matches!(r, Err(Error::ChangeInProgress { .. })));
     }
 
@@ -350,21 +376,41 @@ mod tests {
         )
         .expect("create");
         let host = md.partitions().next().expect("one").1.replicas[0];
-        let r = validate(&MembershipChange::Remove(host), &md, &conf(&[1, 2, 3]), &set(&[1, 2, 3]));
-        assert_eq!(r, Err(Error::NodeHostsReplicas { node: host, partitions: 1 }));
+        let r = validate(
+            &MembershipChange::Remove(host),
+            &md,
+            &conf(&[1, 2, 3]),
+            &set(&[1, 2, 3]),
+        );
+        assert_eq!(
+            r,
+            Err(Error::NodeHostsReplicas {
+                node: host,
+                partitions: 1
+            })
+        );
     }
 
     #[test]
     fn steps_walk_through_joint_consensus_and_resume_anywhere() {
         let add = MembershipChange::Add(node(4));
         let c = conf(&[1, 2, 3]);
-        assert_eq!(next_step(&add, &c, 1, false, None), Some(Step::AddLearner(4)));
+        assert_eq!(
+            next_step(&add, &c, 1, false, None),
+            Some(Step::AddLearner(4))
+        );
         let mut learner = c.clone();
         learner.learners.insert(4);
-        assert_eq!(next_step(&add, &learner, 1, false, None), Some(Step::AwaitCatchUp(4)));
+        assert_eq!(
+            next_step(&add, &learner, 1, false, None),
+            Some(Step::AwaitCatchUp(4))
+        );
         assert_eq!(
             next_step(&add, &learner, 1, true, None),
-            Some(Step::EnterJoint { promote: Some(4), remove: None })
+            Some(Step::EnterJoint {
+                promote: Some(4),
+                remove: None
+            })
         );
         // A crash in the joint configuration: the next leader leaves it.
         let joint = ConfView {
@@ -372,8 +418,14 @@ mod tests {
             learners: BTreeSet::new(),
             outgoing: set(&[1, 2, 3]),
         };
-        assert_eq!(next_step(&add, &joint, 2, false, None), Some(Step::LeaveJoint));
-        assert_eq!(next_step(&add, &conf(&[1, 2, 3, 4]), 2, false, None), Some(Step::Finish));
+        assert_eq!(
+            next_step(&add, &joint, 2, false, None),
+            Some(Step::LeaveJoint)
+        );
+        assert_eq!(
+            next_step(&add, &conf(&[1, 2, 3, 4]), 2, false, None),
+            Some(Step::Finish)
+        );
 
         let rm = MembershipChange::Remove(1);
         assert_eq!(
@@ -383,17 +435,30 @@ mod tests {
         );
         assert_eq!(
             next_step(&rm, &c, 2, false, None),
-            Some(Step::EnterJoint { promote: None, remove: Some(1) })
+            Some(Step::EnterJoint {
+                promote: None,
+                remove: Some(1)
+            })
         );
-        assert_eq!(next_step(&rm, &conf(&[2, 3]), 2, false, None), Some(Step::Finish));
+        assert_eq!(
+            next_step(&rm, &conf(&[2, 3]), 2, false, None),
+            Some(Step::Finish)
+        );
         let mut l = conf(&[2, 3]);
         l.learners.insert(1);
-        assert_eq!(next_step(&rm, &l, 2, false, None), Some(Step::RemoveLearner(1)));
+        assert_eq!(
+            next_step(&rm, &l, 2, false, None),
+            Some(Step::RemoveLearner(1))
+        );
     }
 
     /// The naive reference: a removal is safe iff a majority of the old
     /// voters and a majority of the new voters are alive.
-    fn reference_remove_ok(voters: &BTreeSet<NodeId>, alive: &BTreeSet<NodeId>, id: NodeId) -> bool {
+    fn reference_remove_ok(
+        voters: &BTreeSet<NodeId>,
+        alive: &BTreeSet<NodeId>,
+        id: NodeId,
+    ) -> bool {
         let new: BTreeSet<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
         let live = |s: &BTreeSet<NodeId>| s.iter().filter(|v| alive.contains(v)).count();
         voters.contains(&id)

@@ -255,6 +255,11 @@ impl MetadataState {
         self.membership.as_ref()
     }
 
+    /// Every removed node id.
+    pub fn removed_nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.removed.iter().copied()
+    }
+
     /// Whether `node` was removed from the cluster.
     pub fn was_removed(&self, node: NodeId) -> bool {
         self.removed.contains(&node)

@@ -25,10 +25,6 @@ fn ask(c: &mut Cluster, change: MembershipChange) -> Result<MetadataResponse, Er
     }
 }
 
-fn voters(c: &Cluster, n: NodeId) -> BTreeSet<NodeId> {
-    c.engine(n).expect("up").membership_view().voters
-}
-
 /// Runs until every listed node has no change in flight and the same
 /// voters, `want`.
 fn settled(c: &mut Cluster, nodes: &[NodeId], want: &[NodeId]) -> bool {
@@ -48,7 +44,11 @@ fn produce_ok(c: &mut Cluster, p: &chronik_core::PartitionId, v: &str) {
     let leader = c.serving(p, 10_000).expect("partition leader");
     let rid = c.produce(leader, p, vec![Bytes::from(v.to_string())]);
     assert!(c.run_until(10_000, |c| c.replies.contains_key(&rid)));
-    assert!(matches!(c.replies[&rid], Ok(Response::Applied(_))), "{:?}", c.replies[&rid]);
+    assert!(
+        matches!(c.replies[&rid], Ok(Response::Applied(_))),
+        "{:?}",
+        c.replies[&rid]
+    );
 }
 
 #[test]
@@ -58,9 +58,17 @@ fn a_node_joins_as_learner_then_voter_and_leaves_again() {
     produce_ok(&mut c, &parts[0], "before");
     let four = c.add_node();
     let r = ask(&mut c, MembershipChange::Add(four.clone())).expect("accepted");
-    assert_eq!(r, MetadataResponse::MembershipChangeStarted { change: MembershipChange::Add(four.clone()) });
+    assert_eq!(
+        r,
+        MetadataResponse::MembershipChangeStarted {
+            change: MembershipChange::Add(four.clone())
+        }
+    );
     produce_ok(&mut c, &parts[0], "during");
-    assert!(settled(&mut c, &[1, 2, 3, 4], &[1, 2, 3, 4]), "node 4 became a voter everywhere");
+    assert!(
+        settled(&mut c, &[1, 2, 3, 4], &[1, 2, 3, 4]),
+        "node 4 became a voter everywhere"
+    );
     // It learned everything through the snapshot and the log.
     let md = c.engine(4).expect("up").metadata().clone();
     assert_eq!(md.nodes().count(), 4);
@@ -70,7 +78,10 @@ fn a_node_joins_as_learner_then_voter_and_leaves_again() {
     // And back: node 4 hosts no replicas, so it can leave.
     ask(&mut c, MembershipChange::Remove(4)).expect("accepted");
     assert!(settled(&mut c, &[1, 2, 3], &[1, 2, 3]));
-    assert!(c.run_until(5_000, |c| c.removed.contains(&4)), "node 4 learns it was removed");
+    assert!(
+        c.run_until(5_000, |c| c.removed.contains(&4)),
+        "node 4 learns it was removed"
+    );
     let md = c.engine(1).expect("up").metadata().clone();
     assert!(md.node(4).is_none() && md.was_removed(4));
     c.crash(4);
@@ -96,7 +107,10 @@ fn a_change_interrupted_by_a_leader_crash_is_finished_by_the_next_leader() {
         });
         c.crash(leader);
         let rest: Vec<NodeId> = [1, 2, 3, 4].into_iter().filter(|n| *n != leader).collect();
-        assert!(settled(&mut c, &rest, &[1, 2, 3, 4]), "seed {seed}: the change finished");
+        assert!(
+            settled(&mut c, &rest, &[1, 2, 3, 4]),
+            "seed {seed}: the change finished"
+        );
         c.restart(leader);
         assert!(settled(&mut c, &[1, 2, 3, 4], &[1, 2, 3, 4]), "seed {seed}");
         c.checker.assert_ok();
@@ -133,14 +147,26 @@ fn unsafe_or_malformed_changes_are_refused_and_change_nothing() {
         peer_addr: format!("node{id}:{}", port + 1),
     };
     let before = c.engine(1).expect("up").metadata().clone();
-    assert_eq!(ask(&mut c, MembershipChange::Add(info(2, 7000))), Err(Error::NodeExists { node: 2 }));
+    assert_eq!(
+        ask(&mut c, MembershipChange::Add(info(2, 7000))),
+        Err(Error::NodeExists { node: 2 })
+    );
     let mut dup = info(9, 7000);
     dup.peer_addr = "node1:9093".into();
-    assert!(matches!(ask(&mut c, MembershipChange::Add(dup)), Err(Error::AddressInUse { node: 1, .. })));
+    assert!(matches!(
+        ask(&mut c, MembershipChange::Add(dup)),
+        Err(Error::AddressInUse { node: 1, .. })
+    ));
     let mut bad = info(9, 7000);
     bad.client_addr = "no-port".into();
-    assert!(matches!(ask(&mut c, MembershipChange::Add(bad)), Err(Error::InvalidRequest { .. })));
-    assert_eq!(ask(&mut c, MembershipChange::Remove(7)), Err(Error::UnknownNode { node: 7 }));
+    assert!(matches!(
+        ask(&mut c, MembershipChange::Add(bad)),
+        Err(Error::InvalidRequest { .. })
+    ));
+    assert_eq!(
+        ask(&mut c, MembershipChange::Remove(7)),
+        Err(Error::UnknownNode { node: 7 })
+    );
     assert!(matches!(
         ask(&mut c, MembershipChange::Remove(host)),
         Err(Error::NodeHostsReplicas { partitions: 1, .. })
@@ -153,7 +179,10 @@ fn unsafe_or_malformed_changes_are_refused_and_change_nothing() {
             change: MembershipChange::Remove(3),
         }),
     );
-    assert!(matches!(c.replies.get(&rid), Some(Err(Error::InvalidRequest { .. }))));
+    assert!(matches!(
+        c.replies.get(&rid),
+        Some(Err(Error::InvalidRequest { .. }))
+    ));
     c.run_for(200);
     let after = c.engine(1).expect("up").metadata().clone();
     assert_eq!(after.nodes().count(), before.nodes().count());

@@ -45,6 +45,10 @@ pub struct NodeConfig {
     pub read_timeout_ms: u64,
     /// Lease-based leader reads (see `EngineConfig::lease_reads`). Off.
     pub lease_reads: bool,
+    /// Client address of a member of an existing cluster: a node starting
+    /// with an empty data dir asks it to add this node, then waits to be
+    /// caught up. Ignored once the node has state.
+    pub join: Option<String>,
 }
 
 impl NodeConfig {
@@ -79,6 +83,7 @@ impl NodeConfig {
             isr_max_lag_ms: 10_000,
             read_timeout_ms: 5_000,
             lease_reads: false,
+            join: None,
         }
     }
 
@@ -96,6 +101,16 @@ impl NodeConfig {
         e.isr_max_lag_ms = self.isr_max_lag_ms;
         e.read_timeout_ms = self.read_timeout_ms;
         e.lease_reads = self.lease_reads;
+        e.join = self.join.is_some();
         e
+    }
+
+    /// How this node is known to others: its listen addresses.
+    pub fn node_info(&self) -> NodeInfo {
+        NodeInfo {
+            id: self.node_id,
+            peer_addr: self.peer_listen.to_string(),
+            client_addr: self.client_listen.to_string(),
+        }
     }
 }

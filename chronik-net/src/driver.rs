@@ -22,6 +22,11 @@ pub(crate) enum DriverMsg {
         from: NodeId,
         messages: Vec<GroupMessage>,
     },
+    /// A peer refused our messages because its metadata says this node was
+    /// removed from the cluster.
+    RemovedByPeer {
+        by: NodeId,
+    },
     Command {
         command: Command<DiskLog>,
         reply: oneshot::Sender<Result<Response<DiskLog>, Error>>,
@@ -59,6 +64,8 @@ pub struct Inspection {
     pub metadata: MetadataState,
     /// Per-replica lag of the partitions this node leads.
     pub lags: BTreeMap<GroupId, Vec<chronik_core::ReplicaLag>>,
+    /// The metadata group's applied configuration.
+    pub membership: chronik_core::membership::ConfView,
 }
 
 impl Inspection {
@@ -150,10 +157,17 @@ pub(crate) struct Driver {
     self_tx: mpsc::Sender<DriverMsg>,
     segment_fetch: crate::transport::SegmentFetch,
     observer: Option<Arc<dyn crate::EngineObserver>>,
+    /// Set when the node must stop (removed from the cluster).
+    stop_reason: Option<String>,
+    /// Removed node ids, shared with the peer service so it can tell such
+    /// a node why its messages are refused.
+    removed: Arc<parking_lot::RwLock<std::collections::BTreeSet<NodeId>>>,
+    removed_seen_at: u64,
 }
 
 /// What a driver is wired to besides its engine and WAL.
 pub(crate) struct DriverLinks<'a> {
+    pub removed: Arc<parking_lot::RwLock<std::collections::BTreeSet<NodeId>>>,
     pub initial_cluster: &'a [NodeInfo],
     pub peer_queue_max: usize,
     pub self_tx: mpsc::Sender<DriverMsg>,
@@ -169,6 +183,7 @@ impl Driver {
         links: DriverLinks<'_>,
     ) -> Self {
         let DriverLinks {
+            removed,
             initial_cluster,
             peer_queue_max,
             self_tx,
@@ -198,6 +213,9 @@ impl Driver {
             self_tx,
             segment_fetch,
             observer,
+            stop_reason: None,
+            removed,
+            removed_seen_at: 0,
         }
     }
 
@@ -269,6 +287,10 @@ impl Driver {
                 }
             }
             self.drain().await;
+            if let Some(why) = self.stop_reason.take() {
+                tracing::error!("{why}");
+                return Err(why);
+            }
         }
     }
 
@@ -356,6 +378,12 @@ impl Driver {
                     ),
                 }
             }
+            DriverMsg::RemovedByPeer { by } => {
+                self.stop_reason = Some(format!(
+                    "node {} was removed from the cluster (node {by} says so); it stops serving. Its data dir cannot rejoin: start a new node with a new id and an empty data dir.",
+                    self.engine.node_id()
+                ));
+            }
             DriverMsg::Inspect { reply } => {
                 let groups = self.engine.status();
                 let lags = groups
@@ -367,12 +395,22 @@ impl Driver {
                     groups,
                     metadata: self.engine.metadata().clone(),
                     lags,
+                    membership: self.engine.membership_view(),
                 });
             }
         }
     }
 
     async fn drain(&mut self) {
+        let applied = self.engine.metadata().applied_index();
+        if applied != self.removed_seen_at {
+            self.removed_seen_at = applied;
+            let md = self.engine.metadata();
+            let now: std::collections::BTreeSet<NodeId> = md.removed_nodes().collect();
+            if *self.removed.read() != now {
+                *self.removed.write() = now;
+            }
+        }
         let mut status_changed = false;
         while let Some(out) = self.engine.poll_output() {
             match out {
@@ -456,6 +494,13 @@ impl Driver {
                 tracing::debug!(%partition, ?isr, %reason, "applied ISR change");
                 false
             }
+            Event::RemovedFromCluster => {
+                self.stop_reason = Some(format!(
+                    "node {} was removed from the cluster (its metadata configuration no longer lists it); it stops serving. Its data dir cannot rejoin: start a new node with a new id and an empty data dir.",
+                    self.engine.node_id()
+                ));
+                false
+            }
             Event::EntryApplied { .. } | Event::ProduceAcked { .. } => false,
         }
     }
@@ -495,6 +540,7 @@ impl Driver {
                 to,
                 addr,
                 rx,
+                self.self_tx.clone(),
             ));
             self.peers.insert(to, tx);
         }

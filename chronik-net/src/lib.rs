@@ -31,6 +31,7 @@ pub mod config;
 mod convert;
 pub mod disk;
 mod driver;
+mod join;
 pub mod metrics;
 pub mod node;
 pub mod observer;

@@ -43,6 +43,8 @@ pub enum NodeError {
     Refused(chronik_core::Error),
     #[error("node stopped: {0}")]
     Stopped(String),
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
 }
 
 /// A running node.
@@ -79,16 +81,31 @@ impl Node {
     /// (applied entries included) to `observer`: for checkers outside the
     /// node, such as the simulator's.
     pub async fn start_observed(
-        config: NodeConfig,
+        mut config: NodeConfig,
         disk: Arc<dyn Disk>,
         observer: Option<Arc<dyn crate::EngineObserver>>,
     ) -> Result<NodeHandle, NodeError> {
-        let mut engine_config = config.engine_config();
-        engine_config.emit_apply_events |= observer.is_some();
-        engine_config.validate()?;
+        config.engine_config().validate()?;
         check_node_id(disk.as_ref(), &config)?;
         let wal_cfg = WalConfig::new(config.data_dir.join("wal"));
         let (wal, durable, report) = Wal::open(disk.clone(), wal_cfg)?;
+        if let Some(addr) = config.join.clone() {
+            if !durable.groups.contains_key(&chronik_core::METADATA_GROUP) {
+                // A new node: ask the cluster to add it, and learn who the
+                // members are (whose messages to accept).
+                config.initial_cluster =
+                    crate::join::join_cluster(&addr, &config.node_info()).await?;
+                tracing::info!(
+                    node = config.node_id,
+                    via = %addr,
+                    members = config.initial_cluster.len(),
+                    "asked to join the cluster; waiting to be caught up"
+                );
+            }
+        }
+        let mut engine_config = config.engine_config();
+        engine_config.emit_apply_events |= observer.is_some();
+        engine_config.validate()?;
         tracing::info!(
             node = config.node_id,
             segments = report.segments,
@@ -126,11 +143,13 @@ impl Node {
         let (tx, rx) = mpsc::channel(DRIVER_QUEUE_MAX);
         let handle = DriverHandle { tx };
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let removed = Arc::new(parking_lot::RwLock::new(std::collections::BTreeSet::new()));
         let driver = Driver::new(
             engine,
             wal,
             metrics.clone(),
             DriverLinks {
+                removed: removed.clone(),
                 initial_cluster: &config.initial_cluster,
                 peer_queue_max: config.peer_queue_max,
                 self_tx: handle.tx.clone(),
@@ -143,6 +162,7 @@ impl Node {
         let mut servers = Vec::new();
         let peer = RaftService {
             me: config.node_id,
+            removed,
             driver: handle.clone(),
             segments: segment_fetch,
             shutdown: shutdown_rx.clone(),

@@ -5,6 +5,7 @@ use crate::convert;
 use crate::driver::{DriverHandle, Inspection};
 use crate::partition_store::DiskLog;
 use crate::proto;
+use chronik_core::membership::MembershipChange;
 use chronik_core::{
     Command, MetadataCommand, MetadataResponse, PartitionId, ReadConsistency, RecordCommand,
     RecordQuery, Response, Role, METADATA_GROUP,
@@ -268,6 +269,100 @@ impl proto::admin_server::Admin for Services {
         }))
     }
 
+    async fn add_node(
+        &self,
+        request: Request<proto::AddNodeRequest>,
+    ) -> Result<GrpcResponse<proto::MembershipResponse>, Status> {
+        let r = request.into_inner();
+        let node = chronik_core::NodeInfo {
+            id: r.id,
+            peer_addr: r.peer_addr,
+            client_addr: r.client_addr,
+        };
+        let change = MembershipChange::Add(node.clone());
+        let result = self
+            .run(Command::Membership(change.clone()), self.request_timeout)
+            .await;
+        let ins = self.inspect().await?;
+        let error = match result {
+            Ok(_) => None,
+            // Asking again for a node that is already registered with the
+            // same addresses (a joining node restarting, or one pre-added
+            // with the CLI) is not an error.
+            Err(e)
+                if e.code == "NODE_ALREADY_EXISTS" && ins.metadata.node(node.id) == Some(&node) =>
+            {
+                None
+            }
+            Err(e) => Some(e),
+        };
+        Ok(GrpcResponse::new(membership_response(&ins, &change, error)))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<proto::RemoveNodeRequest>,
+    ) -> Result<GrpcResponse<proto::MembershipResponse>, Status> {
+        let id = request.into_inner().id;
+        let change = MembershipChange::Remove(id);
+        let result = self
+            .run(Command::Membership(change.clone()), self.request_timeout)
+            .await;
+        let ins = self.inspect().await?;
+        Ok(GrpcResponse::new(membership_response(
+            &ins,
+            &change,
+            result.err(),
+        )))
+    }
+
+    async fn list_nodes(
+        &self,
+        _request: Request<proto::ListNodesRequest>,
+    ) -> Result<GrpcResponse<proto::ListNodesResponse>, Status> {
+        let ins = self.inspect().await?;
+        let md = &ins.metadata;
+        let view = &ins.membership;
+        let in_flight = md.membership_in_flight();
+        let nodes = md
+            .nodes()
+            .map(|n| {
+                let role = match (
+                    view.voters.contains(&n.id),
+                    view.outgoing.contains(&n.id),
+                    view.learners.contains(&n.id),
+                ) {
+                    (true, false, _) if view.is_joint() => "voter (joining)",
+                    (true, _, _) => "voter",
+                    (false, true, _) => "voter (leaving)",
+                    (false, false, true) => "learner",
+                    (false, false, false) if in_flight.is_some_and(|c| c.node() == n.id) => {
+                        "registered (joining)"
+                    }
+                    (false, false, false) => "not in configuration",
+                };
+                proto::NodeMember {
+                    id: n.id,
+                    peer_addr: n.peer_addr.clone(),
+                    client_addr: n.client_addr.clone(),
+                    role: role.into(),
+                    replicas: md
+                        .partitions()
+                        .filter(|(_, p)| p.replicas.contains(&n.id))
+                        .count() as u32,
+                }
+            })
+            .collect();
+        Ok(GrpcResponse::new(proto::ListNodesResponse {
+            error: None,
+            answered_by: ins.node_id,
+            metadata_leader: ins.leader_of(METADATA_GROUP).unwrap_or(0),
+            nodes,
+            change_in_flight: in_flight.map(|c| c.to_string()).unwrap_or_default(),
+            joint: view.is_joint(),
+        }))
+    }
+
     async fn isr_status(
         &self,
         request: Request<proto::IsrStatusRequest>,
@@ -319,6 +414,23 @@ impl proto::admin_server::Admin for Services {
             isr_shrinks,
             isr_expands,
         }))
+    }
+}
+
+fn membership_response(
+    ins: &Inspection,
+    change: &MembershipChange,
+    error: Option<proto::Error>,
+) -> proto::MembershipResponse {
+    proto::MembershipResponse {
+        change: if error.is_none() {
+            change.to_string()
+        } else {
+            String::new()
+        },
+        error,
+        nodes: ins.metadata.nodes().map(convert::node).collect(),
+        answered_by: ins.node_id,
     }
 }
 

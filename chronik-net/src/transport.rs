@@ -45,6 +45,7 @@ pub(crate) async fn peer_sender(
     to: NodeId,
     addr: String,
     mut rx: mpsc::Receiver<Vec<GroupMessage>>,
+    driver: mpsc::Sender<crate::driver::DriverMsg>,
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -76,6 +77,14 @@ pub(crate) async fn peer_sender(
                 biased;
                 res = &mut call => {
                     if let Err(e) = res {
+                        if e.code() == tonic::Code::PermissionDenied
+                            && e.message().starts_with(REMOVED_MARKER)
+                        {
+                            let _ = driver
+                                .send(crate::driver::DriverMsg::RemovedByPeer { by: to })
+                                .await;
+                            return;
+                        }
                         tracing::debug!(to, "peer stream ended: {e}");
                     }
                     break;
@@ -103,9 +112,14 @@ pub(crate) async fn peer_sender(
     }
 }
 
+/// Starts the status message a peer gets when it was removed.
+const REMOVED_MARKER: &str = "removed from the cluster:";
+
 /// The receiving side: decodes batches and hands them to the driver.
 pub(crate) struct RaftService {
     pub me: NodeId,
+    /// Removed node ids, kept current by the driver.
+    pub removed: std::sync::Arc<parking_lot::RwLock<std::collections::BTreeSet<NodeId>>>,
     pub driver: DriverHandle,
     pub segments: SegmentFetch,
     /// Ends open streams on shutdown: graceful server shutdown waits for
@@ -128,6 +142,12 @@ impl proto::raft_server::Raft for RaftService {
                 m = stream.message() => m?,
             };
             let Some(batch) = batch else { break };
+            if self.removed.read().contains(&batch.from) {
+                return Err(tonic::Status::permission_denied(format!(
+                    "{REMOVED_MARKER} node {} was removed from the cluster",
+                    batch.from
+                )));
+            }
             if batch.to != self.me {
                 tracing::warn!(
                     from = batch.from,

@@ -429,3 +429,174 @@ async fn follower_reads_and_min_insync_replicas_on_real_nodes() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Asks `addr`, then whoever it names as the metadata leader.
+async fn admin_call<F, Fut>(addr: &str, call: F) -> chronik_net::proto::MembershipResponse
+where
+    F: Fn(chronik_net::proto::admin_client::AdminClient<tonic::transport::Channel>) -> Fut,
+    Fut: std::future::Future<
+        Output = Result<tonic::Response<chronik_net::proto::MembershipResponse>, tonic::Status>,
+    >,
+{
+    let mut target = addr.to_string();
+    for _ in 0..100 {
+        let c = chronik_net::proto::admin_client::AdminClient::connect(format!("http://{target}"))
+            .await
+            .unwrap();
+        let r = call(c).await.unwrap().into_inner();
+        match &r.error {
+            None => return r,
+            Some(e) if e.code == "NOT_LEADER" && e.leader_hint != 0 => {
+                target = r
+                    .nodes
+                    .iter()
+                    .find(|n| n.id == e.leader_hint)
+                    .unwrap()
+                    .client_addr
+                    .clone();
+            }
+            Some(e) if e.retriable || e.code == "NOT_LEADER" => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Some(e) => panic!("membership request refused: {e:?}"),
+        }
+    }
+    panic!("no metadata leader answered");
+}
+
+async fn list_nodes(addr: &str) -> chronik_net::proto::ListNodesResponse {
+    let mut c = chronik_net::proto::admin_client::AdminClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    c.list_nodes(chronik_net::proto::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grow_to_four_nodes_and_shrink_back_under_load() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = tempdir();
+    let spec = spec(3, &dir);
+    let nodes = start_all(&spec).await;
+    let addrs: Vec<String> = spec
+        .configs
+        .iter()
+        .map(|c| c.client_listen.to_string())
+        .collect();
+    let client = Arc::new(Client::new(addrs.clone()));
+    wait_for_nodes(&client, 3).await;
+    client.create_topic("load", 2, 3, 2).await.unwrap();
+
+    // Producers run throughout; every acknowledged record must survive.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut producers = Vec::new();
+    for p in 0..2u32 {
+        let (c, stop) = (client.clone(), stop.clone());
+        producers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let v = Bytes::from(format!("p{p}-{i}"));
+                i += 1;
+                if let Ok(off) = c.produce("load", p, vec![v.clone()]).await {
+                    acked.push((off, v));
+                }
+            }
+            (p, acked)
+        }));
+    }
+
+    // Grow: a fourth node with an empty data dir joins through node 1.
+    let mut four = NodeConfig::new(4, free_addr(), free_addr(), vec![], dir.join("n4"));
+    four.tick_interval_ms = 20;
+    four.join = Some(addrs[0].clone());
+    let mut n4 = Node::start(four.clone()).await.unwrap();
+    let mut joined = false;
+    for _ in 0..300 {
+        let l = list_nodes(&addrs[1]).await;
+        if l.change_in_flight.is_empty()
+            && l.nodes.len() == 4
+            && l.nodes.iter().all(|n| n.role == "voter")
+        {
+            joined = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        joined,
+        "node 4 became a voter: {:?}",
+        list_nodes(&addrs[1]).await
+    );
+    // It serves the metadata it caught up on.
+    let via4 = Client::new(vec![four.client_listen.to_string()]);
+    assert_eq!(via4.metadata().await.unwrap().nodes.len(), 4);
+
+    // Shrink: remove it again (it hosts no replicas).
+    let r = admin_call(&addrs[0], |mut c| async move {
+        c.remove_node(chronik_net::proto::RemoveNodeRequest { id: 4 })
+            .await
+    })
+    .await;
+    assert_eq!(r.change, "remove node 4");
+    let mut gone = false;
+    for _ in 0..300 {
+        let l = list_nodes(&addrs[2]).await;
+        if l.change_in_flight.is_empty() && l.nodes.len() == 3 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "node 4 left: {:?}", list_nodes(&addrs[2]).await);
+    // The removed node stops and says why.
+    let why = tokio::time::timeout(Duration::from_secs(20), n4.stopped())
+        .await
+        .expect("the removed node stops")
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("removed from the cluster"), "{why}");
+    // Adding a removed id again is refused.
+    let mut c =
+        chronik_net::proto::admin_client::AdminClient::connect(format!("http://{}", addrs[0]))
+            .await
+            .unwrap();
+    let again = c
+        .add_node(chronik_net::proto::AddNodeRequest {
+            id: 4,
+            peer_addr: "127.0.0.1:1".into(),
+            client_addr: "127.0.0.1:2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.error.is_some());
+
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for p in producers {
+        let (p, acked) = p.await.unwrap();
+        assert!(
+            acked.len() > 20,
+            "produce kept succeeding during the changes"
+        );
+        let f = client.fetch("load", p, 0, 1 << 26).await.unwrap();
+        let log: std::collections::BTreeMap<u64, Bytes> = f.records.into_iter().collect();
+        for (off, v) in &acked {
+            assert_eq!(
+                log.get(off),
+                Some(v),
+                "acknowledged record at {p}/{off} lost"
+            );
+        }
+        total += acked.len();
+    }
+    assert!(total > 0);
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

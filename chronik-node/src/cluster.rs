@@ -10,6 +10,28 @@ use tonic::transport::Channel;
 
 #[derive(Subcommand)]
 pub enum ClusterCmd {
+    /// Adds a node: it joins as a learner, catches up, then becomes a voter
+    /// through joint consensus. Start it with `run --join` to let it catch up.
+    AddNode {
+        #[arg(long)]
+        id: u64,
+        /// Where peers reach the new node (its peer_listen).
+        #[arg(long)]
+        peer_addr: String,
+        /// Where clients reach the new node (its client_listen).
+        #[arg(long)]
+        client_addr: String,
+    },
+    /// Removes a node through joint consensus; waits until it is out.
+    RemoveNode {
+        #[arg(long)]
+        id: u64,
+        /// Return once the change is accepted instead of waiting for it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Every node with its role in the metadata group's configuration.
+    ListNodes,
     /// Replicas, ISR, leader and per-replica lag of every partition.
     IsrStatus {
         /// Only this topic.
@@ -44,11 +66,226 @@ fn server_err(e: proto::Error) -> ClientError {
 
 pub async fn run(cmd: ClusterCmd, addr: &str, format: OutputFormat) -> Result<(), ClientError> {
     match cmd {
+        ClusterCmd::AddNode {
+            id,
+            peer_addr,
+            client_addr,
+        } => {
+            let req = proto::AddNodeRequest {
+                id,
+                peer_addr,
+                client_addr,
+            };
+            let r = membership(addr, |mut c| {
+                let req = req.clone();
+                async move { c.add_node(req).await }
+            })
+            .await?;
+            print_change(
+                format,
+                &r,
+                "accepted; the node becomes a voter once it runs and has caught up",
+            )
+        }
+        ClusterCmd::RemoveNode { id, no_wait } => {
+            let r = membership(addr, |mut c| async move {
+                c.remove_node(proto::RemoveNodeRequest { id }).await
+            })
+            .await?;
+            if !no_wait {
+                wait_until_gone(addr, id).await?;
+            }
+            print_change(
+                format,
+                &r,
+                if no_wait {
+                    "accepted"
+                } else {
+                    "done: the node is out of the configuration"
+                },
+            )
+        }
+        ClusterCmd::ListNodes => list_nodes(addr, format).await,
         ClusterCmd::IsrStatus {
             topic,
             under_min_isr,
         } => isr_status(addr, topic.unwrap_or_default(), under_min_isr, format).await,
     }
+}
+
+/// Sends a membership request to `addr`, following NOT_LEADER hints to
+/// the metadata leader and retrying a leader that is not ready yet.
+async fn membership<F, Fut>(addr: &str, call: F) -> Result<proto::MembershipResponse, ClientError>
+where
+    F: Fn(AdminClient<Channel>) -> Fut,
+    Fut: std::future::Future<
+        Output = Result<tonic::Response<proto::MembershipResponse>, tonic::Status>,
+    >,
+{
+    let mut target = addr.to_string();
+    for _ in 0..50 {
+        let c = admin(&target).await?;
+        let r = call(c).await.map_err(|s| rpc_err(&target, s))?.into_inner();
+        match &r.error {
+            None => return Ok(r),
+            Some(e) if e.code == "NOT_LEADER" && e.leader_hint != 0 => {
+                match r.nodes.iter().find(|n| n.id == e.leader_hint) {
+                    Some(n) => target = n.client_addr.clone(),
+                    None => return Err(server_err(e.clone())),
+                }
+            }
+            Some(e) if e.code == "LEADER_NOT_READY" || e.code == "NOT_LEADER" => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Some(e) => return Err(server_err(e.clone())),
+        }
+    }
+    Err(ClientError::Server {
+        code: "TIMEOUT".into(),
+        message: "no metadata leader answered".into(),
+    })
+}
+
+async fn wait_until_gone(addr: &str, id: u64) -> Result<(), ClientError> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    while tokio::time::Instant::now() < deadline {
+        let mut c = admin(addr).await?;
+        let l = c
+            .list_nodes(proto::ListNodesRequest {})
+            .await
+            .map_err(|s| rpc_err(addr, s))?
+            .into_inner();
+        if l.change_in_flight.is_empty() && !l.nodes.iter().any(|n| n.id == id) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Err(ClientError::Server {
+        code: "TIMEOUT".into(),
+        message: format!(
+            "node {id} was not out of the configuration within 120 s (see `cluster list-nodes`)"
+        ),
+    })
+}
+
+#[derive(Serialize)]
+struct ChangeReport {
+    change: String,
+    status: String,
+    answered_by: u64,
+    nodes: Vec<u64>,
+}
+
+fn print_change(
+    format: OutputFormat,
+    r: &proto::MembershipResponse,
+    status: &str,
+) -> Result<(), ClientError> {
+    let report = ChangeReport {
+        change: r.change.clone(),
+        status: status.to_string(),
+        answered_by: r.answered_by,
+        nodes: r.nodes.iter().map(|n| n.id).collect(),
+    };
+    print(format, &report, |r| {
+        format!(
+            "{}: {} (answered by node {})",
+            r.change, r.status, r.answered_by
+        )
+    })
+    .map_err(|e| ClientError::Server {
+        code: "OUTPUT".into(),
+        message: e,
+    })
+}
+
+#[derive(Serialize)]
+struct NodesReport {
+    answered_by: u64,
+    metadata_leader: Option<u64>,
+    change_in_flight: Option<String>,
+    joint: bool,
+    nodes: Vec<NodeRow>,
+}
+
+#[derive(Serialize)]
+struct NodeRow {
+    id: u64,
+    peer_addr: String,
+    client_addr: String,
+    role: String,
+    replicas: u32,
+}
+
+async fn list_nodes(addr: &str, format: OutputFormat) -> Result<(), ClientError> {
+    let mut c = admin(addr).await?;
+    let l = c
+        .list_nodes(proto::ListNodesRequest {})
+        .await
+        .map_err(|s| rpc_err(addr, s))?
+        .into_inner();
+    if let Some(e) = l.error {
+        return Err(server_err(e));
+    }
+    let report = NodesReport {
+        answered_by: l.answered_by,
+        metadata_leader: (l.metadata_leader != 0).then_some(l.metadata_leader),
+        change_in_flight: (!l.change_in_flight.is_empty()).then_some(l.change_in_flight),
+        joint: l.joint,
+        nodes: l
+            .nodes
+            .into_iter()
+            .map(|n| NodeRow {
+                id: n.id,
+                peer_addr: n.peer_addr,
+                client_addr: n.client_addr,
+                role: n.role,
+                replicas: n.replicas,
+            })
+            .collect(),
+    };
+    print(format, &report, |r| {
+        let table = Table {
+            header: vec![
+                "ID",
+                "PEER_ADDR",
+                "CLIENT_ADDR",
+                "ROLE",
+                "REPLICAS",
+                "LEADER",
+            ],
+            rows: r
+                .nodes
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.id.to_string(),
+                        n.peer_addr.clone(),
+                        n.client_addr.clone(),
+                        n.role.clone(),
+                        n.replicas.to_string(),
+                        if r.metadata_leader == Some(n.id) {
+                            "*".into()
+                        } else {
+                            String::new()
+                        },
+                    ]
+                })
+                .collect(),
+        };
+        format!(
+            "{}
+
+change in flight: {} (answered by node {})",
+            table.render(),
+            r.change_in_flight.as_deref().unwrap_or("none"),
+            r.answered_by
+        )
+    })
+    .map_err(|e| ClientError::Server {
+        code: "OUTPUT".into(),
+        message: e,
+    })
 }
 
 #[derive(Serialize)]

@@ -31,6 +31,9 @@ pub struct FileConfig {
     pub isr_max_lag_ms: Option<u64>,
     pub read_timeout_ms: Option<u64>,
     pub lease_reads: Option<bool>,
+    /// Client address of any member of an existing cluster to join. A
+    /// joining node needs no `initial_cluster`.
+    pub join: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +69,7 @@ pub struct Overrides {
     pub client_listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
+    pub join: Option<String>,
 }
 
 pub fn load(path: &Path, o: Overrides) -> Result<NodeConfig, ConfigProblem> {
@@ -97,10 +101,17 @@ pub fn build(f: FileConfig, o: Overrides) -> Result<NodeConfig, ConfigProblem> {
         .data_dir
         .or(f.data_dir)
         .ok_or(ConfigProblem::Missing("data_dir", "data-dir"))?;
-    if f.initial_cluster.is_empty() {
+    let join = o.join.or(f.join);
+    if let Some(j) = &join {
+        chronik_core::metadata::validate_addr(j).map_err(|reason| ConfigProblem::Invalid {
+            field: "join",
+            reason,
+        })?;
+    }
+    if f.initial_cluster.is_empty() && join.is_none() {
         return Err(ConfigProblem::Invalid {
             field: "initial_cluster",
-            reason: "list every member of the cluster, this node included".into(),
+            reason: "list every member of the cluster, this node included (or set `join` to join an existing one)".into(),
         });
     }
     let members = f
@@ -113,6 +124,7 @@ pub fn build(f: FileConfig, o: Overrides) -> Result<NodeConfig, ConfigProblem> {
         })
         .collect();
     let mut c = NodeConfig::new(node_id, peer_listen, client_listen, members, data_dir);
+    c.join = join;
     c.metrics_listen = o.metrics_listen.or(f.metrics_listen);
     if let Some(v) = f.tick_interval_ms {
         c.tick_interval_ms = v;

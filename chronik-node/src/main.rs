@@ -48,6 +48,10 @@ enum Cmd {
         data_dir: Option<PathBuf>,
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+        /// Client address of a member of a cluster to join (new nodes only:
+        /// ignored once the data dir has state).
+        #[arg(long)]
+        join: Option<String>,
     },
     /// Runs a local 3-node cluster in this process (the embedded default).
     Dev {
@@ -71,7 +75,7 @@ enum Cmd {
     Produce(tools::ProduceArgs),
     /// Prints records, one per line.
     Consume(tools::ConsumeArgs),
-    /// Operator commands: ISR status (membership and rebalancing to come).
+    /// Operator commands: membership and ISR status.
     Cluster {
         #[command(subcommand)]
         command: cluster::ClusterCmd,
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
                 client_listen,
                 data_dir,
                 metrics_listen,
+                join,
             } => {
                 init_logs(cli.log_format, "info");
                 let overrides = config::Overrides {
@@ -124,6 +129,7 @@ fn main() -> ExitCode {
                     client_listen,
                     data_dir,
                     metrics_listen,
+                    join,
                 };
                 let cfg = match config::load(&config, overrides) {
                     Ok(c) => c,
