@@ -73,8 +73,8 @@ pub struct Engine<S: StateMachine = RecordLog> {
     reconciled_at: u64,
     /// Latest time any input carried.
     now: Time,
-    /// When the metadata leader last took a membership step.
-    membership_acted_at: Option<Time>,
+    /// The membership step the metadata leader last took, and when.
+    membership_acted: Option<(crate::membership::Step, Time)>,
     /// Set once this node applied a configuration without itself.
     removed_reported: bool,
     /// Produces in flight, checked against the ISR again before their
@@ -211,7 +211,7 @@ impl<S: StateMachine> Engine<S> {
             reconciled_at: 0,
             now,
             produce_checks: BTreeMap::new(),
-            membership_acted_at: None,
+            membership_acted: None,
             removed_reported: false,
         };
         engine.dirty.insert(METADATA_GROUP);
@@ -1067,11 +1067,7 @@ impl<S: StateMachine> Engine<S> {
         if !g.is_leader() || !g.raw.raft.commit_to_current_term() {
             return;
         }
-        if g.raw.raft.has_pending_conf()
-            || self
-                .membership_acted_at
-                .is_some_and(|at| now.as_millis() < at.as_millis() + retry_ms)
-        {
+        if g.raw.raft.has_pending_conf() {
             return;
         }
         let conf = conf_view(&g.raw);
@@ -1090,6 +1086,15 @@ impl<S: StateMachine> Engine<S> {
         let Some(step) = next_step(&change, &conf, me, caught_up, best_other) else {
             return;
         };
+        // A new step goes at once; the same one again only after an
+        // election timeout (its proposal may have been lost).
+        if self
+            .membership_acted
+            .as_ref()
+            .is_some_and(|(s, at)| *s == step && now.as_millis() < at.as_millis() + retry_ms)
+        {
+            return;
+        }
         let single = |change_type: ConfChangeType, node_id: NodeId| ConfChangeSingle {
             change_type,
             node_id,
@@ -1101,7 +1106,7 @@ impl<S: StateMachine> Engine<S> {
             ..Default::default()
         };
         tracing::info!(%change, ?step, "membership step");
-        let proposed = match step {
+        let proposed = match step.clone() {
             Step::AwaitCatchUp(id) => {
                 // The learner must start from a snapshot that lists it (the
                 // configuration is in snapshots, not in the log): take one
@@ -1157,7 +1162,7 @@ impl<S: StateMachine> Engine<S> {
         if let Err(e) = proposed {
             tracing::warn!("membership step not proposed: {e}");
         }
-        self.membership_acted_at = Some(now);
+        self.membership_acted = Some((step, now));
         self.dirty.insert(METADATA_GROUP);
     }
 }
