@@ -281,12 +281,26 @@ impl<S: StateMachine> Engine<S> {
             tracing::debug!(from, "refused messages from a removed node");
             return Err(Error::NodeRemoved { node: from });
         }
-        if !self.is_known_node(from) {
+        // A node whose metadata lags a membership change may hear from a
+        // member it does not know yet (a new leader, even): metadata-group
+        // messages are accepted from anyone not removed, partition
+        // messages only from known nodes. Peers are trusted to be members;
+        // the transport must authenticate them (see the architecture doc).
+        let known = self.is_known_node(from);
+        if !known && batch.iter().all(|m| m.group != METADATA_GROUP) {
             tracing::warn!(from, "refused messages from unknown node");
             return Err(Error::UnknownNode { node: from });
         }
         let me = self.config.node_id;
         for GroupMessage { group, message } in batch {
+            if !known && group != METADATA_GROUP {
+                tracing::debug!(
+                    from,
+                    group,
+                    "dropped partition message from an unknown node"
+                );
+                continue;
+            }
             if message.to != me || message.from != from {
                 tracing::warn!(
                     from,

@@ -20,6 +20,8 @@ use tokio::time::Instant;
 pub(crate) enum DriverMsg {
     Peer {
         from: NodeId,
+        /// The sender's peer address, as it says.
+        from_addr: String,
         messages: Vec<GroupMessage>,
     },
     /// A peer refused our messages because its metadata says this node was
@@ -159,6 +161,8 @@ pub(crate) struct Driver {
     observer: Option<Arc<dyn crate::EngineObserver>>,
     /// Set when the node must stop (removed from the cluster).
     stop_reason: Option<String>,
+    /// Where this node listens for peers (sent with every batch).
+    my_peer_addr: String,
     /// Removed node ids, shared with the peer service so it can tell such
     /// a node why its messages are refused.
     removed: Arc<parking_lot::RwLock<std::collections::BTreeSet<NodeId>>>,
@@ -167,6 +171,7 @@ pub(crate) struct Driver {
 
 /// What a driver is wired to besides its engine and WAL.
 pub(crate) struct DriverLinks<'a> {
+    pub my_peer_addr: String,
     pub removed: Arc<parking_lot::RwLock<std::collections::BTreeSet<NodeId>>>,
     pub initial_cluster: &'a [NodeInfo],
     pub peer_queue_max: usize,
@@ -183,6 +188,7 @@ impl Driver {
         links: DriverLinks<'_>,
     ) -> Self {
         let DriverLinks {
+            my_peer_addr,
             removed,
             initial_cluster,
             peer_queue_max,
@@ -214,6 +220,7 @@ impl Driver {
             segment_fetch,
             observer,
             stop_reason: None,
+            my_peer_addr,
             removed,
             removed_seen_at: 0,
         }
@@ -297,7 +304,19 @@ impl Driver {
     fn handle(&mut self, msg: DriverMsg) {
         let now = self.now();
         match msg {
-            DriverMsg::Peer { from, messages } => {
+            DriverMsg::Peer {
+                from,
+                from_addr,
+                messages,
+            } => {
+                if self.peer_addr(from).is_none()
+                    && chronik_core::metadata::validate_addr(&from_addr).is_ok()
+                {
+                    // A member this node has not heard of yet (its metadata
+                    // lags a membership change): learn where to answer.
+                    tracing::info!(from, %from_addr, "learned the address of a new peer");
+                    self.peer_addrs.insert(from, from_addr);
+                }
                 if let Err(e) = self.engine.handle_messages(now, from, messages) {
                     tracing::warn!(from, "refused peer messages: {e}");
                 }
@@ -537,6 +556,7 @@ impl Driver {
             let (tx, rx) = mpsc::channel(self.peer_queue_max);
             tokio::spawn(crate::transport::peer_sender(
                 self.engine.node_id(),
+                self.my_peer_addr.clone(),
                 to,
                 addr,
                 rx,

@@ -1,6 +1,7 @@
 //! Joining an existing cluster: a new node asks a member to add it, follows
-//! NOT_LEADER hints to the metadata leader, and retries what is retriable
-//! (no leader yet, another change in flight) until a deadline.
+//! NOT_LEADER hints to the metadata leader, and retries what may pass later
+//! (no leader yet, another change in flight, too few live voters) until a
+//! deadline.
 
 use crate::node::NodeError;
 use crate::proto::{self, admin_client::AdminClient};
@@ -42,7 +43,10 @@ pub(crate) async fn join_cluster(addr: &str, me: &NodeInfo) -> Result<Vec<NodeIn
                     if e.retriable
                         || matches!(
                             e.code.as_str(),
-                            "NOT_LEADER" | "MEMBERSHIP_CHANGE_IN_PROGRESS" | "TIMEOUT"
+                            "NOT_LEADER"
+                                | "MEMBERSHIP_CHANGE_IN_PROGRESS"
+                                | "TIMEOUT"
+                                | "QUORUM_AT_RISK"
                         ) =>
                 {
                     last = format!("{}: {}", e.code, e.message);

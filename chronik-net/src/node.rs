@@ -149,6 +149,7 @@ impl Node {
             wal,
             metrics.clone(),
             DriverLinks {
+                my_peer_addr: config.peer_listen.to_string(),
                 removed: removed.clone(),
                 initial_cluster: &config.initial_cluster,
                 peer_queue_max: config.peer_queue_max,

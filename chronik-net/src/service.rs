@@ -280,20 +280,22 @@ impl proto::admin_server::Admin for Services {
             client_addr: r.client_addr,
         };
         let change = MembershipChange::Add(node.clone());
+        // Asking again for a node already registered with the same
+        // addresses (a joining node retrying after a lost answer, or one
+        // pre-added with the CLI) succeeds: the change carries on.
+        let before = self.inspect().await?;
+        if before.metadata.node(node.id) == Some(&node) {
+            return Ok(GrpcResponse::new(membership_response(
+                &before, &change, None,
+            )));
+        }
         let result = self
             .run(Command::Membership(change.clone()), self.request_timeout)
             .await;
         let ins = self.inspect().await?;
         let error = match result {
             Ok(_) => None,
-            // Asking again for a node that is already registered with the
-            // same addresses (a joining node restarting, or one pre-added
-            // with the CLI) is not an error.
-            Err(e)
-                if e.code == "NODE_ALREADY_EXISTS" && ins.metadata.node(node.id) == Some(&node) =>
-            {
-                None
-            }
+            Err(_) if ins.metadata.node(node.id) == Some(&node) => None,
             Err(e) => Some(e),
         };
         Ok(GrpcResponse::new(membership_response(&ins, &change, error)))

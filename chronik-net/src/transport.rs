@@ -21,9 +21,10 @@ const STREAM_BUFFER: usize = 64;
 /// How long a stream may stay full before it is replaced.
 const STREAM_STALL_MAX: Duration = Duration::from_millis(1000);
 
-fn encode(me: NodeId, to: NodeId, messages: Vec<GroupMessage>) -> proto::PeerBatch {
+fn encode(me: NodeId, my_addr: &str, to: NodeId, messages: Vec<GroupMessage>) -> proto::PeerBatch {
     proto::PeerBatch {
         from: me,
+        from_addr: my_addr.to_string(),
         to,
         messages: messages
             .into_iter()
@@ -42,6 +43,7 @@ fn encode(me: NodeId, to: NodeId, messages: Vec<GroupMessage>) -> proto::PeerBat
 /// Streams the batches queued for `to` until the queue's sender is dropped.
 pub(crate) async fn peer_sender(
     me: NodeId,
+    my_addr: String,
     to: NodeId,
     addr: String,
     mut rx: mpsc::Receiver<Vec<GroupMessage>>,
@@ -91,7 +93,7 @@ pub(crate) async fn peer_sender(
                 }
                 batch = rx.recv() => {
                     let Some(messages) = batch else { return };
-                    match stx.try_send(encode(me, to, messages)) {
+                    match stx.try_send(encode(me, &my_addr, to, messages)) {
                         Ok(()) => full_since = None,
                         Err(mpsc::error::TrySendError::Closed(_)) => break,
                         Err(mpsc::error::TrySendError::Full(_)) => {
@@ -194,6 +196,7 @@ impl proto::raft_server::Raft for RaftService {
             }
             let msg = DriverMsg::Peer {
                 from: batch.from,
+                from_addr: batch.from_addr,
                 messages,
             };
             if self.driver.tx.send(msg).await.is_err() {

@@ -492,9 +492,10 @@ async fn grow_to_four_nodes_and_shrink_back_under_load() {
 
     // Producers run throughout; every acknowledged record must survive.
     let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut producers = Vec::new();
     for p in 0..2u32 {
-        let (c, stop) = (client.clone(), stop.clone());
+        let (c, stop, acks) = (client.clone(), stop.clone(), acks.clone());
         producers.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             let mut i = 0u64;
@@ -503,11 +504,24 @@ async fn grow_to_four_nodes_and_shrink_back_under_load() {
                 i += 1;
                 if let Ok(off) = c.produce("load", p, vec![v.clone()]).await {
                     acked.push((off, v));
+                    acks.fetch_add(1, Ordering::Relaxed);
                 }
             }
             (p, acked)
         }));
     }
+    // Produces keep being acknowledged (however slow the machine).
+    let progress = |acks: Arc<std::sync::atomic::AtomicU64>| async move {
+        let from = acks.load(Ordering::Relaxed);
+        for _ in 0..300 {
+            if acks.load(Ordering::Relaxed) >= from + 5 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("produce stopped succeeding");
+    };
+    progress(acks.clone()).await;
 
     // Grow: a fourth node with an empty data dir joins through node 1.
     let mut four = NodeConfig::new(4, free_addr(), free_addr(), vec![], dir.join("n4"));
@@ -552,6 +566,7 @@ async fn grow_to_four_nodes_and_shrink_back_under_load() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(gone, "node 4 left: {:?}", list_nodes(&addrs[2]).await);
+    progress(acks.clone()).await;
     // The removed node stops and says why.
     let why = tokio::time::timeout(Duration::from_secs(20), n4.stopped())
         .await
@@ -579,10 +594,6 @@ async fn grow_to_four_nodes_and_shrink_back_under_load() {
     let mut total = 0;
     for p in producers {
         let (p, acked) = p.await.unwrap();
-        assert!(
-            acked.len() > 20,
-            "produce kept succeeding during the changes"
-        );
         let f = client.fetch("load", p, 0, 1 << 26).await.unwrap();
         let log: std::collections::BTreeMap<u64, Bytes> = f.records.into_iter().collect();
         for (off, v) in &acked {

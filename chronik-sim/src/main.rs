@@ -122,6 +122,7 @@ mod runner {
             (0usize, 0u64, 0u64, 0u64, 0u64, 0u64);
         let (mut refused, mut below, mut acks_checked, mut follower_reads) =
             (0u64, 0u64, 0u64, 0u64);
+        let (mut joins, mut leaves_ok, mut leaves_refused) = (0u64, 0u64, 0u64);
         let mut nodes: BTreeMap<u64, u64> = BTreeMap::new();
         let mut failures: Vec<(u64, String)> = Vec::new();
         let mut done = 0usize;
@@ -143,6 +144,9 @@ mod runner {
                     below += r.appended_below_min_isr;
                     acks_checked += r.produce_acks_checked;
                     follower_reads += r.follower_reads;
+                    joins += r.joins;
+                    leaves_ok += r.leaves_accepted;
+                    leaves_refused += r.leaves_refused;
                     *nodes.entry(r.nodes).or_default() += 1;
                     if r.failed() {
                         let file = r.write_history();
@@ -177,6 +181,9 @@ mod runner {
         );
         println!(
             "operations checked: {ops} ({sends} sends and {polls} polls acknowledged, {follower_reads} of them linearizable follower reads); {late} topics created during faults; {elections} leader elections and {applied} applied entries checked node-side"
+        );
+        println!(
+            "membership: {joins} nodes joined during faults, {leaves_ok} removals accepted and {leaves_refused} refused or unanswered; every seed ended with all members agreeing"
         );
         println!(
             "min_insync_replicas: {refused} produces refused before append, {below} failed after append, {acks_checked} acknowledgements checked against the leader's ISR"

@@ -85,6 +85,17 @@ pub enum Fault {
     },
     /// Remove every network fault (partitions, loss, latency).
     Heal,
+    /// Start a new, empty node that joins the cluster through `via`.
+    Join {
+        node: u64,
+        via: u64,
+    },
+    /// Ask (through `via`) to remove a node: the membership change runs
+    /// while the other faults strike.
+    Leave {
+        node: u64,
+        via: u64,
+    },
 }
 
 impl Fault {
@@ -103,6 +114,8 @@ impl Fault {
             Fault::Latency { .. } => "latency",
             Fault::SlowDisk { .. } => "slow-disk",
             Fault::Heal => "heal",
+            Fault::Join { .. } => "join",
+            Fault::Leave { .. } => "leave",
         }
     }
 }
@@ -137,6 +150,8 @@ impl fmt::Display for Fault {
                 max_ms,
             } => write!(f, "fsync of node {node} takes {min_ms}..{max_ms} ms"),
             Fault::Heal => write!(f, "heal the network"),
+            Fault::Join { node, via } => write!(f, "node {node} joins through node {via}"),
+            Fault::Leave { node, via } => write!(f, "remove node {node} (asking node {via})"),
         }
     }
 }
@@ -258,7 +273,29 @@ impl Plan {
             };
             steps.push((delay, fault));
         }
-        let disk_ms = (0..nodes)
+        // Membership: a new node joins during the faults, and is usually
+        // removed again later on.
+        if rng.gen_bool(0.6) {
+            let joiner = nodes + 1;
+            let at = rng.gen_range(0..=steps.len());
+            let join = Fault::Join {
+                node: joiner,
+                via: rng.gen_range(1..=nodes),
+            };
+            steps.insert(at, (Duration::from_millis(rng.gen_range(200..1_000)), join));
+            if rng.gen_bool(0.7) {
+                let later = rng.gen_range(at + 1..=steps.len());
+                let leave = Fault::Leave {
+                    node: joiner,
+                    via: rng.gen_range(1..=nodes),
+                };
+                steps.insert(
+                    later,
+                    (Duration::from_millis(rng.gen_range(500..3_000)), leave),
+                );
+            }
+        }
+        let disk_ms = (0..nodes + 1)
             .map(|_| {
                 let min = rng.gen_range(0..3);
                 (min, min + rng.gen_range(1..6))
@@ -325,6 +362,12 @@ pub struct RunReport {
     pub violations: Vec<String>,
     /// Liveness failures: no leader after healing, a final read that failed.
     pub liveness: Vec<String>,
+    /// The members all nodes agreed on after healing.
+    pub members: Vec<u64>,
+    /// Nodes that joined, and removals accepted or refused.
+    pub joins: u64,
+    pub leaves_accepted: u64,
+    pub leaves_refused: u64,
     /// Hash of every node event and every client op, in order: the same
     /// seed must give the same hash.
     pub trace_hash: u64,
@@ -758,6 +801,35 @@ pub async fn run(verbose: bool) -> RunReport {
                 slow.insert(*node);
             }
             Fault::Heal => cluster.heal(),
+            Fault::Join { node, via } => {
+                report.joins += 1;
+                cluster.start_joining(*node, crate::client_addr(*via));
+                cluster.slow_disk(*node, Some(disk_base(*node, &plan)), rng.gen());
+            }
+            Fault::Leave { node, via } => {
+                let (node, ask) = (*node, crate::client_addr(*via));
+                let outcome = client_node
+                    .spawn(async move {
+                        madsim::time::timeout(
+                            Duration::from_secs(5),
+                            crate::remove_node(&ask, node),
+                        )
+                        .await
+                        .unwrap_or_else(|_| Err("no answer within 5 s".into()))
+                    })
+                    .await
+                    .expect("leave task");
+                executed = match outcome {
+                    Ok(()) => {
+                        report.leaves_accepted += 1;
+                        format!("{fault}: accepted")
+                    }
+                    Err(why) => {
+                        report.leaves_refused += 1;
+                        format!("{fault}: not accepted ({why})")
+                    }
+                };
+            }
         }
         report.executed.push(executed);
     }
@@ -778,7 +850,20 @@ pub async fn run(verbose: bool) -> RunReport {
     }
     report.topics_created_late = creator.await.expect("topic creator task");
 
-    let up_addrs = addrs.clone();
+    let all: Vec<u64> = (1..=cluster.nodes.len() as u64).collect();
+    let members = client_node
+        .spawn(async move { await_membership(&all, LIVENESS_BOUND).await })
+        .await
+        .expect("membership task");
+    let members = match members {
+        Ok(m) => m,
+        Err(e) => {
+            report.liveness.push(e);
+            (1..=n).collect()
+        }
+    };
+    report.members = members.clone();
+    let up_addrs: Vec<String> = members.iter().map(|id| crate::client_addr(*id)).collect();
     if let Err(e) = client_node
         .spawn(async move { await_leaders(&up_addrs, LIVENESS_BOUND).await })
         .await
@@ -866,6 +951,47 @@ pub async fn run(verbose: bool) -> RunReport {
         h.finish()
     };
     report
+}
+
+/// Waits until the members agree on membership: every member lists the
+/// same nodes, with no change in flight and no joint configuration. A node
+/// that says it is not a member (removed) does not count. Returns them.
+async fn await_membership(nodes: &[u64], bound: Duration) -> Result<Vec<u64>, String> {
+    let deadline = madsim::time::Instant::now() + bound;
+    let mut last = String::new();
+    while madsim::time::Instant::now() < deadline {
+        let mut views = BTreeMap::new();
+        for id in nodes {
+            if let Ok(Ok(v)) = madsim::time::timeout(
+                Duration::from_secs(1),
+                crate::membership(&crate::client_addr(*id)),
+            )
+            .await
+            {
+                views.insert(*id, v);
+            }
+        }
+        // Members according to the views of nodes that list themselves.
+        let member_views: Vec<_> = views
+            .iter()
+            .filter(|(id, (m, _, _))| m.contains(id))
+            .collect();
+        if let Some((_, (reference, _, _))) = member_views.first() {
+            let settled = member_views
+                .iter()
+                .all(|(_, (m, change, joint))| m == reference && change.is_empty() && !joint);
+            let all_answered = reference.iter().all(|id| views.contains_key(id));
+            if settled && all_answered {
+                return Ok(reference.clone());
+            }
+        }
+        last = format!("{views:?}");
+        madsim::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!(
+        "members did not agree on membership {}s after healing: {last}",
+        bound.as_secs()
+    ))
 }
 
 /// Waits until every node reports a leader for each group it hosts, the

@@ -73,59 +73,82 @@ pub struct SimNode {
 pub struct SimCluster {
     pub nodes: Vec<SimNode>,
     pub client_addrs: Vec<String>,
+    checker: Arc<NodeChecker>,
 }
 
 fn node_ip(id: u64) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 0, id as u8))
 }
 
+/// Runs one node in its madsim node until it stops. A node removed from the
+/// cluster stops on purpose; any other stop is a failure of the run.
+fn spawn_node(
+    id: u64,
+    cfg: NodeConfig,
+    disk: MemDisk,
+    checker: Arc<NodeChecker>,
+) -> madsim::runtime::NodeHandle {
+    Handle::current()
+        .create_node()
+        .name(format!("node{id}"))
+        .ip(node_ip(id))
+        .init(move || {
+            let cfg = cfg.clone();
+            let disk: Arc<dyn chronik_net::disk::Disk> = Arc::new(disk.clone());
+            let observer: Arc<dyn EngineObserver> = checker.clone();
+            async move {
+                match Node::start_observed(cfg, disk, Some(observer)).await {
+                    Ok(mut h) => match h.stopped().await {
+                        Err(e) if e.to_string().contains("removed from the cluster") => {
+                            tracing::info!(id, "removed node stopped: {e}");
+                        }
+                        r => panic!("node stopped on its own: {r:?}"),
+                    },
+                    // A removed node restarted by a fault: peers refuse it.
+                    Err(e) if e.to_string().contains("removed from the cluster") => {}
+                    Err(e) => panic!("node failed to start: {e}"),
+                }
+            }
+        })
+        .build()
+}
+
+fn node_config(id: u64, members: Vec<NodeInfo>) -> NodeConfig {
+    let mut cfg = NodeConfig::new(
+        id,
+        SocketAddr::new(node_ip(id), PEER_PORT),
+        SocketAddr::new(node_ip(id), CLIENT_PORT),
+        members,
+        format!("/data/node{id}"),
+    );
+    cfg.tick_interval_ms = 50;
+    cfg.log_compact_threshold_entries = 200;
+    cfg.request_timeout_ms = 3_000;
+    cfg.isr_max_lag_ms = 1_000;
+    cfg.read_timeout_ms = 2_000;
+    cfg
+}
+
+/// The client address of node `id`.
+pub fn client_addr(id: u64) -> String {
+    SocketAddr::new(node_ip(id), CLIENT_PORT).to_string()
+}
+
 impl SimCluster {
     /// Starts `n` nodes (ids 1..=n) on 10.0.0.id, reporting to `checker`.
     pub fn start(n: u64, checker: Arc<NodeChecker>) -> SimCluster {
-        let handle = Handle::current();
         let members: Vec<NodeInfo> = (1..=n)
             .map(|id| NodeInfo {
                 id,
                 peer_addr: SocketAddr::new(node_ip(id), PEER_PORT).to_string(),
-                client_addr: SocketAddr::new(node_ip(id), CLIENT_PORT).to_string(),
+                client_addr: client_addr(id),
             })
             .collect();
         let mut nodes = Vec::new();
         for id in 1..=n {
             let disk = MemDisk::new();
-            let mut cfg = NodeConfig::new(
-                id,
-                SocketAddr::new(node_ip(id), PEER_PORT),
-                SocketAddr::new(node_ip(id), CLIENT_PORT),
-                members.clone(),
-                format!("/data/node{id}"),
-            );
-            cfg.tick_interval_ms = 50;
-            cfg.log_compact_threshold_entries = 200;
-            cfg.request_timeout_ms = 3_000;
-            cfg.isr_max_lag_ms = 1_000;
-            cfg.read_timeout_ms = 2_000;
-            let d = disk.clone();
-            let checker = checker.clone();
-            let node = handle
-                .create_node()
-                .name(format!("node{id}"))
-                .ip(node_ip(id))
-                .init(move || {
-                    let cfg = cfg.clone();
-                    let disk: Arc<dyn chronik_net::disk::Disk> = Arc::new(d.clone());
-                    let observer: Arc<dyn EngineObserver> = checker.clone();
-                    async move {
-                        match Node::start_observed(cfg, disk, Some(observer)).await {
-                            Ok(mut h) => {
-                                let r = h.stopped().await;
-                                panic!("node stopped on its own: {r:?}");
-                            }
-                            Err(e) => panic!("node failed to start: {e}"),
-                        }
-                    }
-                })
-                .build();
+            let cfg = node_config(id, members.clone());
+            let node = spawn_node(id, cfg, disk.clone(), checker.clone());
             nodes.push(SimNode {
                 id,
                 node,
@@ -136,7 +159,25 @@ impl SimCluster {
         SimCluster {
             nodes,
             client_addrs: members.iter().map(|m| m.client_addr.clone()).collect(),
+            checker,
         }
+    }
+
+    /// Starts a new, empty node `id` (the next id) that joins the cluster
+    /// through `via` (a member's client address).
+    pub fn start_joining(&mut self, id: u64, via: String) {
+        assert_eq!(id as usize, self.nodes.len() + 1, "node ids are dense");
+        let disk = MemDisk::new();
+        let mut cfg = node_config(id, vec![]);
+        cfg.join = Some(via);
+        let node = spawn_node(id, cfg, disk.clone(), self.checker.clone());
+        self.nodes.push(SimNode {
+            id,
+            node,
+            disk,
+            up: true,
+        });
+        self.client_addrs.push(client_addr(id));
     }
 
     /// A client with a deadline short enough for the simulation's phases.
@@ -244,6 +285,54 @@ pub async fn node_groups(addr: &str) -> Result<chronik_net::proto::NodeStatusRes
         .await
         .map_err(|e| e.to_string())?
         .into_inner())
+}
+
+/// Asks the metadata leader (found from `addr`, following hints) to remove
+/// `id`. Returns the refusal code, or None once accepted.
+pub async fn remove_node(addr: &str, id: u64) -> Result<(), String> {
+    use chronik_net::proto::{admin_client::AdminClient, RemoveNodeRequest};
+    let mut target = addr.to_string();
+    for _ in 0..20 {
+        let mut c = AdminClient::connect(format!("http://{target}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let r = c
+            .remove_node(RemoveNodeRequest { id })
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        match r.error {
+            None => return Ok(()),
+            Some(e) if e.code == "NOT_LEADER" && e.leader_hint != 0 => {
+                match r.nodes.iter().find(|n| n.id == e.leader_hint) {
+                    Some(n) => target = n.client_addr.clone(),
+                    None => return Err(e.code),
+                }
+            }
+            Some(e) if e.retriable || e.code == "NOT_LEADER" => {
+                madsim::time::sleep(Duration::from_millis(200)).await;
+            }
+            Some(e) => return Err(e.code),
+        }
+    }
+    Err("no metadata leader answered".into())
+}
+
+/// A node's view of membership: (members, change in flight, joint).
+pub async fn membership(addr: &str) -> Result<(Vec<u64>, String, bool), String> {
+    let mut c = chronik_net::proto::admin_client::AdminClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let l = c
+        .list_nodes(chronik_net::proto::ListNodesRequest {})
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    Ok((
+        l.nodes.iter().map(|n| n.id).collect(),
+        l.change_in_flight,
+        l.joint,
+    ))
 }
 
 /// One line per hosted group of a node: for failure reports.
