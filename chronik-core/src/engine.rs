@@ -889,7 +889,7 @@ impl<S: StateMachine> Engine<S> {
     /// Completes the metadata freshness barriers whose read index has been
     /// applied, and starts new barriers for partition leaders of a new term.
     fn metadata_barriers(&mut self) {
-        for (_, group) in self.metadata.reads.ready(self.metadata.applied) {
+        for (_, group, _) in self.metadata.reads.ready(self.metadata.applied) {
             if let Some(g) = self.partitions.get_mut(&group) {
                 if g.is_leader() && g.barrier_term == Some(g.raw.raft.term) {
                     g.metadata_fresh_term = g.barrier_term;

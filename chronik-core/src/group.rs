@@ -634,7 +634,13 @@ impl<M, Q> Group<M, Q> {
         } else {
             self.applied
         };
-        for (rid, q) in self.reads.ready(applied) {
+        for (rid, q, read_index) in self.reads.ready(applied) {
+            if sink.emit_apply_events && rid != INTERNAL_REQUEST {
+                sink.event(Event::ReadServed {
+                    group: self.id,
+                    read_index,
+                });
+            }
             sink.reply(rid, serve(&self.sm, &q));
         }
     }

@@ -131,6 +131,12 @@ pub enum Event {
     ProduceAcked {
         group: GroupId,
     },
+    /// A linearizable read was served at `read_index` (only with
+    /// `emit_apply_events`): checkers compare it with what the node applied.
+    ReadServed {
+        group: GroupId,
+        read_index: u64,
+    },
     /// This node applied a metadata configuration that no longer includes
     /// it: it was removed from the cluster and should stop.
     RemovedFromCluster,

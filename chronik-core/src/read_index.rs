@@ -80,16 +80,17 @@ impl<Q> ReadQueue<Q> {
         }
     }
 
-    /// Confirmed reads whose index `applied` has reached, to serve now.
-    pub fn ready(&mut self, applied: u64) -> Vec<(RequestId, Q)> {
+    /// Confirmed reads whose index `applied` has reached, to serve now,
+    /// with their read index.
+    pub fn ready(&mut self, applied: u64) -> Vec<(RequestId, Q, u64)> {
         let mut out = Vec::new();
         // Indexes are confirmed in order within a term, but a round of a
         // new term may confirm a lower index than an earlier one: scan all.
         let mut i = 0;
         while i < self.waiting.len() {
             if self.waiting[i].0 <= applied {
-                let (_, rid, q, _) = self.waiting.remove(i).expect("in range");
-                out.push((rid, q));
+                let (index, rid, q, _) = self.waiting.remove(i).expect("in range");
+                out.push((rid, q, index));
             } else {
                 i += 1;
             }
@@ -163,11 +164,11 @@ mod tests {
         assert!(!q.start_round(b"r2".to_vec(), 500, Time(1)));
         q.confirmed(b"r1", 10);
         assert_eq!(q.ready(9), vec![]);
-        assert_eq!(q.ready(10), vec![(1, "a")]);
+        assert_eq!(q.ready(10), vec![(1, "a", 10)]);
         assert!(q.start_round(b"r2".to_vec(), 500, Time(2)));
         q.confirmed(b"stale", 99);
         q.confirmed(b"r2", 12);
-        assert_eq!(q.ready(12), vec![(2, "b"), (3, "c")]);
+        assert_eq!(q.ready(12), vec![(2, "b", 12), (3, "c", 12)]);
         assert!(q.is_empty());
     }
 

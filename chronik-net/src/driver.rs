@@ -520,7 +520,9 @@ impl Driver {
                 ));
                 false
             }
-            Event::EntryApplied { .. } | Event::ProduceAcked { .. } => false,
+            Event::EntryApplied { .. } | Event::ProduceAcked { .. } | Event::ReadServed { .. } => {
+                false
+            }
         }
     }
 

@@ -723,6 +723,7 @@ pub async fn run(verbose: bool) -> RunReport {
     );
 
     // Safety phase.
+    let leaves: Arc<Mutex<Vec<Result<u64, String>>>> = Arc::default();
     let mut killed = BTreeSet::new();
     let mut paused = BTreeSet::new();
     let mut slow = BTreeSet::new();
@@ -807,28 +808,41 @@ pub async fn run(verbose: bool) -> RunReport {
                 cluster.slow_disk(*node, Some(disk_base(*node, &plan)), rng.gen());
             }
             Fault::Leave { node, via } => {
-                let (node, ask) = (*node, crate::client_addr(*via));
-                let outcome = client_node
-                    .spawn(async move {
-                        madsim::time::timeout(
-                            Duration::from_secs(5),
+                // The removal is retried in the background (no leader, a
+                // join still in flight...) until it is accepted or refused
+                // for good, while the other faults go on.
+                let (node, ask, outcomes) = (*node, crate::client_addr(*via), leaves.clone());
+                let end = work.end;
+                client_node.spawn(async move {
+                    let mut last = String::new();
+                    while madsim::time::Instant::now() < end {
+                        let r = madsim::time::timeout(
+                            Duration::from_secs(3),
                             crate::remove_node(&ask, node),
                         )
                         .await
-                        .unwrap_or_else(|_| Err("no answer within 5 s".into()))
-                    })
-                    .await
-                    .expect("leave task");
-                executed = match outcome {
-                    Ok(()) => {
-                        report.leaves_accepted += 1;
-                        format!("{fault}: accepted")
+                        .unwrap_or_else(|_| Err("no answer within 3 s".into()));
+                        match r {
+                            Ok(()) => {
+                                outcomes.lock().push(Ok(node));
+                                return;
+                            }
+                            Err(code)
+                                if code == "NODE_HOSTS_REPLICAS" || code == "UNKNOWN_NODE" =>
+                            {
+                                outcomes
+                                    .lock()
+                                    .push(Err(format!("remove node {node}: {code}")));
+                                return;
+                            }
+                            Err(why) => last = why,
+                        }
+                        madsim::time::sleep(Duration::from_millis(500)).await;
                     }
-                    Err(why) => {
-                        report.leaves_refused += 1;
-                        format!("{fault}: not accepted ({why})")
-                    }
-                };
+                    outcomes.lock().push(Err(format!(
+                        "remove node {node}: not accepted before the faults ended ({last})"
+                    )));
+                });
             }
         }
         report.executed.push(executed);
@@ -850,6 +864,23 @@ pub async fn run(verbose: bool) -> RunReport {
     }
     report.topics_created_late = creator.await.expect("topic creator task");
 
+    // Removal tasks stop trying at the end of the workload; let the last
+    // attempt answer.
+    madsim::time::sleep_until(work.end + Duration::from_secs(4)).await;
+    for outcome in leaves.lock().iter() {
+        match outcome {
+            Ok(node) => {
+                report.leaves_accepted += 1;
+                report
+                    .executed
+                    .push(format!("removal of node {node} accepted"));
+            }
+            Err(why) => {
+                report.leaves_refused += 1;
+                report.executed.push(why.clone());
+            }
+        }
+    }
     let all: Vec<u64> = (1..=cluster.nodes.len() as u64).collect();
     let members = client_node
         .spawn(async move { await_membership(&all, LIVENESS_BOUND).await })

@@ -26,6 +26,8 @@ pub struct Checker {
     isr_seen: BTreeMap<(NodeId, GroupId), (usize, u32)>,
     /// Produce acknowledgements checked against the acknowledging node's ISR.
     pub produce_acks_checked: u64,
+    /// Linearizable reads checked against the serving node's applied index.
+    pub reads_checked: u64,
     violations: Vec<String>,
     trace_hash: u64,
     /// Fetches whose records were compared with acknowledged produces.
@@ -169,6 +171,17 @@ impl Checker {
             } => {
                 self.isr_seen
                     .insert((node, *group), (isr.len(), *min_insync_replicas));
+            }
+            Event::ReadServed { group, read_index } => {
+                self.reads_checked += 1;
+                if let Some(next) = self.next_apply.get(&(node, *group)) {
+                    if next.saturating_sub(1) < *read_index {
+                        self.violation(format!(
+                            "read index: node {node} served a read of group {group} at read index {read_index} having applied only {}",
+                            next.saturating_sub(1)
+                        ));
+                    }
+                }
             }
             Event::ProduceAcked { group } => {
                 self.produce_acks_checked += 1;
