@@ -238,3 +238,150 @@ impl Checker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leader(group: GroupId, term: u64) -> Event {
+        Event::RoleChanged {
+            group,
+            term,
+            role: Role::Leader,
+            leader: None,
+        }
+    }
+
+    fn applied(group: GroupId, index: u64, term: u64, digest: u64) -> Event {
+        Event::EntryApplied {
+            group,
+            index,
+            term,
+            digest,
+        }
+    }
+
+    fn isr(group: GroupId, size: u64, min: u32) -> Event {
+        Event::IsrChanged {
+            partition: PartitionId::new("t", 0),
+            group,
+            isr: (1..=size).collect(),
+            min_insync_replicas: min,
+            reason: "test".into(),
+        }
+    }
+
+    fn run(events: &[(NodeId, Event)]) -> Vec<String> {
+        let mut c = Checker::default();
+        for (node, ev) in events {
+            c.on_event(*node, ev);
+        }
+        c.violations().to_vec()
+    }
+
+    #[test]
+    fn a_good_history_has_no_violations() {
+        let v = run(&[
+            (
+                1,
+                Event::GroupCreated {
+                    group: 1,
+                    partition: PartitionId::new("t", 0),
+                },
+            ),
+            (
+                2,
+                Event::GroupCreated {
+                    group: 1,
+                    partition: PartitionId::new("t", 0),
+                },
+            ),
+            (1, leader(1, 1)),
+            (1, applied(1, 1, 1, 10)),
+            (2, applied(1, 1, 1, 10)),
+            (1, applied(1, 2, 1, 20)),
+            (
+                1,
+                Event::ReadServed {
+                    group: 1,
+                    read_index: 2,
+                },
+            ),
+            (1, isr(1, 2, 2)),
+            (1, Event::ProduceAcked { group: 1 }),
+            (2, leader(1, 2)),
+            (2, applied(1, 2, 1, 20)),
+        ]);
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn each_violation_is_caught() {
+        let two_leaders = run(&[(1, leader(1, 3)), (2, leader(1, 3))]);
+        assert!(
+            two_leaders[0].contains("election safety"),
+            "{two_leaders:?}"
+        );
+
+        let changed = run(&[(1, applied(1, 1, 1, 10)), (2, applied(1, 1, 1, 11))]);
+        assert!(changed[0].contains("state machine safety"), "{changed:?}");
+
+        let gap = run(&[
+            (
+                1,
+                Event::GroupCreated {
+                    group: 1,
+                    partition: PartitionId::new("t", 0),
+                },
+            ),
+            (1, applied(1, 1, 1, 10)),
+            (1, applied(1, 3, 1, 30)),
+        ]);
+        assert!(gap[0].contains("expected 2"), "{gap:?}");
+
+        let twice = run(&[
+            (
+                1,
+                Event::GroupCreated {
+                    group: 1,
+                    partition: PartitionId::new("t", 0),
+                },
+            ),
+            (1, applied(1, 1, 1, 10)),
+            (1, applied(1, 1, 1, 10)),
+        ]);
+        assert!(twice[0].contains("expected 2"), "{twice:?}");
+
+        let early_read = run(&[
+            (
+                1,
+                Event::GroupCreated {
+                    group: 1,
+                    partition: PartitionId::new("t", 0),
+                },
+            ),
+            (1, applied(1, 1, 1, 10)),
+            (
+                1,
+                Event::ReadServed {
+                    group: 1,
+                    read_index: 2,
+                },
+            ),
+        ]);
+        assert!(early_read[0].contains("read index"), "{early_read:?}");
+
+        let under_min = run(&[(1, isr(1, 1, 2)), (1, Event::ProduceAcked { group: 1 })]);
+        assert!(under_min[0].contains("min ISR"), "{under_min:?}");
+    }
+
+    #[test]
+    fn a_restart_forgets_what_the_node_may_have_lost() {
+        let mut c = Checker::default();
+        c.on_event(1, &isr(1, 1, 2));
+        // After a restart the node's ISR view is unknown until it changes.
+        c.on_recovered(1, &[]);
+        c.on_event(1, &Event::ProduceAcked { group: 1 });
+        assert!(c.violations().is_empty());
+    }
+}
