@@ -4,6 +4,7 @@
 //! and review the diff.
 
 use bytes::Bytes;
+use chronik_core::membership::MembershipChange;
 use chronik_core::testing::{Cluster, ClusterConfig};
 use chronik_core::{Command, MetadataCommand, NodeId, PartitionId, Response, METADATA_GROUP};
 use datadriven::TestCase;
@@ -201,10 +202,125 @@ fn run_case(cluster: &mut Option<Cluster>, tc: &mut TestCase) -> String {
                 v.join("\n")
             }
         }
+        "add-node" => {
+            // Starts a new empty node and asks the metadata leader to add it.
+            let info = c.add_node();
+            membership(c, MembershipChange::Add(info))
+        }
+        "remove-node" => {
+            let id: u64 = tc.take_arg("node").expect("node");
+            membership(c, MembershipChange::Remove(id))
+        }
+        "add-node-info" => {
+            // Asks to add a node that is not started (for refusals).
+            let id: u64 = tc.take_arg("id").expect("id");
+            let host: String = tc.take_arg("host").expect("host");
+            let peer: u32 = tc.take_arg("peer_port").expect("peer_port");
+            let client: u32 = tc.take_arg("client_port").expect("client_port");
+            membership(
+                c,
+                MembershipChange::Add(chronik_core::NodeInfo {
+                    id,
+                    peer_addr: format!("{host}:{peer}"),
+                    client_addr: format!("{host}:{client}"),
+                }),
+            )
+        }
+        "crash-metadata-leader-when" => {
+            // Runs until the metadata leader's configuration matches, then
+            // crashes it: `joint` (entered, not left) or `learner`.
+            let when: String = tc.take_arg("state").expect("state");
+            let leader = c.leader_of(METADATA_GROUP).expect("metadata leader");
+            let hit = c.run_until(10_000, |c| {
+                c.engine(leader).is_some_and(|e| {
+                    let v = e.membership_view();
+                    match when.as_str() {
+                        "joint" => v.is_joint(),
+                        "learner" => !v.learners.is_empty(),
+                        other => panic!("unknown state {other}"),
+                    }
+                })
+            });
+            c.crash(leader);
+            format!(
+                "crashed node {leader} ({})",
+                if hit {
+                    when.as_str()
+                } else {
+                    "state never reached"
+                }
+            )
+        }
+        "membership" => {
+            // Runs until the listed nodes that are up agree, then prints
+            // their view.
+            let nodes: Vec<u64> = tc.take_args("nodes").expect("nodes");
+            c.run_until(20_000, |c| {
+                let views: Vec<_> = nodes
+                    .iter()
+                    .filter_map(|n| c.engine(*n))
+                    .map(|e| {
+                        (
+                            e.membership_view(),
+                            e.metadata().membership_in_flight().cloned(),
+                        )
+                    })
+                    .collect();
+                views
+                    .iter()
+                    .all(|v| *v == views[0] && v.1.is_none() && !v.0.is_joint())
+            });
+            let mut out = String::new();
+            for n in &nodes {
+                let Some(e) = c.engine(*n) else {
+                    writeln!(out, "node {n}: down").expect("writing to a String");
+                    continue;
+                };
+                let v = e.membership_view();
+                writeln!(
+                    out,
+                    "node {n}: voters={:?} learners={:?} joint={} in-flight={} registered={:?}",
+                    v.voters,
+                    v.learners,
+                    v.is_joint(),
+                    e.metadata()
+                        .membership_in_flight()
+                        .map_or("none".into(), |c| c.to_string()),
+                    e.metadata().nodes().map(|n| n.id).collect::<Vec<_>>()
+                )
+                .expect("writing to a String");
+            }
+            if !c.removed.is_empty() {
+                writeln!(out, "removed and stopped serving: {:?}", c.removed)
+                    .expect("writing to a String");
+            }
+            out.trim_end().to_string()
+        }
         other => panic!("unknown directive {other}"),
     };
     tc.expect_empty().expect("every argument is used");
     out + "\n"
+}
+
+/// Sends a membership change to the metadata leader and prints the reply.
+fn membership(c: &mut Cluster, change: MembershipChange) -> String {
+    let Some(leader) = c.elect(METADATA_GROUP, 10_000) else {
+        return "no metadata leader".into();
+    };
+    // A new leader first commits an entry of its own term.
+    c.run_until(2_000, |c| {
+        c.engine(leader)
+            .and_then(|e| e.group_status(METADATA_GROUP))
+            .is_some_and(|s| s.commit >= s.last_index && s.commit > 0)
+    });
+    let rid = c.command(leader, Command::Membership(change));
+    c.run_until(10_000, |c| c.replies.contains_key(&rid));
+    match c.replies.get(&rid) {
+        Some(Ok(Response::Metadata(r))) => format!("ok {r:?}"),
+        Some(Ok(other)) => format!("unexpected {other:?}"),
+        Some(Err(e)) => format!("error {}: {e}", e.code()),
+        None => "no reply".into(),
+    }
 }
 
 #[test]
