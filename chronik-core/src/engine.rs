@@ -261,6 +261,7 @@ impl<S: StateMachine> Engine<S> {
             }
             self.maintain_isr();
             self.maintain_membership();
+            self.maintain_moves();
             self.dirty.insert(METADATA_GROUP);
         }
         self.process();
@@ -312,16 +313,20 @@ impl<S: StateMachine> Engine<S> {
                 continue;
             }
             let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
-            if group == METADATA_GROUP
-                && message.get_msg_type() == MessageType::MsgAppend
-                && self.metadata.raw.store().conf_state().voters.is_empty()
-                && self.metadata.raw.store().snapshot_index() == 0
+            if message.get_msg_type() == MessageType::MsgAppend
+                && message.index == 0
+                && self.raw_mut(group).is_some_and(|raw| {
+                    raw.store().conf_state().voters.is_empty() && raw.store().snapshot_index() == 0
+                })
             {
-                // A joining node has no configuration yet and no log entry
-                // carries one: it must start from a snapshot. Until the
-                // leader sends one (it compacts once the learner is added),
-                // appends are dropped.
-                tracing::debug!(from, "joining: waiting for a metadata snapshot");
+                // A joining node (or a replica moving in) has no
+                // configuration yet and no log entry carries one: it must
+                // start from a snapshot. Appends following later entries
+                // are stepped (and rejected: the log is empty), which walks
+                // the leader back to its compacted start and so to a
+                // snapshot; the log from index 1, without the initial
+                // configuration, is never taken.
+                tracing::debug!(from, group, "joining: waiting for a snapshot");
                 continue;
             }
             let result = if group == METADATA_GROUP {
@@ -489,6 +494,8 @@ impl<S: StateMachine> Engine<S> {
             Command::Metadata(
                 MetadataCommand::BeginMembershipChange { .. }
                 | MetadataCommand::FinishMembershipChange { .. }
+                | MetadataCommand::BeginReplicaMove { .. }
+                | MetadataCommand::FinishReplicaMove { .. }
                 | MetadataCommand::UpdateIsr { .. },
             ) => {
                 return Err(Error::invalid(
@@ -756,8 +763,20 @@ impl<S: StateMachine> Engine<S> {
             .metadata
             .sm
             .partitions()
-            .filter(|(_, p)| p.replicas.contains(&me) && !self.partitions.contains_key(&p.group))
-            .map(|(pid, p)| (p.group, pid, p.replicas.clone()))
+            .filter(|(_, p)| {
+                (p.replicas.contains(&me) || p.moving.is_some_and(|m| m.to == me))
+                    && !self.partitions.contains_key(&p.group)
+            })
+            .map(|(pid, p)| {
+                // A replica moving in starts with no configuration and
+                // waits for the leader's snapshot, like a joining node.
+                let voters = if p.replicas.contains(&me) {
+                    p.replicas.clone()
+                } else {
+                    Vec::new()
+                };
+                (p.group, pid, voters)
+            })
             .collect();
         for (group, pid, replicas) in wanted {
             let conf = ConfState::from((replicas, vec![]));
@@ -790,11 +809,18 @@ impl<S: StateMachine> Engine<S> {
                 partition: pid,
             });
         }
+        let md = &self.metadata.sm;
         let gone: Vec<GroupId> = self
             .partitions
             .keys()
             .copied()
-            .filter(|g| self.metadata.sm.is_deleted_group(*g))
+            .filter(|g| {
+                md.is_deleted_group(*g)
+                    || md.partition_of_group(*g).is_some_and(|(_, p)| {
+                        // Moved away from this node.
+                        !p.replicas.contains(&me) && p.moving.is_none_or(|m| m.to != me)
+                    })
+            })
             .collect();
         for group in gone {
             if let Some(mut g) = self.partitions.remove(&group) {
@@ -1097,7 +1123,11 @@ impl<S: StateMachine> Engine<S> {
             .filter(|(id, _)| **id != me && conf.voters.contains(id))
             .max_by_key(|(_, pr)| pr.matched)
             .map(|(id, _)| *id);
-        let Some(step) = next_step(&change, &conf, me, caught_up, best_other) else {
+        let hosts_replicas =
+            g.sm.partitions()
+                .any(|(_, p)| p.replicas.contains(&change.node()));
+        let Some(step) = next_step(&change, &conf, me, caught_up, best_other, hosts_replicas)
+        else {
             return;
         };
         // A new step goes at once; the same one again only after an
@@ -1167,6 +1197,36 @@ impl<S: StateMachine> Engine<S> {
                 g.raw.transfer_leader(to);
                 Ok(())
             }
+            Step::MoveReplicasOff(node) => {
+                // One partition at a time: wait for a move in flight.
+                if g.sm
+                    .partitions()
+                    .any(|(_, p)| p.moving.is_some_and(|m| m.from == node))
+                {
+                    return;
+                }
+                let Some(group) =
+                    g.sm.partitions()
+                        .find(|(_, p)| p.replicas.contains(&node))
+                        .map(|(_, p)| p.group)
+                else {
+                    return;
+                };
+                let Some(to) = g.sm.move_target(group, node) else {
+                    tracing::warn!(group, node, "no node can take this replica");
+                    return;
+                };
+                let cmd = MetadataCommand::BeginReplicaMove {
+                    group,
+                    from: node,
+                    to,
+                };
+                if g.sm.validate(&cmd).is_err() {
+                    return;
+                }
+                let data = postcard::to_stdvec(&cmd).expect("metadata commands serialize");
+                g.raw.propose(vec![], data)
+            }
             Step::Finish => {
                 let cmd = MetadataCommand::FinishMembershipChange { change };
                 let data = postcard::to_stdvec(&cmd).expect("metadata commands serialize");
@@ -1178,6 +1238,125 @@ impl<S: StateMachine> Engine<S> {
         }
         self.membership_acted = Some((step, now));
         self.dirty.insert(METADATA_GROUP);
+    }
+}
+
+impl<S: StateMachine> Engine<S> {
+    /// Partition leaders carry out the replica moves recorded in metadata
+    /// (see `membership::next_move_step`).
+    fn maintain_moves(&mut self) {
+        use crate::membership::{next_move_step, Step};
+        use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
+        let now = self.now;
+        let me = self.config.node_id;
+        let retry_ms = self.config.tick_interval_ms * self.config.election_ticks as u64;
+        let mut finished = Vec::new();
+        for (gid, g) in self.partitions.iter_mut() {
+            if !g.is_leader() || g.metadata_fresh_term != Some(g.raw.raft.term) {
+                continue;
+            }
+            let Some((_, meta)) = self.metadata.sm.partition_of_group(*gid) else {
+                continue;
+            };
+            let Some(mv) = meta.moving else {
+                continue;
+            };
+            if !g.raw.raft.commit_to_current_term() || g.raw.raft.has_pending_conf() {
+                continue;
+            }
+            let conf = conf_view(&g.raw);
+            let raft = &g.raw.raft;
+            let commit = raft.raft_log.committed;
+            let caught_up = raft
+                .prs()
+                .get(mv.to)
+                .is_some_and(|pr| pr.matched >= commit && pr.recent_active);
+            let best_other = raft
+                .prs()
+                .iter()
+                .filter(|(id, _)| **id != me && **id != mv.from && conf.voters.contains(id))
+                .max_by_key(|(_, pr)| pr.matched)
+                .map(|(id, _)| *id);
+            let step = next_move_step(mv.from, mv.to, &conf, me, caught_up, best_other);
+            if g.move_acted
+                .as_ref()
+                .is_some_and(|(s, at)| *s == step && now.as_millis() < at.as_millis() + retry_ms)
+            {
+                continue;
+            }
+            let single = |change_type: ConfChangeType, node_id: NodeId| ConfChangeSingle {
+                change_type,
+                node_id,
+                ..Default::default()
+            };
+            let cc =
+                |changes: Vec<ConfChangeSingle>, transition: ConfChangeTransition| ConfChangeV2 {
+                    changes: changes.into(),
+                    transition,
+                    ..Default::default()
+                };
+            let proposed = match step.clone() {
+                Step::AwaitCatchUp(id) => {
+                    let cs = g
+                        .raw
+                        .store()
+                        .latest_snapshot()
+                        .get_metadata()
+                        .get_conf_state();
+                    if !cs.learners.contains(&id) && !cs.voters.contains(&id) {
+                        g.force_compact(&mut self.sink);
+                        self.dirty.insert(*gid);
+                    }
+                    continue;
+                }
+                Step::AddLearner(id) => g.raw.propose_conf_change(
+                    vec![],
+                    cc(
+                        vec![single(ConfChangeType::AddLearnerNode, id)],
+                        ConfChangeTransition::Auto,
+                    ),
+                ),
+                Step::EnterJoint { promote, remove } => {
+                    let mut changes = Vec::new();
+                    if let Some(id) = promote {
+                        changes.push(single(ConfChangeType::AddNode, id));
+                    }
+                    if let Some(id) = remove {
+                        changes.push(single(ConfChangeType::RemoveNode, id));
+                    }
+                    g.raw
+                        .propose_conf_change(vec![], cc(changes, ConfChangeTransition::Explicit))
+                }
+                Step::LeaveJoint => g.raw.propose_conf_change(vec![], ConfChangeV2::default()),
+                Step::TransferLeadership(to) => {
+                    g.raw.transfer_leader(to);
+                    Ok(())
+                }
+                Step::Finish => {
+                    finished.push(MetadataCommand::FinishReplicaMove {
+                        group: *gid,
+                        from: mv.from,
+                        to: mv.to,
+                    });
+                    Ok(())
+                }
+                Step::RemoveLearner(_) | Step::MoveReplicasOff(_) => continue,
+            };
+            tracing::info!(group = gid, ?step, "replica move step");
+            if let Err(e) = proposed {
+                tracing::warn!(group = gid, "replica move step not proposed: {e}");
+            }
+            g.move_acted = Some((step, now));
+            self.dirty.insert(*gid);
+        }
+        for cmd in finished {
+            if self.metadata.sm.validate(&cmd).is_ok() {
+                let data = postcard::to_stdvec(&cmd).expect("metadata commands serialize");
+                if self.metadata.raw.propose(vec![], data).is_ok() {
+                    self.dirty.insert(METADATA_GROUP);
+                }
+            }
+        }
     }
 }
 

@@ -110,9 +110,6 @@ pub enum Error {
     /// One membership change at a time: wait for this one to finish.
     #[error("a membership change is in progress: {change}")]
     ChangeInProgress { change: String },
-    /// The node still hosts partition replicas, which must move first.
-    #[error("node {node} hosts replicas of {partitions} partitions; move them to other nodes first (automatic replica moves are not built yet)")]
-    NodeHostsReplicas { node: NodeId, partitions: u32 },
     /// This node was removed from the cluster; peers refuse it.
     #[error("node {node} was removed from the cluster")]
     NodeRemoved { node: NodeId },
@@ -150,7 +147,6 @@ impl Error {
             Error::AddressInUse { .. } => "ADDRESS_IN_USE",
             Error::QuorumAtRisk { .. } => "QUORUM_AT_RISK",
             Error::ChangeInProgress { .. } => "MEMBERSHIP_CHANGE_IN_PROGRESS",
-            Error::NodeHostsReplicas { .. } => "NODE_HOSTS_REPLICAS",
             Error::NodeRemoved { .. } => "NODE_REMOVED",
         }
     }

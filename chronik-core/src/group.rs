@@ -171,6 +171,8 @@ pub(crate) struct Group<M, Q> {
     pub metadata_fresh_term: Option<u64>,
     /// This node applied a configuration of this group without itself.
     pub removed: bool,
+    /// Partition leaders: the replica-move step last taken, and when.
+    pub move_acted: Option<(crate::membership::Step, Time)>,
 }
 
 impl<M, Q> Group<M, Q> {
@@ -196,6 +198,7 @@ impl<M, Q> Group<M, Q> {
             barrier_term: None,
             metadata_fresh_term: None,
             removed: false,
+            move_acted: None,
         }
     }
 
@@ -490,6 +493,23 @@ impl<M, Q> Group<M, Q> {
                         isr: isr.clone(),
                         min_insync_replicas: *min_insync_replicas,
                         reason: reason.clone(),
+                    });
+                }
+                if let Ok(Response::Metadata(MetadataResponse::ReplicaMoveFinished {
+                    partition,
+                    group,
+                    from,
+                    to,
+                    isr,
+                    min_insync_replicas,
+                })) = &r
+                {
+                    sink.event(Event::IsrChanged {
+                        partition: partition.clone(),
+                        group: *group,
+                        isr: isr.clone(),
+                        min_insync_replicas: *min_insync_replicas,
+                        reason: format!("replica moved from node {from} to node {to}"),
                     });
                 }
                 Some(r)

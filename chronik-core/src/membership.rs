@@ -141,16 +141,7 @@ pub fn validate(
             if metadata.node(*id).is_none() {
                 return Err(Error::UnknownNode { node: *id });
             }
-            let hosted = metadata
-                .partitions()
-                .filter(|(_, p)| p.replicas.contains(id))
-                .count();
-            if hosted > 0 {
-                return Err(Error::NodeHostsReplicas {
-                    node: *id,
-                    partitions: hosted as u32,
-                });
-            }
+            metadata.check_replicas_can_move_off(*id)?;
             if !conf.voters.contains(id) {
                 // A learner (a join that never finished) leaves at once.
                 return Ok(());
@@ -198,22 +189,32 @@ pub enum Step {
     LeaveJoint,
     /// The leader is being removed: hand leadership to this voter first.
     TransferLeadership(NodeId),
+    /// The leaving node still hosts partition replicas: move them to other
+    /// nodes first (one partition at a time).
+    MoveReplicasOff(NodeId),
     /// Record the change as done in metadata.
     Finish,
 }
 
 /// The next step of `change`, given the configuration, this (leading) node,
-/// whether a learner being added has caught up, and the most caught-up
-/// other voter (for a leadership transfer).
+/// whether a learner being added has caught up, the most caught-up other
+/// voter (for a leadership transfer), and whether a node being removed
+/// still hosts partition replicas.
 pub fn next_step(
     change: &MembershipChange,
     conf: &ConfView,
     me: NodeId,
     learner_caught_up: bool,
     best_other_voter: Option<NodeId>,
+    hosts_replicas: bool,
 ) -> Option<Step> {
     if conf.is_joint() {
         return Some(Step::LeaveJoint);
+    }
+    if let MembershipChange::Remove(id) = change {
+        if hosts_replicas {
+            return Some(Step::MoveReplicasOff(*id));
+        }
     }
     match change {
         MembershipChange::Add(n) => {
@@ -247,6 +248,49 @@ pub fn next_step(
                 })
             }
         }
+    }
+}
+
+/// The next step of moving a partition replica from `from` to `to`, on the
+/// partition's leader `me`: `to` joins the group as a learner, catches up,
+/// then one joint configuration promotes it and removes `from` (leadership
+/// moves first if `from` leads), and the move is recorded as finished.
+pub fn next_move_step(
+    from: NodeId,
+    to: NodeId,
+    conf: &ConfView,
+    me: NodeId,
+    learner_caught_up: bool,
+    best_other_voter: Option<NodeId>,
+) -> Step {
+    if conf.is_joint() {
+        return Step::LeaveJoint;
+    }
+    if conf.voters.contains(&to) && !conf.contains(from) {
+        return Step::Finish;
+    }
+    if conf.voters.contains(&to) {
+        // Promoted without removing `from` (not a step this function
+        // takes, but a configuration it may inherit): remove it now.
+        return Step::EnterJoint {
+            promote: None,
+            remove: Some(from),
+        };
+    }
+    if !conf.learners.contains(&to) {
+        return Step::AddLearner(to);
+    }
+    if !learner_caught_up {
+        return Step::AwaitCatchUp(to);
+    }
+    if from == me {
+        if let Some(other) = best_other_voter {
+            return Step::TransferLeadership(other);
+        }
+    }
+    Step::EnterJoint {
+        promote: Some(to),
+        remove: Some(from),
     }
 }
 
@@ -362,32 +406,83 @@ mod tests {
     }
 
     #[test]
-    fn nodes_hosting_replicas_are_refused_until_replicas_can_move() {
+    fn nodes_hosting_replicas_are_refused_only_if_their_replicas_cannot_move() {
         let mut md = metadata(3);
-        md.apply(
-            2,
-            MetadataCommand::CreateTopic {
-                name: "t".into(),
-                partitions: 1,
-                replication_factor: 1,
-                min_insync_replicas: 1,
-                unclean_leader_election: false,
-            },
-        )
-        .expect("create");
+        let create = |name: &str, rf: u32| MetadataCommand::CreateTopic {
+            name: name.into(),
+            partitions: 1,
+            replication_factor: rf,
+            min_insync_replicas: 1,
+            unclean_leader_election: false,
+        };
+        md.apply(2, create("t", 1)).expect("create");
         let host = md.partitions().next().expect("one").1.replicas[0];
-        let r = validate(
-            &MembershipChange::Remove(host),
-            &md,
-            &conf(&[1, 2, 3]),
-            &set(&[1, 2, 3]),
-        );
+        let c = conf(&[1, 2, 3]);
+        let alive = set(&[1, 2, 3]);
+        let r = validate(&MembershipChange::Remove(host), &md, &c, &alive);
         assert_eq!(
             r,
-            Err(Error::NodeHostsReplicas {
-                node: host,
-                partitions: 1
+            Ok(()),
+            "a replication factor of 1 leaves two nodes to move to"
+        );
+        md.apply(3, create("full", 3)).expect("create");
+        let r = validate(&MembershipChange::Remove(host), &md, &c, &alive);
+        assert!(matches!(r, Err(Error::InvalidRequest { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn replicas_move_off_before_a_node_leaves() {
+        let rm = MembershipChange::Remove(1);
+        assert_eq!(
+            next_step(&rm, &conf(&[1, 2, 3]), 2, false, None, true),
+            Some(Step::MoveReplicasOff(1))
+        );
+        assert_eq!(
+            next_step(&rm, &conf(&[1, 2, 3]), 2, false, None, false),
+            Some(Step::EnterJoint {
+                promote: None,
+                remove: Some(1)
             })
+        );
+    }
+
+    #[test]
+    fn moves_promote_the_new_replica_and_drop_the_old_in_one_joint_step() {
+        let c = conf(&[1, 2, 3]);
+        assert_eq!(
+            next_move_step(3, 4, &c, 1, false, Some(2)),
+            Step::AddLearner(4)
+        );
+        let mut l = c.clone();
+        l.learners.insert(4);
+        assert_eq!(
+            next_move_step(3, 4, &l, 1, false, Some(2)),
+            Step::AwaitCatchUp(4)
+        );
+        assert_eq!(
+            next_move_step(3, 4, &l, 1, true, Some(2)),
+            Step::EnterJoint {
+                promote: Some(4),
+                remove: Some(3)
+            }
+        );
+        assert_eq!(
+            next_move_step(1, 4, &l, 1, true, Some(2)),
+            Step::TransferLeadership(2),
+            "a leaving leader hands over first"
+        );
+        let joint = ConfView {
+            voters: set(&[1, 2, 4]),
+            learners: BTreeSet::new(),
+            outgoing: set(&[1, 2, 3]),
+        };
+        assert_eq!(
+            next_move_step(3, 4, &joint, 1, true, None),
+            Step::LeaveJoint
+        );
+        assert_eq!(
+            next_move_step(3, 4, &conf(&[1, 2, 4]), 1, true, None),
+            Step::Finish
         );
     }
 
@@ -396,17 +491,17 @@ mod tests {
         let add = MembershipChange::Add(node(4));
         let c = conf(&[1, 2, 3]);
         assert_eq!(
-            next_step(&add, &c, 1, false, None),
+            next_step(&add, &c, 1, false, None, false),
             Some(Step::AddLearner(4))
         );
         let mut learner = c.clone();
         learner.learners.insert(4);
         assert_eq!(
-            next_step(&add, &learner, 1, false, None),
+            next_step(&add, &learner, 1, false, None, false),
             Some(Step::AwaitCatchUp(4))
         );
         assert_eq!(
-            next_step(&add, &learner, 1, true, None),
+            next_step(&add, &learner, 1, true, None, false),
             Some(Step::EnterJoint {
                 promote: Some(4),
                 remove: None
@@ -419,35 +514,35 @@ mod tests {
             outgoing: set(&[1, 2, 3]),
         };
         assert_eq!(
-            next_step(&add, &joint, 2, false, None),
+            next_step(&add, &joint, 2, false, None, false),
             Some(Step::LeaveJoint)
         );
         assert_eq!(
-            next_step(&add, &conf(&[1, 2, 3, 4]), 2, false, None),
+            next_step(&add, &conf(&[1, 2, 3, 4]), 2, false, None, false),
             Some(Step::Finish)
         );
 
         let rm = MembershipChange::Remove(1);
         assert_eq!(
-            next_step(&rm, &c, 1, false, Some(2)),
+            next_step(&rm, &c, 1, false, Some(2), false),
             Some(Step::TransferLeadership(2)),
             "the leader hands over before removing itself"
         );
         assert_eq!(
-            next_step(&rm, &c, 2, false, None),
+            next_step(&rm, &c, 2, false, None, false),
             Some(Step::EnterJoint {
                 promote: None,
                 remove: Some(1)
             })
         );
         assert_eq!(
-            next_step(&rm, &conf(&[2, 3]), 2, false, None),
+            next_step(&rm, &conf(&[2, 3]), 2, false, None, false),
             Some(Step::Finish)
         );
         let mut l = conf(&[2, 3]);
         l.learners.insert(1);
         assert_eq!(
-            next_step(&rm, &l, 2, false, None),
+            next_step(&rm, &l, 2, false, None, false),
             Some(Step::RemoveLearner(1))
         );
     }

@@ -59,6 +59,19 @@ pub enum MetadataCommand {
     FinishMembershipChange {
         change: crate::membership::MembershipChange,
     },
+    /// Starts moving a partition's replica from one node to another.
+    BeginReplicaMove {
+        group: GroupId,
+        from: NodeId,
+        to: NodeId,
+    },
+    /// The moved replica is a voter and the old one is out of the group's
+    /// configuration: `to` replaces `from` in the replicas (and the ISR).
+    FinishReplicaMove {
+        group: GroupId,
+        from: NodeId,
+        to: NodeId,
+    },
     /// A partition leader's new ISR. Applies only if the ISR is still
     /// `expected` (compare-and-set: a deposed leader's late proposal, or a
     /// duplicate, changes nothing).
@@ -89,6 +102,20 @@ pub enum MetadataResponse {
     MembershipChangeStarted {
         change: crate::membership::MembershipChange,
     },
+    ReplicaMoveStarted {
+        partition: PartitionId,
+        from: NodeId,
+        to: NodeId,
+    },
+    ReplicaMoveFinished {
+        partition: PartitionId,
+        group: GroupId,
+        from: NodeId,
+        to: NodeId,
+        /// The ISR after the move (the new replica replaces the old).
+        isr: Vec<NodeId>,
+        min_insync_replicas: u32,
+    },
     MembershipChangeFinished {
         change: crate::membership::MembershipChange,
     },
@@ -111,6 +138,16 @@ pub struct PartitionMeta {
     pub replicas: Vec<NodeId>,
     pub preferred_leader: NodeId,
     pub isr: Vec<NodeId>,
+    /// A replica being moved to another node, if any (one at a time per
+    /// partition): `to` hosts a learner until the move finishes.
+    pub moving: Option<ReplicaMove>,
+}
+
+/// A partition replica moving from one node to another.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReplicaMove {
+    pub from: NodeId,
+    pub to: NodeId,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -275,6 +312,53 @@ impl MetadataState {
             .collect()
     }
 
+    /// Refuses removing `node` if some replica it hosts has nowhere to go.
+    pub fn check_replicas_can_move_off(&self, node: NodeId) -> Result<(), Error> {
+        let others = self
+            .placeable_nodes()
+            .into_iter()
+            .filter(|n| *n != node)
+            .collect::<Vec<_>>();
+        for (pid, p) in self.partitions() {
+            if p.replicas.contains(&node) && !others.iter().any(|n| !p.replicas.contains(n)) {
+                return Err(Error::invalid(format!(
+                    "node {node} hosts a replica of {pid}, and no other node can take it (replication factor {} with {} other nodes)",
+                    p.replicas.len(),
+                    others.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The node with the fewest replicas that may take a replica of
+    /// `group` instead of `from` (never `from`, never a current replica).
+    pub fn move_target(&self, group: GroupId, from: NodeId) -> Option<NodeId> {
+        let (_, p) = self.partition_of_group(group)?;
+        let load = |n: NodeId| {
+            self.partitions()
+                .filter(|(_, q)| q.replicas.contains(&n))
+                .count()
+        };
+        self.placeable_nodes()
+            .into_iter()
+            .filter(|n| *n != from && !p.replicas.contains(n))
+            .min_by_key(|n| (load(*n), *n))
+    }
+
+    fn partition_mut(&mut self, group: GroupId) -> (PartitionId, &mut PartitionMeta) {
+        self.topics
+            .values_mut()
+            .find_map(|t| {
+                let name = t.name.clone();
+                t.partitions
+                    .iter_mut()
+                    .find(|p| p.group == group)
+                    .map(|p| (PartitionId::new(name, p.partition), p))
+            })
+            .expect("validated: the group has a partition")
+    }
+
     /// (shrinks, expands) of ISRs applied since the cluster began.
     pub fn isr_change_counts(&self) -> (u64, u64) {
         (self.isr_shrinks, self.isr_expands)
@@ -399,16 +483,7 @@ impl MetadataState {
                         if !self.nodes.contains_key(id) {
                             return Err(Error::UnknownNode { node: *id });
                         }
-                        let hosted = self
-                            .partitions()
-                            .filter(|(_, p)| p.replicas.contains(id))
-                            .count();
-                        if hosted > 0 {
-                            return Err(Error::NodeHostsReplicas {
-                                node: *id,
-                                partitions: hosted as u32,
-                            });
-                        }
+                        self.check_replicas_can_move_off(*id)?;
                         if self.nodes.len() == 1 {
                             return Err(Error::QuorumAtRisk {
                                 node: *id,
@@ -417,6 +492,52 @@ impl MetadataState {
                             });
                         }
                     }
+                }
+                Ok(())
+            }
+            MetadataCommand::BeginReplicaMove { group, from, to } => {
+                let (_, p) = self.partition_of_group(*group).ok_or_else(|| {
+                    Error::invalid(format!("group {group} replicates no partition"))
+                })?;
+                if let Some(m) = p.moving {
+                    return Err(Error::invalid(format!(
+                        "group {group} is already moving a replica from node {} to node {}",
+                        m.from, m.to
+                    )));
+                }
+                if !p.replicas.contains(from) {
+                    return Err(Error::invalid(format!(
+                        "node {from} is not a replica of group {group}"
+                    )));
+                }
+                if p.replicas.contains(to) {
+                    return Err(Error::invalid(format!(
+                        "node {to} is already a replica of group {group}"
+                    )));
+                }
+                if !self.nodes.contains_key(to) {
+                    return Err(Error::UnknownNode { node: *to });
+                }
+                if self.membership.as_ref().is_some_and(|c| c.node() == *to) {
+                    return Err(Error::invalid(format!(
+                        "node {to} is joining or leaving; it takes no replicas"
+                    )));
+                }
+                Ok(())
+            }
+            MetadataCommand::FinishReplicaMove { group, from, to } => {
+                let (_, p) = self.partition_of_group(*group).ok_or_else(|| {
+                    Error::invalid(format!("group {group} replicates no partition"))
+                })?;
+                if p.moving
+                    != Some(ReplicaMove {
+                        from: *from,
+                        to: *to,
+                    })
+                {
+                    return Err(Error::invalid(format!(
+                        "group {group} is not moving a replica from node {from} to node {to}"
+                    )));
                 }
                 Ok(())
             }
@@ -517,6 +638,7 @@ impl MetadataState {
                     let group = self.next_group_id;
                     self.next_group_id += 1;
                     metas.push(PartitionMeta {
+                        moving: None,
                         partition: p as u32,
                         group,
                         preferred_leader: replicas[0],
@@ -545,6 +667,43 @@ impl MetadataState {
                 tracing::info!(%change, "membership change started");
                 self.membership = Some(change.clone());
                 MetadataResponse::MembershipChangeStarted { change }
+            }
+            MetadataCommand::BeginReplicaMove { group, from, to } => {
+                let (partition, p) = self.partition_mut(group);
+                p.moving = Some(ReplicaMove { from, to });
+                tracing::info!(%partition, from, to, "replica move started");
+                MetadataResponse::ReplicaMoveStarted {
+                    partition,
+                    from,
+                    to,
+                }
+            }
+            MetadataCommand::FinishReplicaMove { group, from, to } => {
+                let min_insync_replicas = self
+                    .partition_of_group(group)
+                    .map_or(1, |(t, _)| t.min_insync_replicas);
+                let (partition, p) = self.partition_mut(group);
+                for r in p.replicas.iter_mut() {
+                    if *r == from {
+                        *r = to;
+                    }
+                }
+                if p.preferred_leader == from {
+                    p.preferred_leader = to;
+                }
+                // The new replica was promoted once caught up.
+                p.isr.retain(|n| *n != from);
+                p.isr.push(to);
+                p.moving = None;
+                tracing::info!(%partition, from, to, "replica move finished");
+                MetadataResponse::ReplicaMoveFinished {
+                    partition,
+                    group,
+                    from,
+                    to,
+                    isr: p.isr.clone(),
+                    min_insync_replicas,
+                }
             }
             MetadataCommand::FinishMembershipChange { change } => {
                 if let crate::membership::MembershipChange::Remove(id) = &change {

@@ -495,6 +495,14 @@ impl Cluster {
 
     /// Creates a topic through the metadata leader and waits until every
     /// partition has a leader. Returns the partition ids.
+    /// Takes a node out of the harness for good (after it was removed from
+    /// the cluster): it is crashed and never restarted, not even by
+    /// [`Cluster::converge`].
+    pub fn decommission(&mut self, id: NodeId) {
+        self.crash(id);
+        self.nodes.remove(&id);
+    }
+
     /// Starts a new, empty node that joins the cluster (it waits to be
     /// added with `Command::Membership`). Returns its identity.
     pub fn add_node(&mut self) -> NodeInfo {

@@ -611,3 +611,80 @@ async fn grow_to_four_nodes_and_shrink_back_under_load() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_node_moves_its_replicas_to_the_others() {
+    let dir = tempdir();
+    let spec = spec(4, &dir);
+    let mut nodes = start_all(&spec).await;
+    let addrs: Vec<String> = spec
+        .configs
+        .iter()
+        .map(|c| c.client_listen.to_string())
+        .collect();
+    let client = Client::new(addrs.clone());
+    wait_for_nodes(&client, 4).await;
+    client.create_topic("moved", 4, 3, 2).await.unwrap();
+    let mut want = Vec::new();
+    for p in 0..4u32 {
+        for i in 0..50 {
+            let v = Bytes::from(format!("{p}-{i}"));
+            client.produce("moved", p, vec![v.clone()]).await.unwrap();
+            want.push((p, v));
+        }
+    }
+    // Node 4 hosts replicas of most partitions (replication factor 3 of 4).
+    let md = client.metadata().await.unwrap();
+    let hosted = md.topics[0]
+        .partitions
+        .iter()
+        .filter(|p| p.replicas.contains(&4))
+        .count();
+    assert!(hosted > 0);
+    let r = admin_call(&addrs[0], |mut c| async move {
+        c.remove_node(chronik_net::proto::RemoveNodeRequest { id: 4 })
+            .await
+    })
+    .await;
+    assert_eq!(r.change, "remove node 4");
+    let mut done = false;
+    for _ in 0..600 {
+        let l = list_nodes(&addrs[0]).await;
+        if l.change_in_flight.is_empty() && l.nodes.len() == 3 {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(done, "node 4 left: {:?}", list_nodes(&addrs[0]).await);
+    let md = client.metadata().await.unwrap();
+    for p in &md.topics[0].partitions {
+        assert_eq!(p.replicas.len(), 3);
+        assert!(!p.replicas.contains(&4), "{p:?}");
+    }
+    // Every record is on the remaining nodes' replicas.
+    let four = nodes.pop().unwrap();
+    let _ = four.shutdown().await;
+    for p in 0..4u32 {
+        let f = client.fetch("moved", p, 0, 1 << 20).await.unwrap();
+        let got: Vec<Bytes> = f.records.into_iter().map(|(_, v)| v).collect();
+        let expect: Vec<Bytes> = want
+            .iter()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, v)| v.clone())
+            .collect();
+        assert_eq!(got, expect, "partition {p}");
+        let pid = PartitionId::new("moved", p);
+        for n in &nodes {
+            assert_eq!(
+                read_all_local(n, &pid, 50).await,
+                expect,
+                "partition {p} on a replica"
+            );
+        }
+    }
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

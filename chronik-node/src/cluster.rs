@@ -22,7 +22,8 @@ pub enum ClusterCmd {
         #[arg(long)]
         client_addr: String,
     },
-    /// Removes a node through joint consensus; waits until it is out.
+    /// Removes a node: its partition replicas move to other nodes, then it
+    /// leaves through joint consensus. Waits until it is out.
     RemoveNode {
         #[arg(long)]
         id: u64,

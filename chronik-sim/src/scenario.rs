@@ -827,9 +827,7 @@ pub async fn run(verbose: bool) -> RunReport {
                                 outcomes.lock().push(Ok(node));
                                 return;
                             }
-                            Err(code)
-                                if code == "NODE_HOSTS_REPLICAS" || code == "UNKNOWN_NODE" =>
-                            {
+                            Err(code) if code == "INVALID_REQUEST" || code == "UNKNOWN_NODE" => {
                                 outcomes
                                     .lock()
                                     .push(Err(format!("remove node {node}: {code}")));

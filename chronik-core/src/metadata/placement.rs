@@ -88,6 +88,7 @@ mod tests {
                     d.dedup();
                     prop_assert_eq!(d.len(), r.len(), "no duplicate replica");
                     all.push(PartitionMeta {
+                        moving: None,
                         partition: 0,
                         group: 1,
                         preferred_leader: r[0],
