@@ -35,6 +35,8 @@ pub struct GroupStatus {
     pub kind: GroupKind,
     pub role: Role,
     pub term: u64,
+    /// Whom this node voted for in `term` (0: nobody).
+    pub vote: NodeId,
     pub leader: Option<NodeId>,
     pub commit: u64,
     pub applied: u64,
@@ -569,26 +571,24 @@ impl<S: StateMachine> Engine<S> {
                 self.dirty.insert(group);
                 self.produce_checks.insert(request_id, partition);
             }
-            #[cfg(chronik_bug = "stale_read")]
-            Command::Query {
-                partition, query, ..
-            } => {
-                // Planted bug (test builds only): any replica answers from
-                // its own applied state, with no leadership or ReadIndex.
-                let group = self.metadata.sm.partition(&partition)?.group;
-                let g = self.partitions.get(&group).ok_or(Error::NotLeader {
-                    group,
-                    leader_hint: None,
-                })?;
-                let r = g.sm.0.query(&query).map(Response::Query);
-                self.sink.reply(request_id, r);
-            }
-            #[cfg(not(chronik_bug = "stale_read"))]
             Command::Query {
                 partition,
                 query,
                 consistency,
             } => {
+                if crate::planted::active(crate::planted::Bug::StaleRead) {
+                    // Planted bug (simulation builds only): any replica
+                    // answers from its own applied state, with no
+                    // leadership or ReadIndex.
+                    let group = self.metadata.sm.partition(&partition)?.group;
+                    let g = self.partitions.get(&group).ok_or(Error::NotLeader {
+                        group,
+                        leader_hint: None,
+                    })?;
+                    let r = g.sm.0.query(&query).map(Response::Query);
+                    self.sink.reply(request_id, r);
+                    return Ok(());
+                }
                 let group = match consistency {
                     ReadConsistency::Leader => self.leader_group(&partition)?,
                     ReadConsistency::Follower | ReadConsistency::FollowerStale => {
@@ -895,12 +895,18 @@ impl<S: StateMachine> Engine<S> {
             };
             let group = meta.group;
             let (isr, min) = (meta.isr.len() as u32, topic.min_insync_replicas);
-            if isr < min && !cfg!(chronik_bug = "min_isr_before_append_only") {
+            if isr < min && !crate::planted::active(crate::planted::Bug::MinIsrBeforeAppendOnly) {
                 *result = Err(Error::NotEnoughReplicasAfterAppend {
                     partition,
                     isr,
                     min,
                 });
+            } else if crate::planted::active(crate::planted::Bug::FailAfterAppend)
+                && *request_id % 5 == 0
+            {
+                // Planted bug (simulation builds only): an appended and
+                // committed produce is answered as a definite refusal.
+                *result = Err(Error::invalid("planted bug: fail after append"));
             } else {
                 acked.push(group);
             }
@@ -1437,6 +1443,7 @@ fn status_of<M, Q>(g: &Group<M, Q>) -> GroupStatus {
         kind: g.kind.clone(),
         role: Role::from(raft.state),
         term: raft.term,
+        vote: raft.vote,
         leader: g.leader_hint(),
         commit: raft.raft_log.committed,
         applied: g.applied,

@@ -647,7 +647,9 @@ impl<M, Q> Group<M, Q> {
         sink: &mut Sink<S>,
         serve: impl Fn(&M, &Q) -> Result<Response<S>, Error>,
     ) {
-        let applied = if cfg!(chronik_bug = "follower_read_early") && !self.is_leader() {
+        let applied = if crate::planted::active(crate::planted::Bug::FollowerReadEarly)
+            && !self.is_leader()
+        {
             // Planted bug (test builds only): a follower answers as soon as
             // the leader confirms, before applying up to the read index.
             u64::MAX

@@ -88,6 +88,7 @@ pub mod metadata;
 pub mod output;
 pub mod partition_log;
 pub mod persist;
+pub mod planted;
 pub mod read_index;
 pub mod state_machine;
 pub mod storage;

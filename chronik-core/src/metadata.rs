@@ -760,6 +760,12 @@ impl MetadataState {
         let mut s: MetadataState =
             postcard::from_bytes(data).map_err(|e| format!("metadata snapshot: {e}"))?;
         s.applied_index = index;
+        if crate::planted::active(crate::planted::Bug::MetadataSnapshotLosesIsr) {
+            // Planted bug (simulation builds only): the ISR is not restored.
+            for p in s.topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {
+                p.isr = p.replicas.clone();
+            }
+        }
         s.debug_check_invariants();
         Ok(s)
     }

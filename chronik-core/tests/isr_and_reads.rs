@@ -106,7 +106,6 @@ fn produce_is_refused_before_append_below_min_insync() {
 }
 
 #[test]
-#[cfg_attr(chronik_bug = "min_isr_before_append_only", ignore)]
 fn produces_in_flight_when_the_isr_shrinks_fail_after_append() {
     // Slow links, so produces are always in flight; one follower goes
     // silent and is shrunk out of an ISR that must hold all three replicas.

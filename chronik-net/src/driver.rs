@@ -198,7 +198,14 @@ impl Driver {
         } = links;
         let (wal_tx, wal_rx) = mpsc::channel(WAL_QUEUE_MAX);
         let (durable_tx, durable_rx) = watch::channel(Ok(0));
-        tokio::spawn(wal_task(wal, wal_rx, durable_tx, metrics.clone()));
+        let wal_observer = observer.clone().map(|o| (engine.node_id(), o));
+        tokio::spawn(wal_task(
+            wal,
+            wal_rx,
+            durable_tx,
+            metrics.clone(),
+            wal_observer,
+        ));
         Driver {
             engine,
             start: Instant::now(),
@@ -425,6 +432,9 @@ impl Driver {
         if applied != self.removed_seen_at {
             self.removed_seen_at = applied;
             let md = self.engine.metadata();
+            if let Some(o) = &self.observer {
+                o.on_metadata(self.engine.node_id(), md);
+            }
             let now: std::collections::BTreeSet<NodeId> = md.removed_nodes().collect();
             if *self.removed.read() != now {
                 *self.removed.write() = now;
@@ -582,6 +592,7 @@ async fn wal_task(
     mut rx: mpsc::Receiver<PersistBatch>,
     durable: watch::Sender<Result<u64, String>>,
     metrics: Metrics,
+    observer: Option<(NodeId, Arc<dyn crate::EngineObserver>)>,
 ) {
     let disk = wal.disk();
     let wal = Arc::new(parking_lot::Mutex::new(wal));
@@ -596,6 +607,8 @@ async fn wal_task(
         let last = batches.last().expect("non-empty").ticket;
         let w = wal.clone();
         let started = Instant::now();
+        // Only checkers watch; production nodes clone nothing.
+        let reported = observer.as_ref().map(|_| batches.clone());
         // The WAL is only ever used by this task; the mutex just lets the
         // blocking closure borrow it.
         // Real disks block: keep the fsync off the async workers. In
@@ -604,6 +617,11 @@ async fn wal_task(
         let result = tokio::task::spawn_blocking(move || w.lock().append(&batches)).await;
         #[cfg(madsim)]
         let result: Result<_, std::convert::Infallible> = Ok(w.lock().append(&batches));
+        // What the WAL wrote (and synced where asked) is on the disk now,
+        // whatever happens before the engine hears of it.
+        if let (Some((node, o)), Some(b), Ok(Ok(()))) = (&observer, &reported, &result) {
+            o.on_durable(*node, b);
+        }
         // A modelled disk's fsync takes time too; nothing is durable before.
         let latency = disk.take_sync_latency();
         if !latency.is_zero() {

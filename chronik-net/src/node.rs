@@ -88,7 +88,15 @@ impl Node {
         config.engine_config().validate()?;
         check_node_id(disk.as_ref(), &config)?;
         let wal_cfg = WalConfig::new(config.data_dir.join("wal"));
-        let (wal, durable, report) = Wal::open(disk.clone(), wal_cfg)?;
+        #[allow(unused_mut)] // mutated by a planted bug in simulation builds
+        let (wal, mut durable, report) = Wal::open(disk.clone(), wal_cfg)?;
+        if chronik_core::planted::active(chronik_core::planted::Bug::ForgetVote) {
+            // Planted bug (simulation builds only): the recovered votes are
+            // forgotten, so the node may vote twice in one term.
+            for g in durable.groups.values_mut() {
+                g.hard_state.vote = 0;
+            }
+        }
         if let Some(addr) = config.join.clone() {
             if !durable.groups.contains_key(&chronik_core::METADATA_GROUP) {
                 // A new node: ask the cluster to add it, and learn who the

@@ -129,7 +129,11 @@ impl Wal {
         cfg: WalConfig,
     ) -> Result<(Wal, DurableState, RecoveryReport), WalError> {
         // Planted bug (test builds only): trust records without checksums.
-        Wal::open_with(disk, cfg, !cfg!(chronik_bug = "skip_crc"))
+        Wal::open_with(
+            disk,
+            cfg,
+            !chronik_core::planted::active(chronik_core::planted::Bug::SkipCrc),
+        )
     }
 
     /// `open` with the checksum check switchable, for planted-bug tests only.
@@ -284,6 +288,11 @@ impl Wal {
         let mut must_sync = false;
         for batch in batches {
             must_sync |= batch.must_sync;
+            if chronik_core::planted::active(chronik_core::planted::Bug::GroupCommitSkipSync) {
+                // Planted bug (simulation builds only): the last folded
+                // batch decides the sync for all of them.
+                must_sync = batch.must_sync;
+            }
             let mut updates = Vec::with_capacity(batch.updates.len());
             for u in &batch.updates {
                 if let GroupUpdate::Snapshot { group, snapshot } = u {
@@ -338,7 +347,7 @@ impl Wal {
         self.file.write_all(&buf).map_err(io_err(&path))?;
         // Planted bug (test builds only): report batches durable without
         // syncing them, so acknowledgements can outrun the disk.
-        if must_sync && !cfg!(chronik_bug = "ack_before_fsync") {
+        if must_sync && !chronik_core::planted::active(chronik_core::planted::Bug::AckBeforeFsync) {
             self.file.sync().map_err(io_err(&path))?;
         }
         self.segments.last_mut().expect("a segment is open").1 += buf.len() as u64;

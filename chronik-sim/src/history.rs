@@ -116,8 +116,21 @@ pub enum AnomalyKind {
     PollSkip,
     /// A process saw a partition's high watermark go backwards.
     NonMonotonicPoll,
-    /// A poll that started after a send was acknowledged did not see it.
+    /// A linearizable poll that started after a send was acknowledged did
+    /// not see it, or after another linearizable poll of the partition
+    /// ended saw a lower high watermark than that one (reads in real time
+    /// across processes).
     StaleRead,
+    /// A poll returned a value whose send definitely failed.
+    FailedValueRead,
+    /// A poll returned a value no send ever carried.
+    UnknownValue,
+    /// A poll returned a record at or above the high watermark it reported.
+    RecordAboveWatermark,
+    /// The history itself is broken: a completion without its invocation,
+    /// two invocations in flight on one process, a process reused after an
+    /// unknown outcome, a value that does not parse.
+    Malformed,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,6 +169,57 @@ struct PollOk {
     hwm: Option<u64>,
     process: u64,
     invoke_index: u64,
+    complete_index: u64,
+}
+
+/// The largest value among events that completed before `before`, from
+/// `(complete_index, value)` pairs sorted by index with running maxima.
+fn max_completed_before(sorted: &[(u64, u64)], before: u64) -> Option<u64> {
+    let n = sorted.partition_point(|(i, _)| *i < before);
+    n.checked_sub(1).map(|k| sorted[k].1)
+}
+
+/// Sorts `(complete_index, value)` pairs and turns values into running
+/// maxima.
+fn running_max(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    v.sort_unstable();
+    let mut m = 0;
+    for e in v.iter_mut() {
+        m = m.max(e.1);
+        e.1 = m;
+    }
+    v
+}
+
+fn parse_send(v: &Value) -> Option<(String, Option<u64>, String)> {
+    let a = v.as_array()?;
+    if a.len() != 3 {
+        return None;
+    }
+    let off = match &a[1] {
+        Value::Null => None,
+        o => Some(o.as_u64()?),
+    };
+    Some((a[0].as_str()?.to_string(), off, a[2].as_str()?.to_string()))
+}
+
+type ParsedPoll = (String, u64, Vec<(u64, String)>, Option<u64>);
+
+fn parse_poll(v: &Value) -> Option<ParsedPoll> {
+    let a = v.as_array()?;
+    if a.len() != 4 {
+        return None;
+    }
+    let records = a[2]
+        .as_array()?
+        .iter()
+        .map(|r| Some((r.get(0)?.as_u64()?, r.get(1)?.as_str()?.to_string())))
+        .collect::<Option<Vec<_>>>()?;
+    let hwm = match &a[3] {
+        Value::Null => None,
+        h => Some(h.as_u64()?),
+    };
+    Some((a[0].as_str()?.to_string(), a[1].as_u64()?, records, hwm))
 }
 
 /// Checks a history. `final_process` is the process that made the final
@@ -163,64 +227,111 @@ struct PollOk {
 pub fn check(ops: &[Op], final_process: Option<u64>) -> Report {
     let mut report = Report::default();
     let mut anomaly = |kind, detail: String| report.anomalies.push(Anomaly { kind, detail });
-    // Pair completions with their invocations (one op in flight per process).
+    // Pair completions with their invocations (one op in flight per
+    // process; a process that got `info` is never used again).
     let mut open: BTreeMap<u64, &Op> = BTreeMap::new();
+    let mut retired: BTreeSet<u64> = BTreeSet::new();
     let mut sends = Vec::new();
     let mut polls = Vec::new();
+    // Every value any send carried, and those whose send definitely failed.
+    let mut sent_values: BTreeSet<String> = BTreeSet::new();
+    let mut failed_values: BTreeMap<String, u64> = BTreeMap::new();
     for op in ops {
-        match op.kind {
-            OpType::Invoke => {
-                open.insert(op.process, op);
+        if retired.contains(&op.process) {
+            anomaly(
+                AnomalyKind::Malformed,
+                format!(
+                    "op {}: process {} reused after an unknown outcome",
+                    op.index, op.process
+                ),
+            );
+            continue;
+        }
+        if op.kind == OpType::Invoke {
+            if let Some(prev) = open.insert(op.process, op) {
+                anomaly(
+                    AnomalyKind::Malformed,
+                    format!(
+                        "op {}: process {} invoked again while op {} is in flight",
+                        op.index, op.process, prev.index
+                    ),
+                );
             }
-            OpType::Ok => {
-                let Some(inv) = open.remove(&op.process) else {
-                    continue;
-                };
-                let v = &op.value;
-                match op.f {
-                    Func::Send => {
-                        if let (Some(p), Some(off), Some(val)) =
-                            (v[0].as_str(), v[1].as_u64(), v[2].as_str())
-                        {
-                            sends.push(SendOk {
-                                partition: p.to_string(),
-                                offset: off,
-                                value: val.to_string(),
-                                process: op.process,
-                                complete_index: op.index,
-                            });
-                        }
+            if op.f == Func::Send {
+                match parse_send(&op.value) {
+                    Some((_, _, v)) => {
+                        sent_values.insert(v);
                     }
-                    Func::Poll => {
-                        let records = v[2]
-                            .as_array()
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(|r| {
-                                        Some((r[0].as_u64()?, r[1].as_str()?.to_string()))
-                                    })
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        if let (Some(p), Some(from)) = (v[0].as_str(), v[1].as_u64()) {
-                            // A null high watermark makes no freshness
-                            // claim: a follower-stale read.
-                            let hwm = v[3].as_u64();
-                            polls.push(PollOk {
-                                partition: p.to_string(),
-                                from,
-                                records,
-                                hwm,
-                                process: op.process,
-                                invoke_index: inv.index,
-                            });
-                        }
-                    }
+                    None => anomaly(
+                        AnomalyKind::Malformed,
+                        format!("op {}: send value {} does not parse", op.index, op.value),
+                    ),
                 }
             }
-            OpType::Fail | OpType::Info => {
-                open.remove(&op.process);
+            continue;
+        }
+        let Some(inv) = open.remove(&op.process) else {
+            anomaly(
+                AnomalyKind::Malformed,
+                format!(
+                    "op {}: {:?} of process {} without an invocation",
+                    op.index, op.kind, op.process
+                ),
+            );
+            continue;
+        };
+        if inv.f != op.f {
+            anomaly(
+                AnomalyKind::Malformed,
+                format!(
+                    "op {}: completes a {:?} invoked as {:?} (op {})",
+                    op.index, op.f, inv.f, inv.index
+                ),
+            );
+            continue;
+        }
+        match (op.kind, op.f) {
+            (OpType::Ok, Func::Send) => match parse_send(&op.value) {
+                Some((p, Some(offset), value)) => sends.push(SendOk {
+                    partition: p,
+                    offset,
+                    value,
+                    process: op.process,
+                    complete_index: op.index,
+                }),
+                _ => anomaly(
+                    AnomalyKind::Malformed,
+                    format!(
+                        "op {}: acknowledged send without an offset: {}",
+                        op.index, op.value
+                    ),
+                ),
+            },
+            (OpType::Ok, Func::Poll) => match parse_poll(&op.value) {
+                Some((partition, from, records, hwm)) => polls.push(PollOk {
+                    partition,
+                    from,
+                    records,
+                    hwm,
+                    process: op.process,
+                    invoke_index: inv.index,
+                    complete_index: op.index,
+                }),
+                None => anomaly(
+                    AnomalyKind::Malformed,
+                    format!("op {}: poll value {} does not parse", op.index, op.value),
+                ),
+            },
+            (OpType::Fail, Func::Send) => {
+                if let Some((_, _, v)) = parse_send(&inv.value) {
+                    failed_values.insert(v, op.index);
+                }
             }
+            (OpType::Info, _) => {
+                retired.insert(op.process);
+            }
+            (OpType::Fail, Func::Poll) => {}
+            (OpType::Invoke, _) => unreachable!("handled above"),
         }
     }
     report.sends_ok = sends.len() as u64;
@@ -250,6 +361,34 @@ pub fn check(ops: &[Op], final_process: Option<u64>) -> Report {
     for p in &polls {
         for (o, v) in &p.records {
             observe(&p.partition, *o, v, "poll", &mut anomaly);
+            if let Some(fail) = failed_values.get(v) {
+                anomaly(
+                    AnomalyKind::FailedValueRead,
+                    format!(
+                        "poll of {} (op {}) returned {v:?} at offset {o}, whose send failed (op {fail})",
+                        p.partition, p.complete_index
+                    ),
+                );
+            } else if !sent_values.contains(v) {
+                anomaly(
+                    AnomalyKind::UnknownValue,
+                    format!(
+                        "poll of {} (op {}) returned {v:?} at offset {o}, which no send carried",
+                        p.partition, p.complete_index
+                    ),
+                );
+            }
+            if let Some(hwm) = p.hwm {
+                if *o >= hwm {
+                    anomaly(
+                        AnomalyKind::RecordAboveWatermark,
+                        format!(
+                            "poll of {} (op {}) returned offset {o} at or above its high watermark {hwm}",
+                            p.partition, p.complete_index
+                        ),
+                    );
+                }
+            }
         }
     }
     for (v, places) in &where_is {
@@ -307,21 +446,64 @@ pub fn check(ops: &[Op], final_process: Option<u64>) -> Report {
         last_hwm.insert(key, hwm);
     }
 
-    // Linearizability of reads: a poll invoked after a send completed must
-    // report a high watermark past the send's offset.
+    // Linearizability of reads, in real time (op order) across processes:
+    // a poll invoked after a send completed must report a high watermark
+    // past the send's offset, and one invoked after another linearizable
+    // poll completed must report at least that poll's high watermark.
+    let mut acked_by_partition: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    for s in &sends {
+        acked_by_partition
+            .entry(&s.partition)
+            .or_default()
+            .push((s.complete_index, s.offset + 1));
+    }
+    let mut seen_by_partition: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    for p in &polls {
+        if let Some(hwm) = p.hwm {
+            seen_by_partition
+                .entry(&p.partition)
+                .or_default()
+                .push((p.complete_index, hwm));
+        }
+    }
+    let acked: BTreeMap<&str, Vec<(u64, u64)>> = acked_by_partition
+        .into_iter()
+        .map(|(k, v)| (k, running_max(v)))
+        .collect();
+    let seen: BTreeMap<&str, Vec<(u64, u64)>> = seen_by_partition
+        .into_iter()
+        .map(|(k, v)| (k, running_max(v)))
+        .collect();
     for p in &polls {
         let Some(hwm) = p.hwm else { continue };
-        if let Some(s) = sends
-            .iter()
-            .filter(|s| s.partition == p.partition && s.complete_index < p.invoke_index)
-            .max_by_key(|s| s.offset)
+        let part = p.partition.as_str();
+        if let Some(end) = acked
+            .get(part)
+            .and_then(|v| max_completed_before(v, p.invoke_index))
         {
-            if hwm <= s.offset {
+            if hwm < end {
                 anomaly(
                     AnomalyKind::StaleRead,
                     format!(
-                        "poll of {} (op {}) saw high watermark {hwm} after {:?} was acknowledged at offset {} (op {})",
-                        p.partition, p.invoke_index, s.value, s.offset, s.complete_index
+                        "poll of {} (op {}) saw high watermark {hwm} after offset {} was acknowledged",
+                        p.partition,
+                        p.invoke_index,
+                        end - 1
+                    ),
+                );
+                continue;
+            }
+        }
+        if let Some(prev) = seen
+            .get(part)
+            .and_then(|v| max_completed_before(v, p.invoke_index))
+        {
+            if hwm < prev {
+                anomaly(
+                    AnomalyKind::StaleRead,
+                    format!(
+                        "poll of {} (op {}) saw high watermark {hwm} after another poll that had ended saw {prev}",
+                        p.partition, p.invoke_index
                     ),
                 );
             }
@@ -485,6 +667,160 @@ mod tests {
         h.send(1, "t-0", "a", Some(7));
         h.poll(4, "t-0", 0, &[], 7);
         assert!(h.check(None).contains(&AnomalyKind::StaleRead));
+    }
+
+    #[test]
+    fn reads_of_failed_unknown_or_unwatermarked_values_are_caught() {
+        let mut h = good();
+        h.0.push(
+            20,
+            5,
+            OpType::Invoke,
+            Func::Send,
+            send_value("t-0", None, "nope"),
+        );
+        h.0.push(
+            21,
+            5,
+            OpType::Fail,
+            Func::Send,
+            send_value("t-0", None, "nope"),
+        );
+        h.poll(4, "t-0", 3, &[(3, "nope")], 4);
+        assert!(h.check(None).contains(&AnomalyKind::FailedValueRead));
+
+        let mut h = good();
+        h.poll(4, "t-0", 3, &[(3, "never-sent")], 4);
+        assert!(h.check(None).contains(&AnomalyKind::UnknownValue));
+
+        let mut h = good();
+        h.poll(4, "t-0", 0, &[(0, "a"), (1, "b"), (2, "c")], 2);
+        assert!(h.check(None).contains(&AnomalyKind::RecordAboveWatermark));
+        // A stale read makes no watermark claim to be above of.
+        let mut h = good();
+        h.poll_maybe_stale(4, "t-0", 0, &[(0, "a"), (1, "b"), (2, "c")], None);
+        assert!(h.check(Some(9)).is_empty());
+    }
+
+    #[test]
+    fn reads_are_linearizable_across_processes() {
+        // Process 4 saw high watermark 3; process 5 began later and saw 2
+        // (no acknowledged send tells them apart: only the reads do).
+        let mut h = H::new();
+        h.poll(4, "t-0", 0, &[], 3);
+        h.poll(5, "t-0", 0, &[], 2);
+        let kinds = check(&h.0.ops(), None);
+        assert!(
+            kinds
+                .anomalies
+                .iter()
+                .any(|a| a.kind == AnomalyKind::StaleRead && a.detail.contains("another poll")),
+            "{:?}",
+            kinds.anomalies
+        );
+        // Overlapping reads may see either.
+        let h = History::new();
+        h.push(
+            1,
+            4,
+            OpType::Invoke,
+            Func::Poll,
+            poll_value("t-0", 0, &[], None),
+        );
+        h.push(
+            2,
+            5,
+            OpType::Invoke,
+            Func::Poll,
+            poll_value("t-0", 0, &[], None),
+        );
+        h.push(
+            3,
+            4,
+            OpType::Ok,
+            Func::Poll,
+            poll_value("t-0", 0, &[], Some(3)),
+        );
+        h.push(
+            4,
+            5,
+            OpType::Ok,
+            Func::Poll,
+            poll_value("t-0", 0, &[], Some(2)),
+        );
+        assert!(check(&h.ops(), None).anomalies.is_empty());
+    }
+
+    #[test]
+    fn broken_histories_fail_the_check() {
+        let kinds = |h: &History| check(&h.ops(), None).kinds();
+        // A completion without its invocation.
+        let h = History::new();
+        h.push(
+            1,
+            1,
+            OpType::Ok,
+            Func::Send,
+            send_value("t-0", Some(0), "a"),
+        );
+        assert!(kinds(&h).contains(&AnomalyKind::Malformed));
+        // Two invocations in flight on one process.
+        let h = History::new();
+        h.push(
+            1,
+            1,
+            OpType::Invoke,
+            Func::Send,
+            send_value("t-0", None, "a"),
+        );
+        h.push(
+            2,
+            1,
+            OpType::Invoke,
+            Func::Send,
+            send_value("t-0", None, "b"),
+        );
+        assert!(kinds(&h).contains(&AnomalyKind::Malformed));
+        // A process reused after an unknown outcome.
+        let mut h = H::new();
+        h.send(1, "t-0", "a", None);
+        h.send(1, "t-0", "b", Some(0));
+        assert!(h.check(None).contains(&AnomalyKind::Malformed));
+        // An acknowledged send without an offset, and a value that does not
+        // parse.
+        let h = History::new();
+        h.push(
+            1,
+            1,
+            OpType::Invoke,
+            Func::Send,
+            send_value("t-0", None, "a"),
+        );
+        h.push(2, 1, OpType::Ok, Func::Send, send_value("t-0", None, "a"));
+        h.push(
+            3,
+            2,
+            OpType::Invoke,
+            Func::Poll,
+            poll_value("t-0", 0, &[], None),
+        );
+        h.push(
+            4,
+            2,
+            OpType::Ok,
+            Func::Poll,
+            serde_json::json!(["t-0", "zero"]),
+        );
+        let r = check(&h.ops(), None);
+        assert_eq!(
+            r.anomalies
+                .iter()
+                .filter(|a| a.kind == AnomalyKind::Malformed)
+                .count(),
+            2,
+            "{:?}",
+            r.anomalies
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! seeds per minute, faults by kind and the replay command of each failure.
 
 pub mod history;
+pub mod node_checker;
 
 #[cfg(madsim)]
 pub mod scenario;

@@ -22,7 +22,9 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(madsim)]
 mod runner {
-    use chronik_sim::scenario::{replay_command, run, RunReport};
+    use chronik_core::planted::{self, Bug};
+    use chronik_sim::node_checker::NodeChecker;
+    use chronik_sim::scenario::{expected_catch, replay_command, run_checked, RunReport};
     use clap::Parser;
     use std::collections::{BTreeMap, VecDeque};
     use std::process::ExitCode;
@@ -41,6 +43,26 @@ mod runner {
         /// Simulated seconds after which a seed counts as hung.
         #[arg(long, default_value_t = 600)]
         time_limit_secs: u64,
+        /// Switch on a planted bug and require that its checker catches it
+        /// within the seed range: stops at the first failing seed, exits 0
+        /// only if that failure names the expected anomaly or invariant.
+        #[arg(long, value_parser = parse_bug)]
+        bug: Option<Bug>,
+        /// Fail the run when some mechanism never fired over at least this
+        /// many seeds (no ISR shrink, no snapshot install...): a checker
+        /// with nothing to check proves nothing. 0 disables the guard.
+        #[arg(long, default_value_t = 100)]
+        guard_min_seeds: usize,
+        /// Print the names of the planted bugs, one a line, and exit.
+        #[arg(long)]
+        list_bugs: bool,
+    }
+
+    fn parse_bug(s: &str) -> Result<Bug, String> {
+        Bug::from_name(s).ok_or_else(|| {
+            let names: Vec<&str> = Bug::ALL.iter().map(|b| b.name()).collect();
+            format!("unknown planted bug {s:?}; known: {}", names.join(", "))
+        })
     }
 
     fn parse_seeds(s: &str) -> Result<std::ops::RangeInclusive<u64>, String> {
@@ -69,37 +91,167 @@ mod runner {
 
     struct Outcome {
         seed: u64,
-        result: Result<RunReport, String>,
+        /// The report, or the panic with what the node-side checker had
+        /// found before it.
+        result: Result<RunReport, (String, Vec<String>)>,
     }
 
     fn run_seed(seed: u64, time_limit: Duration) -> Outcome {
+        let checker = Arc::new(NodeChecker::default());
+        let c = checker.clone();
         let result = std::thread::spawn(move || {
             let mut rt =
                 madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
             rt.set_time_limit(time_limit);
-            rt.block_on(run(false))
+            rt.block_on(run_checked(false, c))
         })
         .join()
         .map_err(|p| {
-            p.downcast_ref::<String>()
+            let why = p
+                .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panicked".into())
+                .unwrap_or_else(|| "panicked".into());
+            (why, checker.violations())
         });
         Outcome { seed, result }
     }
 
+    /// Sums over the seeds of a run.
+    #[derive(Default)]
+    struct Totals {
+        faults: BTreeMap<&'static str, u64>,
+        nodes: BTreeMap<u64, u64>,
+        ops: usize,
+        sends: u64,
+        polls: u64,
+        late_topics: u64,
+        refused_min_isr: u64,
+        below_min_isr: u64,
+        follower_reads: u64,
+        joins: u64,
+        leaves_ok: u64,
+        leaves_refused: u64,
+        sim_secs: f64,
+        node: chronik_sim::node_checker::NodeCounts,
+    }
+
+    impl Totals {
+        fn add(&mut self, r: &RunReport) {
+            for (k, v) in &r.faults {
+                *self.faults.entry(k).or_default() += v;
+            }
+            *self.nodes.entry(r.nodes).or_default() += 1;
+            self.ops += r.ops;
+            self.sends += r.sends_ok;
+            self.polls += r.polls_ok;
+            self.late_topics += r.topics_created_late;
+            self.refused_min_isr += r.refused_min_isr;
+            self.below_min_isr += r.appended_below_min_isr;
+            self.follower_reads += r.follower_reads;
+            self.joins += r.joins;
+            self.leaves_ok += r.leaves_accepted;
+            self.leaves_refused += r.leaves_refused;
+            self.sim_secs += r.sim_secs;
+            let (a, b) = (&mut self.node, &r.node);
+            a.leader_elections += b.leader_elections;
+            a.entries_applied += b.entries_applied;
+            a.produce_acks_checked += b.produce_acks_checked;
+            a.reads_checked += b.reads_checked;
+            a.metadata_compared += b.metadata_compared;
+            a.snapshots_installed += b.snapshots_installed;
+            a.isr_shrinks_applied += b.isr_shrinks_applied;
+            a.crashes_checked += b.crashes_checked;
+            a.restarts_checked += b.restarts_checked;
+            a.votes_recorded += b.votes_recorded;
+        }
+
+        /// Mechanisms that never fired: each one means a checker had
+        /// nothing to check.
+        fn idle_mechanisms(&self) -> Vec<&'static str> {
+            let n = &self.node;
+            [
+                (self.refused_min_isr, "no produce refused for min ISR"),
+                (n.isr_shrinks_applied, "no ISR shrink"),
+                (self.follower_reads, "no linearizable follower read"),
+                (n.snapshots_installed, "no snapshot installed"),
+                (n.crashes_checked, "no crash checked for durability"),
+                (n.restarts_checked, "no restart checked against its disk"),
+                (n.metadata_compared, "no metadata compared across nodes"),
+                (n.reads_checked, "no read checked against the applied index"),
+                (self.joins, "no node joined"),
+                (self.leaves_ok, "no node removal accepted"),
+            ]
+            .into_iter()
+            .filter(|(count, _)| *count == 0)
+            .map(|(_, what)| what)
+            .collect()
+        }
+
+        fn print(&self, done: usize, secs: f64) {
+            println!(
+                "\n== {done} seeds in {secs:.0} s: {:.1} seeds/min, {:.1} simulated seconds per wall second",
+                done as f64 * 60.0 / secs,
+                self.sim_secs / secs.max(1e-9)
+            );
+            println!("cluster sizes (nodes: seeds): {:?}", self.nodes);
+            println!(
+                "faults injected: {} in all: {:?}",
+                self.faults.values().sum::<u64>(),
+                self.faults
+            );
+            let n = &self.node;
+            println!(
+                "operations checked: {} ({} sends and {} polls acknowledged, {} of them linearizable follower reads); {} topics created during faults",
+                self.ops, self.sends, self.polls, self.follower_reads, self.late_topics
+            );
+            println!(
+                "node-side: {} leader elections, {} applied entries, {} reads against the applied index, {} metadata states compared, {} snapshots installed, {} ISR shrinks applied, {} crashes checked for durability, {} restarts checked against their disk, {} votes recorded",
+                n.leader_elections,
+                n.entries_applied,
+                n.reads_checked,
+                n.metadata_compared,
+                n.snapshots_installed,
+                n.isr_shrinks_applied,
+                n.crashes_checked,
+                n.restarts_checked,
+                n.votes_recorded
+            );
+            println!(
+                "membership: {} nodes joined during faults, {} removals accepted and {} refused or unanswered",
+                self.joins, self.leaves_ok, self.leaves_refused
+            );
+            println!(
+                "min_insync_replicas: {} produces refused before append, {} failed after append, {} acknowledgements checked against the leader's ISR",
+                self.refused_min_isr, self.below_min_isr, n.produce_acks_checked
+            );
+        }
+    }
+
     pub fn main() -> ExitCode {
         let args = Args::parse();
+        if args.list_bugs {
+            for b in Bug::ALL {
+                println!("{b}");
+            }
+            return ExitCode::SUCCESS;
+        }
+        planted::activate(args.bug);
         let jobs = args
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1);
         let total = (args.seeds.end() - args.seeds.start() + 1) as usize;
         println!(
-            "running seeds {}..={} ({total}) on {jobs} threads",
+            "running seeds {}..={} ({total}) on {jobs} threads{}",
             args.seeds.start(),
-            args.seeds.end()
+            args.seeds.end(),
+            args.bug
+                .map(|b| format!(
+                    " with planted bug {b} (must be caught by: {})",
+                    expected_catch(b)
+                ))
+                .unwrap_or_default()
         );
         let queue = Arc::new(Mutex::new(args.seeds.clone().collect::<VecDeque<u64>>()));
         let (tx, rx) = mpsc::channel();
@@ -117,47 +269,36 @@ mod runner {
         }
         drop(tx);
         let started = Instant::now();
-        let mut faults: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let (mut ops, mut sends, mut polls, mut elections, mut applied, mut late) =
-            (0usize, 0u64, 0u64, 0u64, 0u64, 0u64);
-        let (mut refused, mut below, mut acks_checked, mut follower_reads) =
-            (0u64, 0u64, 0u64, 0u64);
-        let (mut joins, mut leaves_ok, mut leaves_refused) = (0u64, 0u64, 0u64);
-        let mut nodes: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut failures: Vec<(u64, String)> = Vec::new();
+        let mut totals = Totals::default();
+        // (seed, why, whether a panic ended it)
+        let mut failures: Vec<(u64, String, bool)> = Vec::new();
         let mut done = 0usize;
         let every = (total / 20).max(1);
         for o in rx {
             done += 1;
             match o.result {
                 Ok(r) => {
-                    for (k, v) in &r.faults {
-                        *faults.entry(k).or_default() += v;
-                    }
-                    ops += r.ops;
-                    sends += r.sends_ok;
-                    polls += r.polls_ok;
-                    elections += r.leader_elections;
-                    applied += r.entries_applied;
-                    late += r.topics_created_late;
-                    refused += r.refused_min_isr;
-                    below += r.appended_below_min_isr;
-                    acks_checked += r.produce_acks_checked;
-                    follower_reads += r.follower_reads;
-                    joins += r.joins;
-                    leaves_ok += r.leaves_accepted;
-                    leaves_refused += r.leaves_refused;
-                    *nodes.entry(r.nodes).or_default() += 1;
+                    totals.add(&r);
                     if r.failed() {
                         let file = r.write_history();
                         let why = format!("{}\n    history: {}", r.failure(), file.display());
                         println!("FAILED seed {}: {why}", o.seed);
-                        failures.push((o.seed, why));
+                        failures.push((o.seed, why, false));
                     }
                 }
-                Err(panic) => {
-                    println!("FAILED seed {}: panicked: {panic}", o.seed);
-                    failures.push((o.seed, format!("panicked: {panic}")));
+                Err((panic, violations)) => {
+                    let mut why = format!("panicked: {panic}");
+                    for v in violations.iter().take(5) {
+                        why.push_str(&format!("\ninvariant: {v}"));
+                    }
+                    println!("FAILED seed {}: {why}", o.seed);
+                    failures.push((o.seed, why, true));
+                }
+            }
+            if args.bug.is_some() && !failures.is_empty() {
+                // Caught (or not): the seeds still queued are not needed.
+                if let Ok(mut q) = queue.lock() {
+                    q.clear();
                 }
             }
             if done % every == 0 || done == total {
@@ -170,37 +311,62 @@ mod runner {
             }
         }
         let secs = started.elapsed().as_secs_f64();
-        println!(
-            "\n== {done} seeds in {secs:.0} s: {:.1} seeds/min",
-            done as f64 * 60.0 / secs
-        );
-        println!("cluster sizes (nodes: seeds): {nodes:?}");
-        println!(
-            "faults injected: {} in all: {faults:?}",
-            faults.values().sum::<u64>()
-        );
-        println!(
-            "operations checked: {ops} ({sends} sends and {polls} polls acknowledged, {follower_reads} of them linearizable follower reads); {late} topics created during faults; {elections} leader elections and {applied} applied entries checked node-side"
-        );
-        println!(
-            "membership: {joins} nodes joined during faults, {leaves_ok} removals accepted and {leaves_refused} refused or unanswered; every seed ended with all members agreeing"
-        );
-        println!(
-            "min_insync_replicas: {refused} produces refused before append, {below} failed after append, {acks_checked} acknowledgements checked against the leader's ISR"
-        );
+        totals.print(done, secs);
+        failures.sort_by_key(|(s, _, _)| *s);
+        if let Some(bug) = args.bug {
+            return judge_planted(bug, &failures);
+        }
+        let mut ok = failures.is_empty();
         if failures.is_empty() {
             println!("0 failures");
-            return ExitCode::SUCCESS;
+        } else {
+            println!("{} failures:", failures.len());
+            for (seed, why, _) in &failures {
+                println!(
+                    "- seed {seed}: {}\n    replay: {}",
+                    why.lines().next().unwrap_or(""),
+                    replay_command(*seed)
+                );
+            }
         }
-        failures.sort_by_key(|(s, _)| *s);
-        println!("{} failures:", failures.len());
-        for (seed, why) in &failures {
+        if args.guard_min_seeds > 0 && done >= args.guard_min_seeds {
+            let idle = totals.idle_mechanisms();
+            if !idle.is_empty() {
+                println!(
+                    "GUARD FAILED over {done} seeds: {} (a checker that never had anything to check proves nothing)",
+                    idle.join("; ")
+                );
+                ok = false;
+            }
+        }
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+
+    /// A planted bug counts as caught only when its first failing seed
+    /// names the expected anomaly or invariant; a panic alone, or another
+    /// checker, is not its catch.
+    fn judge_planted(bug: Bug, failures: &[(u64, String, bool)]) -> ExitCode {
+        let expected = expected_catch(bug);
+        let Some((seed, why, _)) = failures.first() else {
+            println!("planted bug {bug} was NOT caught");
+            return ExitCode::FAILURE;
+        };
+        if why.contains(expected) {
             println!(
-                "- seed {seed}: {}\n    replay: {}",
-                why.lines().next().unwrap_or(""),
+                "planted bug {bug} caught by '{expected}' at seed {seed}\n    replay: {}",
                 replay_command(*seed)
             );
+            ExitCode::SUCCESS
+        } else {
+            println!(
+                "planted bug {bug}: seed {seed} failed, but not by '{expected}':\n{why}\n    replay: {}",
+                replay_command(*seed)
+            );
+            ExitCode::FAILURE
         }
-        ExitCode::FAILURE
     }
 }

@@ -11,7 +11,8 @@
 //! task pushing ops.
 
 use crate::history::{check, poll_value, send_value, Anomaly, Func, History, OpType};
-use crate::{NodeChecker, SimCluster};
+use crate::node_checker::{NodeChecker, NodeCounts};
+use crate::SimCluster;
 use bytes::Bytes;
 use chronik_net::proto::ReadConsistency;
 use chronik_net::{Client, ClientError, RetryPolicy};
@@ -29,6 +30,12 @@ use std::time::Duration;
 pub const FINAL_PROCESS: u64 = 1_000_000;
 /// Longest the cluster may take, once healed, to have a leader in every group.
 const LIVENESS_BOUND: Duration = Duration::from_secs(30);
+/// Fewest sends and polls a seed must get acknowledged during its faults...
+const SENDS_OK_MIN: u64 = 1;
+const POLLS_OK_MIN: u64 = 1;
+/// ... unless its plan kept a majority of nodes down for this share of the
+/// fault time.
+const MAJORITY_DOWN_EXEMPT: f64 = 0.5;
 /// How long the workload keeps running after the last fault.
 const TAIL: Duration = Duration::from_secs(4);
 
@@ -312,6 +319,69 @@ impl Plan {
         }
     }
 
+    /// The share of the fault time during which a majority of the nodes
+    /// was down (killed, paused, isolated or on the smaller side of a
+    /// split), as far as the plan alone tells: a leader isolated at run
+    /// time counts as one node, and nodes that join do not count.
+    pub fn majority_down_share(&self) -> f64 {
+        let mut dead: BTreeSet<u64> = BTreeSet::new();
+        let mut cut: BTreeSet<u64> = BTreeSet::new();
+        // Each split flips one bit of the nodes on its side: nodes can talk
+        // only with nodes of the same bits.
+        let mut sides: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut splits = 0u32;
+        let mut leaders_cut = 0u64;
+        // A node that joins hosts none of the existing replicas: only the
+        // original nodes count.
+        let nodes = self.nodes;
+        let (mut total, mut down) = (Duration::ZERO, Duration::ZERO);
+        for (delay, fault) in &self.steps {
+            total += *delay;
+            let mut classes: BTreeMap<u64, u64> = BTreeMap::new();
+            for id in (1..=nodes).filter(|id| !dead.contains(id) && !cut.contains(id)) {
+                *classes.entry(*sides.get(&id).unwrap_or(&0)).or_default() += 1;
+            }
+            let largest = classes.values().max().copied().unwrap_or(0);
+            if largest.saturating_sub(leaders_cut) <= nodes / 2 {
+                down += *delay;
+            }
+            match fault {
+                Fault::Kill { node, .. } | Fault::Pause { node } => {
+                    dead.insert(*node);
+                }
+                Fault::Restart { node } | Fault::Resume { node } => {
+                    dead.remove(node);
+                }
+                Fault::Isolate { node } => {
+                    cut.insert(*node);
+                }
+                Fault::IsolateLeader { .. } => leaders_cut += 1,
+                Fault::Split { side } => {
+                    for id in side {
+                        *sides.entry(*id).or_default() ^= 1 << (splits % 64);
+                    }
+                    splits += 1;
+                }
+                Fault::Heal => {
+                    cut.clear();
+                    sides.clear();
+                    leaders_cut = 0;
+                }
+                Fault::Join { .. }
+                | Fault::Cut { .. }
+                | Fault::Loss { .. }
+                | Fault::Latency { .. }
+                | Fault::SlowDisk { .. }
+                | Fault::Leave { .. } => {}
+            }
+        }
+        if total.is_zero() {
+            0.0
+        } else {
+            down.as_secs_f64() / total.as_secs_f64()
+        }
+    }
+
     pub fn describe(&self) -> String {
         let mut out = format!(
             "{} nodes (fsync ms {:?}); topics (name, partitions, min ISR) {:?}; created during faults {:?}; {} producers, {} consumers; faults:",
@@ -346,16 +416,16 @@ pub struct RunReport {
     pub ops: usize,
     pub sends_ok: u64,
     pub polls_ok: u64,
-    pub leader_elections: u64,
-    pub entries_applied: u64,
+    /// What the node-side checks saw (elections, applied entries, crashes
+    /// and restarts checked, metadata compared...).
+    pub node: NodeCounts,
     /// Produces refused with NOT_ENOUGH_REPLICAS, and appended but failed
     /// with NOT_ENOUGH_REPLICAS_AFTER_APPEND.
     pub refused_min_isr: u64,
     pub appended_below_min_isr: u64,
-    /// Produce acknowledgements checked against the acknowledging
-    /// leader's ISR.
-    pub produce_acks_checked: u64,
     pub follower_reads: u64,
+    /// Simulated seconds the seed ran.
+    pub sim_secs: f64,
     /// History anomalies (lost writes, stale reads...).
     pub anomalies: Vec<Anomaly>,
     /// Node-side invariant violations (election safety, apply order...).
@@ -405,11 +475,32 @@ impl RunReport {
     }
 }
 
-/// The one command that replays `seed` exactly, with its full output.
+/// The one command that replays `seed` exactly (with the planted bug that
+/// is switched on, if any), with its full output.
 pub fn replay_command(seed: u64) -> String {
+    let bug = chronik_core::planted::current()
+        .map(|b| format!("CHRONIK_BUG={b} "))
+        .unwrap_or_default();
     format!(
-        "MADSIM_TEST_SEED={seed} RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo test -p chronik-sim --test sim"
+        "{bug}MADSIM_TEST_SEED={seed} RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo test --profile sim -p chronik-sim --test sim -- --nocapture"
     )
+}
+
+/// What must catch each planted bug: a phrase of the failure report (an
+/// anomaly kind or the tag of a node-side violation). A bug caught only by
+/// something else, or by a panic, does not count.
+pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static str {
+    use chronik_core::planted::Bug;
+    match bug {
+        Bug::AckBeforeFsync | Bug::GroupCommitSkipSync => "crash durability",
+        Bug::StaleRead => "StaleRead",
+        Bug::SkipCrc => "crash durability",
+        Bug::FollowerReadEarly => "read index",
+        Bug::MinIsrBeforeAppendOnly => "min ISR",
+        Bug::FailAfterAppend => "FailedValueRead",
+        Bug::MetadataSnapshotLosesIsr => "metadata diverged",
+        Bug::ForgetVote => "recovery",
+    }
 }
 
 fn nanos(start: madsim::time::Instant) -> u64 {
@@ -633,7 +724,14 @@ impl Workload {
 
 /// Runs the current seed. With `verbose`, prints the plan before the run.
 pub async fn run(verbose: bool) -> RunReport {
+    run_checked(verbose, Arc::new(NodeChecker::default())).await
+}
+
+/// [`run`] reporting node-side checks to `checker`, which the caller keeps:
+/// if the run panics, what the checker found before is still there.
+pub async fn run_checked(verbose: bool, checker: Arc<NodeChecker>) -> RunReport {
     let seed = Handle::current().seed();
+    let sim_start = madsim::time::Instant::now();
     let mut rng = thread_rng();
     let plan = Plan::generate(&mut rng);
     if verbose {
@@ -649,7 +747,6 @@ pub async fn run(verbose: bool) -> RunReport {
         ..RunReport::default()
     };
     let n = plan.nodes;
-    let checker = Arc::new(NodeChecker::default());
     let mut cluster = SimCluster::start(n, checker.clone());
     let disk_base = |node: u64, plan: &Plan| {
         let (min, max) = plan.disk_ms[node as usize - 1];
@@ -905,12 +1002,14 @@ pub async fn run(verbose: bool) -> RunReport {
             // the value twice); a new attempt writes a new value instead.
             let client = w.client(false);
             let parts = w.partitions.lock().clone();
+            // A process that got an unknown outcome is never reused.
+            let mut process = FINAL_PROCESS;
             for (t, p) in parts {
                 let k = key(&t, p);
                 let mut last = String::new();
                 let mut done = false;
                 for attempt in 0..3u64 {
-                    let process = FINAL_PROCESS + 1 + attempt;
+                    process += 1;
                     let v = format!("final-{k}-{attempt}");
                     let invoke = send_value(&k, None, &v);
                     w.history
@@ -1004,12 +1103,33 @@ pub async fn run(verbose: bool) -> RunReport {
     report.sends_ok = verdict.sends_ok;
     report.polls_ok = verdict.polls_ok;
     report.anomalies = verdict.anomalies;
+    // A seed whose workload never got through during the faults checked
+    // next to nothing: it fails, so that a plan or a bug that stalls
+    // clients cannot pass unnoticed, unless its plan kept a majority down.
+    let (sends, polls) = ops
+        .iter()
+        .filter(|o| o.kind == OpType::Ok && o.process < FINAL_PROCESS)
+        .fold((0u64, 0u64), |(s, p), o| match o.f {
+            Func::Send => (s + 1, p),
+            Func::Poll => (s, p + 1),
+        });
+    let down = plan.majority_down_share();
+    if sends < SENDS_OK_MIN || polls < POLLS_OK_MIN {
+        let why = format!(
+            "the workload made too little progress during the faults: {sends} sends and {polls} polls acknowledged (at least {SENDS_OK_MIN} and {POLLS_OK_MIN} required)"
+        );
+        if down >= MAJORITY_DOWN_EXEMPT {
+            report.executed.push(format!(
+                "{why}; exempt: the plan kept a majority down for {:.0}% of the faults",
+                down * 100.0
+            ));
+        } else {
+            report.liveness.push(why);
+        }
+    }
     report.violations = checker.violations();
-    (
-        report.leader_elections,
-        report.entries_applied,
-        report.produce_acks_checked,
-    ) = checker.counts();
+    report.node = checker.counts();
+    report.sim_secs = sim_start.elapsed().as_secs_f64();
     report.refused_min_isr = work.refused_min_isr.load(Ordering::Relaxed);
     report.appended_below_min_isr = work.appended_below_min_isr.load(Ordering::Relaxed);
     report.follower_reads = work.follower_reads.load(Ordering::Relaxed);

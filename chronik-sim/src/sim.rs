@@ -1,62 +1,12 @@
-use chronik_core::testing::Checker;
-use chronik_core::{Event, GroupStatus, NodeId, NodeInfo};
+use crate::node_checker::NodeChecker;
+use chronik_core::NodeInfo;
 use chronik_net::disk::MemDisk;
 use chronik_net::{Client, EngineObserver, Node, NodeConfig, RetryPolicy};
 use madsim::runtime::Handle;
-use parking_lot::Mutex;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The node-side checker: every simulated node reports its engine's events
-/// here (one leader per term and group, committed entries never change,
-/// each replica applies every index exactly once and in order across
-/// restarts), and each event is folded into the run's trace hash.
-#[derive(Default)]
-pub struct NodeChecker {
-    inner: Mutex<Checker>,
-}
-
-impl NodeChecker {
-    pub fn violations(&self) -> Vec<String> {
-        self.inner.lock().violations().to_vec()
-    }
-
-    pub fn trace_hash(&self) -> u64 {
-        self.inner.lock().trace_hash()
-    }
-
-    /// (leader elections, entries applied, produce acknowledgements
-    /// checked against the ISR) seen so far, over all nodes.
-    pub fn counts(&self) -> (u64, u64, u64) {
-        let c = self.inner.lock();
-        (c.leader_elections, c.applied_count, c.produce_acks_checked)
-    }
-}
-
-impl EngineObserver for NodeChecker {
-    fn on_start(&self, node: NodeId, groups: &[GroupStatus]) {
-        let mut c = self.inner.lock();
-        c.trace(
-            node,
-            &(
-                "start",
-                groups
-                    .iter()
-                    .map(|g| (g.group, g.applied))
-                    .collect::<Vec<_>>(),
-            ),
-        );
-        c.on_recovered(node, groups);
-    }
-
-    fn on_event(&self, node: NodeId, event: &Event) {
-        let mut c = self.inner.lock();
-        c.trace(node, &format!("{event:?}"));
-        c.on_event(node, event);
-    }
-}
 
 pub const PEER_PORT: u16 = 7000;
 pub const CLIENT_PORT: u16 = 9092;
@@ -119,7 +69,7 @@ fn node_config(id: u64, members: Vec<NodeInfo>) -> NodeConfig {
         SocketAddr::new(node_ip(id), PEER_PORT),
         SocketAddr::new(node_ip(id), CLIENT_PORT),
         members,
-        format!("/data/node{id}"),
+        data_dir(id),
     );
     cfg.tick_interval_ms = 50;
     cfg.log_compact_threshold_entries = 200;
@@ -127,6 +77,11 @@ fn node_config(id: u64, members: Vec<NodeInfo>) -> NodeConfig {
     cfg.isr_max_lag_ms = 1_000;
     cfg.read_timeout_ms = 2_000;
     cfg
+}
+
+/// Where node `id` keeps its data on its simulated disk.
+pub fn data_dir(id: u64) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/data/node{id}"))
 }
 
 /// The client address of node `id`.
@@ -205,6 +160,8 @@ impl SimCluster {
             None => n.disk.crash(|_| 0),
         }
         n.up = false;
+        self.checker
+            .on_crash(id, &n.disk, &data_dir(id).join("wal"));
     }
 
     pub fn restart(&mut self, id: u64) {

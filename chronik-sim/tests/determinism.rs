@@ -30,12 +30,12 @@ fn same_seed_same_trace() {
         let b = run_seed(seed);
         assert!(!a.failed(), "seed {seed} failed: {}", a.failure());
         assert!(
-            a.ops > 0 && a.entries_applied > 0,
+            a.ops > 0 && a.node.entries_applied > 0,
             "seed {seed} did nothing"
         );
         assert_eq!(
-            (a.trace_hash, a.ops, a.entries_applied),
-            (b.trace_hash, b.ops, b.entries_applied),
+            (a.trace_hash, a.ops, a.node.entries_applied),
+            (b.trace_hash, b.ops, b.node.entries_applied),
             "seed {seed} ran differently twice"
         );
         hashes.push((seed, a.trace_hash));

@@ -16,8 +16,15 @@ pub struct Checker {
     applied: BTreeMap<(GroupId, u64), (u64, u64)>,
     /// Next index each (node, group) must apply: exactly once, in order.
     next_apply: BTreeMap<(NodeId, GroupId), u64>,
-    /// Metadata state first seen at each applied index.
-    metadata_at: BTreeMap<u64, MetadataState>,
+    /// (first node, hash of the metadata) seen at each applied index.
+    metadata_at: BTreeMap<u64, (NodeId, u64)>,
+    /// Metadata states compared across nodes.
+    pub metadata_compared: u64,
+    /// Snapshots installed from a leader, over all nodes and groups.
+    pub snapshots_installed: u64,
+    /// ISR changes that removed a replica, as applied on any node (each
+    /// change counted once per node).
+    pub isr_shrinks_applied: u64,
     metadata_seen: BTreeMap<NodeId, u64>,
     /// Offsets acknowledged per partition, to detect an offset given twice.
     acked_offsets: BTreeMap<PartitionId, BTreeMap<u64, bytes::Bytes>>,
@@ -158,6 +165,7 @@ impl Checker {
                 }
             }
             Event::SnapshotInstalled { group, index } => {
+                self.snapshots_installed += 1;
                 self.next_apply.insert((node, *group), index + 1);
             }
             Event::GroupCreated { group, .. } => {
@@ -169,6 +177,11 @@ impl Checker {
                 min_insync_replicas,
                 ..
             } => {
+                if let Some((before, _)) = self.isr_seen.get(&(node, *group)) {
+                    if isr.len() < *before {
+                        self.isr_shrinks_applied += 1;
+                    }
+                }
                 self.isr_seen
                     .insert((node, *group), (isr.len(), *min_insync_replicas));
             }
@@ -199,20 +212,37 @@ impl Checker {
 
     /// Compares a node's metadata with what others held at the same index.
     pub fn on_metadata<S: crate::StateMachine>(&mut self, engine: &Engine<S>) {
-        let md = engine.metadata();
+        self.on_metadata_state(engine.node_id(), engine.metadata());
+    }
+
+    /// A node's metadata at its applied index: it must equal what every
+    /// other node held at that index (compared by a hash of its encoding),
+    /// and it is the node's view of every ISR from now on (a metadata
+    /// snapshot install changes ISRs without an `IsrChanged` event).
+    pub fn on_metadata_state(&mut self, node: NodeId, md: &MetadataState) {
+        use std::hash::{Hash, Hasher};
         let index = md.applied_index();
-        let node = engine.node_id();
+        for t in md.topics() {
+            for p in &t.partitions {
+                self.isr_seen
+                    .insert((node, p.group), (p.isr.len(), t.min_insync_replicas));
+            }
+        }
         if self.metadata_seen.get(&node) == Some(&index) {
             return;
         }
         self.metadata_seen.insert(node, index);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        md.snapshot().hash(&mut h);
+        let hash = h.finish();
+        self.metadata_compared += 1;
         match self.metadata_at.get(&index) {
-            Some(reference) if reference != md => self.violation(format!(
-                "metadata diverged at applied index {index} on node {node}"
+            Some((first, reference)) if *reference != hash => self.violation(format!(
+                "metadata diverged: node {node} and node {first} hold different metadata at applied index {index}"
             )),
             Some(_) => {}
             None => {
-                self.metadata_at.insert(index, md.clone());
+                self.metadata_at.insert(index, (node, hash));
             }
         }
     }

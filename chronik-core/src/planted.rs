@@ -1,0 +1,165 @@
+//! Planted bugs: deliberate defects that the simulator's checkers must
+//! catch. A checker that never catches anything proves nothing; each bug
+//! here is the proof that one checker works.
+//!
+//! They exist only in simulation builds (`--cfg madsim`), all compiled in,
+//! and one is switched on at run time with [`activate`] (the simulation
+//! runner's `--bug NAME`, or `CHRONIK_BUG=NAME` for the simulation test).
+//! In every other build [`active`] is a constant `false`, so the defective
+//! branches are dead code the optimizer removes.
+//!
+//! ```
+//! use chronik_core::planted::{active, Bug};
+//! // Outside simulation no bug is ever active.
+//! assert!(!active(Bug::AckBeforeFsync));
+//! assert_eq!(Bug::from_name("stale_read"), Some(Bug::StaleRead));
+//! ```
+
+/// One planted defect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Bug {
+    /// The WAL reports batches durable without syncing them.
+    AckBeforeFsync,
+    /// Any replica answers a read from its own state, no ReadIndex.
+    StaleRead,
+    /// WAL recovery trusts records without checking their checksums.
+    SkipCrc,
+    /// A follower serves a linearizable read before applying up to the
+    /// read index.
+    FollowerReadEarly,
+    /// `min_insync_replicas` is checked before the append only.
+    MinIsrBeforeAppendOnly,
+    /// Group commit syncs only when the last folded batch asks for it, so
+    /// earlier batches that needed a sync are reported durable unsynced.
+    GroupCommitSkipSync,
+    /// A produce that was appended is answered as a definite failure.
+    FailAfterAppend,
+    /// Metadata restored from a snapshot resets every ISR to the full
+    /// replica list: a node that installed or recovered a snapshot holds
+    /// other metadata than its peers at the same applied index.
+    MetadataSnapshotLosesIsr,
+    /// A restarted node forgets the vote it persisted.
+    ForgetVote,
+}
+
+impl Bug {
+    /// Every planted bug, in a fixed order.
+    pub const ALL: [Bug; 9] = [
+        Bug::AckBeforeFsync,
+        Bug::StaleRead,
+        Bug::SkipCrc,
+        Bug::FollowerReadEarly,
+        Bug::MinIsrBeforeAppendOnly,
+        Bug::GroupCommitSkipSync,
+        Bug::FailAfterAppend,
+        Bug::MetadataSnapshotLosesIsr,
+        Bug::ForgetVote,
+    ];
+
+    /// The name used on command lines and in `CHRONIK_BUG`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::AckBeforeFsync => "ack_before_fsync",
+            Bug::StaleRead => "stale_read",
+            Bug::SkipCrc => "skip_crc",
+            Bug::FollowerReadEarly => "follower_read_early",
+            Bug::MinIsrBeforeAppendOnly => "min_isr_before_append_only",
+            Bug::GroupCommitSkipSync => "group_commit_skip_sync",
+            Bug::FailAfterAppend => "fail_after_append",
+            Bug::MetadataSnapshotLosesIsr => "metadata_snapshot_loses_isr",
+            Bug::ForgetVote => "forget_vote",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
+impl std::fmt::Display for Bug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(madsim)]
+mod switch {
+    use super::Bug;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// 0: none; otherwise 1 + the bug's position in `Bug::ALL`. One per
+    /// process: every seed a runner runs shares it.
+    static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+    pub fn activate(bug: Option<Bug>) {
+        let v = bug.map_or(0, |b| {
+            1 + Bug::ALL
+                .iter()
+                .position(|x| *x == b)
+                .expect("every bug is in ALL")
+        });
+        ACTIVE.store(v, Ordering::Relaxed);
+    }
+
+    pub fn current() -> Option<Bug> {
+        match ACTIVE.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(Bug::ALL[v - 1]),
+        }
+    }
+
+    pub fn active(bug: Bug) -> bool {
+        current() == Some(bug)
+    }
+}
+
+/// Switches `bug` on for this process (`None`: none). Simulation builds
+/// only: other builds cannot run a planted bug.
+#[cfg(madsim)]
+pub fn activate(bug: Option<Bug>) {
+    switch::activate(bug)
+}
+
+/// The bug switched on, if any.
+#[cfg(madsim)]
+pub fn current() -> Option<Bug> {
+    switch::current()
+}
+
+/// Whether `bug` is switched on. Always `false` outside simulation builds.
+#[cfg(madsim)]
+#[inline]
+pub fn active(bug: Bug) -> bool {
+    switch::active(bug)
+}
+
+/// Whether `bug` is switched on. Always `false` outside simulation builds.
+#[cfg(not(madsim))]
+#[inline(always)]
+pub const fn active(_bug: Bug) -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_unique() {
+        let mut names: Vec<&str> = Bug::ALL.iter().map(|b| b.name()).collect();
+        for b in Bug::ALL {
+            assert_eq!(Bug::from_name(b.name()), Some(b));
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Bug::ALL.len());
+        assert_eq!(Bug::from_name("no_such_bug"), None);
+    }
+
+    #[test]
+    fn nothing_is_active_outside_simulation() {
+        for b in Bug::ALL {
+            assert!(!active(b), "{b} active in a normal build");
+        }
+    }
+}

@@ -1,0 +1,503 @@
+//! The node-side checker: every simulated node reports its engine's events,
+//! the batches its WAL reports durable and its metadata here, and the
+//! simulator tells it when a node is killed. It checks, independently of the
+//! engine's own bookkeeping:
+//! - election safety, state machine safety, apply exactly once in order,
+//!   linearizable reads served only once applied, acknowledgements against
+//!   the ISR (the core [`Checker`]);
+//! - metadata equal on every node at equal applied index;
+//! - durability at every crash: what the WAL reported durable is in the
+//!   disk's synced image, so the node recovers exactly the state after some
+//!   batch at or past the last synced one;
+//! - one vote per term per node, across restarts (from the hard states the
+//!   node persisted);
+//! - a restarted engine starts from what its disk holds (term, vote, log).
+//!
+//! Each event is also folded into the run's trace hash.
+
+use chronik_core::persist::DurableGroup;
+use chronik_core::testing::Checker;
+use chronik_core::{
+    DurableState, Event, GroupId, GroupStatus, GroupUpdate, MetadataState, NodeId, PersistBatch,
+};
+use chronik_net::disk::MemDisk;
+use chronik_net::wal::{Wal, WalConfig};
+use chronik_net::EngineObserver;
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Most unsynced batches remembered after the last synced one; past it the
+/// crash check of that node is skipped (and counted) rather than grow.
+const UNSYNCED_BATCHES_MAX: usize = 4096;
+
+/// What a crash must preserve of one group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    /// (term, index) of the last entry, or of the snapshot if the log is
+    /// empty behind it.
+    pub last: (u64, u64),
+    pub term: u64,
+    pub vote: u64,
+    pub commit: u64,
+}
+
+impl Mark {
+    fn of(g: &DurableGroup) -> Mark {
+        let snap = g
+            .snapshot
+            .as_ref()
+            .map_or((0, 0), |s| (s.get_metadata().term, s.get_metadata().index));
+        Mark {
+            last: g.entries.last().map_or(snap, |e| (e.term, e.index)),
+            term: g.hard_state.term,
+            vote: g.hard_state.vote,
+            commit: g.hard_state.commit,
+        }
+    }
+}
+
+fn marks(state: &DurableState) -> BTreeMap<GroupId, Mark> {
+    state
+        .groups
+        .iter()
+        .map(|(id, g)| (*id, Mark::of(g)))
+        .collect()
+}
+
+/// The checker's own model of one node's durable state.
+#[derive(Default)]
+struct NodeModel {
+    /// Every batch reported durable since the node last (re)started, folded
+    /// onto what it recovered.
+    state: DurableState,
+    /// Marks after the last batch that was synced, then after each later
+    /// one: a crash must leave exactly one of these.
+    candidates: Vec<BTreeMap<GroupId, Mark>>,
+    /// Skip the crash check: the model could not follow (bounded memory).
+    lost_track: bool,
+    /// Commit index per group in this incarnation: never decreases.
+    commit: BTreeMap<GroupId, u64>,
+    /// What the disk held at the last crash: the restarted engine must
+    /// start from it.
+    recovered: Option<BTreeMap<GroupId, Mark>>,
+}
+
+/// Counters of what the node-side checks saw.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeCounts {
+    pub leader_elections: u64,
+    pub entries_applied: u64,
+    pub produce_acks_checked: u64,
+    pub reads_checked: u64,
+    pub metadata_compared: u64,
+    pub snapshots_installed: u64,
+    pub isr_shrinks_applied: u64,
+    pub crashes_checked: u64,
+    pub restarts_checked: u64,
+    pub votes_recorded: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    core: Checker,
+    nodes: BTreeMap<NodeId, NodeModel>,
+    /// (node, group, term) -> the vote the node persisted.
+    votes: BTreeMap<(NodeId, GroupId, u64), NodeId>,
+    crashes_checked: u64,
+    restarts_checked: u64,
+}
+
+/// See the module docs. Shared by every node of one run.
+#[derive(Default)]
+pub struct NodeChecker {
+    inner: Mutex<Inner>,
+}
+
+impl NodeChecker {
+    pub fn violations(&self) -> Vec<String> {
+        self.inner.lock().core.violations().to_vec()
+    }
+
+    pub fn trace_hash(&self) -> u64 {
+        self.inner.lock().core.trace_hash()
+    }
+
+    pub fn counts(&self) -> NodeCounts {
+        let i = self.inner.lock();
+        NodeCounts {
+            leader_elections: i.core.leader_elections,
+            entries_applied: i.core.applied_count,
+            produce_acks_checked: i.core.produce_acks_checked,
+            reads_checked: i.core.reads_checked,
+            metadata_compared: i.core.metadata_compared,
+            snapshots_installed: i.core.snapshots_installed,
+            isr_shrinks_applied: i.core.isr_shrinks_applied,
+            crashes_checked: i.crashes_checked,
+            restarts_checked: i.restarts_checked,
+            votes_recorded: i.votes.len() as u64,
+        }
+    }
+
+    /// Node `node` was killed and `disk` now holds what survived (call it
+    /// after the disk's crash): recovers a copy of it the way the node will
+    /// at restart, and checks that nothing reported durable is missing.
+    pub fn on_crash(&self, node: NodeId, disk: &MemDisk, wal_dir: &Path) {
+        let copy: Arc<dyn chronik_net::disk::Disk> = Arc::new(disk.durable_copy());
+        let recovered = Wal::open(copy, WalConfig::new(wal_dir));
+        let mut i = self.inner.lock();
+        i.crashes_checked += 1;
+        let model = i.nodes.entry(node).or_default();
+        let state = match recovered {
+            Ok((_, state, _)) => state,
+            Err(e) => {
+                i.core.violation(format!(
+                    "crash durability: node {node}'s WAL does not recover after the crash: {e}"
+                ));
+                return;
+            }
+        };
+        let got = marks(&state);
+        let checkable = !model.lost_track && !model.candidates.is_empty();
+        let verdict = (checkable && !model.candidates.contains(&got))
+            .then(|| describe_loss(&model.candidates[0], &got));
+        model.state = state;
+        model.candidates = vec![got.clone()];
+        model.lost_track = false;
+        model.commit.clear();
+        model.recovered = Some(got);
+        if let Some(why) = verdict {
+            i.core.violation(format!(
+                "crash durability: node {node} recovered other state than it reported durable: {why}"
+            ));
+        }
+    }
+
+    fn on_batches(&self, node: NodeId, batches: &[PersistBatch]) {
+        let mut i = self.inner.lock();
+        let Inner {
+            core, nodes, votes, ..
+        } = &mut *i;
+        let model = nodes.entry(node).or_default();
+        for batch in batches {
+            for u in &batch.updates {
+                if let GroupUpdate::HardState { group, hard_state } = u {
+                    if hard_state.vote != 0 {
+                        let key = (node, *group, hard_state.term);
+                        match votes.get(&key) {
+                            Some(v) if *v != hard_state.vote => core.violation(format!(
+                                "vote: node {node} voted for {v} and for {} in term {} of group {group}",
+                                hard_state.vote, hard_state.term
+                            )),
+                            Some(_) => {}
+                            None => {
+                                votes.insert(key, hard_state.vote);
+                            }
+                        }
+                    }
+                    let commit = model.commit.entry(*group).or_default();
+                    if hard_state.commit < *commit {
+                        core.violation(format!(
+                            "commit: node {node} group {group} persisted commit index {} after {commit}",
+                            hard_state.commit
+                        ));
+                    }
+                    *commit = (*commit).max(hard_state.commit);
+                }
+                if let Err(e) = model.state.apply(u) {
+                    core.violation(format!(
+                        "durable batches of node {node} do not follow each other: {e}"
+                    ));
+                    model.lost_track = true;
+                }
+            }
+            if model.lost_track {
+                continue;
+            }
+            let now = marks(&model.state);
+            if batch.must_sync {
+                model.candidates = vec![now];
+            } else if model.candidates.len() < UNSYNCED_BATCHES_MAX {
+                model.candidates.push(now);
+            } else {
+                model.lost_track = true;
+            }
+        }
+    }
+
+    fn on_restart(&self, node: NodeId, groups: &[GroupStatus]) {
+        let mut i = self.inner.lock();
+        let Some(disk) = i.nodes.get_mut(&node).and_then(|m| m.recovered.take()) else {
+            return;
+        };
+        i.restarts_checked += 1;
+        for s in groups {
+            let Some(m) = disk.get(&s.group) else {
+                i.core.violation(format!(
+                    "recovery: node {node} restarted with group {} that its disk does not hold",
+                    s.group
+                ));
+                continue;
+            };
+            if (s.term, s.vote, s.last_index) != (m.term, m.vote, m.last.1) {
+                i.core.violation(format!(
+                    "recovery: node {node} group {} restarted at (term, vote, last index) {:?}, its disk holds {:?}",
+                    s.group,
+                    (s.term, s.vote, s.last_index),
+                    (m.term, m.vote, m.last.1)
+                ));
+            }
+        }
+    }
+}
+
+/// A line on how `got` falls short of `synced`.
+fn describe_loss(synced: &BTreeMap<GroupId, Mark>, got: &BTreeMap<GroupId, Mark>) -> String {
+    for (g, want) in synced {
+        match got.get(g) {
+            None => return format!("group {g} is gone (synced {want:?})"),
+            Some(m) if m != want => return format!("group {g} synced {want:?}, recovered {m:?}"),
+            Some(_) => {}
+        }
+    }
+    match got.keys().find(|g| !synced.contains_key(g)) {
+        Some(g) => format!("group {g} recovered but never reported durable"),
+        None => "no batch boundary matches".into(),
+    }
+}
+
+impl EngineObserver for NodeChecker {
+    fn on_start(&self, node: NodeId, groups: &[GroupStatus]) {
+        self.on_restart(node, groups);
+        let mut i = self.inner.lock();
+        let c = &mut i.core;
+        c.trace(
+            node,
+            &(
+                "start",
+                groups
+                    .iter()
+                    .map(|g| (g.group, g.applied))
+                    .collect::<Vec<_>>(),
+            ),
+        );
+        c.on_recovered(node, groups);
+    }
+
+    fn on_event(&self, node: NodeId, event: &Event) {
+        let mut i = self.inner.lock();
+        i.core.trace(node, &format!("{event:?}"));
+        i.core.on_event(node, event);
+    }
+
+    fn on_durable(&self, node: NodeId, batches: &[PersistBatch]) {
+        self.on_batches(node, batches);
+    }
+
+    fn on_metadata(&self, node: NodeId, metadata: &MetadataState) {
+        self.inner.lock().core.on_metadata_state(node, metadata);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chronik_core::raft::eraftpb::{ConfState, Entry, HardState};
+    use chronik_core::GroupKind;
+    use chronik_net::disk::Disk;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            ..Default::default()
+        }
+    }
+
+    fn hs(term: u64, vote: u64, commit: u64) -> GroupUpdate {
+        GroupUpdate::HardState {
+            group: 0,
+            hard_state: HardState {
+                term,
+                vote,
+                commit,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn batch(ticket: u64, must_sync: bool, updates: Vec<GroupUpdate>) -> PersistBatch {
+        PersistBatch {
+            ticket,
+            updates,
+            must_sync,
+        }
+    }
+
+    fn create() -> GroupUpdate {
+        GroupUpdate::Create {
+            group: 0,
+            kind: GroupKind::Metadata,
+            conf_state: ConfState::default(),
+        }
+    }
+
+    fn entries(from: u64, to: u64, term: u64) -> GroupUpdate {
+        GroupUpdate::Entries {
+            group: 0,
+            entries: (from..=to).map(|i| entry(i, term)).collect(),
+        }
+    }
+
+    /// A node whose WAL really wrote `written` to `disk`, and reported
+    /// `reported` durable to the checker.
+    fn crash_after(
+        written: &[PersistBatch],
+        reported: &[PersistBatch],
+        sync_all: bool,
+    ) -> NodeChecker {
+        let disk = MemDisk::new();
+        let dir = Path::new("/data/node1/wal");
+        {
+            let d: Arc<dyn Disk> = Arc::new(disk.clone());
+            let (mut wal, _, _) = Wal::open(d, WalConfig::new(dir)).unwrap();
+            for b in written {
+                let mut b = b.clone();
+                b.must_sync |= sync_all;
+                wal.append(&[b]).unwrap();
+            }
+        }
+        let c = NodeChecker::default();
+        c.on_durable(1, reported);
+        disk.crash(|_| 0);
+        c.on_crash(1, &disk, dir);
+        c
+    }
+
+    #[test]
+    fn a_crash_that_keeps_what_was_synced_passes() {
+        let batches = vec![
+            batch(1, true, vec![create(), entries(1, 3, 1), hs(1, 1, 0)]),
+            batch(2, false, vec![hs(1, 1, 2)]),
+            batch(3, true, vec![entries(4, 5, 1)]),
+        ];
+        let c = crash_after(&batches, &batches, false);
+        assert!(c.violations().is_empty(), "{:?}", c.violations());
+        assert_eq!(c.counts().crashes_checked, 1);
+        // The restarted engine starts from the disk: right term and vote.
+        let status = GroupStatus {
+            group: 0,
+            kind: GroupKind::Metadata,
+            role: chronik_core::Role::Follower,
+            term: 1,
+            vote: 1,
+            leader: None,
+            commit: 2,
+            applied: 0,
+            last_index: 5,
+            snapshot_index: 0,
+            voters: vec![],
+        };
+        c.on_start(1, std::slice::from_ref(&status));
+        assert!(c.violations().is_empty(), "{:?}", c.violations());
+        // A second start without a crash checks nothing.
+        c.on_start(1, &[GroupStatus { vote: 0, ..status }]);
+        assert!(c.violations().is_empty(), "{:?}", c.violations());
+        assert_eq!(c.counts().restarts_checked, 1);
+    }
+
+    #[test]
+    fn an_unsynced_batch_reported_durable_is_caught() {
+        let batches = vec![
+            batch(1, true, vec![create(), entries(1, 3, 1)]),
+            // Needed a sync, reported durable, but the WAL did not sync:
+            // written with must_sync false below.
+            batch(2, true, vec![entries(4, 6, 1), hs(1, 2, 3)]),
+        ];
+        let mut written = batches.clone();
+        written[1].must_sync = false;
+        let c = crash_after(&written, &batches, false);
+        let v = c.violations();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].starts_with("crash durability"), "{v:?}");
+    }
+
+    #[test]
+    fn a_restart_that_forgets_its_vote_is_caught() {
+        let batches = vec![batch(1, true, vec![create(), hs(3, 2, 0)])];
+        let c = crash_after(&batches, &batches, true);
+        c.on_start(
+            1,
+            &[GroupStatus {
+                group: 0,
+                kind: GroupKind::Metadata,
+                role: chronik_core::Role::Follower,
+                term: 3,
+                vote: 0,
+                leader: None,
+                commit: 0,
+                applied: 0,
+                last_index: 0,
+                snapshot_index: 0,
+                voters: vec![],
+            }],
+        );
+        let v = c.violations();
+        assert!(v.iter().any(|v| v.starts_with("recovery")), "{v:?}");
+    }
+
+    #[test]
+    fn two_votes_in_one_term_and_commit_going_back_are_caught() {
+        let c = NodeChecker::default();
+        c.on_durable(1, &[batch(1, true, vec![create(), hs(4, 2, 5)])]);
+        c.on_durable(1, &[batch(2, true, vec![hs(4, 2, 5), hs(5, 3, 5)])]);
+        assert!(c.violations().is_empty(), "{:?}", c.violations());
+        c.on_durable(1, &[batch(3, true, vec![hs(4, 3, 5)])]);
+        c.on_durable(1, &[batch(4, true, vec![hs(5, 3, 4)])]);
+        let v = c.violations();
+        assert!(v.iter().any(|v| v.starts_with("vote")), "{v:?}");
+        assert!(v.iter().any(|v| v.starts_with("commit")), "{v:?}");
+    }
+
+    #[test]
+    fn metadata_that_differs_at_one_index_is_caught() {
+        let c = NodeChecker::default();
+        let a = MetadataState::new();
+        c.on_metadata(1, &a);
+        c.on_metadata(2, &a);
+        assert!(c.violations().is_empty());
+        let mut b = MetadataState::new();
+        b.apply(
+            1,
+            chronik_core::MetadataCommand::Bootstrap {
+                nodes: vec![chronik_core::NodeInfo {
+                    id: 1,
+                    peer_addr: "h:1".into(),
+                    client_addr: "h:2".into(),
+                }],
+            },
+        )
+        .unwrap();
+        let mut other = MetadataState::new();
+        other
+            .apply(
+                1,
+                chronik_core::MetadataCommand::Bootstrap {
+                    nodes: vec![chronik_core::NodeInfo {
+                        id: 2,
+                        peer_addr: "h:3".into(),
+                        client_addr: "h:4".into(),
+                    }],
+                },
+            )
+            .unwrap();
+        c.on_metadata(1, &b);
+        c.on_metadata(2, &other);
+        let v = c.violations();
+        assert!(
+            v.iter().any(|v| v.starts_with("metadata diverged")),
+            "{v:?}"
+        );
+    }
+}
