@@ -82,6 +82,21 @@ pub struct Engine<S: StateMachine = RecordLog> {
     /// Produces in flight, checked against the ISR again before their
     /// acknowledgement leaves (`NOT_ENOUGH_REPLICAS_AFTER_APPEND`).
     produce_checks: BTreeMap<RequestId, PartitionId>,
+    /// Committed produces whose acknowledgement waits until at least
+    /// `min_insync_replicas` members of the ISR hold their entry (bounded
+    /// by `pending_proposals_max` per group, since each was a proposal).
+    awaiting_isr: Vec<AwaitingIsr<S>>,
+}
+
+/// A committed produce held back until enough in-sync replicas hold it.
+struct AwaitingIsr<S: StateMachine> {
+    request_id: RequestId,
+    partition: PartitionId,
+    /// The produce's log index.
+    index: u64,
+    result: Result<Response<S>, Error>,
+    /// Past this the produce fails with `NOT_ENOUGH_REPLICAS_AFTER_APPEND`.
+    deadline: Time,
 }
 
 impl RecordLogOptions {
@@ -129,6 +144,7 @@ impl<S: StateMachine> Engine<S> {
             compact_threshold: config.log_compact_threshold_entries,
             compact_threshold_bytes: config.log_compact_threshold_bytes,
             emit_apply_events: config.emit_apply_events,
+            reply_index: BTreeMap::new(),
         };
         let mut groups = durable.groups;
         let metadata = match groups.remove(&METADATA_GROUP) {
@@ -213,6 +229,7 @@ impl<S: StateMachine> Engine<S> {
             reconciled_at: 0,
             now,
             produce_checks: BTreeMap::new(),
+            awaiting_isr: Vec::new(),
             membership_acted: None,
             removed_reported: false,
         };
@@ -867,17 +884,89 @@ impl<S: StateMachine> Engine<S> {
     }
 }
 
+/// What to do with a committed produce's acknowledgement now.
+enum AckVerdict {
+    /// Enough in-sync replicas hold it.
+    Ack(GroupId),
+    /// Not yet: hold the reply.
+    Wait(GroupId),
+    /// It can no longer be acknowledged as the topic demands.
+    Fail(Error),
+    /// The partition is gone from the metadata: leave the reply as it is.
+    Unknown,
+}
+
+/// Whether the produce at `index` of `partition` may be acknowledged: the
+/// ISR (as applied here) holds at least `min_insync_replicas` replicas, and
+/// at least that many of them hold the entry, as this leader's progress
+/// tracking knows.
+fn ack_verdict<S: StateMachine>(
+    metadata: &MetadataState,
+    partitions: &BTreeMap<GroupId, Group<PartitionSm<S>, S::Query>>,
+    partition: &PartitionId,
+    index: u64,
+) -> AckVerdict {
+    let (Ok(meta), Some(topic)) = (
+        metadata.partition(partition),
+        metadata.topic(&partition.topic),
+    ) else {
+        return AckVerdict::Unknown;
+    };
+    let group = meta.group;
+    let (isr, min) = (meta.isr.len() as u32, topic.min_insync_replicas);
+    if crate::planted::active(crate::planted::Bug::MinIsrBeforeAppendOnly) {
+        // Planted bug (simulation builds only): no check after the append.
+        return AckVerdict::Ack(group);
+    }
+    if isr < min {
+        return AckVerdict::Fail(Error::NotEnoughReplicasAfterAppend {
+            partition: partition.clone(),
+            isr,
+            min,
+        });
+    }
+    if crate::planted::active(crate::planted::Bug::AckOnQuorum) {
+        // Planted bug (simulation builds only): no wait for the ISR.
+        return AckVerdict::Ack(group);
+    }
+    let Some(g) = partitions.get(&group).filter(|g| g.is_leader()) else {
+        return AckVerdict::Fail(Error::NotEnoughReplicasAfterAppend {
+            partition: partition.clone(),
+            isr,
+            min,
+        });
+    };
+    let prs = g.raw.raft.prs();
+    let holders = meta
+        .isr
+        .iter()
+        .filter(|id| prs.get(**id).is_some_and(|p| p.matched >= index))
+        .count() as u32;
+    if holders >= min {
+        AckVerdict::Ack(group)
+    } else {
+        AckVerdict::Wait(group)
+    }
+}
+
 impl<S: StateMachine> Engine<S> {
     /// Checks every produce reply about to leave against the ISR as applied
     /// now: one whose ISR fell below `min_insync_replicas` since it was
-    /// accepted fails with `NOT_ENOUGH_REPLICAS_AFTER_APPEND`.
+    /// accepted fails with `NOT_ENOUGH_REPLICAS_AFTER_APPEND`. A committed
+    /// produce is acknowledged only once at least `min_insync_replicas`
+    /// members of the ISR hold its entry (Raft's commit needs a majority,
+    /// which may be fewer, or not in the ISR): until then its reply waits,
+    /// and fails after the ISR lag bound (by then the lagging replica has
+    /// left the ISR, or the ISR is too small).
     fn check_produce_acks(&mut self) {
-        if self.produce_checks.is_empty() {
+        let reply_index = std::mem::take(&mut self.sink.reply_index);
+        if self.produce_checks.is_empty() && self.awaiting_isr.is_empty() {
             return;
         }
         let mut acked = Vec::new();
-        let metadata = &self.metadata.sm;
-        for out in self.sink.outputs.iter_mut() {
+        let mut held = BTreeSet::new();
+        let deadline = self.now.plus_millis(2 * self.config.isr_max_lag_ms);
+        for (position, out) in self.sink.outputs.iter_mut().enumerate() {
             let Output::Reply { request_id, result } = out else {
                 continue;
             };
@@ -887,33 +976,74 @@ impl<S: StateMachine> Engine<S> {
             if result.is_err() {
                 continue;
             }
-            let (Ok(meta), Some(topic)) = (
-                metadata.partition(&partition),
-                metadata.topic(&partition.topic),
-            ) else {
+            let index = reply_index.get(request_id).copied().unwrap_or(0);
+            match ack_verdict(&self.metadata.sm, &self.partitions, &partition, index) {
+                AckVerdict::Ack(group) => {
+                    if crate::planted::active(crate::planted::Bug::FailAfterAppend)
+                        && *request_id % 5 == 0
+                    {
+                        // Planted bug (simulation builds only): an appended
+                        // and committed produce is answered as a definite
+                        // refusal.
+                        *result = Err(Error::invalid("planted bug: fail after append"));
+                    } else {
+                        acked.push((group, index));
+                    }
+                }
+                AckVerdict::Fail(e) => *result = Err(e),
+                AckVerdict::Wait(group) => {
+                    held.insert(position);
+                    let result = std::mem::replace(result, Err(Error::OutcomeUnknown { group }));
+                    self.awaiting_isr.push(AwaitingIsr {
+                        request_id: *request_id,
+                        partition,
+                        index,
+                        result,
+                        deadline,
+                    });
+                }
+                AckVerdict::Unknown => {}
+            }
+        }
+        if !held.is_empty() {
+            let mut position = 0;
+            self.sink.outputs.retain(|_| {
+                position += 1;
+                !held.contains(&(position - 1))
+            });
+        }
+        // Earlier produces still waiting: released, failed or kept.
+        let waiting = std::mem::take(&mut self.awaiting_isr);
+        let count = waiting.len();
+        for (k, w) in waiting.into_iter().enumerate() {
+            if k >= count - held.len() {
+                // Held just now: nothing changed since.
+                self.awaiting_isr.push(w);
                 continue;
-            };
-            let group = meta.group;
-            let (isr, min) = (meta.isr.len() as u32, topic.min_insync_replicas);
-            if isr < min && !crate::planted::active(crate::planted::Bug::MinIsrBeforeAppendOnly) {
-                *result = Err(Error::NotEnoughReplicasAfterAppend {
-                    partition,
-                    isr,
-                    min,
-                });
-            } else if crate::planted::active(crate::planted::Bug::FailAfterAppend)
-                && *request_id % 5 == 0
-            {
-                // Planted bug (simulation builds only): an appended and
-                // committed produce is answered as a definite refusal.
-                *result = Err(Error::invalid("planted bug: fail after append"));
-            } else {
-                acked.push(group);
+            }
+            match ack_verdict(&self.metadata.sm, &self.partitions, &w.partition, w.index) {
+                AckVerdict::Ack(group) => {
+                    self.sink.reply(w.request_id, w.result);
+                    acked.push((group, w.index));
+                }
+                AckVerdict::Fail(e) => self.sink.reply(w.request_id, Err(e)),
+                AckVerdict::Wait(_) if self.now < w.deadline => self.awaiting_isr.push(w),
+                AckVerdict::Wait(_) | AckVerdict::Unknown => {
+                    let (isr, min) = self.isr_size(&w.partition).unwrap_or((0, 0));
+                    self.sink.reply(
+                        w.request_id,
+                        Err(Error::NotEnoughReplicasAfterAppend {
+                            partition: w.partition,
+                            isr,
+                            min,
+                        }),
+                    );
+                }
             }
         }
         if self.sink.emit_apply_events {
-            for group in acked {
-                self.sink.event(Event::ProduceAcked { group });
+            for (group, index) in acked {
+                self.sink.event(Event::ProduceAcked { group, index });
             }
         }
     }

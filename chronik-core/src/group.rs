@@ -18,7 +18,7 @@ use crate::storage::GroupStorage;
 use crate::types::{GroupId, GroupKind, NodeId, RequestId, Role, Time};
 use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Snapshot};
 use raft::{RawNode, StateRole};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::{Hash, Hasher};
 
 /// The state machine side of a group, as the group sees it.
@@ -119,6 +119,10 @@ pub(crate) struct Sink<S: StateMachine> {
     pub compact_threshold: u64,
     pub compact_threshold_bytes: u64,
     pub emit_apply_events: bool,
+    /// Log index of the entry behind each proposal reply gathered this
+    /// input (produce acknowledgements wait for in-sync replicas to hold
+    /// that index).
+    pub reply_index: BTreeMap<RequestId, u64>,
 }
 
 /// The request id of the engine's own reads (metadata freshness barriers):
@@ -563,6 +567,7 @@ impl<M, Q> Group<M, Q> {
                 } else {
                     result.unwrap_or(Err(Error::ProposalDropped { group: self.id }))
                 };
+                sink.reply_index.insert(rid, index);
                 sink.reply(rid, reply);
             }
         }

@@ -124,12 +124,14 @@ pub enum Event {
         min_insync_replicas: u32,
         reason: String,
     },
-    /// This node acknowledged a produce to the group's partition (only with
-    /// `emit_apply_events`): lets checkers compare acknowledgements with the
-    /// ISR this node had applied. Emitted after every other output of the
-    /// same input.
+    /// This node acknowledged a produce to the group's partition, whose
+    /// entry is at `index` (only with `emit_apply_events`): lets checkers
+    /// compare acknowledgements with the ISR this node had applied and with
+    /// the replicas that hold the entry. Emitted after every other output
+    /// of the same input.
     ProduceAcked {
         group: GroupId,
+        index: u64,
     },
     /// A linearizable read was served at `read_index` (only with
     /// `emit_apply_events`): checkers compare it with what the node applied.

@@ -40,11 +40,14 @@ pub enum Bug {
     MetadataSnapshotLosesIsr,
     /// A restarted node forgets the vote it persisted.
     ForgetVote,
+    /// A produce is acknowledged once committed (a Raft majority), without
+    /// waiting for `min_insync_replicas` members of the ISR to hold it.
+    AckOnQuorum,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 10] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::SkipCrc,
@@ -54,6 +57,7 @@ impl Bug {
         Bug::FailAfterAppend,
         Bug::MetadataSnapshotLosesIsr,
         Bug::ForgetVote,
+        Bug::AckOnQuorum,
     ];
 
     /// The name used on command lines and in `CHRONIK_BUG`.
@@ -68,6 +72,7 @@ impl Bug {
             Bug::FailAfterAppend => "fail_after_append",
             Bug::MetadataSnapshotLosesIsr => "metadata_snapshot_loses_isr",
             Bug::ForgetVote => "forget_vote",
+            Bug::AckOnQuorum => "ack_on_quorum",
         }
     }
 

@@ -17,6 +17,7 @@
 
 pub mod history;
 pub mod node_checker;
+pub mod stored;
 
 #[cfg(madsim)]
 pub mod scenario;

@@ -133,6 +133,7 @@ mod runner {
         leaves_ok: u64,
         leaves_refused: u64,
         sim_secs: f64,
+        replicas_read: u64,
         node: chronik_sim::node_checker::NodeCounts,
     }
 
@@ -153,6 +154,7 @@ mod runner {
             self.leaves_ok += r.leaves_accepted;
             self.leaves_refused += r.leaves_refused;
             self.sim_secs += r.sim_secs;
+            self.replicas_read += r.replicas_read;
             let (a, b) = (&mut self.node, &r.node);
             a.leader_elections += b.leader_elections;
             a.entries_applied += b.entries_applied;
@@ -164,6 +166,7 @@ mod runner {
             a.crashes_checked += b.crashes_checked;
             a.restarts_checked += b.restarts_checked;
             a.votes_recorded += b.votes_recorded;
+            a.acks_checked_durable += b.acks_checked_durable;
         }
 
         /// Mechanisms that never fired: each one means a checker had
@@ -180,6 +183,11 @@ mod runner {
                 (n.metadata_compared, "no metadata compared across nodes"),
                 (n.reads_checked, "no read checked against the applied index"),
                 (self.joins, "no node joined"),
+                (self.replicas_read, "no replica read directly"),
+                (
+                    n.acks_checked_durable,
+                    "no acknowledgement checked against the disks",
+                ),
                 (self.leaves_ok, "no node removal accepted"),
             ]
             .into_iter()
@@ -206,6 +214,10 @@ mod runner {
                 self.ops, self.sends, self.polls, self.follower_reads, self.late_topics
             );
             println!(
+                "replicas read directly (checkpoints and after healing): {}",
+                self.replicas_read
+            );
+            println!(
                 "node-side: {} leader elections, {} applied entries, {} reads against the applied index, {} metadata states compared, {} snapshots installed, {} ISR shrinks applied, {} crashes checked for durability, {} restarts checked against their disk, {} votes recorded",
                 n.leader_elections,
                 n.entries_applied,
@@ -222,8 +234,8 @@ mod runner {
                 self.joins, self.leaves_ok, self.leaves_refused
             );
             println!(
-                "min_insync_replicas: {} produces refused before append, {} failed after append, {} acknowledgements checked against the leader's ISR",
-                self.refused_min_isr, self.below_min_isr, n.produce_acks_checked
+                "min_insync_replicas: {} produces refused before append, {} failed after append, {} acknowledgements checked against the leader's ISR, {} against the disks of the ISR",
+                self.refused_min_isr, self.below_min_isr, n.produce_acks_checked, n.acks_checked_durable
             );
         }
     }
@@ -270,8 +282,9 @@ mod runner {
         drop(tx);
         let started = Instant::now();
         let mut totals = Totals::default();
-        // (seed, why, whether a panic ended it)
-        let mut failures: Vec<(u64, String, bool)> = Vec::new();
+        // (seed, why, every finding in full: what a planted bug's catch
+        // is looked for in)
+        let mut failures: Vec<(u64, String, String)> = Vec::new();
         let mut done = 0usize;
         let every = (total / 20).max(1);
         for o in rx {
@@ -283,7 +296,7 @@ mod runner {
                         let file = r.write_history();
                         let why = format!("{}\n    history: {}", r.failure(), file.display());
                         println!("FAILED seed {}: {why}", o.seed);
-                        failures.push((o.seed, why, false));
+                        failures.push((o.seed, why, r.findings()));
                     }
                 }
                 Err((panic, violations)) => {
@@ -292,7 +305,7 @@ mod runner {
                         why.push_str(&format!("\ninvariant: {v}"));
                     }
                     println!("FAILED seed {}: {why}", o.seed);
-                    failures.push((o.seed, why, true));
+                    failures.push((o.seed, why, violations.join("\n")));
                 }
             }
             if args.bug.is_some() && !failures.is_empty() {
@@ -349,13 +362,13 @@ mod runner {
     /// A planted bug counts as caught only when its first failing seed
     /// names the expected anomaly or invariant; a panic alone, or another
     /// checker, is not its catch.
-    fn judge_planted(bug: Bug, failures: &[(u64, String, bool)]) -> ExitCode {
+    fn judge_planted(bug: Bug, failures: &[(u64, String, String)]) -> ExitCode {
         let expected = expected_catch(bug);
-        let Some((seed, why, _)) = failures.first() else {
+        let Some((seed, why, findings)) = failures.first() else {
             println!("planted bug {bug} was NOT caught");
             return ExitCode::FAILURE;
         };
-        if why.contains(expected) {
+        if findings.contains(expected) {
             println!(
                 "planted bug {bug} caught by '{expected}' at seed {seed}\n    replay: {}",
                 replay_command(*seed)

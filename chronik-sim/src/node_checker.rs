@@ -11,7 +11,11 @@
 //!   batch at or past the last synced one;
 //! - one vote per term per node, across restarts (from the hard states the
 //!   node persisted);
-//! - a restarted engine starts from what its disk holds (term, vote, log).
+//! - a restarted engine starts from what its disk holds (term, vote, log);
+//! - every acknowledged produce's entry is on the disks of at least
+//!   `min_insync_replicas` members of the ISR the leader had applied, at the
+//!   moment of the acknowledgement (from the checker's own models of what
+//!   each node's WAL wrote, not from the leader's progress tracking).
 //!
 //! Each event is also folded into the run's trace hash.
 
@@ -97,6 +101,8 @@ pub struct NodeCounts {
     pub crashes_checked: u64,
     pub restarts_checked: u64,
     pub votes_recorded: u64,
+    /// Acknowledged produces whose entry was found on enough disks.
+    pub acks_checked_durable: u64,
 }
 
 #[derive(Default)]
@@ -107,6 +113,59 @@ struct Inner {
     votes: BTreeMap<(NodeId, GroupId, u64), NodeId>,
     crashes_checked: u64,
     restarts_checked: u64,
+    /// Term of each applied (group, index), as any node applied it.
+    applied_term: BTreeMap<(GroupId, u64), u64>,
+    /// (ISR, min_insync_replicas) of each group as each node last applied.
+    isr_of: BTreeMap<(NodeId, GroupId), (Vec<NodeId>, u32)>,
+    acks_checked_durable: u64,
+}
+
+impl Inner {
+    /// Whether `node`'s WAL wrote the entry (`index`, `term`) of `group`
+    /// (or a snapshot past it).
+    fn holds(&self, node: NodeId, group: GroupId, index: u64, term: u64) -> bool {
+        let Some(g) = self
+            .nodes
+            .get(&node)
+            .and_then(|m| m.state.groups.get(&group))
+        else {
+            return false;
+        };
+        if g.snapshot
+            .as_ref()
+            .is_some_and(|s| s.get_metadata().index >= index)
+        {
+            return true;
+        }
+        let Some(first) = g.entries.first().map(|e| e.index) else {
+            return false;
+        };
+        index
+            .checked_sub(first)
+            .and_then(|k| g.entries.get(k as usize))
+            .is_some_and(|e| e.index == index && e.term == term)
+    }
+
+    /// A produce acknowledged by `node` at `index` of `group`.
+    fn on_ack(&mut self, node: NodeId, group: GroupId, index: u64) {
+        let (Some(term), Some((isr, min))) = (
+            self.applied_term.get(&(group, index)).copied(),
+            self.isr_of.get(&(node, group)).cloned(),
+        ) else {
+            return;
+        };
+        self.acks_checked_durable += 1;
+        let holders: Vec<NodeId> = isr
+            .iter()
+            .copied()
+            .filter(|m| self.holds(*m, group, index, term))
+            .collect();
+        if (holders.len() as u32) < min {
+            self.core.violation(format!(
+                "stored: node {node} acknowledged a produce to group {group} (entry {index}, term {term}) held durably by ISR members {holders:?} only, ISR {isr:?}, min_insync_replicas {min}"
+            ));
+        }
+    }
 }
 
 /// See the module docs. Shared by every node of one run.
@@ -137,6 +196,7 @@ impl NodeChecker {
             crashes_checked: i.crashes_checked,
             restarts_checked: i.restarts_checked,
             votes_recorded: i.votes.len() as u64,
+            acks_checked_durable: i.acks_checked_durable,
         }
     }
 
@@ -289,6 +349,24 @@ impl EngineObserver for NodeChecker {
         let mut i = self.inner.lock();
         i.core.trace(node, &format!("{event:?}"));
         i.core.on_event(node, event);
+        match event {
+            Event::EntryApplied {
+                group, index, term, ..
+            } => {
+                i.applied_term.insert((*group, *index), *term);
+            }
+            Event::IsrChanged {
+                group,
+                isr,
+                min_insync_replicas,
+                ..
+            } => {
+                i.isr_of
+                    .insert((node, *group), (isr.clone(), *min_insync_replicas));
+            }
+            Event::ProduceAcked { group, index } => i.on_ack(node, *group, *index),
+            _ => {}
+        }
     }
 
     fn on_durable(&self, node: NodeId, batches: &[PersistBatch]) {
@@ -296,7 +374,14 @@ impl EngineObserver for NodeChecker {
     }
 
     fn on_metadata(&self, node: NodeId, metadata: &MetadataState) {
-        self.inner.lock().core.on_metadata_state(node, metadata);
+        let mut i = self.inner.lock();
+        i.core.on_metadata_state(node, metadata);
+        for t in metadata.topics() {
+            for p in &t.partitions {
+                i.isr_of
+                    .insert((node, p.group), (p.isr.clone(), t.min_insync_replicas));
+            }
+        }
     }
 }
 

@@ -36,6 +36,8 @@ const POLLS_OK_MIN: u64 = 1;
 /// ... unless its plan kept a majority of nodes down for this share of the
 /// fault time.
 const MAJORITY_DOWN_EXEMPT: f64 = 0.5;
+/// How often the safety phase reads every replica directly.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(3);
 /// How long the workload keeps running after the last fault.
 const TAIL: Duration = Duration::from_secs(4);
 
@@ -430,6 +432,10 @@ pub struct RunReport {
     pub anomalies: Vec<Anomaly>,
     /// Node-side invariant violations (election safety, apply order...).
     pub violations: Vec<String>,
+    /// Replicas read directly at checkpoints and at the end, and what
+    /// they were found to lack (moved into `violations` at the end).
+    pub replicas_read: u64,
+    pub violations_stored: Vec<String>,
     /// Liveness failures: no leader after healing, a final read that failed.
     pub liveness: Vec<String>,
     /// The members all nodes agreed on after healing.
@@ -448,6 +454,18 @@ pub struct RunReport {
 impl RunReport {
     pub fn failed(&self) -> bool {
         !self.anomalies.is_empty() || !self.violations.is_empty() || !self.liveness.is_empty()
+    }
+
+    /// Every anomaly, violation and liveness failure, a line each.
+    pub fn findings(&self) -> String {
+        let mut out: Vec<String> = self
+            .anomalies
+            .iter()
+            .map(|a| format!("anomaly {a:?}"))
+            .collect();
+        out.extend(self.violations.iter().map(|v| format!("invariant: {v}")));
+        out.extend(self.liveness.iter().map(|l| format!("liveness: {l}")));
+        out.join("\n")
     }
 
     /// A few lines on what went wrong.
@@ -500,6 +518,7 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static str {
         Bug::FailAfterAppend => "FailedValueRead",
         Bug::MetadataSnapshotLosesIsr => "metadata diverged",
         Bug::ForgetVote => "recovery",
+        Bug::AckOnQuorum => "held durably by",
     }
 }
 
@@ -813,6 +832,26 @@ pub async fn run_checked(verbose: bool, checker: Arc<NodeChecker>) -> RunReport 
             .topic_creator(plan.late_topics.clone(), replicas),
     );
 
+    // Checkpoints: every few seconds of the safety phase, read every
+    // replica directly and check what it stores.
+    let (w, c) = (work.clone(), admin.clone());
+    let checkpoints = client_node.spawn(async move {
+        let mut violations = Vec::new();
+        let mut read = 0;
+        let mut at = w.start;
+        loop {
+            at += CHECKPOINT_EVERY;
+            if at >= w.end {
+                return (violations, read);
+            }
+            madsim::time::sleep_until(at).await;
+            if let Ok((v, n)) = check_replicas(&w.history, &c, false, Duration::ZERO).await {
+                violations.extend(v);
+                read += n;
+            }
+        }
+    });
+
     // Safety phase.
     let leaves: Arc<Mutex<Vec<Result<u64, String>>>> = Arc::default();
     let mut killed = BTreeSet::new();
@@ -1079,6 +1118,24 @@ pub async fn run_checked(verbose: bool, checker: Arc<NodeChecker>) -> RunReport 
     if let Err(e) = final_reads {
         report.liveness.push(e);
     }
+    // Acknowledged means stored: every replica of every partition, read
+    // directly once they converged, holds every acknowledged record.
+    let (h, c) = (work.clone(), admin.clone());
+    match client_node
+        .spawn(async move { check_replicas(&h.history, &c, true, LIVENESS_BOUND).await })
+        .await
+        .expect("replica check task")
+    {
+        Ok((v, n)) => {
+            report.violations_stored.extend(v);
+            report.replicas_read += n;
+        }
+        Err(e) => report.liveness.push(e),
+    }
+    let (v, n) = checkpoints.await.expect("checkpoint task");
+    report.violations_stored.extend(v);
+    report.replicas_read += n;
+
     if !report.liveness.is_empty() {
         let a = addrs.clone();
         let statuses = client_node
@@ -1128,6 +1185,7 @@ pub async fn run_checked(verbose: bool, checker: Arc<NodeChecker>) -> RunReport 
         }
     }
     report.violations = checker.violations();
+    report.violations.append(&mut report.violations_stored);
     report.node = checker.counts();
     report.sim_secs = sim_start.elapsed().as_secs_f64();
     report.refused_min_isr = work.refused_min_isr.load(Ordering::Relaxed);
@@ -1142,6 +1200,88 @@ pub async fn run_checked(verbose: bool, checker: Arc<NodeChecker>) -> RunReport 
         h.finish()
     };
     report
+}
+
+/// Acknowledged sends so far, by partition key: `(offset, value)`.
+fn acked_sends(ops: &[crate::history::Op]) -> BTreeMap<String, Vec<(u64, String)>> {
+    let mut out: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    for op in ops {
+        if op.kind != OpType::Ok || op.f != Func::Send {
+            continue;
+        }
+        let v = &op.value;
+        if let (Some(k), Some(off), Some(val)) = (v[0].as_str(), v[1].as_u64(), v[2].as_str()) {
+            out.entry(k.to_string())
+                .or_default()
+                .push((off, val.to_string()));
+        }
+    }
+    out
+}
+
+/// Reads every replica of every partition directly and checks what they
+/// store against the sends acknowledged before the call (see
+/// [`crate::stored`]). With `converged`, first waits (up to `bound`) until
+/// the replicas of each partition hold the same records, then requires
+/// every replica to hold every acknowledged record. Returns (violations,
+/// replicas read), or why the check could not run.
+async fn check_replicas(
+    history: &History,
+    admin: &Client,
+    converged: bool,
+    bound: Duration,
+) -> Result<(Vec<String>, u64), String> {
+    use crate::stored::{check_partition, ReplicaRead};
+    let acked = acked_sends(&history.ops());
+    let md = admin
+        .metadata()
+        .await
+        .map_err(|e| format!("no metadata to find the replicas: {e}"))?;
+    let deadline = madsim::time::Instant::now() + bound;
+    let mut violations = Vec::new();
+    let mut read = 0;
+    for t in &md.topics {
+        for p in &t.partitions {
+            let k = key(&t.name, p.partition);
+            let reads = loop {
+                let mut reads = Vec::new();
+                for r in &p.replicas {
+                    reads.push(ReplicaRead {
+                        node: *r,
+                        records: crate::read_replica(*r, &t.name, p.partition).await,
+                    });
+                }
+                let sizes: BTreeSet<Option<usize>> = reads
+                    .iter()
+                    .map(|r| r.records.as_ref().map(|m| m.len()))
+                    .collect();
+                if !converged || sizes.len() == 1 && !sizes.contains(&None) {
+                    break reads;
+                }
+                if madsim::time::Instant::now() >= deadline {
+                    return Err(format!(
+                        "replicas of {k} did not converge within {}s after healing: record counts by replica {:?}",
+                        bound.as_secs(),
+                        reads
+                            .iter()
+                            .map(|r| (r.node, r.records.as_ref().map(|m| m.len())))
+                            .collect::<Vec<_>>()
+                    ));
+                }
+                madsim::time::sleep(Duration::from_millis(200)).await;
+            };
+            read += reads.iter().filter(|r| r.records.is_some()).count() as u64;
+            let empty = Vec::new();
+            violations.extend(check_partition(
+                &k,
+                acked.get(&k).unwrap_or(&empty),
+                &reads,
+                t.min_insync_replicas as usize,
+                converged,
+            ));
+        }
+    }
+    Ok((violations, read))
 }
 
 /// Waits until the members agree on membership: every member lists the

@@ -3,6 +3,7 @@ use chronik_core::NodeInfo;
 use chronik_net::disk::MemDisk;
 use chronik_net::{Client, EngineObserver, Node, NodeConfig, RetryPolicy};
 use madsim::runtime::Handle;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
@@ -304,4 +305,52 @@ pub async fn node_status(addr: &str) -> Result<Vec<String>, String> {
             )
         })
         .collect())
+}
+
+/// Longest one direct replica read may take before the replica counts as
+/// unreadable.
+const REPLICA_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most fetches one direct replica read makes (bounded loop).
+const REPLICA_READ_FETCHES_MAX: usize = 10_000;
+
+/// Every record node `id` has applied for `topic`-`partition`, read from it
+/// directly (follower-stale: no leader, no ReadIndex, no redirect). `None`
+/// when the node cannot be read (down, cut off, not hosting the replica).
+pub async fn read_replica(id: u64, topic: &str, partition: u32) -> Option<BTreeMap<u64, String>> {
+    use chronik_net::proto::{chronik_client::ChronikClient, FetchRequest, ReadConsistency};
+    let read = async {
+        let mut c = ChronikClient::connect(format!("http://{}", client_addr(id)))
+            .await
+            .ok()?;
+        let mut out = BTreeMap::new();
+        let mut offset = 0;
+        for _ in 0..REPLICA_READ_FETCHES_MAX {
+            let r = c
+                .fetch(FetchRequest {
+                    topic: topic.to_string(),
+                    partition,
+                    offset,
+                    max_bytes: 1 << 20,
+                    consistency: ReadConsistency::FollowerStale as i32,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            if r.error.is_some() {
+                return None;
+            }
+            let Some(last) = r.records.last().map(|rec| rec.offset) else {
+                return Some(out);
+            };
+            for rec in r.records {
+                out.insert(rec.offset, String::from_utf8_lossy(&rec.value).into_owned());
+            }
+            offset = last + 1;
+        }
+        None
+    };
+    madsim::time::timeout(REPLICA_READ_TIMEOUT, read)
+        .await
+        .ok()
+        .flatten()
 }

@@ -196,7 +196,7 @@ impl Checker {
                     }
                 }
             }
-            Event::ProduceAcked { group } => {
+            Event::ProduceAcked { group, .. } => {
                 self.produce_acks_checked += 1;
                 if let Some((isr, min)) = self.isr_seen.get(&(node, *group)) {
                     if *isr < *min as usize {
@@ -338,7 +338,7 @@ mod tests {
                 },
             ),
             (1, isr(1, 2, 2)),
-            (1, Event::ProduceAcked { group: 1 }),
+            (1, Event::ProduceAcked { group: 1, index: 1 }),
             (2, leader(1, 2)),
             (2, applied(1, 2, 1, 20)),
         ]);
@@ -401,7 +401,10 @@ mod tests {
         ]);
         assert!(early_read[0].contains("read index"), "{early_read:?}");
 
-        let under_min = run(&[(1, isr(1, 1, 2)), (1, Event::ProduceAcked { group: 1 })]);
+        let under_min = run(&[
+            (1, isr(1, 1, 2)),
+            (1, Event::ProduceAcked { group: 1, index: 1 }),
+        ]);
         assert!(under_min[0].contains("min ISR"), "{under_min:?}");
     }
 
@@ -411,7 +414,7 @@ mod tests {
         c.on_event(1, &isr(1, 1, 2));
         // After a restart the node's ISR view is unknown until it changes.
         c.on_recovered(1, &[]);
-        c.on_event(1, &Event::ProduceAcked { group: 1 });
+        c.on_event(1, &Event::ProduceAcked { group: 1, index: 1 });
         assert!(c.violations().is_empty());
     }
 }
