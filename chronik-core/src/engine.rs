@@ -256,6 +256,10 @@ impl<S: StateMachine> Engine<S> {
             for g in self.partitions.values_mut() {
                 g.raw.tick();
             }
+            // After every tick: a tick that resets a group (an election)
+            // must get its timeout from the seeded RNG before the next
+            // tick counts against raft-rs's own draw.
+            self.observe_all();
         }
         if self.last_tick.plus_millis(interval) <= now {
             // Skipped ticks after a long pause are not replayed.
@@ -346,6 +350,20 @@ impl<S: StateMachine> Engine<S> {
                 // snapshot; the log from index 1, without the initial
                 // configuration, is never taken.
                 tracing::debug!(from, group, "joining: waiting for a snapshot");
+                continue;
+            }
+            // A node that applied a configuration without itself no longer
+            // steps that group's messages: raft-rs has dropped its own
+            // progress, and a removed leader would panic counting a commit
+            // (found by simulation seed 1432: the metadata leader removed
+            // itself and then took an append response).
+            let removed = if group == METADATA_GROUP {
+                self.metadata.removed
+            } else {
+                self.partitions.get(&group).is_some_and(|g| g.removed)
+            };
+            if removed {
+                tracing::debug!(from, group, "dropped message for a group this node left");
                 continue;
             }
             let result = if group == METADATA_GROUP {
@@ -914,11 +932,10 @@ fn ack_verdict<S: StateMachine>(
     };
     let group = meta.group;
     let (isr, min) = (meta.isr.len() as u32, topic.min_insync_replicas);
-    if crate::planted::active(crate::planted::Bug::MinIsrBeforeAppendOnly) {
-        // Planted bug (simulation builds only): no check after the append.
-        return AckVerdict::Ack(group);
-    }
-    if isr < min {
+    // Planted bug (simulation builds only): the ISR is not checked after
+    // the append; the wait counts any replica holding the entry.
+    let skip_isr = crate::planted::active(crate::planted::Bug::MinIsrBeforeAppendOnly);
+    if isr < min && !skip_isr {
         return AckVerdict::Fail(Error::NotEnoughReplicasAfterAppend {
             partition: partition.clone(),
             isr,
@@ -937,8 +954,8 @@ fn ack_verdict<S: StateMachine>(
         });
     };
     let prs = g.raw.raft.prs();
-    let holders = meta
-        .isr
+    let counted = if skip_isr { &meta.replicas } else { &meta.isr };
+    let holders = counted
         .iter()
         .filter(|id| prs.get(**id).is_some_and(|p| p.matched >= index))
         .count() as u32;

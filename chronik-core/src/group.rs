@@ -297,11 +297,20 @@ impl<M, Q> Group<M, Q> {
             self.reseed_timeout(rng, election_ticks);
             return;
         };
-        if prev == now {
+        // raft-rs redraws the timeout on every reset, which also zeroes
+        // `election_elapsed`; its draw may equal the previous value (about
+        // one time in `election_ticks`), so the draw alone cannot tell that
+        // a reset happened, and reseeding only on a visible change would
+        // let raft-rs's unseeded RNG decide whether the engine's RNG
+        // advances. Reseeding whenever the elapsed count is zero (resets,
+        // and followers hearing their leader) is a function of the run
+        // alone.
+        let reset = raft.election_elapsed == 0;
+        if prev == now && !reset {
             return;
         }
         let changed = (prev.term, prev.role, prev.leader) != (now.term, now.role, now.leader);
-        if changed || prev.election_timeout != now.election_timeout {
+        if changed || reset || prev.election_timeout != now.election_timeout {
             self.reseed_timeout(rng, election_ticks);
         }
         if changed {

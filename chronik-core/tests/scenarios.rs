@@ -114,7 +114,18 @@ fn run_case(cluster: &mut Option<Cluster>, tc: &mut TestCase) -> String {
             let name: String = tc.take_arg("name").expect("name");
             let partitions: u32 = tc.take_arg("partitions").expect("partitions");
             let rf: u32 = tc.take_arg("rf").expect("rf");
-            match tc.try_take_arg::<NodeId>("via").expect("via") {
+            // `via=N` or `via=leader` sends the raw command to one node (the
+            // metadata leader, for refusals); without it the harness
+            // creates the topic and reports the placement.
+            let via = tc.try_take_arg::<String>("via").expect("via").map(|v| {
+                if v == "leader" {
+                    c.run_until(10_000, |c| c.leader_of(METADATA_GROUP).is_some());
+                    c.leader_of(METADATA_GROUP).expect("a metadata leader")
+                } else {
+                    v.parse().expect("via=N or via=leader")
+                }
+            });
+            match via {
                 Some(node) => {
                     let rid = c.command(
                         node,

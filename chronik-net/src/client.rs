@@ -36,6 +36,10 @@ impl ClientError {
     }
 }
 
+/// Shortest time one attempt gets, even past the deadline (so the last
+/// attempt is a real one).
+const ATTEMPT_TIMEOUT_MIN: Duration = Duration::from_millis(100);
+
 /// Retry policy: retriable errors are retried until `deadline` passes.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
@@ -221,14 +225,30 @@ impl Client {
             let mut unknown: Option<proto::Error> = None;
             let mut other_outcome = false;
             for addr in addrs {
-                let conn = match self.conn(&addr).await {
-                    Ok(c) => c,
-                    Err(e) => {
+                // No attempt outlives the deadline: a node that accepts a
+                // request and never answers (killed mid-request, stalled)
+                // must not hang the caller.
+                let left = deadline
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .max(ATTEMPT_TIMEOUT_MIN);
+                let conn = match tokio::time::timeout(left, self.conn(&addr)).await {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
                         last = e;
                         continue;
                     }
+                    Err(_) => {
+                        last = format!("{addr}: no connection within {left:?}");
+                        continue;
+                    }
                 };
-                match call(conn).await {
+                let answer = match tokio::time::timeout(left, call(conn)).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                        "no answer within {left:?}"
+                    ))),
+                };
+                match answer {
                     Ok(Ok(v)) => return Ok(v),
                     Ok(Err(e)) if e.code == "NOT_LEADER" => {
                         other_outcome = true;

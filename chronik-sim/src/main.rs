@@ -24,7 +24,9 @@ fn main() -> std::process::ExitCode {
 mod runner {
     use chronik_core::planted::{self, Bug};
     use chronik_sim::node_checker::NodeChecker;
-    use chronik_sim::scenario::{expected_catch, replay_command, run_checked, RunReport};
+    use chronik_sim::scenario::{
+        expected_catch, replay_command, run_plan, seed_plan, Plan, RunReport,
+    };
     use clap::Parser;
     use std::collections::{BTreeMap, VecDeque};
     use std::process::ExitCode;
@@ -56,6 +58,33 @@ mod runner {
         /// Print the names of the planted bugs, one a line, and exit.
         #[arg(long)]
         list_bugs: bool,
+        /// Shrink a failing seed: drop faults from its plan one at a time
+        /// while it still fails the same way, print the smallest plan and
+        /// save it as a regression scenario (JSON) under
+        /// target/sim-failures/.
+        #[arg(long)]
+        shrink: Option<u64>,
+        /// Run every saved regression scenario (`*.json`) in this folder;
+        /// each must pass.
+        #[arg(long)]
+        regressions: Option<std::path::PathBuf>,
+        /// Save a seed's whole plan as a regression scenario in
+        /// chronik-sim/regressions/ (for a seed that failed before a fix
+        /// and cannot be shrunk any more, since it passes), with `--why`.
+        #[arg(long, requires = "why")]
+        save_plan: Option<u64>,
+        /// What the saved seed failed with before its fix.
+        #[arg(long)]
+        why: Option<String>,
+    }
+
+    /// A failing plan kept so it runs again: the seed, the (shrunk) plan and
+    /// why it failed before it was fixed.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Regression {
+        seed: u64,
+        failed_with: String,
+        plan: Plan,
     }
 
     fn parse_bug(s: &str) -> Result<Bug, String> {
@@ -97,13 +126,17 @@ mod runner {
     }
 
     fn run_seed(seed: u64, time_limit: Duration) -> Outcome {
+        run_seed_plan(seed, time_limit, None)
+    }
+
+    fn run_seed_plan(seed: u64, time_limit: Duration, plan: Option<Plan>) -> Outcome {
         let checker = Arc::new(NodeChecker::default());
         let c = checker.clone();
         let result = std::thread::spawn(move || {
             let mut rt =
                 madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
             rt.set_time_limit(time_limit);
-            rt.block_on(run_checked(false, c))
+            rt.block_on(run_plan(false, c, plan))
         })
         .join()
         .map_err(|p| {
@@ -132,6 +165,7 @@ mod runner {
         joins: u64,
         leaves_ok: u64,
         leaves_refused: u64,
+        boundary_refused: u64,
         sim_secs: f64,
         replicas_read: u64,
         node: chronik_sim::node_checker::NodeCounts,
@@ -153,6 +187,7 @@ mod runner {
             self.joins += r.joins;
             self.leaves_ok += r.leaves_accepted;
             self.leaves_refused += r.leaves_refused;
+            self.boundary_refused += r.boundary_removals_refused;
             self.sim_secs += r.sim_secs;
             self.replicas_read += r.replicas_read;
             let (a, b) = (&mut self.node, &r.node);
@@ -189,6 +224,10 @@ mod runner {
                     "no acknowledgement checked against the disks",
                 ),
                 (self.leaves_ok, "no node removal accepted"),
+                (
+                    self.boundary_refused,
+                    "no removal at the quorum boundary refused",
+                ),
             ]
             .into_iter()
             .filter(|(count, _)| *count == 0)
@@ -230,8 +269,8 @@ mod runner {
                 n.votes_recorded
             );
             println!(
-                "membership: {} nodes joined during faults, {} removals accepted and {} refused or unanswered",
-                self.joins, self.leaves_ok, self.leaves_refused
+                "membership: {} nodes joined during faults, {} removals accepted and {} refused or unanswered, {} removals at the quorum boundary refused",
+                self.joins, self.leaves_ok, self.leaves_refused, self.boundary_refused
             );
             println!(
                 "min_insync_replicas: {} produces refused before append, {} failed after append, {} acknowledgements checked against the leader's ISR, {} against the disks of the ISR",
@@ -249,6 +288,18 @@ mod runner {
             return ExitCode::SUCCESS;
         }
         planted::activate(args.bug);
+        let limit = Duration::from_secs(args.time_limit_secs);
+        if let Some(seed) = args.shrink {
+            return shrink(seed, limit);
+        }
+        if let Some(dir) = &args.regressions {
+            return regressions(dir, limit);
+        }
+        if let (Some(seed), Some(why)) = (args.save_plan, &args.why) {
+            let plan = draw_plan(seed);
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
+            return save_regression(&dir, seed, why.clone(), plan);
+        }
         let jobs = args
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -267,7 +318,6 @@ mod runner {
         );
         let queue = Arc::new(Mutex::new(args.seeds.clone().collect::<VecDeque<u64>>()));
         let (tx, rx) = mpsc::channel();
-        let limit = Duration::from_secs(args.time_limit_secs);
         for _ in 0..jobs {
             let (queue, tx) = (queue.clone(), tx.clone());
             std::thread::spawn(move || loop {
@@ -353,6 +403,135 @@ mod runner {
             }
         }
         if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+
+    /// The failure signature of an outcome, `None` if it passed.
+    fn signature(o: &Outcome) -> Option<String> {
+        match &o.result {
+            Ok(r) if r.failed() => Some(r.signature()),
+            Ok(_) => None,
+            Err((panic, _)) => Some(format!("panic {}", panic.lines().next().unwrap_or(""))),
+        }
+    }
+
+    /// The plan `seed` draws.
+    fn draw_plan(seed: u64) -> Plan {
+        std::thread::spawn(move || {
+            madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default())
+                .block_on(async { seed_plan() })
+        })
+        .join()
+        .expect("plan drawing does not panic")
+    }
+
+    fn save_regression(dir: &std::path::Path, seed: u64, why: String, plan: Plan) -> ExitCode {
+        let _ = std::fs::create_dir_all(dir);
+        let file = dir.join(format!("seed-{seed}.json"));
+        let r = Regression {
+            seed,
+            failed_with: why,
+            plan,
+        };
+        let written = serde_json::to_string_pretty(&r)
+            .map_err(|e| e.to_string())
+            .and_then(|json| std::fs::write(&file, json + "\n").map_err(|e| e.to_string()));
+        match written {
+            Ok(()) => {
+                println!("saved {}", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("cannot save {}: {e}", file.display());
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn shrink(seed: u64, limit: Duration) -> ExitCode {
+        let mut plan = draw_plan(seed);
+        let Some(want) = signature(&run_seed_plan(seed, limit, Some(plan.clone()))) else {
+            println!("seed {seed} passes: nothing to shrink");
+            return ExitCode::FAILURE;
+        };
+        println!(
+            "seed {seed} fails with {want:?}; {} faults to shrink",
+            plan.steps.len()
+        );
+        let mut i = 0;
+        while i < plan.steps.len() {
+            let mut candidate = plan.clone();
+            let (delay, dropped) = candidate.steps.remove(i);
+            // Keep the later faults at their times.
+            if let Some(next) = candidate.steps.get_mut(i) {
+                next.0 += delay;
+            }
+            let got = signature(&run_seed_plan(seed, limit, Some(candidate.clone())));
+            if got.as_deref() == Some(want.as_str()) {
+                println!("  dropped {dropped}: still fails");
+                plan = candidate;
+            } else {
+                println!(
+                    "  {dropped} is needed ({})",
+                    got.unwrap_or_else(|| "passes without it".into())
+                );
+                i += 1;
+            }
+        }
+        println!(
+            "smallest plan of seed {seed} ({want}):\n{}",
+            plan.describe()
+        );
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/sim-failures");
+        let saved = save_regression(&dir, seed, want, plan);
+        println!("once fixed, copy it into chronik-sim/regressions/ so it always runs");
+        saved
+    }
+
+    fn regressions(dir: &std::path::Path, limit: Duration) -> ExitCode {
+        let mut files: Vec<_> = match std::fs::read_dir(dir) {
+            Ok(d) => d
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect(),
+            Err(e) => {
+                println!("cannot read {}: {e}", dir.display());
+                return ExitCode::from(2);
+            }
+        };
+        files.sort();
+        let mut failed = 0;
+        for f in &files {
+            let r: Regression = match std::fs::read_to_string(f)
+                .map_err(|e| e.to_string())
+                .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    println!("FAILED {}: not a regression scenario: {e}", f.display());
+                    failed += 1;
+                    continue;
+                }
+            };
+            let o = run_seed_plan(r.seed, limit, Some(r.plan));
+            match signature(&o) {
+                None => println!(
+                    "ok {} (seed {}, once failed with {})",
+                    f.display(),
+                    r.seed,
+                    r.failed_with
+                ),
+                Some(s) => {
+                    println!("FAILED {} (seed {}): {s}", f.display(), r.seed);
+                    failed += 1;
+                }
+            }
+        }
+        println!("{} regression scenarios, {failed} failed", files.len());
+        if failed == 0 {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE

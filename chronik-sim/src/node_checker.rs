@@ -294,10 +294,15 @@ impl NodeChecker {
         i.restarts_checked += 1;
         for s in groups {
             let Some(m) = disk.get(&s.group) else {
-                i.core.violation(format!(
-                    "recovery: node {node} restarted with group {} that its disk does not hold",
-                    s.group
-                ));
+                // Not on disk: created fresh at start (a node whose first
+                // writes were lost joins or bootstraps again). It cannot
+                // have voted.
+                if s.vote != 0 {
+                    i.core.violation(format!(
+                        "recovery: node {node} restarted with group {} that its disk does not hold, having voted for {} in term {}",
+                        s.group, s.vote, s.term
+                    ));
+                }
                 continue;
             };
             if (s.term, s.vote, s.last_index) != (m.term, m.vote, m.last.1) {

@@ -42,7 +42,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(3);
 const TAIL: Duration = Duration::from_secs(4);
 
 /// One fault of a plan.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Fault {
     /// Kill a node; its unsynced writes are lost, or with `torn` a prefix of
     /// them survives (all of them, partly zeroed, if `scrambled`).
@@ -105,6 +105,38 @@ pub enum Fault {
         node: u64,
         via: u64,
     },
+    /// Kill a node and restart it `ms` later (during the election its
+    /// absence starts): what was only in its page cache is gone.
+    Bounce {
+        node: u64,
+        torn: Option<u64>,
+        ms: u64,
+    },
+    /// Power loss: every running node is killed at once (unsynced writes
+    /// lost everywhere, torn tails) and restarted `ms` later.
+    PowerLoss {
+        seed: u64,
+        ms: u64,
+    },
+    /// Kill every replica of a group picked at run time (`pick` modulo the
+    /// groups a live node reports) at once, restart them `ms` later.
+    KillReplicas {
+        pick: u64,
+        ms: u64,
+    },
+    /// Ask (through `via`) to remove whichever node leads the metadata
+    /// group at run time.
+    LeaveLeader {
+        via: u64,
+    },
+    /// When the members are odd in number and as many are down as a
+    /// majority can spare, ask (through `via`) to remove a live node
+    /// (`pick` among them): the remaining live nodes would not be a
+    /// majority of the new configuration, so the removal must be refused.
+    LeaveAtBoundary {
+        pick: u64,
+        via: u64,
+    },
 }
 
 impl Fault {
@@ -125,6 +157,11 @@ impl Fault {
             Fault::Heal => "heal",
             Fault::Join { .. } => "join",
             Fault::Leave { .. } => "leave",
+            Fault::Bounce { .. } => "bounce",
+            Fault::PowerLoss { .. } => "power-loss",
+            Fault::KillReplicas { .. } => "kill-replicas",
+            Fault::LeaveLeader { .. } => "leave-leader",
+            Fault::LeaveAtBoundary { .. } => "leave-at-boundary",
         }
     }
 }
@@ -161,13 +198,31 @@ impl fmt::Display for Fault {
             Fault::Heal => write!(f, "heal the network"),
             Fault::Join { node, via } => write!(f, "node {node} joins through node {via}"),
             Fault::Leave { node, via } => write!(f, "remove node {node} (asking node {via})"),
+            Fault::Bounce { node, torn, ms } => {
+                let how = if torn.is_some() { " (torn)" } else { "" };
+                write!(f, "kill {node}{how} and restart it {ms} ms later")
+            }
+            Fault::PowerLoss { ms, .. } => {
+                write!(f, "power loss: kill every node, restart them {ms} ms later")
+            }
+            Fault::KillReplicas { pick, ms } => write!(
+                f,
+                "kill every replica of group #{pick}, restart them {ms} ms later"
+            ),
+            Fault::LeaveLeader { via } => {
+                write!(f, "remove the metadata leader (asking node {via})")
+            }
+            Fault::LeaveAtBoundary { pick, via } => write!(
+                f,
+                "with a majority's spare nodes down, remove live node #{pick} (asking node {via}): must be refused"
+            ),
         }
     }
 }
 
 /// Everything a seed decides, drawn before anything runs so it can be
 /// printed first.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     pub nodes: u64,
     /// Topics created before the workload: (name, partitions,
@@ -213,7 +268,7 @@ impl Plan {
                 let node = rng.gen_range(1..=nodes);
                 let down = killed.len() + paused.len();
                 let free = !killed.contains(&node) && !paused.contains(&node);
-                match rng.gen_range(0..14) {
+                match rng.gen_range(0..20) {
                     0 | 1 if down < max_down && free => {
                         killed.insert(node);
                         let torn = rng.gen_bool(0.5).then(|| rng.gen::<u64>());
@@ -277,6 +332,42 @@ impl Plan {
                         };
                     }
                     13 => break Fault::Heal,
+                    14 if free => {
+                        break Fault::Bounce {
+                            node,
+                            torn: rng.gen_bool(0.5).then(|| rng.gen::<u64>()),
+                            ms: rng.gen_range(1..=50),
+                        }
+                    }
+                    15 if rng.gen_bool(0.3) => {
+                        break Fault::PowerLoss {
+                            seed: rng.gen(),
+                            ms: rng.gen_range(1..=1_000),
+                        }
+                    }
+                    16 => {
+                        break Fault::KillReplicas {
+                            pick: rng.gen(),
+                            ms: rng.gen_range(1..=1_000),
+                        }
+                    }
+                    17 if rng.gen_bool(0.3) => {
+                        break Fault::Leave {
+                            node,
+                            via: rng.gen_range(1..=nodes),
+                        }
+                    }
+                    18 if rng.gen_bool(0.3) => {
+                        break Fault::LeaveLeader {
+                            via: rng.gen_range(1..=nodes),
+                        }
+                    }
+                    19 => {
+                        break Fault::LeaveAtBoundary {
+                            pick: rng.gen(),
+                            via: rng.gen_range(1..=nodes),
+                        }
+                    }
                     _ => {}
                 }
             };
@@ -370,6 +461,11 @@ impl Plan {
                     leaders_cut = 0;
                 }
                 Fault::Join { .. }
+                | Fault::Bounce { .. }
+                | Fault::PowerLoss { .. }
+                | Fault::KillReplicas { .. }
+                | Fault::LeaveLeader { .. }
+                | Fault::LeaveAtBoundary { .. }
                 | Fault::Cut { .. }
                 | Fault::Loss { .. }
                 | Fault::Latency { .. }
@@ -428,6 +524,8 @@ pub struct RunReport {
     pub follower_reads: u64,
     /// Simulated seconds the seed ran.
     pub sim_secs: f64,
+    /// The plan that ran.
+    pub plan: Option<Plan>,
     /// History anomalies (lost writes, stale reads...).
     pub anomalies: Vec<Anomaly>,
     /// Node-side invariant violations (election safety, apply order...).
@@ -444,6 +542,8 @@ pub struct RunReport {
     pub joins: u64,
     pub leaves_accepted: u64,
     pub leaves_refused: u64,
+    /// Removals tried at the quorum boundary, refused as they must be.
+    pub boundary_removals_refused: u64,
     /// Hash of every node event and every client op, in order: the same
     /// seed must give the same hash.
     pub trace_hash: u64,
@@ -454,6 +554,21 @@ pub struct RunReport {
 impl RunReport {
     pub fn failed(&self) -> bool {
         !self.anomalies.is_empty() || !self.violations.is_empty() || !self.liveness.is_empty()
+    }
+
+    /// What kind of failure this is, for shrinking: the first anomaly's
+    /// kind, or the tag of the first violation or liveness failure.
+    pub fn signature(&self) -> String {
+        if let Some(a) = self.anomalies.first() {
+            return format!("anomaly {:?}", a.kind);
+        }
+        if let Some(v) = self.violations.first() {
+            return format!("invariant {}", v.split(':').next().unwrap_or(v));
+        }
+        self.liveness
+            .first()
+            .map(|l| format!("liveness {}", l.split(':').next().unwrap_or(l)))
+            .unwrap_or_default()
     }
 
     /// Every anomaly, violation and liveness failure, a line each.
@@ -749,10 +864,24 @@ pub async fn run(verbose: bool) -> RunReport {
 /// [`run`] reporting node-side checks to `checker`, which the caller keeps:
 /// if the run panics, what the checker found before is still there.
 pub async fn run_checked(verbose: bool, checker: Arc<NodeChecker>) -> RunReport {
+    run_plan(verbose, checker, None).await
+}
+
+/// The plan the current seed draws (what [`run`] would execute).
+pub fn seed_plan() -> Plan {
+    Plan::generate(&mut thread_rng())
+}
+
+/// [`run_checked`] with `plan` in place of the seed's own plan: the seed's
+/// plan is still drawn first, so everything else the seed decides (timing,
+/// workload choices) stays as it was. Shrinking and saved regression
+/// scenarios replay through this.
+pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Plan>) -> RunReport {
     let seed = Handle::current().seed();
     let sim_start = madsim::time::Instant::now();
     let mut rng = thread_rng();
-    let plan = Plan::generate(&mut rng);
+    let drawn = Plan::generate(&mut rng);
+    let plan = plan.unwrap_or(drawn);
     if verbose {
         println!(
             "seed {seed}: {}\nreplay: {}",
@@ -763,6 +892,7 @@ pub async fn run_checked(verbose: bool, checker: Arc<NodeChecker>) -> RunReport 
     let mut report = RunReport {
         seed,
         nodes: plan.nodes,
+        plan: Some(plan.clone()),
         ..RunReport::default()
     };
     let n = plan.nodes;
@@ -856,6 +986,13 @@ pub async fn run_checked(verbose: bool, checker: Arc<NodeChecker>) -> RunReport 
     let leaves: Arc<Mutex<Vec<Result<u64, String>>>> = Arc::default();
     let mut killed = BTreeSet::new();
     let mut paused = BTreeSet::new();
+    let mut last_down = madsim::time::Instant::now();
+    let live_addrs = |killed: &BTreeSet<u64>, paused: &BTreeSet<u64>| -> Vec<String> {
+        (1..=n)
+            .filter(|id| !killed.contains(id) && !paused.contains(id))
+            .map(crate::client_addr)
+            .collect()
+    };
     let mut slow = BTreeSet::new();
     for (delay, fault) in &plan.steps {
         madsim::time::sleep(*delay).await;
@@ -938,40 +1075,99 @@ pub async fn run_checked(verbose: bool, checker: Arc<NodeChecker>) -> RunReport 
                 cluster.slow_disk(*node, Some(disk_base(*node, &plan)), rng.gen());
             }
             Fault::Leave { node, via } => {
-                // The removal is retried in the background (no leader, a
-                // join still in flight...) until it is accepted or refused
-                // for good, while the other faults go on.
-                let (node, ask, outcomes) = (*node, crate::client_addr(*via), leaves.clone());
-                let end = work.end;
-                client_node.spawn(async move {
-                    let mut last = String::new();
-                    while madsim::time::Instant::now() < end {
-                        let r = madsim::time::timeout(
-                            Duration::from_secs(3),
-                            crate::remove_node(&ask, node),
-                        )
-                        .await
-                        .unwrap_or_else(|_| Err("no answer within 3 s".into()));
-                        match r {
-                            Ok(()) => {
-                                outcomes.lock().push(Ok(node));
-                                return;
-                            }
-                            Err(code) if code == "INVALID_REQUEST" || code == "UNKNOWN_NODE" => {
-                                outcomes
-                                    .lock()
-                                    .push(Err(format!("remove node {node}: {code}")));
-                                return;
-                            }
-                            Err(why) => last = why,
-                        }
-                        madsim::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    outcomes.lock().push(Err(format!(
-                        "remove node {node}: not accepted before the faults ended ({last})"
-                    )));
-                });
+                spawn_removal(&client_node, *node, *via, leaves.clone(), work.end);
             }
+            Fault::LeaveLeader { via } => {
+                let ask = live_addrs(&killed, &paused);
+                let found = client_node
+                    .spawn(async move { group_of(&ask, None).await })
+                    .await
+                    .expect("leader lookup task");
+                match found.and_then(|(_, leader, _)| (leader != 0).then_some(leader)) {
+                    Some(leader) => {
+                        spawn_removal(&client_node, leader, *via, leaves.clone(), work.end);
+                        executed = format!("remove the metadata leader, node {leader}");
+                    }
+                    None => executed = "remove the metadata leader: none known".into(),
+                }
+            }
+            Fault::LeaveAtBoundary { pick, via } => {
+                let ask = live_addrs(&killed, &paused);
+                let down: BTreeSet<u64> = killed.union(&paused).copied().collect();
+                let quiet = madsim::time::Instant::now() >= last_down + BOUNDARY_QUIET;
+                let (pick, via) = (*pick, crate::client_addr(*via));
+                let outcome = client_node
+                    .spawn(async move { removal_at_boundary(&ask, &down, quiet, pick, &via).await })
+                    .await
+                    .expect("boundary removal task");
+                match outcome {
+                    Ok(line) => {
+                        if line.contains("refused") {
+                            report.boundary_removals_refused += 1;
+                        }
+                        executed = line;
+                    }
+                    Err(violation) => {
+                        executed = violation.clone();
+                        report.violations_stored.push(violation);
+                    }
+                }
+            }
+            Fault::Bounce { node, torn, ms } => {
+                cluster.kill(*node, *torn, false);
+                madsim::time::sleep(Duration::from_millis(*ms)).await;
+                cluster.restart(*node);
+            }
+            Fault::PowerLoss { seed, ms } => {
+                let running: Vec<u64> = cluster
+                    .nodes
+                    .iter()
+                    .map(|n| n.id)
+                    .filter(|id| !killed.contains(id) && !paused.contains(id))
+                    .collect();
+                for (k, id) in running.iter().enumerate() {
+                    cluster.kill(*id, Some(seed.wrapping_add(k as u64)), k % 2 == 1);
+                }
+                madsim::time::sleep(Duration::from_millis(*ms)).await;
+                for id in &running {
+                    cluster.restart(*id);
+                }
+                executed = format!("power loss: killed {running:?}, restarted them {ms} ms later");
+            }
+            Fault::KillReplicas { pick, ms } => {
+                let ask = live_addrs(&killed, &paused);
+                let pick = *pick;
+                let found = client_node
+                    .spawn(async move { group_of(&ask, Some(pick)).await })
+                    .await
+                    .expect("replica lookup task");
+                match found {
+                    Some((group, _, voters)) => {
+                        let hit: Vec<u64> = voters
+                            .into_iter()
+                            .filter(|id| {
+                                !killed.contains(id)
+                                    && !paused.contains(id)
+                                    && (*id as usize) <= cluster.nodes.len()
+                            })
+                            .collect();
+                        for id in &hit {
+                            cluster.kill(*id, None, false);
+                        }
+                        madsim::time::sleep(Duration::from_millis(*ms)).await;
+                        for id in &hit {
+                            cluster.restart(*id);
+                        }
+                        executed = format!(
+                            "killed every replica of group {group} ({hit:?}), restarted them {ms} ms later"
+                        );
+                    }
+                    None => executed = "kill the replicas of a group: none known".into(),
+                }
+            }
+        }
+        if matches!(fault, Fault::Kill { .. } | Fault::Pause { .. }) {
+            last_down = madsim::time::Instant::now();
         }
         report.executed.push(executed);
     }
@@ -1200,6 +1396,133 @@ pub async fn run_checked(verbose: bool, checker: Arc<NodeChecker>) -> RunReport 
         h.finish()
     };
     report
+}
+
+/// How long after the last kill or pause a boundary removal waits, so the
+/// metadata leader no longer counts the down nodes as live.
+const BOUNDARY_QUIET: Duration = Duration::from_secs(3);
+
+/// A group as a live node reports it: `pick` modulo its groups, or the
+/// metadata group for `None`. Returns (group, leader or 0, voters).
+async fn group_of(ask: &[String], pick: Option<u64>) -> Option<(u64, u64, Vec<u64>)> {
+    for a in ask {
+        let Ok(Ok(s)) = madsim::time::timeout(Duration::from_secs(1), crate::node_groups(a)).await
+        else {
+            continue;
+        };
+        let g = match pick {
+            _ if s.groups.is_empty() => continue,
+            Some(pick) => &s.groups[(pick % s.groups.len() as u64) as usize],
+            None => match s
+                .groups
+                .iter()
+                .find(|g| g.group == chronik_core::METADATA_GROUP)
+            {
+                Some(g) => g,
+                None => continue,
+            },
+        };
+        return Some((g.group, g.leader, g.voters.clone()));
+    }
+    None
+}
+
+/// Asks, in the background, to remove `node` (through `via`), retrying (no
+/// leader, a join still in flight...) until accepted or refused for good,
+/// while the other faults go on.
+fn spawn_removal(
+    client_node: &madsim::runtime::NodeHandle,
+    node: u64,
+    via: u64,
+    outcomes: Arc<Mutex<Vec<Result<u64, String>>>>,
+    end: madsim::time::Instant,
+) {
+    let ask = crate::client_addr(via);
+    client_node.spawn(async move {
+        let mut last = String::new();
+        while madsim::time::Instant::now() < end {
+            let r = madsim::time::timeout(Duration::from_secs(3), crate::remove_node(&ask, node))
+                .await
+                .unwrap_or_else(|_| Err("no answer within 3 s".into()));
+            match r {
+                Ok(()) => {
+                    outcomes.lock().push(Ok(node));
+                    return;
+                }
+                Err(code) if code == "INVALID_REQUEST" || code == "UNKNOWN_NODE" => {
+                    outcomes
+                        .lock()
+                        .push(Err(format!("remove node {node}: {code}")));
+                    return;
+                }
+                Err(why) => last = why,
+            }
+            madsim::time::sleep(Duration::from_millis(500)).await;
+        }
+        outcomes.lock().push(Err(format!(
+            "remove node {node}: not accepted before the faults ended ({last})"
+        )));
+    });
+}
+
+/// With exactly as many members down as a majority can spare, asks once to
+/// remove a live member: the live members left would not be a majority of
+/// the new configuration, so an acceptance is a violation (`Err`).
+/// `Ok` says what happened (refused, or why the test did not apply).
+async fn removal_at_boundary(
+    ask: &[String],
+    down: &BTreeSet<u64>,
+    quiet: bool,
+    pick: u64,
+    via: &str,
+) -> Result<String, String> {
+    let mut view = None;
+    for a in ask {
+        if let Ok(Ok(v)) = madsim::time::timeout(Duration::from_secs(1), crate::membership(a)).await
+        {
+            view = Some(v);
+            break;
+        }
+    }
+    let Some((members, change, joint)) = view else {
+        return Ok("boundary removal skipped: no membership view".into());
+    };
+    let down_members: Vec<u64> = members
+        .iter()
+        .copied()
+        .filter(|m| down.contains(m))
+        .collect();
+    let spare = (members.len() as u64 - 1) / 2;
+    let live: Vec<u64> = members
+        .iter()
+        .copied()
+        .filter(|m| !down.contains(m))
+        .collect();
+    // With an even number of members, removing one live node leaves an odd
+    // configuration that the live rest may still hold a majority of.
+    let odd = members.len() % 2 == 1;
+    if !change.is_empty()
+        || joint
+        || !quiet
+        || !odd
+        || spare == 0
+        || down_members.len() as u64 != spare
+    {
+        return Ok(format!(
+            "boundary removal skipped: members {members:?}, down {down_members:?}, change in flight {:?}",
+            !change.is_empty() || joint
+        ));
+    }
+    let node = live[(pick % live.len() as u64) as usize];
+    match madsim::time::timeout(Duration::from_secs(3), crate::remove_node(via, node)).await {
+        Ok(Ok(())) => Err(format!(
+            "membership: removal of live node {node} accepted while members {down_members:?} of {members:?} were down (the live rest is no majority of the new configuration)"
+        )),
+        Ok(Err(code)) => Ok(format!(
+            "boundary removal of node {node} (members {members:?}, down {down_members:?}) refused: {code}"
+        )),
+        Err(_) => Ok(format!("boundary removal of node {node}: no answer within 3 s")),
+    }
 }
 
 /// Acknowledged sends so far, by partition key: `(offset, value)`.

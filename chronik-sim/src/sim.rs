@@ -234,15 +234,24 @@ impl SimCluster {
     }
 }
 
+/// Longest an admin call of the harness may take.
+const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A node's view of every group it hosts, through its admin API.
 pub async fn node_groups(addr: &str) -> Result<chronik_net::proto::NodeStatusResponse, String> {
-    let mut c = chronik_net::proto::admin_client::AdminClient::connect(format!("http://{addr}"))
+    let call = async {
+        let mut c =
+            chronik_net::proto::admin_client::AdminClient::connect(format!("http://{addr}"))
+                .await
+                .map_err(|e| e.to_string())?;
+        Ok(c.node_status(chronik_net::proto::NodeStatusRequest {})
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner())
+    };
+    madsim::time::timeout(ADMIN_CALL_TIMEOUT, call)
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(c.node_status(chronik_net::proto::NodeStatusRequest {})
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner())
+        .unwrap_or_else(|_| Err(format!("{addr}: no answer within {ADMIN_CALL_TIMEOUT:?}")))
 }
 
 /// Asks the metadata leader (found from `addr`, following hints) to remove
@@ -278,19 +287,25 @@ pub async fn remove_node(addr: &str, id: u64) -> Result<(), String> {
 
 /// A node's view of membership: (members, change in flight, joint).
 pub async fn membership(addr: &str) -> Result<(Vec<u64>, String, bool), String> {
-    let mut c = chronik_net::proto::admin_client::AdminClient::connect(format!("http://{addr}"))
+    let call = async {
+        let mut c =
+            chronik_net::proto::admin_client::AdminClient::connect(format!("http://{addr}"))
+                .await
+                .map_err(|e| e.to_string())?;
+        let l = c
+            .list_nodes(chronik_net::proto::ListNodesRequest {})
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        Ok((
+            l.nodes.iter().map(|n| n.id).collect(),
+            l.change_in_flight,
+            l.joint,
+        ))
+    };
+    madsim::time::timeout(ADMIN_CALL_TIMEOUT, call)
         .await
-        .map_err(|e| e.to_string())?;
-    let l = c
-        .list_nodes(chronik_net::proto::ListNodesRequest {})
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner();
-    Ok((
-        l.nodes.iter().map(|n| n.id).collect(),
-        l.change_in_flight,
-        l.joint,
-    ))
+        .unwrap_or_else(|_| Err(format!("{addr}: no answer within {ADMIN_CALL_TIMEOUT:?}")))
 }
 
 /// One line per hosted group of a node: for failure reports.
