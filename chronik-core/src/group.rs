@@ -279,7 +279,8 @@ impl<M, Q> Group<M, Q> {
     /// Notices term, role and leader changes: reports them, fails reads a
     /// deposed leader can no longer confirm, and replaces the election
     /// timeout raft-rs drew from its thread RNG with one from the engine's
-    /// seeded RNG (DEPENDENCIES.md pitfall 1), so a seed decides elections.
+    /// seeded RNG (raft-rs's draw is not seeded, not even under madsim), so a
+    /// seed decides elections.
     pub fn observe<S: StateMachine, R: rand::Rng>(
         &mut self,
         rng: &mut R,

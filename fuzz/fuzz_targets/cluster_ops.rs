@@ -1,7 +1,8 @@
 //! Whole in-memory clusters driven by fuzz bytes: each byte pair picks an
 //! operation (produce, fetch, crash, restart, isolate, heal, wait). raft-rs
 //! panics on inconsistent messages, so the fuzzer drives clusters rather
-//! than single engines (DEPENDENCIES.md pitfall 8); any panic or invariant
+//! than single engines (a step() fed messages invalid for the node's state
+//! would abort under libFuzzer for no real bug); any panic or invariant
 //! violation is a finding.
 #![no_main]
 
