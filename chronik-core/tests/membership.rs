@@ -99,12 +99,18 @@ fn a_change_interrupted_by_a_leader_crash_is_finished_by_the_next_leader() {
         let leader = c.leader_of(METADATA_GROUP).expect("leader");
         // Crash the leader as soon as the joint configuration is in its log
         // (or, failing that, at any later point of the change).
-        c.run_until(10_000, |c| {
+        let reached = c.run_until(10_000, |c| {
             c.engine(leader).is_some_and(|e| {
                 let s = e.group_status(METADATA_GROUP).expect("metadata");
                 s.voters.contains(&4) || e.membership_view().is_joint()
             })
         });
+        assert!(reached, "seed {seed}: the change reached the voters");
+        // The crash must land inside the change, not after it finished.
+        let in_flight = c
+            .engine(leader)
+            .is_some_and(|e| e.metadata().membership_in_flight().is_some());
+        assert!(in_flight, "seed {seed}: the change was still in flight");
         c.crash(leader);
         let rest: Vec<NodeId> = [1, 2, 3, 4].into_iter().filter(|n| *n != leader).collect();
         assert!(
