@@ -43,11 +43,13 @@ pub enum Bug {
     /// A produce is acknowledged once committed (a Raft majority), without
     /// waiting for `min_insync_replicas` members of the ISR to hold it.
     AckOnQuorum,
+    /// The WAL ignores a failed fsync and reports the batch durable.
+    IgnoreFsyncError,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 11] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::SkipCrc,
@@ -58,6 +60,7 @@ impl Bug {
         Bug::MetadataSnapshotLosesIsr,
         Bug::ForgetVote,
         Bug::AckOnQuorum,
+        Bug::IgnoreFsyncError,
     ];
 
     /// The name used on command lines and in `CHRONIK_BUG`.
@@ -73,6 +76,7 @@ impl Bug {
             Bug::MetadataSnapshotLosesIsr => "metadata_snapshot_loses_isr",
             Bug::ForgetVote => "forget_vote",
             Bug::AckOnQuorum => "ack_on_quorum",
+            Bug::IgnoreFsyncError => "ignore_fsync_error",
         }
     }
 

@@ -144,8 +144,32 @@ struct MemFileState {
     pending: Vec<u8>,
 }
 
+/// An injected disk error: which call fails, how, and on which files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskFault {
+    /// `EIO` (5) or `ENOSPC` (28).
+    pub errno: i32,
+    /// Fail syncs (`true`) or writes (`false`).
+    pub on_sync: bool,
+    /// Only paths containing this fail (`""`: every file).
+    pub path_contains: String,
+}
+
+impl DiskFault {
+    fn hits(&self, path: &Path, sync: bool) -> bool {
+        self.on_sync == sync && path.to_string_lossy().contains(&self.path_contains)
+    }
+
+    fn error(&self, path: &Path) -> io::Error {
+        let e = io::Error::from_raw_os_error(self.errno);
+        io::Error::new(e.kind(), format!("{}: {e} (injected)", path.display()))
+    }
+}
+
 #[derive(Default)]
 struct MemDiskState {
+    /// While set, matching writes or syncs fail and change nothing.
+    fault: Option<DiskFault>,
     files: BTreeMap<PathBuf, MemFileState>,
     dirs: std::collections::BTreeSet<PathBuf>,
     /// Modelled fsync latency, if any: `(min_us, max_us, rng state)`.
@@ -181,6 +205,9 @@ struct MemFile {
 impl DiskFile for MemFile {
     fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         let mut s = self.state.lock();
+        if let Some(fault) = s.fault.as_ref().filter(|f| f.hits(&self.path, false)) {
+            return Err(fault.error(&self.path));
+        }
         let f = s
             .files
             .get_mut(&self.path)
@@ -191,6 +218,9 @@ impl DiskFile for MemFile {
 
     fn sync(&mut self) -> io::Result<()> {
         let mut s = self.state.lock();
+        if let Some(fault) = s.fault.as_ref().filter(|f| f.hits(&self.path, true)) {
+            return Err(fault.error(&self.path));
+        }
         let f = s
             .files
             .get_mut(&self.path)
@@ -260,6 +290,17 @@ impl MemDisk {
             }
             None => false,
         }
+    }
+
+    /// From now on (until `None`), writes or syncs of matching files fail
+    /// with the fault's error and change nothing.
+    pub fn set_fault(&self, fault: Option<DiskFault>) {
+        self.state.lock().fault = fault;
+    }
+
+    /// The fault injected now, if any.
+    pub fn fault(&self) -> Option<DiskFault> {
+        self.state.lock().fault.clone()
     }
 
     /// A separate disk holding only what this one has made durable, as a

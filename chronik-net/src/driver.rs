@@ -96,8 +96,8 @@ impl DriverHandle {
         self.tx
             .send(DriverMsg::Command { command, reply })
             .await
-            .map_err(|_| DriverGone)?;
-        rx.await.map_err(|_| DriverGone)
+            .map_err(|_| DriverGone { delivered: false })?;
+        rx.await.map_err(|_| DriverGone { delivered: true })
     }
 
     pub async fn read_local(
@@ -115,8 +115,8 @@ impl DriverHandle {
                 reply,
             })
             .await
-            .map_err(|_| DriverGone)?;
-        rx.await.map_err(|_| DriverGone)
+            .map_err(|_| DriverGone { delivered: false })?;
+        rx.await.map_err(|_| DriverGone { delivered: true })
     }
 
     pub async fn inspect(&self) -> Result<Inspection, DriverGone> {
@@ -124,14 +124,18 @@ impl DriverHandle {
         self.tx
             .send(DriverMsg::Inspect { reply })
             .await
-            .map_err(|_| DriverGone)?;
-        rx.await.map_err(|_| DriverGone)
+            .map_err(|_| DriverGone { delivered: false })?;
+        rx.await.map_err(|_| DriverGone { delivered: true })
     }
 }
 
 /// The driver stopped (shutdown or a fatal WAL error).
 #[derive(Debug)]
-pub(crate) struct DriverGone;
+pub(crate) struct DriverGone {
+    /// The request reached the driver before it stopped: it may have taken
+    /// effect (a produce proposed, then the node stopped).
+    pub delivered: bool,
+}
 
 /// Bounds of the driver's queues.
 pub(crate) const DRIVER_QUEUE_MAX: usize = 4096;

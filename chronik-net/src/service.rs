@@ -2,7 +2,7 @@
 //! commands, wait for the replies (bounded by a timeout), translate back.
 
 use crate::convert;
-use crate::driver::{DriverHandle, Inspection};
+use crate::driver::{DriverGone, DriverHandle, Inspection};
 use crate::partition_store::DiskLog;
 use crate::proto;
 use chronik_core::membership::MembershipChange;
@@ -37,9 +37,19 @@ impl Services {
                 ),
                 true,
             )),
-            Ok(Err(_)) => Err(convert::local_error(
+            // The node stopped before it took the request: nothing happened,
+            // another node may take it.
+            Ok(Err(DriverGone { delivered: false })) => Err(convert::local_error(
                 "SHUTTING_DOWN",
                 "the node is stopping",
+                true,
+            )),
+            // It stopped with the request in hand: a produce may already be
+            // in the log (found by simulation seed 206, where such a produce
+            // was reported as refused and then read).
+            Ok(Err(DriverGone { delivered: true })) => Err(convert::local_error(
+                "OUTCOME_UNKNOWN",
+                "the node stopped while handling the request; it may still take effect",
                 true,
             )),
             Ok(Ok(Err(e))) => Err(convert::error(&e)),

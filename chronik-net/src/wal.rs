@@ -348,7 +348,13 @@ impl Wal {
         // Planted bug (test builds only): report batches durable without
         // syncing them, so acknowledgements can outrun the disk.
         if must_sync && !chronik_core::planted::active(chronik_core::planted::Bug::AckBeforeFsync) {
-            self.file.sync().map_err(io_err(&path))?;
+            if let Err(e) = self.file.sync() {
+                // Planted bug (simulation builds only): a failed fsync is
+                // ignored and the batch reported durable anyway.
+                if !chronik_core::planted::active(chronik_core::planted::Bug::IgnoreFsyncError) {
+                    return Err(io_err(&path)(e));
+                }
+            }
         }
         self.segments.last_mut().expect("a segment is open").1 += buf.len() as u64;
         if must_sync {

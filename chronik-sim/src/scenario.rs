@@ -124,6 +124,16 @@ pub enum Fault {
         pick: u64,
         ms: u64,
     },
+    /// The WAL of a node fails every write (or every fsync) with EIO or
+    /// ENOSPC for `ms`: the node must stop rather than acknowledge what it
+    /// could not make durable. Then the disk is back and the node restarts
+    /// from what its disk holds.
+    DiskError {
+        node: u64,
+        errno: i32,
+        on_sync: bool,
+        ms: u64,
+    },
     /// Ask (through `via`) to remove whichever node leads the metadata
     /// group at run time.
     LeaveLeader {
@@ -158,6 +168,7 @@ impl Fault {
             Fault::Join { .. } => "join",
             Fault::Leave { .. } => "leave",
             Fault::Bounce { .. } => "bounce",
+            Fault::DiskError { .. } => "disk-error",
             Fault::PowerLoss { .. } => "power-loss",
             Fault::KillReplicas { .. } => "kill-replicas",
             Fault::LeaveLeader { .. } => "leave-leader",
@@ -202,6 +213,17 @@ impl fmt::Display for Fault {
                 let how = if torn.is_some() { " (torn)" } else { "" };
                 write!(f, "kill {node}{how} and restart it {ms} ms later")
             }
+            Fault::DiskError {
+                node,
+                errno,
+                on_sync,
+                ms,
+            } => write!(
+                f,
+                "{} of node {node}'s WAL fail with {} for {ms} ms, then it restarts",
+                if *on_sync { "fsyncs" } else { "writes" },
+                if *errno == 28 { "ENOSPC" } else { "EIO" }
+            ),
             Fault::PowerLoss { ms, .. } => {
                 write!(f, "power loss: kill every node, restart them {ms} ms later")
             }
@@ -268,7 +290,7 @@ impl Plan {
                 let node = rng.gen_range(1..=nodes);
                 let down = killed.len() + paused.len();
                 let free = !killed.contains(&node) && !paused.contains(&node);
-                match rng.gen_range(0..20) {
+                match rng.gen_range(0..21) {
                     0 | 1 if down < max_down && free => {
                         killed.insert(node);
                         let torn = rng.gen_bool(0.5).then(|| rng.gen::<u64>());
@@ -360,6 +382,14 @@ impl Plan {
                     18 if rng.gen_bool(0.3) => {
                         break Fault::LeaveLeader {
                             via: rng.gen_range(1..=nodes),
+                        }
+                    }
+                    20 if free => {
+                        break Fault::DiskError {
+                            node,
+                            errno: if rng.gen_bool(0.5) { 5 } else { 28 },
+                            on_sync: rng.gen_bool(0.5),
+                            ms: rng.gen_range(100..=2_000),
                         }
                     }
                     19 => {
@@ -462,6 +492,7 @@ impl Plan {
                 }
                 Fault::Join { .. }
                 | Fault::Bounce { .. }
+                | Fault::DiskError { .. }
                 | Fault::PowerLoss { .. }
                 | Fault::KillReplicas { .. }
                 | Fault::LeaveLeader { .. }
@@ -634,6 +665,7 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static str {
         Bug::MetadataSnapshotLosesIsr => "metadata diverged",
         Bug::ForgetVote => "recovery",
         Bug::AckOnQuorum => "held durably by",
+        Bug::IgnoreFsyncError => "crash durability",
     }
 }
 
@@ -1112,6 +1144,20 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
                         report.violations_stored.push(violation);
                     }
                 }
+            }
+            Fault::DiskError {
+                node,
+                errno,
+                on_sync,
+                ms,
+            } => {
+                cluster.disk_fault(*node, Some((*errno, *on_sync)));
+                madsim::time::sleep(Duration::from_millis(*ms)).await;
+                cluster.disk_fault(*node, None);
+                // Whether it stopped on the error or never wrote meanwhile,
+                // it restarts from its disk (what it had not synced is gone).
+                cluster.kill(*node, None, false);
+                cluster.restart(*node);
             }
             Fault::Bounce { node, torn, ms } => {
                 cluster.kill(*node, *torn, false);

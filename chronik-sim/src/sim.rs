@@ -45,13 +45,20 @@ fn spawn_node(
         .ip(node_ip(id))
         .init(move || {
             let cfg = cfg.clone();
+            let mem = disk.clone();
             let disk: Arc<dyn chronik_net::disk::Disk> = Arc::new(disk.clone());
             let observer: Arc<dyn EngineObserver> = checker.clone();
+            let faulty = mem.clone();
             async move {
                 match Node::start_observed(cfg, disk, Some(observer)).await {
                     Ok(mut h) => match h.stopped().await {
                         Err(e) if e.to_string().contains("removed from the cluster") => {
                             tracing::info!(id, "removed node stopped: {e}");
+                        }
+                        // Fail-stop on an injected disk error: the node stops
+                        // rather than acknowledge what it could not write.
+                        Err(e) if faulty.fault().is_some() => {
+                            tracing::info!(id, "node stopped on a disk error: {e}");
                         }
                         r => panic!("node stopped on its own: {r:?}"),
                     },
@@ -219,6 +226,18 @@ impl SimCluster {
         self.nodes[id as usize - 1]
             .disk
             .set_sync_latency(latency, seed);
+    }
+
+    /// From now on the WAL files of node `id` fail writes (or syncs) with
+    /// `errno` (`None` heals the disk).
+    pub fn disk_fault(&self, id: u64, fault: Option<(i32, bool)>) {
+        self.nodes[id as usize - 1]
+            .disk
+            .set_fault(fault.map(|(errno, on_sync)| chronik_net::disk::DiskFault {
+                errno,
+                on_sync,
+                path_contains: "/wal".into(),
+            }));
     }
 
     /// Removes every network fault: clogs, loss and added latency.
