@@ -45,11 +45,13 @@ pub enum Bug {
     AckOnQuorum,
     /// The WAL ignores a failed fsync and reports the batch durable.
     IgnoreFsyncError,
+    /// A new WAL segment's directory entry is never synced.
+    SkipDirSync,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 12] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::SkipCrc,
@@ -61,6 +63,7 @@ impl Bug {
         Bug::ForgetVote,
         Bug::AckOnQuorum,
         Bug::IgnoreFsyncError,
+        Bug::SkipDirSync,
     ];
 
     /// The name used on command lines and in `CHRONIK_BUG`.
@@ -77,6 +80,7 @@ impl Bug {
             Bug::ForgetVote => "forget_vote",
             Bug::AckOnQuorum => "ack_on_quorum",
             Bug::IgnoreFsyncError => "ignore_fsync_error",
+            Bug::SkipDirSync => "skip_dir_sync",
         }
     }
 

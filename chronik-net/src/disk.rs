@@ -166,11 +166,36 @@ impl DiskFault {
     }
 }
 
+/// A directory change not yet made durable by a `sync_dir` of `dir`: a
+/// crash undoes it.
+struct PendingDirOp {
+    dir: PathBuf,
+    op: DirOp,
+}
+
+enum DirOp {
+    Create(PathBuf),
+    /// `replaced`: the synced bytes of the file `to` held before.
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        replaced: Option<Vec<u8>>,
+    },
+    /// `synced`: the file's synced bytes.
+    Remove {
+        path: PathBuf,
+        synced: Vec<u8>,
+    },
+}
+
 #[derive(Default)]
 struct MemDiskState {
     /// While set, matching writes or syncs fail and change nothing.
     fault: Option<DiskFault>,
     files: BTreeMap<PathBuf, MemFileState>,
+    /// Creates, renames and removes not yet covered by a `sync_dir` of
+    /// their (destination) directory, oldest first.
+    dir_ops: Vec<PendingDirOp>,
     dirs: std::collections::BTreeSet<PathBuf>,
     /// Modelled fsync latency, if any: `(min_us, max_us, rng state)`.
     sync_latency: Option<(u64, u64, u64)>,
@@ -179,6 +204,47 @@ struct MemDiskState {
 }
 
 impl MemDiskState {
+    fn dir_op(&mut self, path: &Path, op: DirOp) {
+        let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        self.dir_ops.push(PendingDirOp { dir, op });
+    }
+
+    /// A crash: directory changes no `sync_dir` covered are undone, newest
+    /// first (a file created since is gone, a renamed one is back under
+    /// its old name, a removed one is back with its synced bytes).
+    fn undo_dir_ops(&mut self) {
+        while let Some(PendingDirOp { op, .. }) = self.dir_ops.pop() {
+            match op {
+                DirOp::Create(path) => {
+                    self.files.remove(&path);
+                }
+                DirOp::Rename { from, to, replaced } => {
+                    if let Some(f) = self.files.remove(&to) {
+                        self.files.insert(from, f);
+                    }
+                    if let Some(durable) = replaced {
+                        self.files.insert(
+                            to,
+                            MemFileState {
+                                durable,
+                                pending: Vec::new(),
+                            },
+                        );
+                    }
+                }
+                DirOp::Remove { path, synced } => {
+                    self.files.insert(
+                        path,
+                        MemFileState {
+                            durable: synced,
+                            pending: Vec::new(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
     fn charge_sync(&mut self) {
         if let Some((min, max, rng)) = &mut self.sync_latency {
             // xorshift64: deterministic from the seed the simulator gave.
@@ -258,6 +324,7 @@ impl MemDisk {
             let keep = keep_torn(pending.len()).min(pending.len());
             f.durable.extend_from_slice(&pending[..keep]);
         }
+        s.undo_dir_ops();
     }
 
     /// The node crashed in the middle of writing: every file keeps its
@@ -274,6 +341,7 @@ impl MemDisk {
             }
             f.durable.extend_from_slice(&pending);
         }
+        s.undo_dir_ops();
     }
 
     /// Flips one byte of a file (for corruption tests).
@@ -308,25 +376,42 @@ impl MemDisk {
     /// read what would be recovered without touching this disk.
     pub fn durable_copy(&self) -> MemDisk {
         let s = self.state.lock();
-        let files = s
-            .files
-            .iter()
-            .map(|(p, f)| {
-                (
-                    p.clone(),
-                    MemFileState {
-                        durable: f.durable.clone(),
-                        pending: Vec::new(),
-                    },
-                )
-            })
-            .collect();
+        let copy_op = |o: &PendingDirOp| PendingDirOp {
+            dir: o.dir.clone(),
+            op: match &o.op {
+                DirOp::Create(p) => DirOp::Create(p.clone()),
+                DirOp::Rename { from, to, replaced } => DirOp::Rename {
+                    from: from.clone(),
+                    to: to.clone(),
+                    replaced: replaced.clone(),
+                },
+                DirOp::Remove { path, synced } => DirOp::Remove {
+                    path: path.clone(),
+                    synced: synced.clone(),
+                },
+            },
+        };
+        let mut copy = MemDiskState {
+            files: s
+                .files
+                .iter()
+                .map(|(p, f)| {
+                    (
+                        p.clone(),
+                        MemFileState {
+                            durable: f.durable.clone(),
+                            pending: Vec::new(),
+                        },
+                    )
+                })
+                .collect(),
+            dir_ops: s.dir_ops.iter().map(copy_op).collect(),
+            dirs: s.dirs.clone(),
+            ..MemDiskState::default()
+        };
+        copy.undo_dir_ops();
         MemDisk {
-            state: Arc::new(Mutex::new(MemDiskState {
-                files,
-                dirs: s.dirs.clone(),
-                ..MemDiskState::default()
-            })),
+            state: Arc::new(Mutex::new(copy)),
         }
     }
 
@@ -338,11 +423,12 @@ impl MemDisk {
 
 impl Disk for MemDisk {
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn DiskFile>> {
-        self.state
-            .lock()
-            .files
-            .entry(path.to_path_buf())
-            .or_default();
+        let mut s = self.state.lock();
+        if !s.files.contains_key(path) {
+            s.files.insert(path.to_path_buf(), MemFileState::default());
+            s.dir_op(path, DirOp::Create(path.to_path_buf()));
+        }
+        drop(s);
         Ok(Box::new(MemFile {
             state: self.state.clone(),
             path: path.to_path_buf(),
@@ -406,21 +492,37 @@ impl Disk for MemDisk {
         let f = s.files.remove(from).ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, format!("{}", from.display()))
         })?;
-        s.files.insert(to.to_path_buf(), f);
+        let replaced = s.files.insert(to.to_path_buf(), f).map(|old| old.durable);
+        s.dir_op(
+            to,
+            DirOp::Rename {
+                from: from.to_path_buf(),
+                to: to.to_path_buf(),
+                replaced,
+            },
+        );
         Ok(())
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        self.state
-            .lock()
-            .files
-            .remove(path)
-            .map(|_| ())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display())))
+        let mut s = self.state.lock();
+        let f = s.files.remove(path).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display()))
+        })?;
+        s.dir_op(
+            path,
+            DirOp::Remove {
+                path: path.to_path_buf(),
+                synced: f.durable,
+            },
+        );
+        Ok(())
     }
 
-    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
-        self.state.lock().charge_sync();
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.state.lock();
+        s.dir_ops.retain(|o| o.dir != dir);
+        s.charge_sync();
         Ok(())
     }
 

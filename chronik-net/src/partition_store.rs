@@ -317,6 +317,10 @@ impl DiskLog {
         for name in disk.list(&self.incoming_dir()).unwrap_or_default() {
             let _ = disk.remove(&self.incoming_dir().join(name));
         }
+        // Adopted segments are renames into the group dir: durable only
+        // once the directory is synced.
+        disk.sync_dir(&self.dir)
+            .map_err(|e| self.io("sync the group dir", e))?;
         self.log_start_offset = segments
             .first()
             .map_or(m.high_watermark, |s| s.meta.base_offset)

@@ -263,7 +263,11 @@ impl Wal {
         let (seq, _) = *segments.last().expect("non-empty");
         let path = cfg.dir.join(segment_name(seq));
         let file = disk.open_append(&path).map_err(io_err(&path))?;
-        disk.sync_dir(&cfg.dir).map_err(io_err(&cfg.dir))?;
+        // Planted bug (simulation builds only): the new segment's directory
+        // entry is never synced, so a crash may lose the whole file.
+        if !chronik_core::planted::active(chronik_core::planted::Bug::SkipDirSync) {
+            disk.sync_dir(&cfg.dir).map_err(io_err(&cfg.dir))?;
+        }
         let mut wal = Wal {
             disk,
             cfg,

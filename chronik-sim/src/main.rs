@@ -312,7 +312,7 @@ mod runner {
             args.bug
                 .map(|b| format!(
                     " with planted bug {b} (must be caught by: {})",
-                    expected_catch(b)
+                    expected_catch(b).join("' or '")
                 ))
                 .unwrap_or_default()
         );
@@ -547,15 +547,16 @@ mod runner {
             println!("planted bug {bug} was NOT caught");
             return ExitCode::FAILURE;
         };
-        if findings.contains(expected) {
+        if let Some(by) = expected.iter().find(|e| findings.contains(**e)) {
             println!(
-                "planted bug {bug} caught by '{expected}' at seed {seed}\n    replay: {}",
+                "planted bug {bug} caught by '{by}' at seed {seed}\n    replay: {}",
                 replay_command(*seed)
             );
             ExitCode::SUCCESS
         } else {
             println!(
-                "planted bug {bug}: seed {seed} failed, but not by '{expected}':\n{why}\n    replay: {}",
+                "planted bug {bug}: seed {seed} failed, but not by '{}':\n{why}\n    replay: {}",
+                expected.join("' or '"),
                 replay_command(*seed)
             );
             ExitCode::FAILURE

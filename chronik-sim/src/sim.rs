@@ -54,11 +54,25 @@ fn spawn_node(
                     Ok(mut h) => match h.stopped().await {
                         Err(e) if e.to_string().contains("removed from the cluster") => {
                             tracing::info!(id, "removed node stopped: {e}");
+                            // Kept as it is rather than dropped: dropping the
+                            // handle shuts the gRPC servers down gracefully,
+                            // and madsim-tonic's graceful shutdown is not
+                            // deterministic (found by running seeds 4 and 28
+                            // twice in one process).
+                            let _keep = h;
+                            std::future::pending::<()>().await;
                         }
                         // Fail-stop on an injected disk error: the node stops
                         // rather than acknowledge what it could not write.
                         Err(e) if faulty.fault().is_some() => {
                             tracing::info!(id, "node stopped on a disk error: {e}");
+                            // The process stays (its servers refuse with the
+                            // driver gone) until the harness kills and
+                            // restarts it once the disk is back (and a
+                            // graceful server shutdown is not deterministic
+                            // under madsim, see above).
+                            let _keep = h;
+                            std::future::pending::<()>().await;
                         }
                         r => panic!("node stopped on its own: {r:?}"),
                     },

@@ -23,7 +23,7 @@ fn same_seed_same_trace() {
     let seeds: Vec<u64> = std::env::var("CHRONIK_DETERMINISM_SEEDS")
         .ok()
         .map(|s| s.split(',').map(|x| x.trim().parse().unwrap()).collect())
-        .unwrap_or_else(|| (1..=8).collect());
+        .unwrap_or_else(|| (1..=30).collect());
     let mut hashes = Vec::new();
     for seed in seeds {
         let a = run_seed(seed);
