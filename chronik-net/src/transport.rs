@@ -334,6 +334,23 @@ impl SegmentFetch {
             f.sync().map_err(|e| e.to_string())?;
         }
         self.disk.sync_dir(&incoming).map_err(|e| e.to_string())?;
+        // Every segment the manifest names must now be here in full, staged
+        // or already local: a sender that lost the group mid-stream (its
+        // topic deleted) ends the stream early, and a snapshot without its
+        // segments must not reach the engine (found by a simulation run that
+        // deleted topics under faults: the install panicked).
+        let local = group_dir(&self.partitions_dir, message.group);
+        for sm in &manifest.segments {
+            let name = segment_file_name(sm.base_offset);
+            let staged = self.disk.file_len(&incoming.join(&name)).unwrap_or(0);
+            let here = self.disk.file_len(&local.join(&name)).unwrap_or(0);
+            if staged < sm.size && here < sm.size {
+                return Err(format!(
+                    "segment {name} of group {} arrived with {staged} of its {} bytes",
+                    message.group, sm.size
+                ));
+            }
+        }
         Ok(())
     }
 }
