@@ -859,7 +859,22 @@ impl<S: StateMachine> Engine<S> {
             .collect();
         for group in gone {
             if let Some(mut g) = self.partitions.remove(&group) {
-                g.fail_all(&mut self.sink, Error::GroupRemoved { group });
+                // A deleted partition is gone whatever happened to its
+                // requests. A replica that moved away leaves a partition
+                // that lives on: a proposal in flight may still commit
+                // there (found by simulation seed 1090, where a produce
+                // answered GROUP_REMOVED was read afterwards).
+                if self.metadata.sm.is_deleted_group(group) {
+                    let gone = Error::GroupRemoved { group };
+                    g.fail_all(&mut self.sink, gone.clone(), gone);
+                } else {
+                    // Reads try another replica.
+                    let elsewhere = Error::NotLeader {
+                        group,
+                        leader_hint: None,
+                    };
+                    g.fail_all(&mut self.sink, Error::OutcomeUnknown { group }, elsewhere);
+                }
                 g.sm.0.destroy();
             }
             self.sink.updates.push(GroupUpdate::Drop { group });

@@ -355,15 +355,21 @@ impl<M, Q> Group<M, Q> {
         });
     }
 
-    /// Fails every waiting request: the group is going away.
-    pub fn fail_all<S: StateMachine>(&mut self, sink: &mut Sink<S>, err: Error) {
+    /// Fails every waiting request: the group is going away here.
+    /// `proposals` answers the proposals in flight, `reads` the reads.
+    pub fn fail_all<S: StateMachine>(
+        &mut self,
+        sink: &mut Sink<S>,
+        proposals: Error,
+        reads: Error,
+    ) {
         for p in self.pending.drain(..) {
             if let Some(rid) = p.request_id {
-                sink.reply(rid, Err(err.clone()));
+                sink.reply(rid, Err(proposals.clone()));
             }
         }
         for rid in self.reads.drain() {
-            sink.reply(rid, Err(err.clone()));
+            sink.reply(rid, Err(reads.clone()));
         }
     }
 
