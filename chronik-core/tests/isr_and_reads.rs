@@ -280,3 +280,31 @@ fn a_follower_cut_off_from_its_leader_times_out_its_reads() {
     }
     c.checker.assert_ok();
 }
+
+#[test]
+fn an_acknowledgement_waits_until_min_isr_replicas_hold_the_record() {
+    // Three replicas, all required in sync. One follower is cut off just
+    // long enough to miss a produce but not to leave the ISR (lag bound
+    // 1 s): the leader and the other follower commit the entry (a Raft
+    // majority), yet it is acknowledged only once the third holds it.
+    let mut c = Cluster::new(3, 41);
+    let parts = c.create_topic_with("t", 1, 3, 3, false).expect("topic");
+    let p = &parts[0];
+    let (_, leader, followers) = roles(&c, p);
+    c.isolate(followers[0]);
+    let rid = c.produce(leader, p, recs("held", 1));
+    c.run_for(300);
+    assert!(
+        !c.replies.contains_key(&rid),
+        "acknowledged while a replica of the ISR lacked it: {:?}",
+        c.replies.get(&rid)
+    );
+    assert_eq!(isr_on(&c, leader, p).len(), 3, "still in sync");
+    c.heal();
+    match reply(&mut c, rid) {
+        Ok(Response::Applied(_)) => {}
+        other => panic!("expected an acknowledgement once healed, got {other:?}"),
+    }
+    assert_eq!(c.checker.produce_acks_checked, 1);
+    c.checker.assert_ok();
+}
