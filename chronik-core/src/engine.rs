@@ -996,7 +996,10 @@ impl<S: StateMachine> Engine<S> {
             return;
         }
         let mut acked = Vec::new();
+        // Positions in the outputs of the replies held back now, and what
+        // waits for them.
         let mut held = BTreeSet::new();
+        let mut newly_waiting = Vec::new();
         let deadline = self.now.plus_millis(2 * self.config.isr_max_lag_ms);
         for (position, out) in self.sink.outputs.iter_mut().enumerate() {
             let Output::Reply { request_id, result } = out else {
@@ -1026,7 +1029,7 @@ impl<S: StateMachine> Engine<S> {
                 AckVerdict::Wait(group) => {
                     held.insert(position);
                     let result = std::mem::replace(result, Err(Error::OutcomeUnknown { group }));
-                    self.awaiting_isr.push(AwaitingIsr {
+                    newly_waiting.push(AwaitingIsr {
                         request_id: *request_id,
                         partition,
                         index,
@@ -1045,14 +1048,7 @@ impl<S: StateMachine> Engine<S> {
             });
         }
         // Earlier produces still waiting: released, failed or kept.
-        let waiting = std::mem::take(&mut self.awaiting_isr);
-        let count = waiting.len();
-        for (k, w) in waiting.into_iter().enumerate() {
-            if k >= count - held.len() {
-                // Held just now: nothing changed since.
-                self.awaiting_isr.push(w);
-                continue;
-            }
+        for w in std::mem::take(&mut self.awaiting_isr) {
             match ack_verdict(&self.metadata.sm, &self.partitions, &w.partition, w.index) {
                 AckVerdict::Ack(group) => {
                     self.sink.reply(w.request_id, w.result);
@@ -1073,6 +1069,7 @@ impl<S: StateMachine> Engine<S> {
                 }
             }
         }
+        self.awaiting_isr.extend(newly_waiting);
         if self.sink.emit_apply_events {
             for (group, index) in acked {
                 self.sink.event(Event::ProduceAcked { group, index });

@@ -557,31 +557,23 @@ mod tests {
         c.on_metadata(1, &a);
         c.on_metadata(2, &a);
         assert!(c.violations().is_empty());
-        let mut b = MetadataState::new();
-        b.apply(
-            1,
-            chronik_core::MetadataCommand::Bootstrap {
-                nodes: vec![chronik_core::NodeInfo {
-                    id: 1,
-                    peer_addr: "h:1".into(),
-                    client_addr: "h:2".into(),
-                }],
-            },
-        )
-        .unwrap();
-        let mut other = MetadataState::new();
-        other
-            .apply(
+        // Index 1 on both, bootstrapped with different nodes.
+        let bootstrapped = |id: u64| {
+            let mut md = MetadataState::new();
+            md.apply(
                 1,
                 chronik_core::MetadataCommand::Bootstrap {
                     nodes: vec![chronik_core::NodeInfo {
-                        id: 2,
-                        peer_addr: "h:3".into(),
-                        client_addr: "h:4".into(),
+                        id,
+                        peer_addr: format!("h:{id}"),
+                        client_addr: format!("h:{}", id + 10),
                     }],
                 },
             )
             .unwrap();
+            md
+        };
+        let (b, other) = (bootstrapped(1), bootstrapped(2));
         c.on_metadata(1, &b);
         c.on_metadata(2, &other);
         let v = c.violations();
