@@ -427,7 +427,12 @@ impl MetadataState {
                 if *replication_factor == 0 {
                     return Err(Error::invalid("replication factor must be at least 1"));
                 }
-                let available = self.nodes.len() as u32;
+                // Placement skips a node whose membership change is in
+                // flight, so validate against the same set: counting it let
+                // a topic as wide as the cluster through here and then
+                // panicked placement on every node that applied it (found by
+                // the metadata_apply fuzz target).
+                let available = self.placeable_nodes().len() as u32;
                 if *replication_factor > available {
                     return Err(Error::NotEnoughNodes {
                         requested: *replication_factor,
@@ -894,6 +899,38 @@ mod tests {
             expected.applied_index = index;
             assert_eq!(s, expected, "{cmd:?} changed state");
         }
+    }
+
+    #[test]
+    fn a_topic_wider_than_the_placeable_nodes_is_refused_during_a_membership_change() {
+        let mut s = cluster(3);
+        s.apply(
+            2,
+            MetadataCommand::BeginMembershipChange {
+                change: crate::membership::MembershipChange::Remove(3),
+            },
+        )
+        .expect("begin removal");
+        let before = s.clone();
+        // Three nodes are registered but node 3 is leaving: placement can
+        // use two of them, so a replication factor of 3 must be refused
+        // here, not panic inside placement.
+        let err = s.apply(3, create("wide", 1, 3)).expect_err("refused");
+        assert!(
+            matches!(
+                err,
+                Error::NotEnoughNodes {
+                    requested: 3,
+                    available: 2
+                }
+            ),
+            "{err:?}"
+        );
+        let mut expected = before;
+        expected.applied_index = 3;
+        assert_eq!(s, expected);
+        s.apply(4, create("narrow", 1, 2))
+            .expect("fits the placeable nodes");
     }
 
     fn isr(group: GroupId, leader: NodeId, expected: &[NodeId], isr: &[NodeId]) -> MetadataCommand {
