@@ -316,7 +316,7 @@ impl<S: StateMachine> Engine<S> {
             return Err(Error::UnknownNode { node: from });
         }
         let me = self.config.node_id;
-        for GroupMessage { group, message } in batch {
+        for GroupMessage { group, mut message } in batch {
             if !known && group != METADATA_GROUP {
                 tracing::debug!(
                     from,
@@ -334,6 +334,16 @@ impl<S: StateMachine> Engine<S> {
                     "dropped misaddressed message"
                 );
                 continue;
+            }
+            if crate::planted::active(crate::planted::Bug::VoteIgnoresLog)
+                && matches!(
+                    message.get_msg_type(),
+                    MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+                )
+            {
+                // Planted bug (simulation builds only): every candidate's
+                // log looks at least as up to date as this voter's.
+                message.log_term = u64::MAX;
             }
             let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
             if message.get_msg_type() == MessageType::MsgAppend
@@ -711,7 +721,13 @@ impl<S: StateMachine> Engine<S> {
                 // enforces) is not stale: one metadata ReadIndex round.
                 Err(Error::LeaderNotReady { group: meta.group })
             }
-            Some(g) if g.is_leader() && !meta.isr.contains(&me) && !unclean => {
+            Some(g)
+                if g.is_leader()
+                    && !meta.isr.contains(&me)
+                    && !unclean
+                    // Planted bug (simulation builds only): no ISR check.
+                    && !crate::planted::active(crate::planted::Bug::LeaderOutsideIsrServes) =>
+            {
                 Err(Error::LeaderNotInSync {
                     partition: partition.clone(),
                     leader: me,

@@ -47,11 +47,20 @@ pub enum Bug {
     IgnoreFsyncError,
     /// A new WAL segment's directory entry is never synced.
     SkipDirSync,
+    /// A voter grants its vote (and pre-vote) without comparing the
+    /// candidate's log with its own.
+    VoteIgnoresLog,
+    /// A partition leader outside its ISR serves produces and reads on a
+    /// topic that does not allow unclean leader election.
+    LeaderOutsideIsrServes,
+    /// A finished replica move adds the new replica to the ISR but keeps
+    /// the old one there.
+    IsrKeepsMovedReplica,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 12] = [
+    pub const ALL: [Bug; 15] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::SkipCrc,
@@ -64,6 +73,9 @@ impl Bug {
         Bug::AckOnQuorum,
         Bug::IgnoreFsyncError,
         Bug::SkipDirSync,
+        Bug::VoteIgnoresLog,
+        Bug::LeaderOutsideIsrServes,
+        Bug::IsrKeepsMovedReplica,
     ];
 
     /// The name used on command lines and in `CHRONIK_BUG`.
@@ -81,6 +93,9 @@ impl Bug {
             Bug::AckOnQuorum => "ack_on_quorum",
             Bug::IgnoreFsyncError => "ignore_fsync_error",
             Bug::SkipDirSync => "skip_dir_sync",
+            Bug::VoteIgnoresLog => "vote_ignores_log",
+            Bug::LeaderOutsideIsrServes => "leader_outside_isr_serves",
+            Bug::IsrKeepsMovedReplica => "isr_keeps_moved_replica",
         }
     }
 

@@ -190,18 +190,7 @@ mod runner {
             self.boundary_refused += r.boundary_removals_refused;
             self.sim_secs += r.sim_secs;
             self.replicas_read += r.replicas_read;
-            let (a, b) = (&mut self.node, &r.node);
-            a.leader_elections += b.leader_elections;
-            a.entries_applied += b.entries_applied;
-            a.produce_acks_checked += b.produce_acks_checked;
-            a.reads_checked += b.reads_checked;
-            a.metadata_compared += b.metadata_compared;
-            a.snapshots_installed += b.snapshots_installed;
-            a.isr_shrinks_applied += b.isr_shrinks_applied;
-            a.crashes_checked += b.crashes_checked;
-            a.restarts_checked += b.restarts_checked;
-            a.votes_recorded += b.votes_recorded;
-            a.acks_checked_durable += b.acks_checked_durable;
+            self.node += r.node;
         }
 
         /// Mechanisms that never fired: each one means a checker had
@@ -222,6 +211,14 @@ mod runner {
                 (
                     n.acks_checked_durable,
                     "no acknowledgement checked against the disks",
+                ),
+                (
+                    n.leaders_checked_complete,
+                    "no new leader checked for completeness",
+                ),
+                (
+                    n.acks_checked_leader_in_isr,
+                    "no acknowledging leader checked against its ISR",
                 ),
                 (self.leaves_ok, "no node removal accepted"),
                 (
@@ -257,7 +254,7 @@ mod runner {
                 self.replicas_read
             );
             println!(
-                "node-side: {} leader elections, {} applied entries, {} reads against the applied index, {} metadata states compared, {} snapshots installed, {} ISR shrinks applied, {} crashes checked for durability, {} restarts checked against their disk, {} votes recorded",
+                "node-side: {} leader elections, {} applied entries, {} reads against the applied index, {} metadata states compared, {} snapshots installed, {} ISR shrinks applied, {} crashes checked for durability, {} restarts checked against their disk, {} votes recorded, {} new leaders checked for completeness",
                 n.leader_elections,
                 n.entries_applied,
                 n.reads_checked,
@@ -266,15 +263,16 @@ mod runner {
                 n.isr_shrinks_applied,
                 n.crashes_checked,
                 n.restarts_checked,
-                n.votes_recorded
+                n.votes_recorded,
+                n.leaders_checked_complete
             );
             println!(
                 "membership: {} nodes joined during faults, {} removals accepted and {} refused or unanswered, {} removals at the quorum boundary refused",
                 self.joins, self.leaves_ok, self.leaves_refused, self.boundary_refused
             );
             println!(
-                "min_insync_replicas: {} produces refused before append, {} failed after append, {} acknowledgements checked against the leader's ISR, {} against the disks of the ISR",
-                self.refused_min_isr, self.below_min_isr, n.produce_acks_checked, n.acks_checked_durable
+                "min_insync_replicas: {} produces refused before append, {} failed after append, {} acknowledgements checked against the leader's ISR, {} against the disks of the ISR, {} for the leader being in its ISR",
+                self.refused_min_isr, self.below_min_isr, n.produce_acks_checked, n.acks_checked_durable, n.acks_checked_leader_in_isr
             );
         }
     }

@@ -15,7 +15,15 @@
 //! - every acknowledged produce's entry is on the disks of at least
 //!   `min_insync_replicas` members of the ISR the leader had applied, at the
 //!   moment of the acknowledgement (from the checker's own models of what
-//!   each node's WAL wrote, not from the leader's progress tracking).
+//!   each node's WAL wrote, not from the leader's progress tracking);
+//! - leader completeness: a node that becomes leader has written the
+//!   highest entry any node applied in that group (log matching, checked by
+//!   the core checker's apply digests, covers the entries below it);
+//! - the ISR in every metadata state a node applies is a non-empty set of
+//!   distinct replicas, and a leader outside the ISR it applied does not
+//!   acknowledge produces unless its topic allows unclean leader election.
+//!   (ReadIndex reads are linearizable on any replica, in sync or not; a
+//!   leader-consistency read passes the same leadership gate as a produce.)
 //!
 //! Each event is also folded into the run's trace hash.
 
@@ -103,6 +111,28 @@ pub struct NodeCounts {
     pub votes_recorded: u64,
     /// Acknowledged produces whose entry was found on enough disks.
     pub acks_checked_durable: u64,
+    /// Elections checked for leader completeness.
+    pub leaders_checked_complete: u64,
+    /// Acknowledgements checked against the acknowledging leader's ISR.
+    pub acks_checked_leader_in_isr: u64,
+}
+
+impl std::ops::AddAssign for NodeCounts {
+    fn add_assign(&mut self, b: NodeCounts) {
+        self.leader_elections += b.leader_elections;
+        self.entries_applied += b.entries_applied;
+        self.produce_acks_checked += b.produce_acks_checked;
+        self.reads_checked += b.reads_checked;
+        self.metadata_compared += b.metadata_compared;
+        self.snapshots_installed += b.snapshots_installed;
+        self.isr_shrinks_applied += b.isr_shrinks_applied;
+        self.crashes_checked += b.crashes_checked;
+        self.restarts_checked += b.restarts_checked;
+        self.votes_recorded += b.votes_recorded;
+        self.acks_checked_durable += b.acks_checked_durable;
+        self.leaders_checked_complete += b.leaders_checked_complete;
+        self.acks_checked_leader_in_isr += b.acks_checked_leader_in_isr;
+    }
 }
 
 #[derive(Default)]
@@ -118,6 +148,17 @@ struct Inner {
     /// (ISR, min_insync_replicas) of each group as each node last applied.
     isr_of: BTreeMap<(NodeId, GroupId), (Vec<NodeId>, u32)>,
     acks_checked_durable: u64,
+    /// (index, term) of the highest entry of each group any node applied:
+    /// committed, so every later leader must hold it.
+    committed_max: BTreeMap<GroupId, (u64, u64)>,
+    /// Groups each node leads now (from its role changes).
+    leading: BTreeMap<NodeId, std::collections::BTreeSet<GroupId>>,
+    /// Groups of topics that allow unclean leader election.
+    unclean: std::collections::BTreeSet<GroupId>,
+    /// Elections checked for leader completeness.
+    leaders_checked_complete: u64,
+    /// Acknowledgements checked against the acknowledging leader's ISR.
+    acks_checked_leader_in_isr: u64,
 }
 
 impl Inner {
@@ -144,6 +185,70 @@ impl Inner {
             .checked_sub(first)
             .and_then(|k| g.entries.get(k as usize))
             .is_some_and(|e| e.index == index && e.term == term)
+    }
+
+    /// `node` became leader of `group` in `term`: it must hold every entry
+    /// committed so far.
+    fn on_leader(&mut self, node: NodeId, group: GroupId, term: u64) {
+        self.leading.entry(node).or_default().insert(group);
+        let Some((index, entry_term)) = self.committed_max.get(&group).copied() else {
+            return;
+        };
+        if self.nodes.get(&node).is_some_and(|m| m.lost_track) {
+            return;
+        }
+        self.leaders_checked_complete += 1;
+        if !self.holds(node, group, index, entry_term) {
+            self.core.violation(format!(
+                "leader completeness: node {node} became leader of group {group} in term {term} without the committed entry {index} (term {entry_term})"
+            ));
+        }
+    }
+
+    /// `node` acknowledged a produce to `group`: as its leader it must be in
+    /// the ISR it applied, unless unclean election is allowed.
+    fn check_acking_leader(&mut self, node: NodeId, group: GroupId) {
+        if group == chronik_core::METADATA_GROUP
+            || self.unclean.contains(&group)
+            || !self.leading.get(&node).is_some_and(|g| g.contains(&group))
+        {
+            return;
+        }
+        let Some((isr, _)) = self.isr_of.get(&(node, group)) else {
+            return;
+        };
+        self.acks_checked_leader_in_isr += 1;
+        if !isr.contains(&node) {
+            let isr = isr.clone();
+            self.core.violation(format!(
+                "ISR: node {node} acknowledged a produce as leader of group {group} while outside its ISR {isr:?} (unclean leader election off)"
+            ));
+        }
+    }
+
+    /// The ISR of every partition in a metadata state a node applied.
+    fn check_isr_shape(&mut self, node: NodeId, metadata: &MetadataState) {
+        for t in metadata.topics() {
+            for p in &t.partitions {
+                let mut distinct = p.isr.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                if p.isr.is_empty()
+                    || distinct.len() != p.isr.len()
+                    || p.isr.iter().any(|n| !p.replicas.contains(n))
+                {
+                    self.core.violation(format!(
+                        "ISR: node {node} applied ISR {:?} for {}-{} (group {}) at metadata index {}, not a non-empty set of its replicas {:?}",
+                        p.isr,
+                        t.name,
+                        p.partition,
+                        p.group,
+                        metadata.applied_index(),
+                        p.replicas
+                    ));
+                }
+            }
+        }
     }
 
     /// A produce acknowledged by `node` at `index` of `group`.
@@ -197,6 +302,8 @@ impl NodeChecker {
             restarts_checked: i.restarts_checked,
             votes_recorded: i.votes.len() as u64,
             acks_checked_durable: i.acks_checked_durable,
+            leaders_checked_complete: i.leaders_checked_complete,
+            acks_checked_leader_in_isr: i.acks_checked_leader_in_isr,
         }
     }
 
@@ -336,6 +443,9 @@ impl EngineObserver for NodeChecker {
     fn on_start(&self, node: NodeId, groups: &[GroupStatus]) {
         self.on_restart(node, groups);
         let mut i = self.inner.lock();
+        // A new incarnation leads nothing and has applied no ISR yet.
+        i.leading.remove(&node);
+        i.isr_of.retain(|(n, _), _| *n != node);
         let c = &mut i.core;
         c.trace(
             node,
@@ -359,6 +469,19 @@ impl EngineObserver for NodeChecker {
                 group, index, term, ..
             } => {
                 i.applied_term.insert((*group, *index), *term);
+                let max = i.committed_max.entry(*group).or_default();
+                if *index > max.0 {
+                    *max = (*index, *term);
+                }
+            }
+            Event::RoleChanged {
+                group, term, role, ..
+            } => {
+                if *role == chronik_core::Role::Leader {
+                    i.on_leader(node, *group, *term);
+                } else if let Some(g) = i.leading.get_mut(&node) {
+                    g.remove(group);
+                }
             }
             Event::IsrChanged {
                 group,
@@ -369,7 +492,10 @@ impl EngineObserver for NodeChecker {
                 i.isr_of
                     .insert((node, *group), (isr.clone(), *min_insync_replicas));
             }
-            Event::ProduceAcked { group, index } => i.on_ack(node, *group, *index),
+            Event::ProduceAcked { group, index } => {
+                i.check_acking_leader(node, *group);
+                i.on_ack(node, *group, *index);
+            }
             _ => {}
         }
     }
@@ -381,10 +507,14 @@ impl EngineObserver for NodeChecker {
     fn on_metadata(&self, node: NodeId, metadata: &MetadataState) {
         let mut i = self.inner.lock();
         i.core.on_metadata_state(node, metadata);
+        i.check_isr_shape(node, metadata);
         for t in metadata.topics() {
             for p in &t.partitions {
                 i.isr_of
                     .insert((node, p.group), (p.isr.clone(), t.min_insync_replicas));
+                if t.unclean_leader_election {
+                    i.unclean.insert(p.group);
+                }
             }
         }
     }
@@ -581,5 +711,93 @@ mod tests {
             v.iter().any(|v| v.starts_with("metadata diverged")),
             "{v:?}"
         );
+    }
+
+    fn became_leader(group: GroupId, term: u64) -> Event {
+        Event::RoleChanged {
+            group,
+            term,
+            role: chronik_core::Role::Leader,
+            leader: None,
+        }
+    }
+
+    #[test]
+    fn a_leader_without_a_committed_entry_is_caught() {
+        let c = NodeChecker::default();
+        c.on_durable(1, &[batch(1, true, vec![create(), entries(1, 3, 1)])]);
+        c.on_durable(2, &[batch(1, true, vec![create(), entries(1, 5, 1)])]);
+        c.on_event(
+            2,
+            &Event::EntryApplied {
+                group: 0,
+                index: 5,
+                term: 1,
+                digest: 0,
+            },
+        );
+        c.on_event(2, &became_leader(0, 2));
+        assert!(c.violations().is_empty(), "{:?}", c.violations());
+        c.on_event(1, &became_leader(0, 3));
+        let v = c.violations();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].starts_with("leader completeness: node 1"), "{v:?}");
+        assert_eq!(c.counts().leaders_checked_complete, 2);
+    }
+
+    #[test]
+    fn a_leader_acknowledging_outside_its_isr_is_caught() {
+        use chronik_core::{MetadataCommand, NodeInfo};
+        let mut md = MetadataState::new();
+        let nodes = (1..=3)
+            .map(|id| NodeInfo {
+                id,
+                peer_addr: format!("h:{id}"),
+                client_addr: format!("h:{}", id + 10),
+            })
+            .collect();
+        md.apply(1, MetadataCommand::Bootstrap { nodes }).unwrap();
+        let created = md
+            .apply(
+                2,
+                MetadataCommand::CreateTopic {
+                    name: "t".into(),
+                    partitions: 1,
+                    replication_factor: 3,
+                    min_insync_replicas: 1,
+                    unclean_leader_election: false,
+                },
+            )
+            .unwrap();
+        let chronik_core::MetadataResponse::TopicCreated { topic } = created else {
+            panic!("{created:?}");
+        };
+        let group = topic.partitions[0].group;
+        let expected = topic.partitions[0].isr.clone();
+        md.apply(
+            3,
+            MetadataCommand::UpdateIsr {
+                group,
+                leader: 2,
+                expected,
+                isr: vec![2, 3],
+                reason: "test".into(),
+            },
+        )
+        .unwrap();
+        let c = NodeChecker::default();
+        for node in [1, 2] {
+            c.on_metadata(node, &md);
+            c.on_event(node, &became_leader(group, node));
+            c.on_event(node, &Event::ProduceAcked { group, index: 1 });
+        }
+        let v = c.violations();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].contains("node 1 acknowledged a produce as leader")
+                && v[0].contains("outside its ISR [2, 3]"),
+            "{v:?}"
+        );
+        assert_eq!(c.counts().acks_checked_leader_in_isr, 2);
     }
 }

@@ -670,6 +670,9 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static [&'static str
         Bug::MetadataSnapshotLosesIsr => &["metadata diverged"],
         Bug::ForgetVote => &["recovery"],
         Bug::AckOnQuorum => &["held durably by"],
+        Bug::VoteIgnoresLog => &["leader completeness"],
+        Bug::LeaderOutsideIsrServes => &["while outside its ISR"],
+        Bug::IsrKeepsMovedReplica => &["not a non-empty set of its replicas"],
     }
 }
 
