@@ -44,6 +44,8 @@ pub struct GroupStatus {
     pub snapshot_index: u64,
     /// Voters of the group's current configuration.
     pub voters: Vec<NodeId>,
+    /// The state machine's fingerprint ([`StateMachine::fingerprint`]).
+    pub state: Option<u64>,
 }
 
 struct Inflight {
@@ -202,13 +204,23 @@ impl<S: StateMachine> Engine<S> {
                 )));
             };
             let snap = g.snapshot.clone();
+            let commit = g.hard_state.commit;
             let storage =
                 GroupStorage::recovered(g.conf_state, g.hard_state, g.snapshot, g.entries)
                     .map_err(|e| inconsistent(format!("group {id} ({pid}): {e}")))?;
             let mut sm = S::new(id, &pid, &options);
-            let applied = snap.as_ref().map_or(0, |s| s.get_metadata().index);
-            sm.recover(snap.as_ref().map(|s| (applied, &s.data[..])))
+            let snap_index = snap.as_ref().map_or(0, |s| s.get_metadata().index);
+            sm.recover(snap.as_ref().map(|s| (snap_index, &s.data[..])))
                 .map_err(|e| inconsistent(format!("group {id} ({pid}) snapshot: {e}")))?;
+            // The state machine holds the snapshot: everything after it is
+            // applied again from the log.
+            let applied = if crate::planted::active(crate::planted::Bug::RecoverySkipsToCommit) {
+                // Planted bug (simulation builds only): trusts the commit
+                // index as applied, skipping the entries after the snapshot.
+                snap_index.max(commit)
+            } else {
+                snap_index
+            };
             let raw = new_raw(&config, &logger, id, storage, applied)?;
             partitions.insert(id, Group::new(id, g.kind, raw, PartitionSm(sm), applied));
         }
@@ -506,7 +518,10 @@ impl<S: StateMachine> Engine<S> {
     /// Raft status of every hosted group, metadata first.
     pub fn status(&self) -> Vec<GroupStatus> {
         std::iter::once(status_of(&self.metadata))
-            .chain(self.partitions.values().map(status_of))
+            .chain(self.partitions.values().map(|g| GroupStatus {
+                state: g.sm.0.fingerprint(),
+                ..status_of(g)
+            }))
             .collect()
     }
 
@@ -1629,5 +1644,6 @@ fn status_of<M, Q>(g: &Group<M, Q>) -> GroupStatus {
             v.sort_unstable();
             v
         },
+        state: None,
     }
 }

@@ -30,6 +30,10 @@ pub(crate) trait GroupStateMachine<S: StateMachine> {
     fn note_applied(&mut self, _index: u64) {}
     fn snapshot_data(&mut self) -> Vec<u8>;
     fn restore_data(&mut self, index: u64, data: &[u8]) -> Result<(), String>;
+    /// See [`StateMachine::fingerprint`]. The metadata is compared whole.
+    fn fingerprint(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl<S: StateMachine> GroupStateMachine<S> for MetadataState {
@@ -92,6 +96,10 @@ impl<S: StateMachine> GroupStateMachine<S> for PartitionSm<S> {
 
     fn restore_data(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
         self.0.restore(index, data)
+    }
+
+    fn fingerprint(&self) -> Option<u64> {
+        self.0.fingerprint()
     }
 }
 
@@ -475,6 +483,7 @@ impl<M, Q> Group<M, Q> {
         sink.event(Event::SnapshotInstalled {
             group: self.id,
             index,
+            state: self.sm.fingerprint(),
         });
     }
 
@@ -565,6 +574,7 @@ impl<M, Q> Group<M, Q> {
                 index,
                 term,
                 digest: h.finish(),
+                state: self.sm.fingerprint(),
             });
         }
         while self.pending.front().is_some_and(|p| p.index < index) {

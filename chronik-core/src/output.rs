@@ -91,17 +91,22 @@ pub enum Event {
         leader: Option<NodeId>,
     },
     /// A committed entry was applied (only with `emit_apply_events`).
-    /// `digest` identifies the entry's content within one build.
+    /// `digest` identifies the entry's content within one build; `state`
+    /// is the state machine's fingerprint after it
+    /// ([`crate::StateMachine::fingerprint`]).
     EntryApplied {
         group: GroupId,
         index: u64,
         term: u64,
         digest: u64,
+        state: Option<u64>,
     },
     /// A snapshot from the leader replaced the group's state.
     SnapshotInstalled {
         group: GroupId,
         index: u64,
+        /// The state machine's fingerprint after the install.
+        state: Option<u64>,
     },
     /// The group's log was compacted behind a local snapshot.
     SnapshotCreated {

@@ -174,6 +174,10 @@ impl StateMachine for RecordLog {
         self.applied_index
     }
 
+    fn fingerprint(&self) -> Option<u64> {
+        Some(self.high_watermark())
+    }
+
     fn validate_snapshot(_options: &RecordLogOptions, data: &[u8]) -> Result<(), String> {
         postcard::from_bytes::<RecordLogSnapshot>(data)
             .map(|_| ())

@@ -56,11 +56,18 @@ pub enum Bug {
     /// A finished replica move adds the new replica to the ISR but keeps
     /// the old one there.
     IsrKeepsMovedReplica,
+    /// A restarted node takes a partition's applied index from its
+    /// persisted commit index instead of its snapshot, so the committed
+    /// entries between them are never applied to the state machine.
+    RecoverySkipsToCommit,
+    /// An installed partition snapshot reports one record fewer than the
+    /// leader's state at that index.
+    SnapshotInstallOffByOne,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 15] = [
+    pub const ALL: [Bug; 17] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::SkipCrc,
@@ -76,6 +83,8 @@ impl Bug {
         Bug::VoteIgnoresLog,
         Bug::LeaderOutsideIsrServes,
         Bug::IsrKeepsMovedReplica,
+        Bug::RecoverySkipsToCommit,
+        Bug::SnapshotInstallOffByOne,
     ];
 
     /// The name used on command lines and in `CHRONIK_BUG`.
@@ -96,6 +105,8 @@ impl Bug {
             Bug::VoteIgnoresLog => "vote_ignores_log",
             Bug::LeaderOutsideIsrServes => "leader_outside_isr_serves",
             Bug::IsrKeepsMovedReplica => "isr_keeps_moved_replica",
+            Bug::RecoverySkipsToCommit => "recovery_skips_to_commit",
+            Bug::SnapshotInstallOffByOne => "snapshot_install_off_by_one",
         }
     }
 

@@ -67,6 +67,16 @@ pub trait StateMachine: Sized + 'static {
     /// Highest Raft index whose effects this state holds.
     fn applied_index(&self) -> u64;
 
+    /// A short summary of the state that every replica must share at equal
+    /// applied index (a record log: its high watermark). Test harnesses
+    /// compare it across replicas after every apply, after a snapshot
+    /// install and at restart, so a replica whose state drifted from the
+    /// entries it claims to have applied is caught at once rather than
+    /// when a client happens to read the difference. `None` opts out.
+    fn fingerprint(&self) -> Option<u64> {
+        None
+    }
+
     /// Describes the whole state as of `applied_index()`. The engine then
     /// compacts the Raft log up to that index, so everything the snapshot
     /// relies on must be durable when this returns.

@@ -508,7 +508,7 @@ impl Driver {
                 self.leaders.remove(&group);
                 true
             }
-            Event::SnapshotInstalled { group, index } => {
+            Event::SnapshotInstalled { group, index, .. } => {
                 tracing::info!(group, index, "installed snapshot from leader");
                 false
             }

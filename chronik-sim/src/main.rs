@@ -216,6 +216,7 @@ mod runner {
                     n.leaders_checked_complete,
                     "no new leader checked for completeness",
                 ),
+                (n.states_compared, "no state machine fingerprint compared"),
                 (
                     n.acks_checked_leader_in_isr,
                     "no acknowledging leader checked against its ISR",
@@ -254,7 +255,7 @@ mod runner {
                 self.replicas_read
             );
             println!(
-                "node-side: {} leader elections, {} applied entries, {} reads against the applied index, {} metadata states compared, {} snapshots installed, {} ISR shrinks applied, {} crashes checked for durability, {} restarts checked against their disk, {} votes recorded, {} new leaders checked for completeness",
+                "node-side: {} leader elections, {} applied entries, {} reads against the applied index, {} metadata states compared, {} snapshots installed, {} ISR shrinks applied, {} crashes checked for durability, {} restarts checked against their disk, {} votes recorded, {} new leaders checked for completeness, {} state machine fingerprints compared",
                 n.leader_elections,
                 n.entries_applied,
                 n.reads_checked,
@@ -264,7 +265,8 @@ mod runner {
                 n.crashes_checked,
                 n.restarts_checked,
                 n.votes_recorded,
-                n.leaders_checked_complete
+                n.leaders_checked_complete,
+                n.states_compared
             );
             println!(
                 "membership: {} nodes joined during faults, {} removals accepted and {} refused or unanswered, {} removals at the quorum boundary refused",

@@ -115,6 +115,9 @@ pub struct NodeCounts {
     pub leaders_checked_complete: u64,
     /// Acknowledgements checked against the acknowledging leader's ISR.
     pub acks_checked_leader_in_isr: u64,
+    /// State machine fingerprints compared across replicas (applies,
+    /// snapshot installs, restarts).
+    pub states_compared: u64,
 }
 
 impl std::ops::AddAssign for NodeCounts {
@@ -132,6 +135,7 @@ impl std::ops::AddAssign for NodeCounts {
         self.acks_checked_durable += b.acks_checked_durable;
         self.leaders_checked_complete += b.leaders_checked_complete;
         self.acks_checked_leader_in_isr += b.acks_checked_leader_in_isr;
+        self.states_compared += b.states_compared;
     }
 }
 
@@ -304,6 +308,7 @@ impl NodeChecker {
             acks_checked_durable: i.acks_checked_durable,
             leaders_checked_complete: i.leaders_checked_complete,
             acks_checked_leader_in_isr: i.acks_checked_leader_in_isr,
+            states_compared: i.core.states_compared,
         }
     }
 
@@ -618,6 +623,7 @@ mod tests {
             last_index: 5,
             snapshot_index: 0,
             voters: vec![],
+            state: None,
         };
         c.on_start(1, std::slice::from_ref(&status));
         assert!(c.violations().is_empty(), "{:?}", c.violations());
@@ -661,6 +667,7 @@ mod tests {
                 last_index: 0,
                 snapshot_index: 0,
                 voters: vec![],
+                state: None,
             }],
         );
         let v = c.violations();
@@ -734,6 +741,7 @@ mod tests {
                 index: 5,
                 term: 1,
                 digest: 0,
+                state: None,
             },
         );
         c.on_event(2, &became_leader(0, 2));

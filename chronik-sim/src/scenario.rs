@@ -673,6 +673,8 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static [&'static str
         Bug::VoteIgnoresLog => &["leader completeness"],
         Bug::LeaderOutsideIsrServes => &["while outside its ISR"],
         Bug::IsrKeepsMovedReplica => &["not a non-empty set of its replicas"],
+        Bug::RecoverySkipsToCommit => &["recovered state machine"],
+        Bug::SnapshotInstallOffByOne => &["snapshot content"],
     }
 }
 

@@ -20,6 +20,11 @@ pub struct Checker {
     metadata_at: BTreeMap<u64, (NodeId, u64)>,
     /// Metadata states compared across nodes.
     pub metadata_compared: u64,
+    /// (first node, state machine fingerprint) at each (group, applied
+    /// index): every replica's state must match it.
+    states: BTreeMap<(GroupId, u64), (NodeId, u64)>,
+    /// State machine fingerprints compared (applies, installs, restarts).
+    pub states_compared: u64,
     /// Snapshots installed from a leader, over all nodes and groups.
     pub snapshots_installed: u64,
     /// ISR changes that removed a replica, as applied on any node (each
@@ -97,6 +102,37 @@ impl Checker {
         }
     }
 
+    /// `node`'s state machine of `group` has fingerprint `state` at applied
+    /// index `index`: every replica must agree (the first one seen at an
+    /// index sets what the others must match).
+    fn check_state(
+        &mut self,
+        node: NodeId,
+        group: GroupId,
+        index: u64,
+        state: Option<u64>,
+        when: &str,
+    ) {
+        let Some(state) = state else { return };
+        if index == 0 {
+            return;
+        }
+        self.states_compared += 1;
+        match self.states.get(&(group, index)) {
+            Some((first, seen)) if *seen != state => {
+                let first = *first;
+                let seen = *seen;
+                self.violation(format!(
+                    "{when} {index}: node {node} group {group} holds state {state}, node {first} held {seen} at that index"
+                ));
+            }
+            Some(_) => {}
+            None => {
+                self.states.insert((group, index), (node, state));
+            }
+        }
+    }
+
     /// Panics with every violation found.
     pub fn assert_ok(&self) {
         assert!(
@@ -118,6 +154,13 @@ impl Checker {
         self.isr_seen.retain(|(n, _), _| *n != id);
         for s in groups {
             self.next_apply.insert((id, s.group), s.applied + 1);
+            self.check_state(
+                id,
+                s.group,
+                s.applied,
+                s.state,
+                "recovered state machine: restarted at applied index",
+            );
         }
         self.metadata_seen.remove(&id);
     }
@@ -144,7 +187,15 @@ impl Checker {
                 index,
                 term,
                 digest,
+                state,
             } => {
+                self.check_state(
+                    node,
+                    *group,
+                    *index,
+                    *state,
+                    "state machine diverged: after applying",
+                );
                 self.applied_count += 1;
                 match self.next_apply.get(&(node, *group)) {
                     Some(next) if next != index => self.violation(format!(
@@ -164,8 +215,19 @@ impl Checker {
                     }
                 }
             }
-            Event::SnapshotInstalled { group, index } => {
+            Event::SnapshotInstalled {
+                group,
+                index,
+                state,
+            } => {
                 self.snapshots_installed += 1;
+                self.check_state(
+                    node,
+                    *group,
+                    *index,
+                    *state,
+                    "snapshot content: installed at",
+                );
                 self.next_apply.insert((node, *group), index + 1);
             }
             Event::GroupCreated { group, .. } => {
@@ -288,6 +350,7 @@ mod tests {
             index,
             term,
             digest,
+            state: None,
         }
     }
 
@@ -416,5 +479,68 @@ mod tests {
         c.on_recovered(1, &[]);
         c.on_event(1, &Event::ProduceAcked { group: 1, index: 1 });
         assert!(c.violations().is_empty());
+    }
+
+    #[test]
+    fn state_machines_that_drift_are_caught_on_apply_install_and_restart() {
+        let at = |index: u64, state: u64| Event::EntryApplied {
+            group: 1,
+            index,
+            term: 1,
+            digest: index,
+            state: Some(state),
+        };
+        let mut c = Checker::default();
+        c.on_event(1, &at(1, 10));
+        c.on_event(1, &at(2, 20));
+        c.on_event(2, &at(1, 10));
+        c.on_event(
+            3,
+            &Event::SnapshotInstalled {
+                group: 1,
+                index: 2,
+                state: Some(20),
+            },
+        );
+        assert!(c.violations().is_empty(), "{:?}", c.violations());
+        c.on_event(2, &at(2, 19));
+        c.on_event(
+            4,
+            &Event::SnapshotInstalled {
+                group: 1,
+                index: 2,
+                state: Some(21),
+            },
+        );
+        let status = crate::GroupStatus {
+            group: 1,
+            kind: crate::GroupKind::Partition(PartitionId::new("t", 0)),
+            role: Role::Follower,
+            term: 1,
+            vote: 0,
+            leader: None,
+            commit: 2,
+            applied: 2,
+            last_index: 2,
+            snapshot_index: 1,
+            voters: vec![],
+            state: Some(10),
+        };
+        c.on_recovered(5, &[status]);
+        let v = c.violations();
+        assert_eq!(v.len(), 3, "{v:?}");
+        assert!(
+            v[0].starts_with("state machine diverged: after applying 2: node 2"),
+            "{v:?}"
+        );
+        assert!(
+            v[1].starts_with("snapshot content: installed at 2: node 4"),
+            "{v:?}"
+        );
+        assert!(
+            v[2].starts_with("recovered state machine: restarted at applied index 2: node 5"),
+            "{v:?}"
+        );
+        assert_eq!(c.states_compared, 7);
     }
 }
