@@ -628,6 +628,10 @@ impl<S: StateMachine> Engine<S> {
                 let data =
                     postcard::to_stdvec(&command).map_err(|e| Error::invalid(e.to_string()))?;
                 g.propose(data, Some(request_id), &mut self.sink)?;
+                if self.sink.emit_apply_events {
+                    let index = g.raw.raft.raft_log.last_index();
+                    self.sink.event(Event::ProduceAccepted { group, index });
+                }
                 self.dirty.insert(group);
                 self.produce_checks.insert(request_id, partition);
             }

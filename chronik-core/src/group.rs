@@ -710,6 +710,15 @@ fn push_message<S: StateMachine>(
     if message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
         snapshots_sent.push(to);
     }
+    // Planted bug (simulation builds only): votes leave before they are
+    // durable.
+    let after_persist = after_persist
+        && !(crate::planted::active(crate::planted::Bug::VoteReplyBeforePersist)
+            && matches!(
+                message.get_msg_type(),
+                raft::eraftpb::MessageType::MsgRequestVoteResponse
+                    | raft::eraftpb::MessageType::MsgRequestPreVoteResponse
+            ));
     let gm = GroupMessage { group, message };
     if after_persist {
         sink.send_after_persist.push((to, gm));

@@ -129,6 +129,13 @@ pub enum Event {
         min_insync_replicas: u32,
         reason: String,
     },
+    /// This node, as the group's leader, accepted a produce and appended it
+    /// at `index` (only with `emit_apply_events`): lets checkers hold the
+    /// leader to the ISR it had applied at that moment.
+    ProduceAccepted {
+        group: GroupId,
+        index: u64,
+    },
     /// This node acknowledged a produce to the group's partition, whose
     /// entry is at `index` (only with `emit_apply_events`): lets checkers
     /// compare acknowledgements with the ISR this node had applied and with

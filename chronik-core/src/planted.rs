@@ -63,11 +63,15 @@ pub enum Bug {
     /// An installed partition snapshot reports one record fewer than the
     /// leader's state at that index.
     SnapshotInstallOffByOne,
+    /// A vote is sent as soon as it is granted, before the hard state that
+    /// records it is durable: a crash before the fsync forgets the vote
+    /// after the candidate counted it.
+    VoteReplyBeforePersist,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 17] = [
+    pub const ALL: [Bug; 18] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::SkipCrc,
@@ -85,6 +89,7 @@ impl Bug {
         Bug::IsrKeepsMovedReplica,
         Bug::RecoverySkipsToCommit,
         Bug::SnapshotInstallOffByOne,
+        Bug::VoteReplyBeforePersist,
     ];
 
     /// The name used on command lines and in `CHRONIK_BUG`.
@@ -107,6 +112,7 @@ impl Bug {
             Bug::IsrKeepsMovedReplica => "isr_keeps_moved_replica",
             Bug::RecoverySkipsToCommit => "recovery_skips_to_commit",
             Bug::SnapshotInstallOffByOne => "snapshot_install_off_by_one",
+            Bug::VoteReplyBeforePersist => "vote_reply_before_persist",
         }
     }
 

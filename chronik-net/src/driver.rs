@@ -4,6 +4,7 @@
 //! one owner and everything else talks to it through channels.
 
 use crate::metrics::Metrics;
+use crate::observer::CrashPoint;
 use crate::partition_store::DiskLog;
 use crate::wal::Wal;
 use chronik_core::{
@@ -171,6 +172,12 @@ pub(crate) struct Driver {
     /// a node why its messages are refused.
     removed: Arc<parking_lot::RwLock<std::collections::BTreeSet<NodeId>>>,
     removed_seen_at: u64,
+    /// With an observer only: persist tickets of batches that record a new
+    /// vote, and the last (term, vote) of each group, to tell the crash
+    /// points apart; and whether a group was dropped since the last check.
+    vote_tickets: Vec<u64>,
+    last_votes: BTreeMap<GroupId, (u64, NodeId)>,
+    dropped: bool,
 }
 
 /// What a driver is wired to besides its engine and WAL.
@@ -234,6 +241,28 @@ impl Driver {
             my_peer_addr,
             removed,
             removed_seen_at: 0,
+            vote_tickets: Vec::new(),
+            last_votes: BTreeMap::new(),
+            dropped: false,
+        }
+    }
+
+    /// Whether the observer crashes this node at `point` (simulation).
+    fn crash_here(&self, point: CrashPoint) -> bool {
+        self.observer
+            .as_ref()
+            .is_some_and(|o| o.crash_here(self.engine.node_id(), point))
+    }
+
+    /// Notes a batch on its way to the WAL that records a new vote.
+    fn note_votes(&mut self, batch: &chronik_core::PersistBatch) {
+        for u in &batch.updates {
+            if let chronik_core::GroupUpdate::HardState { group, hard_state } = u {
+                let now = (hard_state.term, hard_state.vote);
+                if self.last_votes.insert(*group, now) != Some(now) && now.1 != 0 {
+                    self.vote_tickets.push(batch.ticket);
+                }
+            }
         }
     }
 
@@ -280,6 +309,18 @@ impl Driver {
                     match durable {
                         Ok(ticket) if ticket > self.last_durable => {
                             self.last_durable = ticket;
+                            if self.observer.is_some() {
+                                let voted = self.vote_tickets.iter().any(|t| *t <= ticket);
+                                self.vote_tickets.retain(|t| *t > ticket);
+                                let point = if voted {
+                                    CrashPoint::AfterVotePersisted
+                                } else {
+                                    CrashPoint::AfterPersistBeforeRelease
+                                };
+                                if self.crash_here(point) {
+                                    return std::future::pending().await;
+                                }
+                            }
                             let now = self.now();
                             self.engine.handle_persisted(now, ticket);
                         }
@@ -293,23 +334,43 @@ impl Driver {
                 }
                 msg = rx.recv() => {
                     let Some(msg) = msg else { return Ok(()) };
-                    self.handle(msg);
+                    self.handle_or_crash(msg).await;
                     // Take what else is queued before draining outputs, so
                     // one persist batch covers as much as possible.
                     for _ in 0..64 {
                         match rx.try_recv() {
-                            Ok(m) => self.handle(m),
+                            Ok(m) => self.handle_or_crash(m).await,
                             Err(_) => break,
                         }
                     }
                 }
             }
             self.drain().await;
+            if self.observer.is_some() {
+                let dropped = std::mem::take(&mut self.dropped);
+                if (dropped && self.crash_here(CrashPoint::GroupDropped))
+                    || (self.engine.membership_view().is_joint()
+                        && self.crash_here(CrashPoint::InsideJointConfig))
+                {
+                    return std::future::pending().await;
+                }
+            }
             if let Some(why) = self.stop_reason.take() {
                 tracing::error!("{why}");
                 return Err(why);
             }
         }
+    }
+
+    /// [`Driver::handle`], unless the node crashes first: a snapshot whose
+    /// segments arrived is a crash point before its install.
+    async fn handle_or_crash(&mut self, msg: DriverMsg) {
+        if matches!(&msg, DriverMsg::SnapshotFetched { result: Ok(()), .. })
+            && self.crash_here(CrashPoint::SnapshotSegmentsFetched)
+        {
+            return std::future::pending().await;
+        }
+        self.handle(msg);
     }
 
     fn handle(&mut self, msg: DriverMsg) {
@@ -449,6 +510,9 @@ impl Driver {
             match out {
                 Output::Send { to, messages } => self.send(to, messages),
                 Output::Persist(batch) => {
+                    if self.observer.is_some() {
+                        self.note_votes(&batch);
+                    }
                     if self.wal_tx.send(batch).await.is_err() {
                         tracing::error!("WAL writer is gone; persist batch dropped");
                     }
@@ -506,6 +570,7 @@ impl Driver {
             Event::GroupDropped { group } => {
                 tracing::info!(group, "partition replica dropped");
                 self.leaders.remove(&group);
+                self.dropped = true;
                 true
             }
             Event::SnapshotInstalled { group, index, .. } => {
@@ -534,9 +599,10 @@ impl Driver {
                 ));
                 false
             }
-            Event::EntryApplied { .. } | Event::ProduceAcked { .. } | Event::ReadServed { .. } => {
-                false
-            }
+            Event::EntryApplied { .. }
+            | Event::ProduceAccepted { .. }
+            | Event::ProduceAcked { .. }
+            | Event::ReadServed { .. } => false,
         }
     }
 
@@ -564,6 +630,9 @@ impl Driver {
     }
 
     fn send(&mut self, to: NodeId, messages: Vec<GroupMessage>) {
+        if let Some(o) = &self.observer {
+            o.on_send(self.engine.node_id(), to, &messages);
+        }
         if !self.peers.contains_key(&to) {
             let Some(addr) = self.peer_addr(to) else {
                 tracing::warn!(to, "no address for peer; messages dropped");
@@ -613,17 +682,32 @@ async fn wal_task(
         let started = Instant::now();
         // Only checkers watch; production nodes clone nothing.
         let reported = observer.as_ref().map(|_| batches.clone());
+        let crash_hook = observer.clone();
+        let stop_before_sync = move || {
+            crash_hook
+                .as_ref()
+                .is_some_and(|(node, o)| o.crash_here(*node, CrashPoint::WalBeforeSync))
+        };
         // The WAL is only ever used by this task; the mutex just lets the
         // blocking closure borrow it.
         // Real disks block: keep the fsync off the async workers. In
         // simulation the disk is memory and must stay on the sim thread.
         #[cfg(not(madsim))]
-        let result = tokio::task::spawn_blocking(move || w.lock().append(&batches)).await;
+        let result = tokio::task::spawn_blocking(move || {
+            w.lock().append_or_stop(&batches, stop_before_sync)
+        })
+        .await;
         #[cfg(madsim)]
-        let result: Result<_, std::convert::Infallible> = Ok(w.lock().append(&batches));
+        let result: Result<_, std::convert::Infallible> =
+            Ok(w.lock().append_or_stop(&batches, stop_before_sync));
+        if let Ok(Ok(false)) = result {
+            // Crashed between the write and the fsync: nothing more
+            // happens on this node until the harness kills it.
+            return std::future::pending().await;
+        }
         // What the WAL wrote (and synced where asked) is on the disk now,
         // whatever happens before the engine hears of it.
-        if let (Some((node, o)), Some(b), Ok(Ok(()))) = (&observer, &reported, &result) {
+        if let (Some((node, o)), Some(b), Ok(Ok(true))) = (&observer, &reported, &result) {
             o.on_durable(*node, b);
         }
         // A modelled disk's fsync takes time too; nothing is durable before.
@@ -636,7 +720,7 @@ async fn wal_task(
             .observe(started.elapsed().as_secs_f64());
         metrics.wal_batches.inc();
         match result {
-            Ok(Ok(())) => {
+            Ok(Ok(_)) => {
                 let _ = durable.send(Ok(last));
             }
             Ok(Err(e)) => {

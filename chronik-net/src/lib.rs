@@ -45,4 +45,4 @@ pub use client::{Client, ClientError, FetchResult, RetryPolicy};
 pub use config::NodeConfig;
 pub use driver::Inspection;
 pub use node::{Node, NodeError, NodeHandle};
-pub use observer::EngineObserver;
+pub use observer::{CrashPoint, EngineObserver};

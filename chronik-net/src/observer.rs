@@ -4,7 +4,7 @@
 //! what was reported durable survives a crash, metadata equal at equal
 //! applied index). Production nodes run without one.
 
-use chronik_core::{Event, GroupStatus, MetadataState, NodeId, PersistBatch};
+use chronik_core::{Event, GroupMessage, GroupStatus, MetadataState, NodeId, PersistBatch};
 
 /// Receives what a node's engine reports, synchronously, on the driver task
 /// (or the WAL task for [`EngineObserver::on_durable`]). Implementations
@@ -23,4 +23,63 @@ pub trait EngineObserver: Send + Sync {
     /// `metadata.applied_index()` (reported once per new applied index, not
     /// for every index in between).
     fn on_metadata(&self, _node: NodeId, _metadata: &MetadataState) {}
+    /// The node hands these messages to its transport for `to`. A checker
+    /// can hold replies that promise durability (votes granted, appends
+    /// acknowledged) to what the WAL already reported durable.
+    fn on_send(&self, _node: NodeId, _to: NodeId, _messages: &[GroupMessage]) {}
+    /// Whether the node should stop dead at `point`, as if it crashed
+    /// there: the task that asks never runs again (nothing after the point
+    /// happens) and the harness then kills and restarts the node. A
+    /// simulator arms these to crash nodes at protocol steps a timed kill
+    /// rarely hits. Production observers leave it `false`.
+    fn crash_here(&self, _node: NodeId, _point: CrashPoint) -> bool {
+        false
+    }
+}
+
+/// A protocol step where a simulated node can be crashed
+/// ([`EngineObserver::crash_here`]).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum CrashPoint {
+    /// The WAL wrote a batch that must be synced, before the fsync.
+    WalBeforeSync,
+    /// A batch that records a new vote is durable, before the engine hears
+    /// of it (so before the vote reply leaves).
+    AfterVotePersisted,
+    /// Any other batch is durable, before the messages and replies it
+    /// holds back are released.
+    AfterPersistBeforeRelease,
+    /// A snapshot's segments were streamed in from the leader, before the
+    /// snapshot is installed.
+    SnapshotSegmentsFetched,
+    /// The metadata group's configuration is joint (a membership change is
+    /// half done).
+    InsideJointConfig,
+    /// A partition replica was just dropped here (its topic deleted, or the
+    /// replica moved away) and its files removed, before anything syncs.
+    GroupDropped,
+}
+
+impl CrashPoint {
+    pub const ALL: [CrashPoint; 6] = [
+        CrashPoint::WalBeforeSync,
+        CrashPoint::AfterVotePersisted,
+        CrashPoint::AfterPersistBeforeRelease,
+        CrashPoint::SnapshotSegmentsFetched,
+        CrashPoint::InsideJointConfig,
+        CrashPoint::GroupDropped,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CrashPoint::WalBeforeSync => "wal-before-sync",
+            CrashPoint::AfterVotePersisted => "after-vote-persisted",
+            CrashPoint::AfterPersistBeforeRelease => "after-persist-before-release",
+            CrashPoint::SnapshotSegmentsFetched => "snapshot-segments-fetched",
+            CrashPoint::InsideJointConfig => "inside-joint-config",
+            CrashPoint::GroupDropped => "group-dropped",
+        }
+    }
 }

@@ -287,6 +287,18 @@ impl Wal {
     /// them. Returns only when they are durable: the caller may then report
     /// every one of them persisted.
     pub fn append(&mut self, batches: &[PersistBatch]) -> Result<(), WalError> {
+        self.append_or_stop(batches, || false).map(|_| ())
+    }
+
+    /// [`Wal::append`], asking `stop_before_sync` between the write and the
+    /// fsync: if it says stop, returns `Ok(false)` with the bytes written
+    /// and not synced, and this WAL must not be used again (a simulator
+    /// crashes the node there).
+    pub fn append_or_stop(
+        &mut self,
+        batches: &[PersistBatch],
+        stop_before_sync: impl FnOnce() -> bool,
+    ) -> Result<bool, WalError> {
         let mut buf = Vec::new();
         let mut superseded = Vec::new();
         let mut must_sync = false;
@@ -349,6 +361,9 @@ impl Wal {
         must_sync |= !superseded.is_empty();
         let path = self.current_path();
         self.file.write_all(&buf).map_err(io_err(&path))?;
+        if must_sync && stop_before_sync() {
+            return Ok(false);
+        }
         // Planted bug (test builds only): report batches durable without
         // syncing them, so acknowledgements can outrun the disk.
         if must_sync && !chronik_core::planted::active(chronik_core::planted::Bug::AckBeforeFsync) {
@@ -373,7 +388,7 @@ impl Wal {
         if self.segments.last().expect("open").1 >= self.cfg.segment_bytes_max {
             self.rotate()?;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn current_path(&self) -> PathBuf {

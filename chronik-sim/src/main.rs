@@ -169,6 +169,7 @@ mod runner {
         sim_secs: f64,
         replicas_read: u64,
         node: chronik_sim::node_checker::NodeCounts,
+        crash_points: BTreeMap<chronik_net::CrashPoint, u64>,
     }
 
     impl Totals {
@@ -188,6 +189,9 @@ mod runner {
             self.leaves_ok += r.leaves_accepted;
             self.leaves_refused += r.leaves_refused;
             self.boundary_refused += r.boundary_removals_refused;
+            for (k, v) in &r.crash_points {
+                *self.crash_points.entry(*k).or_default() += v;
+            }
             self.sim_secs += r.sim_secs;
             self.replicas_read += r.replicas_read;
             self.node += r.node;
@@ -195,7 +199,7 @@ mod runner {
 
         /// Mechanisms that never fired: each one means a checker had
         /// nothing to check.
-        fn idle_mechanisms(&self) -> Vec<&'static str> {
+        fn idle_mechanisms(&self) -> Vec<String> {
             let n = &self.node;
             [
                 (self.refused_min_isr, "no produce refused for min ISR"),
@@ -218,8 +222,12 @@ mod runner {
                 ),
                 (n.states_compared, "no state machine fingerprint compared"),
                 (
-                    n.acks_checked_leader_in_isr,
-                    "no acknowledging leader checked against its ISR",
+                    n.replies_checked_durable,
+                    "no message checked for release before persist",
+                ),
+                (
+                    n.produces_checked_leader_in_isr,
+                    "no accepting leader checked against its ISR",
                 ),
                 (self.leaves_ok, "no node removal accepted"),
                 (
@@ -229,7 +237,13 @@ mod runner {
             ]
             .into_iter()
             .filter(|(count, _)| *count == 0)
-            .map(|(_, what)| what)
+            .map(|(_, what)| what.to_string())
+            .chain(
+                chronik_net::CrashPoint::ALL
+                    .into_iter()
+                    .filter(|p| !self.crash_points.contains_key(p))
+                    .map(|p| format!("no node crashed at {}", p.name())),
+            )
             .collect()
         }
 
@@ -255,7 +269,7 @@ mod runner {
                 self.replicas_read
             );
             println!(
-                "node-side: {} leader elections, {} applied entries, {} reads against the applied index, {} metadata states compared, {} snapshots installed, {} ISR shrinks applied, {} crashes checked for durability, {} restarts checked against their disk, {} votes recorded, {} new leaders checked for completeness, {} state machine fingerprints compared",
+                "node-side: {} leader elections, {} applied entries, {} reads against the applied index, {} metadata states compared, {} snapshots installed, {} ISR shrinks applied, {} crashes checked for durability, {} restarts checked against their disk, {} votes recorded, {} new leaders checked for completeness, {} state machine fingerprints compared, {} messages checked for release before persist",
                 n.leader_elections,
                 n.entries_applied,
                 n.reads_checked,
@@ -266,15 +280,23 @@ mod runner {
                 n.restarts_checked,
                 n.votes_recorded,
                 n.leaders_checked_complete,
-                n.states_compared
+                n.states_compared,
+                n.replies_checked_durable
+            );
+            println!(
+                "crash points reached: {:?}",
+                self.crash_points
+                    .iter()
+                    .map(|(p, n)| (p.name(), *n))
+                    .collect::<BTreeMap<_, _>>()
             );
             println!(
                 "membership: {} nodes joined during faults, {} removals accepted and {} refused or unanswered, {} removals at the quorum boundary refused",
                 self.joins, self.leaves_ok, self.leaves_refused, self.boundary_refused
             );
             println!(
-                "min_insync_replicas: {} produces refused before append, {} failed after append, {} acknowledgements checked against the leader's ISR, {} against the disks of the ISR, {} for the leader being in its ISR",
-                self.refused_min_isr, self.below_min_isr, n.produce_acks_checked, n.acks_checked_durable, n.acks_checked_leader_in_isr
+                "min_insync_replicas: {} produces refused before append, {} failed after append, {} acknowledgements checked against the leader's ISR, {} against the disks of the ISR; {} produces accepted by a leader checked against its ISR",
+                self.refused_min_isr, self.below_min_isr, n.produce_acks_checked, n.acks_checked_durable, n.produces_checked_leader_in_isr
             );
         }
     }

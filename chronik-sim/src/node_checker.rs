@@ -16,12 +16,17 @@
 //!   `min_insync_replicas` members of the ISR the leader had applied, at the
 //!   moment of the acknowledgement (from the checker's own models of what
 //!   each node's WAL wrote, not from the leader's progress tracking);
-//! - leader completeness: a node that becomes leader has written the
-//!   highest entry any node applied in that group (log matching, checked by
-//!   the core checker's apply digests, covers the entries below it);
+//! - leader completeness: a node that becomes leader in term T has written
+//!   the highest entry any node applied in that group while no node had
+//!   reported a term of T or above (so committed in an earlier term; log
+//!   matching, checked by the core checker's apply digests, covers the
+//!   entries below it);
+//! - replies that promise durability (a vote granted, entries
+//!   acknowledged to the leader) leave only once the sender's WAL reported
+//!   what they promise durable;
 //! - the ISR in every metadata state a node applies is a non-empty set of
 //!   distinct replicas, and a leader outside the ISR it applied does not
-//!   acknowledge produces unless its topic allows unclean leader election.
+//!   accept produces unless its topic allows unclean leader election.
 //!   (ReadIndex reads are linearizable on any replica, in sync or not; a
 //!   leader-consistency read passes the same leadership gate as a produce.)
 //!
@@ -34,7 +39,7 @@ use chronik_core::{
 };
 use chronik_net::disk::MemDisk;
 use chronik_net::wal::{Wal, WalConfig};
-use chronik_net::EngineObserver;
+use chronik_net::{CrashPoint, EngineObserver};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -94,6 +99,8 @@ struct NodeModel {
     /// What the disk held at the last crash: the restarted engine must
     /// start from it.
     recovered: Option<BTreeMap<GroupId, Mark>>,
+    /// Groups this node dropped (their last messages may still leave).
+    dropped: std::collections::BTreeSet<GroupId>,
 }
 
 /// Counters of what the node-side checks saw.
@@ -114,10 +121,12 @@ pub struct NodeCounts {
     /// Elections checked for leader completeness.
     pub leaders_checked_complete: u64,
     /// Acknowledgements checked against the acknowledging leader's ISR.
-    pub acks_checked_leader_in_isr: u64,
+    pub produces_checked_leader_in_isr: u64,
     /// State machine fingerprints compared across replicas (applies,
     /// snapshot installs, restarts).
     pub states_compared: u64,
+    /// Messages sent, checked for replies released before durable.
+    pub replies_checked_durable: u64,
 }
 
 impl std::ops::AddAssign for NodeCounts {
@@ -134,8 +143,9 @@ impl std::ops::AddAssign for NodeCounts {
         self.votes_recorded += b.votes_recorded;
         self.acks_checked_durable += b.acks_checked_durable;
         self.leaders_checked_complete += b.leaders_checked_complete;
-        self.acks_checked_leader_in_isr += b.acks_checked_leader_in_isr;
+        self.produces_checked_leader_in_isr += b.produces_checked_leader_in_isr;
         self.states_compared += b.states_compared;
+        self.replies_checked_durable += b.replies_checked_durable;
     }
 }
 
@@ -152,9 +162,14 @@ struct Inner {
     /// (ISR, min_insync_replicas) of each group as each node last applied.
     isr_of: BTreeMap<(NodeId, GroupId), (Vec<NodeId>, u32)>,
     acks_checked_durable: u64,
-    /// (index, term) of the highest entry of each group any node applied:
-    /// committed, so every later leader must hold it.
-    committed_max: BTreeMap<GroupId, (u64, u64)>,
+    /// Highest term any node of each group reported so far.
+    max_term: BTreeMap<GroupId, u64>,
+    /// Per group and per bound B: (index, term) of the highest entry any
+    /// node applied while no node had reported a term above B. It was
+    /// committed by the leader of some term at most B (that leader reported
+    /// its term before committing), so every leader of a term above B must
+    /// hold it.
+    committed_by: BTreeMap<GroupId, BTreeMap<u64, (u64, u64)>>,
     /// Groups each node leads now (from its role changes).
     leading: BTreeMap<NodeId, std::collections::BTreeSet<GroupId>>,
     /// Groups of topics that allow unclean leader election.
@@ -162,7 +177,18 @@ struct Inner {
     /// Elections checked for leader completeness.
     leaders_checked_complete: u64,
     /// Acknowledgements checked against the acknowledging leader's ISR.
-    acks_checked_leader_in_isr: u64,
+    produces_checked_leader_in_isr: u64,
+    /// Messages checked against what the sender's WAL reported durable.
+    replies_checked_durable: u64,
+    /// ISR of each (node, group) from the node's ISR change events only.
+    isr_in_order: BTreeMap<(NodeId, GroupId), Vec<NodeId>>,
+    /// Crash points armed per node: the node stops dead the next time it
+    /// reaches one.
+    armed: BTreeMap<NodeId, CrashPoint>,
+    /// Nodes that stopped at an armed crash point, for the harness to kill.
+    frozen: Vec<(NodeId, CrashPoint)>,
+    /// Crash points reached, by kind.
+    crash_points_fired: BTreeMap<CrashPoint, u64>,
 }
 
 impl Inner {
@@ -195,7 +221,11 @@ impl Inner {
     /// committed so far.
     fn on_leader(&mut self, node: NodeId, group: GroupId, term: u64) {
         self.leading.entry(node).or_default().insert(group);
-        let Some((index, entry_term)) = self.committed_max.get(&group).copied() else {
+        let Some((index, entry_term)) = self
+            .committed_by
+            .get(&group)
+            .and_then(|m| m.range(..term).map(|(_, e)| *e).max())
+        else {
             return;
         };
         if self.nodes.get(&node).is_some_and(|m| m.lost_track) {
@@ -209,23 +239,26 @@ impl Inner {
         }
     }
 
-    /// `node` acknowledged a produce to `group`: as its leader it must be in
-    /// the ISR it applied, unless unclean election is allowed.
-    fn check_acking_leader(&mut self, node: NodeId, group: GroupId) {
-        if group == chronik_core::METADATA_GROUP
-            || self.unclean.contains(&group)
+    /// `node` accepted a produce to `group` at `index`: as its leader it
+    /// must have been in the ISR it had applied by then, unless unclean
+    /// election is allowed. The ISR is taken from the node's ISR change
+    /// events, in order with this one (its metadata reports may run ahead
+    /// of the events of the same step); unknown after a restart or a
+    /// metadata snapshot install until the next change.
+    fn check_accepting_leader(&mut self, node: NodeId, group: GroupId, index: u64) {
+        if self.unclean.contains(&group)
             || !self.leading.get(&node).is_some_and(|g| g.contains(&group))
         {
             return;
         }
-        let Some((isr, _)) = self.isr_of.get(&(node, group)) else {
+        let Some(isr) = self.isr_in_order.get(&(node, group)) else {
             return;
         };
-        self.acks_checked_leader_in_isr += 1;
+        self.produces_checked_leader_in_isr += 1;
         if !isr.contains(&node) {
             let isr = isr.clone();
             self.core.violation(format!(
-                "ISR: node {node} acknowledged a produce as leader of group {group} while outside its ISR {isr:?} (unclean leader election off)"
+                "ISR: node {node} accepted a produce (entry {index}) as leader of group {group} while outside its ISR {isr:?} (unclean leader election off)"
             ));
         }
     }
@@ -284,6 +317,27 @@ pub struct NodeChecker {
 }
 
 impl NodeChecker {
+    /// Arms `point` on `node` (replacing what was armed there): the next
+    /// time the node reaches it, it stops dead.
+    pub fn arm(&self, node: NodeId, point: CrashPoint) {
+        self.inner.lock().armed.insert(node, point);
+    }
+
+    /// Disarms every crash point.
+    pub fn disarm_all(&self) {
+        self.inner.lock().armed.clear();
+    }
+
+    /// Nodes that stopped at a crash point since the last call.
+    pub fn take_frozen(&self) -> Vec<(NodeId, CrashPoint)> {
+        std::mem::take(&mut self.inner.lock().frozen)
+    }
+
+    /// Crash points reached so far, by kind.
+    pub fn crash_points_fired(&self) -> BTreeMap<CrashPoint, u64> {
+        self.inner.lock().crash_points_fired.clone()
+    }
+
     pub fn violations(&self) -> Vec<String> {
         self.inner.lock().core.violations().to_vec()
     }
@@ -307,8 +361,9 @@ impl NodeChecker {
             votes_recorded: i.votes.len() as u64,
             acks_checked_durable: i.acks_checked_durable,
             leaders_checked_complete: i.leaders_checked_complete,
-            acks_checked_leader_in_isr: i.acks_checked_leader_in_isr,
+            produces_checked_leader_in_isr: i.produces_checked_leader_in_isr,
             states_compared: i.core.states_compared,
+            replies_checked_durable: i.replies_checked_durable,
         }
     }
 
@@ -376,6 +431,9 @@ impl NodeChecker {
                         ));
                     }
                     *commit = (*commit).max(hard_state.commit);
+                }
+                if let GroupUpdate::Drop { group } = u {
+                    model.dropped.insert(*group);
                 }
                 if let Err(e) = model.state.apply(u) {
                     core.violation(format!(
@@ -448,9 +506,12 @@ impl EngineObserver for NodeChecker {
     fn on_start(&self, node: NodeId, groups: &[GroupStatus]) {
         self.on_restart(node, groups);
         let mut i = self.inner.lock();
-        // A new incarnation leads nothing and has applied no ISR yet.
+        // A new incarnation leads nothing and has applied no ISR yet; if
+        // it had stopped at a crash point, whoever restarted it handled it.
         i.leading.remove(&node);
+        i.frozen.retain(|(n, _)| *n != node);
         i.isr_of.retain(|(n, _), _| *n != node);
+        i.isr_in_order.retain(|(n, _), _| *n != node);
         let c = &mut i.core;
         c.trace(
             node,
@@ -474,7 +535,13 @@ impl EngineObserver for NodeChecker {
                 group, index, term, ..
             } => {
                 i.applied_term.insert((*group, *index), *term);
-                let max = i.committed_max.entry(*group).or_default();
+                let bound = i.max_term.get(group).copied().unwrap_or(0).max(*term);
+                let max = i
+                    .committed_by
+                    .entry(*group)
+                    .or_default()
+                    .entry(bound)
+                    .or_default();
                 if *index > max.0 {
                     *max = (*index, *term);
                 }
@@ -482,6 +549,8 @@ impl EngineObserver for NodeChecker {
             Event::RoleChanged {
                 group, term, role, ..
             } => {
+                let max = i.max_term.entry(*group).or_default();
+                *max = (*max).max(*term);
                 if *role == chronik_core::Role::Leader {
                     i.on_leader(node, *group, *term);
                 } else if let Some(g) = i.leading.get_mut(&node) {
@@ -496,10 +565,14 @@ impl EngineObserver for NodeChecker {
             } => {
                 i.isr_of
                     .insert((node, *group), (isr.clone(), *min_insync_replicas));
+                i.isr_in_order.insert((node, *group), isr.clone());
             }
-            Event::ProduceAcked { group, index } => {
-                i.check_acking_leader(node, *group);
-                i.on_ack(node, *group, *index);
+            Event::ProduceAccepted { group, index } => {
+                i.check_accepting_leader(node, *group, *index);
+            }
+            Event::ProduceAcked { group, index } => i.on_ack(node, *group, *index),
+            Event::SnapshotInstalled { group, .. } if *group == chronik_core::METADATA_GROUP => {
+                i.isr_in_order.retain(|(n, _), _| *n != node);
             }
             _ => {}
         }
@@ -507,6 +580,65 @@ impl EngineObserver for NodeChecker {
 
     fn on_durable(&self, node: NodeId, batches: &[PersistBatch]) {
         self.on_batches(node, batches);
+    }
+
+    fn on_send(&self, node: NodeId, _to: NodeId, messages: &[chronik_core::GroupMessage]) {
+        use chronik_core::raft::eraftpb::MessageType;
+        let mut i = self.inner.lock();
+        let Some(model) = i.nodes.get(&node).filter(|m| !m.lost_track) else {
+            return;
+        };
+        let mut found = Vec::new();
+        for gm in messages {
+            let m = &gm.message;
+            if m.reject {
+                continue;
+            }
+            if model.dropped.contains(&gm.group) {
+                // Made when the group was live here, released once the
+                // batch that dropped it was durable.
+                continue;
+            }
+            let g = model.state.groups.get(&gm.group);
+            match m.get_msg_type() {
+                MessageType::MsgRequestVoteResponse => {
+                    let hs = g.map(|g| (g.hard_state.term, g.hard_state.vote));
+                    let durable = hs.is_some_and(|(t, v)| t > m.term || (t == m.term && v == m.to));
+                    if !durable {
+                        found.push(format!(
+                            "release before persist: node {node} granted its vote in term {} of group {} to node {} before the WAL reported it durable (durable term, vote: {hs:?})",
+                            m.term, gm.group, m.to
+                        ));
+                    }
+                }
+                MessageType::MsgAppendResponse => {
+                    let last = g.map(|g| Mark::of(g).last.1);
+                    if last.is_none_or(|l| l < m.index) {
+                        found.push(format!(
+                            "release before persist: node {node} acknowledged entries up to {} of group {} to node {} before the WAL reported them durable (durable up to {last:?})",
+                            m.index, gm.group, m.to
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        i.replies_checked_durable += messages.len() as u64;
+        for v in found {
+            i.core.violation(v);
+        }
+    }
+
+    fn crash_here(&self, node: NodeId, point: CrashPoint) -> bool {
+        let mut i = self.inner.lock();
+        if i.armed.get(&node) != Some(&point) {
+            return false;
+        }
+        i.armed.remove(&node);
+        i.frozen.push((node, point));
+        *i.crash_points_fired.entry(point).or_default() += 1;
+        i.core.trace(node, &("crash point", point));
+        true
     }
 
     fn on_metadata(&self, node: NodeId, metadata: &MetadataState) {
@@ -754,58 +886,40 @@ mod tests {
     }
 
     #[test]
-    fn a_leader_acknowledging_outside_its_isr_is_caught() {
-        use chronik_core::{MetadataCommand, NodeInfo};
-        let mut md = MetadataState::new();
-        let nodes = (1..=3)
-            .map(|id| NodeInfo {
-                id,
-                peer_addr: format!("h:{id}"),
-                client_addr: format!("h:{}", id + 10),
-            })
-            .collect();
-        md.apply(1, MetadataCommand::Bootstrap { nodes }).unwrap();
-        let created = md
-            .apply(
-                2,
-                MetadataCommand::CreateTopic {
-                    name: "t".into(),
-                    partitions: 1,
-                    replication_factor: 3,
-                    min_insync_replicas: 1,
-                    unclean_leader_election: false,
-                },
-            )
-            .unwrap();
-        let chronik_core::MetadataResponse::TopicCreated { topic } = created else {
-            panic!("{created:?}");
-        };
-        let group = topic.partitions[0].group;
-        let expected = topic.partitions[0].isr.clone();
-        md.apply(
-            3,
-            MetadataCommand::UpdateIsr {
-                group,
-                leader: 2,
-                expected,
-                isr: vec![2, 3],
-                reason: "test".into(),
-            },
-        )
-        .unwrap();
+    fn a_leader_accepting_produces_outside_its_isr_is_caught() {
         let c = NodeChecker::default();
+        let group = 3;
+        let shrunk = Event::IsrChanged {
+            partition: chronik_core::PartitionId::new("t", 0),
+            group,
+            isr: vec![2, 3],
+            min_insync_replicas: 1,
+            reason: "test".into(),
+        };
         for node in [1, 2] {
-            c.on_metadata(node, &md);
             c.on_event(node, &became_leader(group, node));
-            c.on_event(node, &Event::ProduceAcked { group, index: 1 });
+            // No ISR known yet on this node: nothing to hold it to.
+            c.on_event(node, &Event::ProduceAccepted { group, index: 1 });
+            c.on_event(node, &shrunk);
+            c.on_event(node, &Event::ProduceAccepted { group, index: 2 });
         }
+        // After a metadata snapshot install the ISR is unknown again.
+        c.on_event(
+            1,
+            &Event::SnapshotInstalled {
+                group: chronik_core::METADATA_GROUP,
+                index: 9,
+                state: None,
+            },
+        );
+        c.on_event(1, &Event::ProduceAccepted { group, index: 3 });
         let v = c.violations();
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(
-            v[0].contains("node 1 acknowledged a produce as leader")
+            v[0].contains("node 1 accepted a produce (entry 2) as leader")
                 && v[0].contains("outside its ISR [2, 3]"),
             "{v:?}"
         );
-        assert_eq!(c.counts().acks_checked_leader_in_isr, 2);
+        assert_eq!(c.counts().produces_checked_leader_in_isr, 2);
     }
 }

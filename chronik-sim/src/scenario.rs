@@ -147,6 +147,13 @@ pub enum Fault {
         pick: u64,
         via: u64,
     },
+    /// Arm a crash point on `node`: the next time it reaches `point` (a
+    /// protocol step a timed kill rarely hits) it stops dead there, and is
+    /// killed (its unsynced writes lost) and restarted 1-30 ms later.
+    CrashAt {
+        node: u64,
+        point: chronik_net::CrashPoint,
+    },
 }
 
 impl Fault {
@@ -173,6 +180,7 @@ impl Fault {
             Fault::KillReplicas { .. } => "kill-replicas",
             Fault::LeaveLeader { .. } => "leave-leader",
             Fault::LeaveAtBoundary { .. } => "leave-at-boundary",
+            Fault::CrashAt { .. } => "crash-point",
         }
     }
 }
@@ -237,6 +245,11 @@ impl fmt::Display for Fault {
             Fault::LeaveAtBoundary { pick, via } => write!(
                 f,
                 "with a majority's spare nodes down, remove live node #{pick} (asking node {via}): must be refused"
+            ),
+            Fault::CrashAt { node, point } => write!(
+                f,
+                "crash node {node} the next time it reaches {}",
+                point.name()
             ),
         }
     }
@@ -413,6 +426,17 @@ impl Plan {
                 via: rng.gen_range(1..=nodes),
             };
             steps.insert(at, (Duration::from_millis(rng.gen_range(200..1_000)), join));
+            // The joiner streams in snapshots of the replicas placed on
+            // it, and drops them when it leaves: crash it there.
+            let arm = |point| Fault::CrashAt {
+                node: joiner,
+                point,
+            };
+            if rng.gen_bool(0.3) {
+                let delay = Duration::from_millis(rng.gen_range(10..100));
+                let crash = arm(chronik_net::CrashPoint::SnapshotSegmentsFetched);
+                steps.insert(at + 1, (delay, crash));
+            }
             if rng.gen_bool(0.7) {
                 let later = rng.gen_range(at + 1..=steps.len());
                 let leave = Fault::Leave {
@@ -423,7 +447,23 @@ impl Plan {
                     later,
                     (Duration::from_millis(rng.gen_range(500..3_000)), leave),
                 );
+                if rng.gen_bool(0.5) {
+                    let delay = Duration::from_millis(rng.gen_range(10..100));
+                    steps.insert(later, (delay, arm(chronik_net::CrashPoint::GroupDropped)));
+                }
             }
+        }
+        // Crash points: armed at some step, they fire whenever the node
+        // next reaches that protocol step (later faults included).
+        for _ in 0..rng.gen_range(0..=2) {
+            let at = rng.gen_range(0..=steps.len());
+            let point =
+                chronik_net::CrashPoint::ALL[rng.gen_range(0..chronik_net::CrashPoint::ALL.len())];
+            let arm = Fault::CrashAt {
+                node: rng.gen_range(1..=nodes),
+                point,
+            };
+            steps.insert(at, (Duration::from_millis(rng.gen_range(100..1_000)), arm));
         }
         let disk_ms = (0..nodes + 1)
             .map(|_| {
@@ -501,6 +541,7 @@ impl Plan {
                 | Fault::Loss { .. }
                 | Fault::Latency { .. }
                 | Fault::SlowDisk { .. }
+                | Fault::CrashAt { .. }
                 | Fault::Leave { .. } => {}
             }
         }
@@ -575,6 +616,8 @@ pub struct RunReport {
     pub leaves_refused: u64,
     /// Removals tried at the quorum boundary, refused as they must be.
     pub boundary_removals_refused: u64,
+    /// Crash points reached, by kind.
+    pub crash_points: BTreeMap<chronik_net::CrashPoint, u64>,
     /// Hash of every node event and every client op, in order: the same
     /// seed must give the same hash.
     pub trace_hash: u64,
@@ -653,6 +696,43 @@ pub fn replay_command(seed: u64) -> String {
 /// What must catch each planted bug: phrases of the failure report (an
 /// anomaly kind or the tag of a node-side violation), any of which counts.
 /// A bug caught only by something else, or by a panic, does not count.
+/// Sleeps `d` (at least one pass), meanwhile killing every node that
+/// stopped at a crash point (its unsynced writes lost, its tail torn half
+/// the time) and restarting it 1-30 ms later. A node the plan killed since
+/// is left to the plan's restart.
+async fn sleep_crashing_frozen(
+    cluster: &mut SimCluster,
+    checker: &NodeChecker,
+    d: Duration,
+    killed: &BTreeSet<u64>,
+    report: &mut RunReport,
+) {
+    let end = madsim::time::Instant::now() + d;
+    loop {
+        for (node, point) in checker.take_frozen() {
+            if killed.contains(&node) {
+                continue;
+            }
+            let mut rng = thread_rng();
+            let torn = rng.gen_bool(0.5).then(|| rng.gen::<u64>());
+            let ms = rng.gen_range(1..=30);
+            cluster.kill(node, torn, false);
+            madsim::time::sleep(Duration::from_millis(ms)).await;
+            cluster.restart(node);
+            report.executed.push(format!(
+                "node {node} stopped at {}: killed{} and restarted {ms} ms later",
+                point.name(),
+                if torn.is_some() { " (torn)" } else { "" }
+            ));
+        }
+        let now = madsim::time::Instant::now();
+        if now >= end {
+            return;
+        }
+        madsim::time::sleep((end - now).min(Duration::from_millis(5))).await;
+    }
+}
+
 pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static [&'static str] {
     use chronik_core::planted::Bug;
     match bug {
@@ -675,6 +755,7 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static [&'static str
         Bug::IsrKeepsMovedReplica => &["not a non-empty set of its replicas"],
         Bug::RecoverySkipsToCommit => &["recovered state machine"],
         Bug::SnapshotInstallOffByOne => &["snapshot content"],
+        Bug::VoteReplyBeforePersist => &["release before persist"],
     }
 }
 
@@ -1036,7 +1117,7 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
     };
     let mut slow = BTreeSet::new();
     for (delay, fault) in &plan.steps {
-        madsim::time::sleep(*delay).await;
+        sleep_crashing_frozen(&mut cluster, &checker, *delay, &killed, &mut report).await;
         *report.faults.entry(fault.kind()).or_default() += 1;
         let mut executed = fault.to_string();
         match fault {
@@ -1168,6 +1249,7 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
                 cluster.kill(*node, None, false);
                 cluster.restart(*node);
             }
+            Fault::CrashAt { node, point } => checker.arm(*node, *point),
             Fault::Bounce { node, torn, ms } => {
                 cluster.kill(*node, *torn, false);
                 madsim::time::sleep(Duration::from_millis(*ms)).await;
@@ -1226,6 +1308,9 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
         }
         report.executed.push(executed);
     }
+    checker.disarm_all();
+    sleep_crashing_frozen(&mut cluster, &checker, Duration::ZERO, &killed, &mut report).await;
+    report.crash_points = checker.crash_points_fired();
 
     // Liveness phase: everything heals.
     cluster.heal();
