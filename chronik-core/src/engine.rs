@@ -48,10 +48,12 @@ pub struct GroupStatus {
     pub state: Option<u64>,
 }
 
-struct Inflight {
+struct Inflight<S> {
     ticket: Ticket,
     readies: Vec<(GroupId, u64)>,
     held: Vec<(NodeId, GroupMessage)>,
+    /// Dropped groups' state machines, destroyed once this is durable.
+    destroy: Vec<S>,
 }
 
 /// One node's multi-raft engine. See the crate docs for the driving loop.
@@ -66,7 +68,7 @@ pub struct Engine<S: StateMachine = RecordLog> {
     partitions: BTreeMap<GroupId, Group<PartitionSm<S>, S::Query>>,
     sink: Sink<S>,
     next_ticket: Ticket,
-    inflight: VecDeque<Inflight>,
+    inflight: VecDeque<Inflight<S>>,
     last_tick: Time,
     /// Groups that may have a ready to handle.
     dirty: BTreeSet<GroupId>,
@@ -147,6 +149,7 @@ impl<S: StateMachine> Engine<S> {
             compact_threshold_bytes: config.log_compact_threshold_bytes,
             emit_apply_events: config.emit_apply_events,
             reply_index: BTreeMap::new(),
+            to_destroy: Vec::new(),
         };
         let mut groups = durable.groups;
         let metadata = match groups.remove(&METADATA_GROUP) {
@@ -462,6 +465,9 @@ impl<S: StateMachine> Engine<S> {
                 }
             }
             self.sink.send_now.extend(done.held);
+            for sm in done.destroy {
+                sm.destroy();
+            }
         }
         self.observe_all();
         self.process();
@@ -910,9 +916,10 @@ impl<S: StateMachine> Engine<S> {
                     };
                     g.fail_all(&mut self.sink, Error::OutcomeUnknown { group }, elsewhere);
                 }
-                g.sm.0.destroy();
+                self.sink.to_destroy.push(g.sm.0);
             }
             self.sink.updates.push(GroupUpdate::Drop { group });
+            self.sink.must_sync = true;
             self.sink.event(Event::GroupDropped { group });
         }
     }
@@ -937,6 +944,7 @@ impl<S: StateMachine> Engine<S> {
                 ticket,
                 readies: std::mem::take(&mut sink.readies),
                 held: std::mem::take(&mut sink.send_after_persist),
+                destroy: std::mem::take(&mut sink.to_destroy),
             });
             sink.outputs.push_back(Output::Persist(batch));
         }

@@ -131,6 +131,10 @@ pub(crate) struct Sink<S: StateMachine> {
     /// input (produce acknowledgements wait for in-sync replicas to hold
     /// that index).
     pub reply_index: BTreeMap<RequestId, u64>,
+    /// State machines of dropped groups, destroyed once the batch that
+    /// records the drop is durable: destroyed before, a crash would leave
+    /// the WAL naming a group whose files are gone.
+    pub to_destroy: Vec<S>,
 }
 
 /// The request id of the engine's own reads (metadata freshness barriers):

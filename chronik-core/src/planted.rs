@@ -67,11 +67,14 @@ pub enum Bug {
     /// records it is durable: a crash before the fsync forgets the vote
     /// after the candidate counted it.
     VoteReplyBeforePersist,
+    /// A dropped partition's files are left on disk (until the node next
+    /// starts and finds them orphaned).
+    DeleteKeepsFiles,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 18] = [
+    pub const ALL: [Bug; 19] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::SkipCrc,
@@ -90,6 +93,7 @@ impl Bug {
         Bug::RecoverySkipsToCommit,
         Bug::SnapshotInstallOffByOne,
         Bug::VoteReplyBeforePersist,
+        Bug::DeleteKeepsFiles,
     ];
 
     /// The name used on command lines and in `CHRONIK_BUG`.
@@ -113,6 +117,7 @@ impl Bug {
             Bug::RecoverySkipsToCommit => "recovery_skips_to_commit",
             Bug::SnapshotInstallOffByOne => "snapshot_install_off_by_one",
             Bug::VoteReplyBeforePersist => "vote_reply_before_persist",
+            Bug::DeleteKeepsFiles => "delete_keeps_files",
         }
     }
 

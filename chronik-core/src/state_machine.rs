@@ -50,7 +50,11 @@ pub trait StateMachine: Sized + 'static {
     /// Raft sees them.
     fn validate_snapshot(options: &Self::Options, data: &[u8]) -> Result<(), String>;
 
-    /// The group was deleted: release what the state machine holds.
+    /// The group was dropped here (topic deleted, or the replica moved
+    /// away): release what the state machine holds. Called only once the
+    /// WAL record of the drop is durable, so a crash never leaves a
+    /// recovered group without its state; one that strikes before this
+    /// call leaves state no group owns, for the node to clean at start.
     fn destroy(self) {}
 
     /// Rejects a command before it is proposed (limits, shape). Nothing

@@ -264,6 +264,18 @@ impl Client {
                             }
                         }
                     }
+                    // Only the metadata leader evaluates a metadata command
+                    // (the others answer NOT_LEADER first): its verdict on
+                    // a topic is final.
+                    Ok(Err(e))
+                        if e.code == "UNKNOWN_TOPIC_OR_PARTITION"
+                            && matches!(target, Target::Metadata) =>
+                    {
+                        return Err(ClientError::Server {
+                            code: e.code,
+                            message: e.message,
+                        })
+                    }
                     Ok(Err(e)) if e.code == "UNKNOWN_TOPIC_OR_PARTITION" => unknown = Some(e),
                     Ok(Err(e))
                         if !idempotent
@@ -337,23 +349,31 @@ impl Client {
                 .chain(self.bootstrap.iter().cloned())
                 .collect()
         };
+        // A node that accepts a connection and never answers (stalled,
+        // killed mid-request) must not hang the caller: the whole refresh
+        // is bounded by the retry deadline, split over the addresses.
+        let per_attempt =
+            (self.retry.deadline / addrs.len().max(1) as u32).max(ATTEMPT_TIMEOUT_MIN);
         for addr in addrs {
-            let mut c = match self.conn(&addr).await {
-                Ok(c) => c,
-                Err(e) => {
-                    last = e;
-                    continue;
-                }
+            let attempt = async {
+                let mut c = self.conn(&addr).await?;
+                c.metadata(proto::MetadataRequest { topics: vec![] })
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|s| {
+                        self.conns.lock().remove(&addr);
+                        format!("{addr}: {s}")
+                    })
             };
-            match c.metadata(proto::MetadataRequest { topics: vec![] }).await {
-                Ok(r) => {
-                    let r = r.into_inner();
+            match tokio::time::timeout(per_attempt, attempt).await {
+                Ok(Ok(r)) => {
                     self.learn(&r);
                     return Ok(r);
                 }
-                Err(s) => {
+                Ok(Err(e)) => last = e,
+                Err(_) => {
                     self.conns.lock().remove(&addr);
-                    last = format!("{addr}: {s}");
+                    last = format!("{addr}: no answer within {per_attempt:?}");
                 }
             }
         }

@@ -461,12 +461,18 @@ impl Disk for MemDisk {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        // Files and subdirectories, as a real directory listing has them.
         let s = self.state.lock();
-        Ok(s.files
+        let mut names: Vec<String> = s
+            .files
             .keys()
+            .chain(s.dirs.iter())
             .filter(|p| p.parent() == Some(dir))
             .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .collect())
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
     }
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {

@@ -143,6 +143,21 @@ impl Node {
             produce_records_max: engine_config.produce_records_max,
         };
         let engine = Engine::new(engine_config, log_options, durable, Time(0))?;
+        let hosted = engine
+            .status()
+            .iter()
+            .map(|g| g.group)
+            .collect::<std::collections::BTreeSet<_>>();
+        match crate::partition_store::remove_orphans(disk.as_ref(), &partitions_dir, &hosted) {
+            Ok(cleaned) if !cleaned.is_empty() => {
+                tracing::info!(
+                    ?cleaned,
+                    "removed the files of partitions dropped before a crash"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot remove the files of dropped partitions: {e}"),
+        }
         let segment_fetch = SegmentFetch {
             disk: disk.clone(),
             partitions_dir,

@@ -58,7 +58,8 @@ pub enum CrashPoint {
     /// half done).
     InsideJointConfig,
     /// A partition replica was just dropped here (its topic deleted, or the
-    /// replica moved away) and its files removed, before anything syncs.
+    /// replica moved away): the record of the drop is on its way to the
+    /// WAL, and the files go once it is durable.
     GroupDropped,
 }
 

@@ -114,6 +114,46 @@ pub fn group_dir(root: &Path, group: GroupId) -> PathBuf {
     root.join(format!("g{group}"))
 }
 
+/// Removes the files of every partition group under `root` that is not in
+/// `hosted` (the groups the node recovered): left by a drop whose removes a
+/// crash undid, or by a crash between the durable drop and the removes.
+/// Returns the groups cleaned.
+pub fn remove_orphans(
+    disk: &dyn Disk,
+    root: &Path,
+    hosted: &std::collections::BTreeSet<GroupId>,
+) -> std::io::Result<Vec<GroupId>> {
+    let mut cleaned = Vec::new();
+    for name in disk.list(root)? {
+        let Some(group) = name
+            .strip_prefix('g')
+            .and_then(|g| g.parse::<GroupId>().ok())
+        else {
+            continue;
+        };
+        if hosted.contains(&group) {
+            continue;
+        }
+        let dir = group_dir(root, group);
+        let mut removed = false;
+        for sub in [dir.join("incoming"), dir.clone()] {
+            for f in disk.list(&sub)? {
+                if f.ends_with(".log") || f == "MANIFEST" || f.ends_with(".tmp") {
+                    disk.remove(&sub.join(&f))?;
+                    removed = true;
+                }
+            }
+            if removed {
+                disk.sync_dir(&sub)?;
+            }
+        }
+        if removed {
+            cleaned.push(group);
+        }
+    }
+    Ok(cleaned)
+}
+
 fn encode_batch(base_offset: u64, timestamp_ms: u64, records: &[Bytes]) -> Vec<u8> {
     let body_len: usize = BATCH_HEADER + records.iter().map(|r| 4 + r.len()).sum::<usize>();
     let mut body = Vec::with_capacity(body_len);
@@ -498,10 +538,19 @@ impl StateMachine for DiskLog {
     }
 
     fn destroy(mut self) {
+        // Called once the WAL record dropping the group is durable. A crash
+        // that undoes these removes leaves files no group owns: the next
+        // start removes them (`remove_orphans`).
+        if chronik_core::planted::active(chronik_core::planted::Bug::DeleteKeepsFiles) {
+            // Planted bug (simulation builds only): nothing is removed.
+            return;
+        }
         if let Err(e) = self.wipe() {
             tracing::warn!("cannot delete a dropped partition's files: {e}");
         }
-        let _ = self.opts.disk.remove(&self.dir.join("MANIFEST"));
+        if let Err(e) = self.opts.disk.sync_dir(&self.dir) {
+            tracing::warn!("cannot sync a dropped partition's dir: {e}");
+        }
     }
 
     fn validate(&self, command: &RecordCommand) -> Result<(), Error> {

@@ -125,6 +125,16 @@ async fn three_nodes_replicate_ten_thousand_records_and_survive_restart() {
     let topic = client.create_topic("events", 2, 3, 2).await.unwrap();
     assert_eq!(topic.partitions.len(), 2);
 
+    // Deleting a topic twice: the second answer is final at once, though
+    // the followers only say "not the leader" (it once ran to the
+    // client's deadline and came back as "unreachable").
+    client.create_topic("gone", 1, 3, 1).await.unwrap();
+    client.delete_topic("gone").await.unwrap();
+    let started = std::time::Instant::now();
+    let e = client.delete_topic("gone").await.unwrap_err();
+    assert_eq!(e.code(), "UNKNOWN_TOPIC_OR_PARTITION", "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{e}");
+
     // 10,000 records: 100 produce calls of 100 records, 8 at a time.
     let client = std::sync::Arc::new(client);
     let mut expected: Vec<Vec<(u64, Bytes)>> = vec![vec![], vec![]];

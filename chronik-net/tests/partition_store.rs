@@ -7,7 +7,7 @@ use bytes::Bytes;
 use chronik_core::{Error, PartitionId, RecordCommand, RecordQuery, StateMachine};
 use chronik_net::disk::{Disk, MemDisk};
 use chronik_net::partition_store::{
-    group_dir, segment_file_name, DiskLog, DiskLogOptions, Manifest,
+    group_dir, remove_orphans, segment_file_name, DiskLog, DiskLogOptions, Manifest,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -229,4 +229,47 @@ fn corrupt_segment_refuses_recovery() {
     let mut l = DiskLog::new(7, &PartitionId::new("t", 0), &o);
     let err = l.recover(Some((10, &snap))).unwrap_err();
     assert!(err.contains("corrupt"), "{err}");
+}
+
+#[test]
+fn files_of_groups_no_longer_hosted_are_removed_at_start() {
+    let disk = MemDisk::new();
+    let root = PathBuf::from("/d/partitions");
+    let file = |group: u64, name: &str| {
+        let dir = group_dir(&root, group);
+        disk.create_dir_all(&dir).unwrap();
+        let mut f = disk.open_append(&dir.join(name)).unwrap();
+        f.write_all(b"data").unwrap();
+        f.sync().unwrap();
+    };
+    file(1, &segment_file_name(0));
+    file(1, "MANIFEST");
+    file(2, &segment_file_name(0));
+    file(2, "MANIFEST");
+    disk.create_dir_all(&group_dir(&root, 2).join("incoming"))
+        .unwrap();
+    let mut f = disk
+        .open_append(
+            &group_dir(&root, 2)
+                .join("incoming")
+                .join(segment_file_name(5)),
+        )
+        .unwrap();
+    f.write_all(b"half").unwrap();
+    let hosted = [0, 1].into_iter().collect();
+    assert_eq!(remove_orphans(&disk, &root, &hosted).unwrap(), vec![2]);
+    assert_eq!(
+        disk.list(&group_dir(&root, 1)).unwrap(),
+        vec![segment_file_name(0), "MANIFEST".to_string()]
+    );
+    assert_eq!(
+        disk.list(&group_dir(&root, 2)).unwrap(),
+        vec!["incoming".to_string()]
+    );
+    assert!(disk
+        .list(&group_dir(&root, 2).join("incoming"))
+        .unwrap()
+        .is_empty());
+    // Nothing left to clean: a second start finds nothing.
+    assert!(remove_orphans(&disk, &root, &hosted).unwrap().is_empty());
 }

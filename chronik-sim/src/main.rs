@@ -170,6 +170,8 @@ mod runner {
         replicas_read: u64,
         node: chronik_sim::node_checker::NodeCounts,
         crash_points: BTreeMap<chronik_net::CrashPoint, u64>,
+        topics_deleted: u64,
+        deletions_checked: u64,
     }
 
     impl Totals {
@@ -189,6 +191,8 @@ mod runner {
             self.leaves_ok += r.leaves_accepted;
             self.leaves_refused += r.leaves_refused;
             self.boundary_refused += r.boundary_removals_refused;
+            self.topics_deleted += r.topics_deleted;
+            self.deletions_checked += r.deletions_checked;
             for (k, v) in &r.crash_points {
                 *self.crash_points.entry(*k).or_default() += v;
             }
@@ -221,6 +225,10 @@ mod runner {
                     "no new leader checked for completeness",
                 ),
                 (n.states_compared, "no state machine fingerprint compared"),
+                (
+                    self.deletions_checked,
+                    "no topic deleted during faults and checked gone",
+                ),
                 (
                     n.replies_checked_durable,
                     "no message checked for release before persist",
@@ -261,8 +269,8 @@ mod runner {
             );
             let n = &self.node;
             println!(
-                "operations checked: {} ({} sends and {} polls acknowledged, {} of them linearizable follower reads); {} topics created during faults",
-                self.ops, self.sends, self.polls, self.follower_reads, self.late_topics
+                "operations checked: {} ({} sends and {} polls acknowledged, {} of them linearizable follower reads); {} topics created during faults, {} deleted during faults ({} checked gone everywhere after healing)",
+                self.ops, self.sends, self.polls, self.follower_reads, self.late_topics, self.topics_deleted, self.deletions_checked
             );
             println!(
                 "replicas read directly (checkpoints and after healing): {}",

@@ -99,8 +99,10 @@ struct NodeModel {
     /// What the disk held at the last crash: the restarted engine must
     /// start from it.
     recovered: Option<BTreeMap<GroupId, Mark>>,
-    /// Groups this node dropped (their last messages may still leave).
-    dropped: std::collections::BTreeSet<GroupId>,
+    /// Groups this node dropped (their last messages may still leave),
+    /// with what it held of each when it dropped it: an acknowledgement
+    /// the replica counted towards may be checked after the drop.
+    dropped: BTreeMap<GroupId, DurableGroup>,
 }
 
 /// Counters of what the node-side checks saw.
@@ -198,7 +200,7 @@ impl Inner {
         let Some(g) = self
             .nodes
             .get(&node)
-            .and_then(|m| m.state.groups.get(&group))
+            .and_then(|m| m.state.groups.get(&group).or_else(|| m.dropped.get(&group)))
         else {
             return false;
         };
@@ -433,7 +435,9 @@ impl NodeChecker {
                     *commit = (*commit).max(hard_state.commit);
                 }
                 if let GroupUpdate::Drop { group } = u {
-                    model.dropped.insert(*group);
+                    if let Some(g) = model.state.groups.get(group) {
+                        model.dropped.insert(*group, g.clone());
+                    }
                 }
                 if let Err(e) = model.state.apply(u) {
                     core.violation(format!(
@@ -594,7 +598,7 @@ impl EngineObserver for NodeChecker {
             if m.reject {
                 continue;
             }
-            if model.dropped.contains(&gm.group) {
+            if model.dropped.contains_key(&gm.group) {
                 // Made when the group was live here, released once the
                 // batch that dropped it was durable.
                 continue;

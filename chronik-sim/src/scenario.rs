@@ -10,7 +10,7 @@
 //! a new kind of client (membership changes, follower reads...) is one more
 //! task pushing ops.
 
-use crate::history::{check, poll_value, send_value, Anomaly, Func, History, OpType};
+use crate::history::{check_except, poll_value, send_value, Anomaly, Func, History, OpType};
 use crate::node_checker::{NodeChecker, NodeCounts};
 use crate::SimCluster;
 use bytes::Bytes;
@@ -147,6 +147,12 @@ pub enum Fault {
         pick: u64,
         via: u64,
     },
+    /// Delete a topic created during the faults (`pick` modulo those
+    /// created by then): producers and consumers stop picking it first;
+    /// those in flight may hit it.
+    DeleteTopic {
+        pick: u64,
+    },
     /// Arm a crash point on `node`: the next time it reaches `point` (a
     /// protocol step a timed kill rarely hits) it stops dead there, and is
     /// killed (its unsynced writes lost) and restarted 1-30 ms later.
@@ -181,6 +187,7 @@ impl Fault {
             Fault::LeaveLeader { .. } => "leave-leader",
             Fault::LeaveAtBoundary { .. } => "leave-at-boundary",
             Fault::CrashAt { .. } => "crash-point",
+            Fault::DeleteTopic { .. } => "delete-topic",
         }
     }
 }
@@ -246,6 +253,9 @@ impl fmt::Display for Fault {
                 f,
                 "with a majority's spare nodes down, remove live node #{pick} (asking node {via}): must be refused"
             ),
+            Fault::DeleteTopic { pick } => {
+                write!(f, "delete topic #{pick} of those created during the faults")
+            }
             Fault::CrashAt { node, point } => write!(
                 f,
                 "crash node {node} the next time it reaches {}",
@@ -282,7 +292,7 @@ impl Plan {
         let topics = (0..rng.gen_range(1..=3))
             .map(|i| (format!("t{i}"), rng.gen_range(1..=3), rng.gen_range(1..=3)))
             .collect();
-        let late_topics = (0..rng.gen_range(0..=2))
+        let late_topics: Vec<(Duration, String, u32)> = (0..rng.gen_range(0..=2))
             .map(|i| {
                 (
                     Duration::from_millis(rng.gen_range(500..12_000)),
@@ -453,6 +463,16 @@ impl Plan {
                 }
             }
         }
+        // Topic deletion: a topic created during the faults is deleted
+        // while they strike.
+        if !late_topics.is_empty() && rng.gen_bool(0.6) {
+            let at = rng.gen_range(steps.len() / 2..=steps.len());
+            let delete = Fault::DeleteTopic { pick: rng.gen() };
+            steps.insert(
+                at,
+                (Duration::from_millis(rng.gen_range(100..1_000)), delete),
+            );
+        }
         // Crash points: armed at some step, they fire whenever the node
         // next reaches that protocol step (later faults included).
         for _ in 0..rng.gen_range(0..=2) {
@@ -542,6 +562,7 @@ impl Plan {
                 | Fault::Latency { .. }
                 | Fault::SlowDisk { .. }
                 | Fault::CrashAt { .. }
+                | Fault::DeleteTopic { .. }
                 | Fault::Leave { .. } => {}
             }
         }
@@ -618,6 +639,10 @@ pub struct RunReport {
     pub boundary_removals_refused: u64,
     /// Crash points reached, by kind.
     pub crash_points: BTreeMap<chronik_net::CrashPoint, u64>,
+    /// Topics whose deletion was asked during the faults, and of those the
+    /// ones checked gone everywhere after healing.
+    pub topics_deleted: u64,
+    pub deletions_checked: u64,
     /// Hash of every node event and every client op, in order: the same
     /// seed must give the same hash.
     pub trace_hash: u64,
@@ -756,6 +781,7 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static [&'static str
         Bug::RecoverySkipsToCommit => &["recovered state machine"],
         Bug::SnapshotInstallOffByOne => &["snapshot content"],
         Bug::VoteReplyBeforePersist => &["release before persist"],
+        Bug::DeleteKeepsFiles => &["deletion: node"],
     }
 }
 
@@ -801,9 +827,30 @@ struct Workload {
     appended_below_min_isr: AtomicU64,
     /// Linearizable follower reads that succeeded.
     follower_reads: AtomicU64,
+    /// Topics created during the faults and not deleted: (name, partitions).
+    late_created: Mutex<Vec<(String, u32)>>,
+    /// Partition keys of topics deleted (or whose deletion was asked).
+    deleted: Mutex<BTreeSet<String>>,
 }
 
 impl Workload {
+    /// Takes topic `pick` (modulo) of those created during the faults out
+    /// of the workload before it is deleted: its partitions are no longer
+    /// picked, and their acknowledged records need not survive.
+    fn forget_late_topic(&self, pick: u64) -> Option<String> {
+        let mut created = self.late_created.lock();
+        if created.is_empty() {
+            return None;
+        }
+        let at = (pick % created.len() as u64) as usize;
+        let (name, parts) = created.remove(at);
+        self.partitions.lock().retain(|(t, _)| *t != name);
+        self.deleted
+            .lock()
+            .extend((0..parts).map(|p| key(&name, p)));
+        Some(name)
+    }
+
     fn pick(&self, rng: &mut impl Rng) -> (String, u32) {
         let parts = self.partitions.lock();
         parts[rng.gen_range(0..parts.len())].clone()
@@ -854,10 +901,16 @@ impl Workload {
                     h.push(nanos(self.start), process, OpType::Info, Func::Send, value);
                     process = self.next_process.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) if e.code() == "NOT_ENOUGH_REPLICAS_AFTER_APPEND" => {
-                    // Appended, not acknowledged as durable enough: the
-                    // record may show up, so its outcome is not a failure.
-                    self.appended_below_min_isr.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+                    if e.code() == "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
+                        || e.code() == "GROUP_REMOVED" =>
+                {
+                    // Appended, not acknowledged (as durable enough, or
+                    // before its topic was deleted): the record may show
+                    // up, so its outcome is not a failure.
+                    if e.code() == "NOT_ENOUGH_REPLICAS_AFTER_APPEND" {
+                        self.appended_below_min_isr.fetch_add(1, Ordering::Relaxed);
+                    }
                     let value = send_value(&k, None, &v);
                     h.push(nanos(self.start), process, OpType::Info, Func::Send, value);
                     process = self.next_process.fetch_add(1, Ordering::Relaxed);
@@ -972,6 +1025,7 @@ impl Workload {
                 self.partitions
                     .lock()
                     .extend(expand(&[(name.clone(), parts)]));
+                self.late_created.lock().push((name.clone(), parts));
             }
         }
         created
@@ -1071,6 +1125,8 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
         refused_min_isr: AtomicU64::new(0),
         appended_below_min_isr: AtomicU64::new(0),
         follower_reads: AtomicU64::new(0),
+        late_created: Mutex::new(Vec::new()),
+        deleted: Mutex::new(BTreeSet::new()),
     });
     let mut workers = Vec::new();
     for _ in 0..plan.producers {
@@ -1116,6 +1172,8 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
             .collect()
     };
     let mut slow = BTreeSet::new();
+    // Topics whose deletion was asked, with the groups they had.
+    let mut doomed: Vec<(String, Vec<u64>)> = Vec::new();
     for (delay, fault) in &plan.steps {
         sleep_crashing_frozen(&mut cluster, &checker, *delay, &killed, &mut report).await;
         *report.faults.entry(fault.kind()).or_default() += 1;
@@ -1250,6 +1308,24 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
                 cluster.restart(*node);
             }
             Fault::CrashAt { node, point } => checker.arm(*node, *point),
+            Fault::DeleteTopic { pick } => match work.forget_late_topic(*pick) {
+                None => executed = "delete a topic created during the faults: none yet".into(),
+                Some(name) => {
+                    let (c, t) = (admin.clone(), name.clone());
+                    let (groups, outcome) = client_node
+                        .spawn(async move {
+                            let groups = topic_groups(&c, &t).await;
+                            (groups, c.delete_topic(&t).await)
+                        })
+                        .await
+                        .expect("topic deletion task");
+                    executed = match outcome {
+                        Ok(()) => format!("deleted topic {name} (groups {groups:?})"),
+                        Err(e) => format!("delete topic {name} (groups {groups:?}): {e}"),
+                    };
+                    doomed.push((name, groups));
+                }
+            },
             Fault::Bounce { node, torn, ms } => {
                 cluster.kill(*node, *torn, false);
                 madsim::time::sleep(Duration::from_millis(*ms)).await;
@@ -1367,6 +1443,20 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
         report.liveness.push(e);
     }
 
+    // A deletion asked during the faults may not have happened: ask again
+    // until the cluster says it is done (or never heard of the topic).
+    report.topics_deleted = doomed.len() as u64;
+    for (name, _) in &doomed {
+        let (c, t) = (admin.clone(), name.clone());
+        if let Err(e) = client_node
+            .spawn(async move { finish_deletion(&c, &t, LIVENESS_BOUND).await })
+            .await
+            .expect("deletion task")
+        {
+            report.liveness.push(e);
+        }
+    }
+
     // Liveness: once healed, every partition commits a write within the
     // client's deadline (recorded like any send, so the final reads must
     // show it too).
@@ -1472,6 +1562,44 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
     report.violations_stored.extend(v);
     report.replicas_read += n;
 
+    // A deleted topic is gone everywhere: no member hosts its groups, and
+    // no member's disk keeps their files.
+    if !doomed.is_empty() {
+        let live: Vec<u64> = members.clone();
+        let groups: Vec<u64> = doomed.iter().flat_map(|(_, g)| g.clone()).collect();
+        let hosting = client_node
+            .spawn(async move { await_groups_gone(&live, &groups, LIVENESS_BOUND).await })
+            .await
+            .expect("deletion check task");
+        if let Err(e) = hosting {
+            report.liveness.push(e);
+        }
+        for (name, groups) in &doomed {
+            for id in &members {
+                let Some(n) = cluster.nodes.get(*id as usize - 1) else {
+                    continue;
+                };
+                for g in groups {
+                    let dir = chronik_net::partition_store::group_dir(
+                        &crate::data_dir(*id).join("partitions"),
+                        *g,
+                    );
+                    let left: Vec<String> = chronik_net::disk::Disk::list(&n.disk, &dir)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|f| f.ends_with(".log") || f == "MANIFEST")
+                        .collect();
+                    if !left.is_empty() {
+                        report.violations_stored.push(format!(
+                            "deletion: node {id} still holds files of deleted topic {name} (group {g}): {left:?}"
+                        ));
+                    }
+                }
+            }
+            report.deletions_checked += 1;
+        }
+    }
+
     if !report.liveness.is_empty() {
         let a = addrs.clone();
         let statuses = client_node
@@ -1491,7 +1619,8 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
     }
 
     let ops = work.history.ops();
-    let verdict = check(&ops, Some(FINAL_PROCESS));
+    let deleted = work.deleted.lock().clone();
+    let verdict = check_except(&ops, Some(FINAL_PROCESS), &deleted);
     report.ops = ops.len();
     report.sends_ok = verdict.sends_ok;
     report.polls_ok = verdict.polls_ok;
@@ -1688,6 +1817,69 @@ fn acked_sends(ops: &[crate::history::Op]) -> BTreeMap<String, Vec<(u64, String)
 /// the replicas of each partition hold the same records, then requires
 /// every replica to hold every acknowledged record. Returns (violations,
 /// replicas read), or why the check could not run.
+/// The groups of topic `name` as the cluster's metadata says (empty if
+/// unknown).
+async fn topic_groups(admin: &Client, name: &str) -> Vec<u64> {
+    match admin.metadata().await {
+        Ok(md) => md
+            .topics
+            .iter()
+            .filter(|t| t.name == name)
+            .flat_map(|t| t.partitions.iter().map(|p| p.group))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Asks to delete `name` until the cluster says it is deleted or does not
+/// know it.
+async fn finish_deletion(admin: &Client, name: &str, bound: Duration) -> Result<(), String> {
+    let deadline = madsim::time::Instant::now() + bound;
+    loop {
+        match admin.delete_topic(name).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.code() == "UNKNOWN_TOPIC_OR_PARTITION" => return Ok(()),
+            Err(e) if madsim::time::Instant::now() >= deadline => {
+                return Err(format!(
+                    "topic {name} not deleted within {}s after healing: {e}",
+                    bound.as_secs()
+                ))
+            }
+            Err(_) => madsim::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Waits until no member in `members` reports any of `groups`.
+async fn await_groups_gone(members: &[u64], groups: &[u64], bound: Duration) -> Result<(), String> {
+    let deadline = madsim::time::Instant::now() + bound;
+    loop {
+        let mut still = Vec::new();
+        for id in members {
+            match crate::node_groups(&crate::client_addr(*id)).await {
+                Ok(s) => still.extend(
+                    s.groups
+                        .iter()
+                        .filter(|g| groups.contains(&g.group))
+                        .map(|g| format!("node {id} hosts group {}", g.group)),
+                ),
+                Err(e) => still.push(format!("node {id} does not answer: {e}")),
+            }
+        }
+        if still.is_empty() {
+            return Ok(());
+        }
+        if madsim::time::Instant::now() >= deadline {
+            return Err(format!(
+                "deleted topics not gone {}s after healing: {}",
+                bound.as_secs(),
+                still.join("; ")
+            ));
+        }
+        madsim::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn check_replicas(
     history: &History,
     admin: &Client,
