@@ -701,8 +701,16 @@ async fn wal_task(
         let result: Result<_, std::convert::Infallible> =
             Ok(w.lock().append_or_stop(&batches, stop_before_sync));
         if let Ok(Ok(false)) = result {
-            // Crashed between the write and the fsync: nothing more
-            // happens on this node until the harness kills it.
+            // Crashed between the write and the fsync: the bytes are
+            // written, not synced (a crash may keep any prefix of them),
+            // and nothing more happens on this node until the harness
+            // kills it.
+            if let (Some((node, o)), Some(mut written)) = (&observer, reported) {
+                for b in &mut written {
+                    b.must_sync = false;
+                }
+                o.on_durable(*node, &written);
+            }
             return std::future::pending().await;
         }
         // What the WAL wrote (and synced where asked) is on the disk now,

@@ -412,7 +412,9 @@ impl NodeChecker {
         for batch in batches {
             for u in &batch.updates {
                 if let GroupUpdate::HardState { group, hard_state } = u {
-                    if hard_state.vote != 0 {
+                    // Only a synced vote binds: one written and lost in a
+                    // crash before its fsync was never sent.
+                    if hard_state.vote != 0 && batch.must_sync {
                         let key = (node, *group, hard_state.term);
                         match votes.get(&key) {
                             Some(v) if *v != hard_state.vote => core.violation(format!(
