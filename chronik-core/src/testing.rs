@@ -439,9 +439,18 @@ impl Cluster {
                 continue;
             }
             if let Some(engine) = self.nodes.get_mut(&f.to).and_then(|n| n.engine.as_mut()) {
-                if let Err(e) = engine.handle_messages(Time(now), f.from, msgs) {
-                    self.checker
-                        .violation(format!("node {} refused a peer batch: {e}", f.to));
+                match engine.handle_messages(Time(now), f.from, msgs) {
+                    // A removed node keeps talking until it learns it was
+                    // removed (a real node then stops), and a new member
+                    // may talk partition business to a node whose metadata
+                    // does not list it yet: refusing either is right.
+                    Err(
+                        crate::Error::NodeRemoved { node } | crate::Error::UnknownNode { node },
+                    ) if node == f.from => {}
+                    Err(e) => self
+                        .checker
+                        .violation(format!("node {} refused a peer batch: {e}", f.to)),
+                    Ok(()) => {}
                 }
                 self.drain(f.to);
             }
