@@ -303,8 +303,8 @@ mod runner {
                 self.joins, self.leaves_ok, self.leaves_refused, self.boundary_refused
             );
             println!(
-                "min_insync_replicas: {} produces refused before append, {} failed after append, {} acknowledgements checked against the leader's ISR, {} against the disks of the ISR; {} produces accepted by a leader checked against its ISR",
-                self.refused_min_isr, self.below_min_isr, n.produce_acks_checked, n.acks_checked_durable, n.produces_checked_leader_in_isr
+                "min_insync_replicas: {} produces refused before append, {} failed after append, {} acknowledgements checked against the leader's ISR, {} against the disks of the ISR; {} produces accepted by a leader checked against its ISR; {} accepted by a leader outside its ISR on topics allowing unclean election",
+                self.refused_min_isr, self.below_min_isr, n.produce_acks_checked, n.acks_checked_durable, n.produces_checked_leader_in_isr, n.unclean_accepts
             );
         }
     }

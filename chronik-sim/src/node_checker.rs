@@ -129,6 +129,8 @@ pub struct NodeCounts {
     pub states_compared: u64,
     /// Messages sent, checked for replies released before durable.
     pub replies_checked_durable: u64,
+    /// Produces accepted by a leader outside its ISR on unclean topics.
+    pub unclean_accepts: u64,
 }
 
 impl std::ops::AddAssign for NodeCounts {
@@ -148,6 +150,7 @@ impl std::ops::AddAssign for NodeCounts {
         self.produces_checked_leader_in_isr += b.produces_checked_leader_in_isr;
         self.states_compared += b.states_compared;
         self.replies_checked_durable += b.replies_checked_durable;
+        self.unclean_accepts += b.unclean_accepts;
     }
 }
 
@@ -182,6 +185,9 @@ struct Inner {
     produces_checked_leader_in_isr: u64,
     /// Messages checked against what the sender's WAL reported durable.
     replies_checked_durable: u64,
+    /// Produces accepted by a leader outside its ISR on a topic that
+    /// allows unclean leader election.
+    unclean_accepts: u64,
     /// ISR of each (node, group) from the node's ISR change events only.
     isr_in_order: BTreeMap<(NodeId, GroupId), Vec<NodeId>>,
     /// Crash points armed per node: the node stops dead the next time it
@@ -248,14 +254,18 @@ impl Inner {
     /// of the events of the same step); unknown after a restart or a
     /// metadata snapshot install until the next change.
     fn check_accepting_leader(&mut self, node: NodeId, group: GroupId, index: u64) {
-        if self.unclean.contains(&group)
-            || !self.leading.get(&node).is_some_and(|g| g.contains(&group))
-        {
+        if !self.leading.get(&node).is_some_and(|g| g.contains(&group)) {
             return;
         }
         let Some(isr) = self.isr_in_order.get(&(node, group)) else {
             return;
         };
+        if self.unclean.contains(&group) {
+            if !isr.contains(&node) {
+                self.unclean_accepts += 1;
+            }
+            return;
+        }
         self.produces_checked_leader_in_isr += 1;
         if !isr.contains(&node) {
             let isr = isr.clone();
@@ -366,6 +376,7 @@ impl NodeChecker {
             produces_checked_leader_in_isr: i.produces_checked_leader_in_isr,
             states_compared: i.core.states_compared,
             replies_checked_durable: i.replies_checked_durable,
+            unclean_accepts: i.unclean_accepts,
         }
     }
 

@@ -282,6 +282,14 @@ pub struct Plan {
     /// Each node's usual fsync latency (min, max ms): disks differ, so some
     /// followers trail the others even without faults.
     pub disk_ms: Vec<(u64, u64)>,
+    /// Topics (of `topics`) created with unclean leader election allowed:
+    /// a replica outside the ISR may lead them and take the ISR over.
+    /// Raft still elects only a leader holding every committed entry, and
+    /// an acknowledgement needs `min_insync_replicas` in-sync copies, so
+    /// here unclean election may cost availability, never acknowledged
+    /// records: the history is checked as strictly as on other topics.
+    #[serde(default)]
+    pub unclean: Vec<String>,
 }
 
 impl Plan {
@@ -289,7 +297,7 @@ impl Plan {
         let nodes: u64 = rng.gen_range(3..=7);
         // Every replication factor is 3; min_insync_replicas 3 makes any
         // lagging replica refuse produces, 1 never does.
-        let topics = (0..rng.gen_range(1..=3))
+        let topics: Vec<(String, u32, u32)> = (0..rng.gen_range(1..=3))
             .map(|i| (format!("t{i}"), rng.gen_range(1..=3), rng.gen_range(1..=3)))
             .collect();
         let late_topics: Vec<(Duration, String, u32)> = (0..rng.gen_range(0..=2))
@@ -485,6 +493,11 @@ impl Plan {
             };
             steps.insert(at, (Duration::from_millis(rng.gen_range(100..1_000)), arm));
         }
+        let unclean = topics
+            .iter()
+            .filter(|_| rng.gen_bool(0.3))
+            .map(|(t, _, _)| t.clone())
+            .collect();
         let disk_ms = (0..nodes + 1)
             .map(|_| {
                 let min = rng.gen_range(0..3);
@@ -499,6 +512,7 @@ impl Plan {
             producers: rng.gen_range(2..=4),
             consumers: rng.gen_range(1..=3),
             disk_ms,
+            unclean,
         }
     }
 
@@ -575,10 +589,11 @@ impl Plan {
 
     pub fn describe(&self) -> String {
         let mut out = format!(
-            "{} nodes (fsync ms {:?}); topics (name, partitions, min ISR) {:?}; created during faults {:?}; {} producers, {} consumers; faults:",
+            "{} nodes (fsync ms {:?}); topics (name, partitions, min ISR) {:?} (unclean leader election: {:?}); created during faults {:?}; {} producers, {} consumers; faults:",
             self.nodes,
             self.disk_ms,
             self.topics,
+            self.unclean,
             self.late_topics
                 .iter()
                 .map(|(at, t, p)| format!("{t}({p}) at {}ms", at.as_millis()))
@@ -1089,13 +1104,20 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
     let replicas = n.min(3) as u32;
 
     let admin = Arc::new(cluster.client());
-    let (c, topics) = (admin.clone(), plan.topics.clone());
+    let (c, topics, unclean) = (admin.clone(), plan.topics.clone(), plan.unclean.clone());
     let setup = client_node
         .spawn(async move {
             for _ in 0..100 {
                 if c.metadata().await.map(|m| m.nodes.len()).unwrap_or(0) == n as usize {
                     for (t, parts, min_isr) in &topics {
-                        if let Err(e) = c.create_topic(t, *parts, replicas, *min_isr).await {
+                        let req = chronik_net::proto::CreateTopicRequest {
+                            name: t.clone(),
+                            partitions: *parts,
+                            replication_factor: replicas,
+                            min_insync_replicas: *min_isr,
+                            unclean_leader_election: unclean.contains(t),
+                        };
+                        if let Err(e) = c.create_topic_with(req).await {
                             return Err(format!("creating {t}: {e}"));
                         }
                     }
