@@ -1626,7 +1626,8 @@ fn new_raw(
         max_size_per_msg: config.max_size_per_msg_bytes,
         max_inflight_msgs: config.max_inflight_msgs,
         check_quorum: true,
-        pre_vote: true,
+        // Planted bug (simulation builds only): no pre-vote.
+        pre_vote: !crate::planted::active(crate::planted::Bug::NoPreVote),
         read_only_option: if config.lease_reads {
             raft::ReadOnlyOption::LeaseBased
         } else {

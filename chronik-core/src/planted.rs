@@ -70,11 +70,14 @@ pub enum Bug {
     /// A dropped partition's files are left on disk (until the node next
     /// starts and finds them orphaned).
     DeleteKeepsFiles,
+    /// Raft runs without pre-vote: a node cut off alone keeps raising its
+    /// term, and on its return deposes the leader that carried on.
+    NoPreVote,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 19] = [
+    pub const ALL: [Bug; 20] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::SkipCrc,
@@ -94,6 +97,7 @@ impl Bug {
         Bug::SnapshotInstallOffByOne,
         Bug::VoteReplyBeforePersist,
         Bug::DeleteKeepsFiles,
+        Bug::NoPreVote,
     ];
 
     /// The name used on command lines and in `CHRONIK_BUG`.
@@ -118,6 +122,7 @@ impl Bug {
             Bug::SnapshotInstallOffByOne => "snapshot_install_off_by_one",
             Bug::VoteReplyBeforePersist => "vote_reply_before_persist",
             Bug::DeleteKeepsFiles => "delete_keeps_files",
+            Bug::NoPreVote => "no_pre_vote",
         }
     }
 

@@ -172,6 +172,8 @@ mod runner {
         crash_points: BTreeMap<chronik_net::CrashPoint, u64>,
         topics_deleted: u64,
         deletions_checked: u64,
+        rejoins: u64,
+        rejoins_judged: u64,
     }
 
     impl Totals {
@@ -192,6 +194,8 @@ mod runner {
             self.leaves_refused += r.leaves_refused;
             self.boundary_refused += r.boundary_removals_refused;
             self.topics_deleted += r.topics_deleted;
+            self.rejoins += r.rejoins;
+            self.rejoins_judged += r.rejoins_judged;
             self.deletions_checked += r.deletions_checked;
             for (k, v) in &r.crash_points {
                 *self.crash_points.entry(*k).or_default() += v;
@@ -228,6 +232,10 @@ mod runner {
                 (
                     self.deletions_checked,
                     "no topic deleted during faults and checked gone",
+                ),
+                (
+                    self.rejoins_judged,
+                    "no rejoining node checked for deposing leaders",
                 ),
                 (
                     n.replies_checked_durable,
@@ -290,6 +298,10 @@ mod runner {
                 n.leaders_checked_complete,
                 n.states_compared,
                 n.replies_checked_durable
+            );
+            println!(
+                "rejoins: {} nodes cut off and let back, {} of them with nothing else disturbing the cluster, checked to depose no leader",
+                self.rejoins, self.rejoins_judged
             );
             println!(
                 "crash points reached: {:?}",

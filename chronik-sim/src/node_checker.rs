@@ -335,6 +335,11 @@ impl NodeChecker {
         self.inner.lock().armed.insert(node, point);
     }
 
+    /// Whether a crash point is armed anywhere.
+    pub fn armed_any(&self) -> bool {
+        !self.inner.lock().armed.is_empty()
+    }
+
     /// Disarms every crash point.
     pub fn disarm_all(&self) {
         self.inner.lock().armed.clear();

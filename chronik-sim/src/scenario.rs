@@ -147,6 +147,14 @@ pub enum Fault {
         pick: u64,
         via: u64,
     },
+    /// Cut `node` off for `ms` (several election timeouts: it keeps
+    /// timing out alone), then let it back. With pre-vote and check-quorum
+    /// it must not depose any leader: when nothing else disturbs the
+    /// cluster meanwhile, no group another node leads may change term.
+    Rejoin {
+        node: u64,
+        ms: u64,
+    },
     /// Delete a topic created during the faults (`pick` modulo those
     /// created by then): producers and consumers stop picking it first;
     /// those in flight may hit it.
@@ -188,6 +196,7 @@ impl Fault {
             Fault::LeaveAtBoundary { .. } => "leave-at-boundary",
             Fault::CrashAt { .. } => "crash-point",
             Fault::DeleteTopic { .. } => "delete-topic",
+            Fault::Rejoin { .. } => "rejoin",
         }
     }
 }
@@ -256,6 +265,10 @@ impl fmt::Display for Fault {
             Fault::DeleteTopic { pick } => {
                 write!(f, "delete topic #{pick} of those created during the faults")
             }
+            Fault::Rejoin { node, ms } => write!(
+                f,
+                "cut node {node} off for {ms} ms, then let it back: it must depose no leader"
+            ),
             Fault::CrashAt { node, point } => write!(
                 f,
                 "crash node {node} the next time it reaches {}",
@@ -481,6 +494,19 @@ impl Plan {
                 (Duration::from_millis(rng.gen_range(100..1_000)), delete),
             );
         }
+        // A node cut off alone for a while comes back: it must not depose
+        // the leaders that carried on without it.
+        for _ in 0..rng.gen_range(0..=2) {
+            let at = rng.gen_range(0..=steps.len());
+            let rejoin = Fault::Rejoin {
+                node: rng.gen_range(1..=nodes),
+                ms: rng.gen_range(1_500..=4_000),
+            };
+            steps.insert(
+                at,
+                (Duration::from_millis(rng.gen_range(100..1_000)), rejoin),
+            );
+        }
         // Crash points: armed at some step, they fire whenever the node
         // next reaches that protocol step (later faults included).
         for _ in 0..rng.gen_range(0..=2) {
@@ -578,6 +604,8 @@ impl Plan {
                 | Fault::CrashAt { .. }
                 | Fault::DeleteTopic { .. }
                 | Fault::Leave { .. } => {}
+                // Cut off and back within the step.
+                Fault::Rejoin { .. } => {}
             }
         }
         if total.is_zero() {
@@ -654,6 +682,10 @@ pub struct RunReport {
     pub boundary_removals_refused: u64,
     /// Crash points reached, by kind.
     pub crash_points: BTreeMap<chronik_net::CrashPoint, u64>,
+    /// Nodes cut off and let back, and of those the rejoins judged (nothing
+    /// else disturbing the cluster meanwhile).
+    pub rejoins: u64,
+    pub rejoins_judged: u64,
     /// Topics whose deletion was asked during the faults, and of those the
     /// ones checked gone everywhere after healing.
     pub topics_deleted: u64,
@@ -797,6 +829,7 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static [&'static str
         Bug::SnapshotInstallOffByOne => &["snapshot content"],
         Bug::VoteReplyBeforePersist => &["release before persist"],
         Bug::DeleteKeepsFiles => &["deletion: node"],
+        Bug::NoPreVote => &["availability: node"],
     }
 }
 
@@ -1199,6 +1232,11 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
     let mut slow = BTreeSet::new();
     // Topics whose deletion was asked, with the groups they had.
     let mut doomed: Vec<(String, Vec<u64>)> = Vec::new();
+    // Whether a network fault is in force, and the nodes isolated (both
+    // cleared by a heal).
+    let mut degraded = false;
+    let mut isolated: BTreeSet<u64> = BTreeSet::new();
+    let mut last_membership_step: Option<madsim::time::Instant> = None;
     for (delay, fault) in &plan.steps {
         sleep_crashing_frozen(&mut cluster, &checker, *delay, &killed, &mut report).await;
         *report.faults.entry(fault.kind()).or_default() += 1;
@@ -1224,8 +1262,13 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
                 cluster.resume(*node);
                 paused.remove(node);
             }
-            Fault::Isolate { node } => cluster.clog(*node),
+            Fault::Isolate { node } => {
+                cluster.clog(*node);
+                isolated.insert(*node);
+                degraded = true;
+            }
             Fault::IsolateLeader { pick } => {
+                degraded = true;
                 let ask: Vec<String> = (1..=n)
                     .filter(|id| !killed.contains(id) && !paused.contains(id))
                     .map(|id| addrs[id as usize - 1].clone())
@@ -1249,21 +1292,34 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
                 match leader {
                     Some((group, leader)) => {
                         cluster.clog(leader);
+                        isolated.insert(leader);
                         executed = format!("isolate {leader} (leader of group {group})");
                     }
                     None => executed = "isolate the leader: none known".into(),
                 }
             }
-            Fault::Split { side } => cluster.split(side),
-            Fault::Cut { from, to } => cluster.clog_link(*from, *to),
-            Fault::Loss { percent } => cluster.degrade_network(
-                *percent as f64 / 100.0,
-                madsim::net::Config::default().send_latency,
-            ),
-            Fault::Latency { min_ms, max_ms } => cluster.degrade_network(
-                0.0,
-                Duration::from_millis(*min_ms)..Duration::from_millis(*max_ms),
-            ),
+            Fault::Split { side } => {
+                cluster.split(side);
+                degraded = true;
+            }
+            Fault::Cut { from, to } => {
+                cluster.clog_link(*from, *to);
+                degraded = true;
+            }
+            Fault::Loss { percent } => {
+                cluster.degrade_network(
+                    *percent as f64 / 100.0,
+                    madsim::net::Config::default().send_latency,
+                );
+                degraded = true;
+            }
+            Fault::Latency { min_ms, max_ms } => {
+                cluster.degrade_network(
+                    0.0,
+                    Duration::from_millis(*min_ms)..Duration::from_millis(*max_ms),
+                );
+                degraded = true;
+            }
             Fault::SlowDisk {
                 node,
                 min_ms,
@@ -1273,7 +1329,73 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
                 cluster.slow_disk(*node, Some(range), rng.gen());
                 slow.insert(*node);
             }
-            Fault::Heal => cluster.heal(),
+            Fault::Heal => {
+                cluster.heal();
+                degraded = false;
+                isolated.clear();
+            }
+            Fault::Rejoin { node, ms } => {
+                let others: Vec<u64> = (1..=n)
+                    .filter(|id| id != node && !killed.contains(id) && !paused.contains(id))
+                    .collect();
+                let o = others.clone();
+                let (before, changing_before) = client_node
+                    .spawn(async move { leaders_and_terms(&o).await })
+                    .await
+                    .expect("leader survey task");
+                cluster.clog(*node);
+                madsim::time::sleep(Duration::from_millis(*ms)).await;
+                if !isolated.contains(node) {
+                    // (A node the plan isolated stays isolated.)
+                    cluster.unclog(*node);
+                }
+                madsim::time::sleep(Duration::from_millis(1_500)).await;
+                let (after, changing_after) = client_node
+                    .spawn(async move { leaders_and_terms(&others).await })
+                    .await
+                    .expect("leader survey task");
+                // Judged only when nothing else could move a leader: no
+                // network fault, no node down or paused, no crash armed,
+                // no membership change (replica moves hand leadership
+                // over) in flight or asked for in the last 15 s.
+                let quiet_membership = last_membership_step
+                    .is_none_or(|at: madsim::time::Instant| at.elapsed() > Duration::from_secs(15));
+                let clean = !degraded
+                    && killed.is_empty()
+                    && paused.is_empty()
+                    && !checker.armed_any()
+                    && !changing_before
+                    && !changing_after
+                    && quiet_membership;
+                let deposed: Vec<String> = before
+                    .iter()
+                    .filter(|(_, (leader, _))| leader != node)
+                    .filter_map(|(g, (leader, term))| {
+                        let (l2, t2) = after.get(g)?;
+                        (t2 > term).then(|| {
+                            format!(
+                                "group {g}: leader {leader} term {term} -> leader {l2} term {t2}"
+                            )
+                        })
+                    })
+                    .collect();
+                report.rejoins += 1;
+                if clean {
+                    report.rejoins_judged += 1;
+                    if !deposed.is_empty() {
+                        report.violations_stored.push(format!(
+                            "availability: node {node} rejoining after {ms} ms cut off deposed leaders: {}",
+                            deposed.join("; ")
+                        ));
+                    }
+                }
+                executed =
+                    format!(
+                    "cut node {node} off for {ms} ms and let it back: {} leader(s) changed term{}",
+                    deposed.len(),
+                    if clean { "" } else { " (not judged: other faults in force)" }
+                );
+            }
             Fault::Join { node, via } => {
                 report.joins += 1;
                 cluster.start_joining(*node, crate::client_addr(*via));
@@ -1406,6 +1528,15 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
         }
         if matches!(fault, Fault::Kill { .. } | Fault::Pause { .. }) {
             last_down = madsim::time::Instant::now();
+        }
+        if matches!(
+            fault,
+            Fault::Join { .. }
+                | Fault::Leave { .. }
+                | Fault::LeaveLeader { .. }
+                | Fault::LeaveAtBoundary { .. }
+        ) {
+            last_membership_step = Some(madsim::time::Instant::now());
         }
         report.executed.push(executed);
     }
@@ -1845,6 +1976,31 @@ fn acked_sends(ops: &[crate::history::Op]) -> BTreeMap<String, Vec<(u64, String)
 /// the replicas of each partition hold the same records, then requires
 /// every replica to hold every acknowledged record. Returns (violations,
 /// replicas read), or why the check could not run.
+/// (leader, term) of every group, from whichever of `nodes` leads it, and
+/// whether the first of them that answers has a membership change in
+/// flight.
+async fn leaders_and_terms(nodes: &[u64]) -> (BTreeMap<u64, (u64, u64)>, bool) {
+    let mut changing = false;
+    for id in nodes {
+        if let Ok((_, in_flight, joint)) = crate::membership(&crate::client_addr(*id)).await {
+            changing = !in_flight.is_empty() || joint;
+            break;
+        }
+    }
+    let mut out = BTreeMap::new();
+    for id in nodes {
+        if let Ok(s) = crate::node_groups(&crate::client_addr(*id)).await {
+            for g in s.groups.iter().filter(|g| g.role == "leader") {
+                let e = out.entry(g.group).or_insert((*id, g.term));
+                if g.term > e.1 {
+                    *e = (*id, g.term);
+                }
+            }
+        }
+    }
+    (out, changing)
+}
+
 /// The groups of topic `name` as the cluster's metadata says (empty if
 /// unknown).
 async fn topic_groups(admin: &Client, name: &str) -> Vec<u64> {

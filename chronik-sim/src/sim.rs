@@ -196,6 +196,11 @@ impl SimCluster {
         madsim::net::NetSim::current().clog_node(self.nodes[id as usize - 1].node.id());
     }
 
+    /// Lets an isolated node talk again (other network faults stay).
+    pub fn unclog(&self, id: u64) {
+        madsim::net::NetSim::current().unclog_node(self.nodes[id as usize - 1].node.id());
+    }
+
     pub fn clog_link(&self, from: u64, to: u64) {
         madsim::net::NetSim::current().clog_link(
             self.nodes[from as usize - 1].node.id(),
