@@ -161,6 +161,7 @@ impl Node {
         let segment_fetch = SegmentFetch {
             disk: disk.clone(),
             partitions_dir,
+            crash: observer.clone().map(|o| (config.node_id, o)),
         };
         let metrics = Metrics::new(config.node_id);
         let (tx, rx) = mpsc::channel(DRIVER_QUEUE_MAX);

@@ -51,6 +51,9 @@ pub enum CrashPoint {
     /// Any other batch is durable, before the messages and replies it
     /// holds back are released.
     AfterPersistBeforeRelease,
+    /// A snapshot's segments are being streamed in from the leader: a chunk
+    /// was just written, more are coming.
+    MidSegmentStream,
     /// A snapshot's segments were streamed in from the leader, before the
     /// snapshot is installed.
     SnapshotSegmentsFetched,
@@ -64,10 +67,11 @@ pub enum CrashPoint {
 }
 
 impl CrashPoint {
-    pub const ALL: [CrashPoint; 6] = [
+    pub const ALL: [CrashPoint; 7] = [
         CrashPoint::WalBeforeSync,
         CrashPoint::AfterVotePersisted,
         CrashPoint::AfterPersistBeforeRelease,
+        CrashPoint::MidSegmentStream,
         CrashPoint::SnapshotSegmentsFetched,
         CrashPoint::InsideJointConfig,
         CrashPoint::GroupDropped,
@@ -78,6 +82,7 @@ impl CrashPoint {
             CrashPoint::WalBeforeSync => "wal-before-sync",
             CrashPoint::AfterVotePersisted => "after-vote-persisted",
             CrashPoint::AfterPersistBeforeRelease => "after-persist-before-release",
+            CrashPoint::MidSegmentStream => "mid-segment-stream",
             CrashPoint::SnapshotSegmentsFetched => "snapshot-segments-fetched",
             CrashPoint::InsideJointConfig => "inside-joint-config",
             CrashPoint::GroupDropped => "group-dropped",

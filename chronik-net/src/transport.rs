@@ -272,6 +272,9 @@ const SEGMENT_CHUNK_BYTES: usize = 1024 * 1024;
 pub(crate) struct SegmentFetch {
     pub disk: Arc<dyn Disk>,
     pub partitions_dir: PathBuf,
+    /// This node and its observer, which may crash it mid-stream
+    /// (simulation).
+    pub crash: Option<(chronik_core::NodeId, Arc<dyn crate::EngineObserver>)>,
 }
 
 impl SegmentFetch {
@@ -329,6 +332,12 @@ impl SegmentFetch {
             }
             f.write_all(&chunk.data).map_err(|e| e.to_string())?;
             *written += chunk.data.len() as u64;
+            if self.crash.as_ref().is_some_and(|(node, o)| {
+                o.crash_here(*node, crate::observer::CrashPoint::MidSegmentStream)
+            }) {
+                // Stopped dead mid-stream until the harness kills the node.
+                return std::future::pending().await;
+            }
         }
         if let Some((_, _, mut f)) = open.take() {
             f.sync().map_err(|e| e.to_string())?;

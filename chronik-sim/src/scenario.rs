@@ -463,9 +463,13 @@ impl Plan {
                 node: joiner,
                 point,
             };
-            if rng.gen_bool(0.3) {
+            if rng.gen_bool(0.6) {
                 let delay = Duration::from_millis(rng.gen_range(10..100));
-                let crash = arm(chronik_net::CrashPoint::SnapshotSegmentsFetched);
+                let crash = arm(if rng.gen_bool(0.5) {
+                    chronik_net::CrashPoint::SnapshotSegmentsFetched
+                } else {
+                    chronik_net::CrashPoint::MidSegmentStream
+                });
                 steps.insert(at + 1, (delay, crash));
             }
             if rng.gen_bool(0.7) {
