@@ -567,19 +567,28 @@ impl Plan {
         // A node that joins hosts none of the existing replicas: only the
         // original nodes count.
         let majority = members.len() as u64 / 2;
-        let (mut total, mut down) = (Duration::ZERO, Duration::ZERO);
-        for (delay, fault) in &self.steps {
-            total += *delay;
+        // Whether no side holds a majority of `members` that are up, with
+        // `also_down` down too.
+        let lost = |dead: &BTreeSet<u64>,
+                    cut: &BTreeSet<u64>,
+                    sides: &BTreeMap<u64, u64>,
+                    leaders_cut: u64,
+                    also_down: Option<u64>| {
             let mut classes: BTreeMap<u64, u64> = BTreeMap::new();
             for id in members
                 .iter()
                 .copied()
-                .filter(|id| !dead.contains(id) && !cut.contains(id))
+                .filter(|id| !dead.contains(id) && !cut.contains(id) && Some(*id) != also_down)
             {
                 *classes.entry(*sides.get(&id).unwrap_or(&0)).or_default() += 1;
             }
             let largest = classes.values().max().copied().unwrap_or(0);
-            if largest.saturating_sub(leaders_cut) <= majority {
+            largest.saturating_sub(leaders_cut) <= majority
+        };
+        let (mut total, mut down) = (Duration::ZERO, Duration::ZERO);
+        for (delay, fault) in &self.steps {
+            total += *delay;
+            if lost(&dead, &cut, &sides, leaders_cut, None) {
                 down += *delay;
             }
             match fault {
@@ -621,19 +630,9 @@ impl Plan {
                 // Cut off and back within the step: `ms` more of fault
                 // time, with `node` down on top of the rest.
                 Fault::Rejoin { node, ms } => {
-                    let cut_too = |id: &u64| id == node;
-                    let mut classes: BTreeMap<u64, u64> = BTreeMap::new();
-                    for id in members
-                        .iter()
-                        .copied()
-                        .filter(|id| !dead.contains(id) && !cut.contains(id) && !cut_too(id))
-                    {
-                        *classes.entry(*sides.get(&id).unwrap_or(&0)).or_default() += 1;
-                    }
-                    let largest = classes.values().max().copied().unwrap_or(0);
                     let ms = Duration::from_millis(*ms);
                     total += ms;
-                    if largest.saturating_sub(leaders_cut) <= majority {
+                    if lost(&dead, &cut, &sides, leaders_cut, Some(*node)) {
                         down += ms;
                     }
                 }
