@@ -1017,7 +1017,13 @@ fn ack_verdict<S: StateMachine>(
         .iter()
         .filter(|id| prs.get(**id).is_some_and(|p| p.matched >= index))
         .count() as u32;
-    if holders >= min {
+    // Planted bug (simulation builds only): every ISR member must hold it.
+    let needed = if crate::planted::active(crate::planted::Bug::AckWaitsForWholeIsr) {
+        counted.len() as u32
+    } else {
+        min
+    };
+    if holders >= needed {
         AckVerdict::Ack(group)
     } else {
         AckVerdict::Wait(group)
@@ -1246,6 +1252,11 @@ impl<S: StateMachine> Engine<S> {
             };
             if let Some(change) = change {
                 g.isr_acted_at = Some(now);
+                self.sink.event(Event::IsrProposed {
+                    group: *gid,
+                    isr: change.isr.clone(),
+                    reason: change.reason.clone(),
+                });
                 proposals.push(MetadataCommand::UpdateIsr {
                     group: *gid,
                     leader: me,

@@ -167,7 +167,10 @@ impl IsrTracker {
         let mut joined = Vec::new();
         for lag in &lags {
             let member = current.contains(&lag.node);
-            let keep = lag.node == leader || lag.in_sync;
+            // Planted bug (simulation builds only): members never leave.
+            let keep = lag.node == leader
+                || lag.in_sync
+                || crate::planted::active(crate::planted::Bug::IsrNeverShrinks);
             let may_join = lag.in_sync && lag.matched >= commit;
             if (member && keep) || (!member && may_join) {
                 isr.push(lag.node);

@@ -129,6 +129,17 @@ pub enum Event {
         min_insync_replicas: u32,
         reason: String,
     },
+    /// This node, as the group's partition leader, decided its ISR should
+    /// change to `isr` (a shrink, an expand or an unclean takeover) and
+    /// proposes it through the metadata group; the change takes effect only
+    /// once applied ([`Event::IsrChanged`]). Made again after a while if the
+    /// proposal is lost. Lets checkers tell a lagging replica the leader
+    /// still counts as in sync from one whose removal waits on metadata.
+    IsrProposed {
+        group: GroupId,
+        isr: Vec<NodeId>,
+        reason: String,
+    },
     /// This node, as the group's leader, accepted a produce and appended it
     /// at `index` (only with `emit_apply_events`): lets checkers hold the
     /// leader to the ISR it had applied at that moment.

@@ -73,11 +73,19 @@ pub enum Bug {
     /// Raft runs without pre-vote: a node cut off alone keeps raising its
     /// term, and on its return deposes the leader that carried on.
     NoPreVote,
+    /// The ISR tracker never drops a lagging member: a replica that stopped
+    /// following stays listed as in sync.
+    IsrNeverShrinks,
+    /// A produce waits until every member of the ISR holds it, not
+    /// `min_insync_replicas` of them: one slow or cut-off follower stalls
+    /// acknowledgements of a partition whose quorum is intact, until the
+    /// ISR drops it.
+    AckWaitsForWholeIsr,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 20] = [
+    pub const ALL: [Bug; 22] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::SkipCrc,
@@ -98,6 +106,8 @@ impl Bug {
         Bug::VoteReplyBeforePersist,
         Bug::DeleteKeepsFiles,
         Bug::NoPreVote,
+        Bug::IsrNeverShrinks,
+        Bug::AckWaitsForWholeIsr,
     ];
 
     /// The name used on command lines and in `CHRONIK_BUG`.
@@ -123,6 +133,8 @@ impl Bug {
             Bug::VoteReplyBeforePersist => "vote_reply_before_persist",
             Bug::DeleteKeepsFiles => "delete_keeps_files",
             Bug::NoPreVote => "no_pre_vote",
+            Bug::IsrNeverShrinks => "isr_never_shrinks",
+            Bug::AckWaitsForWholeIsr => "ack_waits_for_whole_isr",
         }
     }
 

@@ -599,6 +599,10 @@ impl Driver {
                 ));
                 false
             }
+            Event::IsrProposed { group, isr, reason } => {
+                tracing::debug!(group, ?isr, %reason, "proposed an ISR change");
+                false
+            }
             Event::EntryApplied { .. }
             | Event::ProduceAccepted { .. }
             | Event::ProduceAcked { .. }

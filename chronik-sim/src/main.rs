@@ -174,6 +174,8 @@ mod runner {
         deletions_checked: u64,
         rejoins: u64,
         rejoins_judged: u64,
+        untouched_probe_sends: u64,
+        untouched_sends_judged: u64,
     }
 
     impl Totals {
@@ -196,6 +198,8 @@ mod runner {
             self.topics_deleted += r.topics_deleted;
             self.rejoins += r.rejoins;
             self.rejoins_judged += r.rejoins_judged;
+            self.untouched_probe_sends += r.untouched_probe_sends;
+            self.untouched_sends_judged += r.untouched_sends_judged;
             self.deletions_checked += r.deletions_checked;
             for (k, v) in &r.crash_points {
                 *self.crash_points.entry(*k).or_default() += v;
@@ -241,6 +245,14 @@ mod runner {
                 (
                     self.rejoins_judged,
                     "no rejoining node checked for deposing leaders",
+                ),
+                (
+                    self.untouched_sends_judged,
+                    "no produce to a partition a cut did not touch checked for availability",
+                ),
+                (
+                    n.isr_members_checked_in_bound,
+                    "no ISR member checked against the lag bound",
                 ),
                 (
                     n.replies_checked_durable,
@@ -306,8 +318,8 @@ mod runner {
                 n.replies_checked_durable
             );
             println!(
-                "rejoins: {} nodes cut off and let back, {} of them with nothing else disturbing the cluster, checked to depose no leader",
-                self.rejoins, self.rejoins_judged
+                "rejoins: {} nodes cut off and let back, {} of them with nothing else disturbing the cluster, checked to depose no leader; {} produces sent to partitions the cut did not touch while it lasted, {} of them judged (each acknowledged within {} ms)",
+                self.rejoins, self.rejoins_judged, self.untouched_probe_sends, self.untouched_sends_judged, chronik_sim::scenario::UNTOUCHED_ACK_BOUND.as_millis()
             );
             println!(
                 "crash points reached: {:?}",
@@ -321,8 +333,8 @@ mod runner {
                 self.joins, self.leaves_ok, self.leaves_refused, self.boundary_refused
             );
             println!(
-                "min_insync_replicas: {} produces refused before append, {} failed after append, {} acknowledgements checked against the leader's ISR, {} against the disks of the ISR; {} produces accepted by a leader checked against its ISR; {} accepted by a leader outside its ISR on topics allowing unclean election",
-                self.refused_min_isr, self.below_min_isr, n.produce_acks_checked, n.acks_checked_durable, n.produces_checked_leader_in_isr, n.unclean_accepts
+                "min_insync_replicas: {} produces refused before append, {} failed after append, {} acknowledgements checked against the leader's ISR, {} against the disks of the ISR; {} produces accepted by a leader checked against its ISR; {} accepted by a leader outside its ISR on topics allowing unclean election; {} ISR members checked to hold what their leader accepted a lag window earlier",
+                self.refused_min_isr, self.below_min_isr, n.produce_acks_checked, n.acks_checked_durable, n.produces_checked_leader_in_isr, n.unclean_accepts, n.isr_members_checked_in_bound
             );
         }
     }

@@ -26,7 +26,14 @@
 //!   what they promise durable;
 //! - the ISR in every metadata state a node applies is a non-empty set of
 //!   distinct replicas, and a leader outside the ISR it applied does not
-//!   accept produces unless its topic allows unclean leader election.
+//!   accept produces unless its topic allows unclean leader election;
+//! - the ISR's lag bound: while a leader accepts produces, every other
+//!   member of the ISR it applied holds the entry that leader accepted
+//!   [`IsrBound::window_ms`] earlier, unless the leader has proposed an
+//!   ISR without that member since (its removal then waits on the
+//!   metadata group). Whether a replica holds an entry comes from the
+//!   checker's model of that replica's WAL, not from the leader's progress
+//!   tracking.
 //!   (ReadIndex reads are linearizable on any replica, in sync or not; a
 //!   leader-consistency read passes the same leadership gate as a produce.)
 //!
@@ -44,6 +51,13 @@ use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+
+// Simulated time in simulations (the checker only runs there; the normal
+// build compiles it for its unit tests).
+#[cfg(madsim)]
+use madsim::time::Instant as SimInstant;
+#[cfg(not(madsim))]
+use std::time::Instant as SimInstant;
 
 /// Most unsynced batches remembered after the last synced one; past it the
 /// crash check of that node is skipped (and counted) rather than grow.
@@ -105,6 +119,42 @@ struct NodeModel {
     dropped: BTreeMap<GroupId, DurableGroup>,
 }
 
+/// The ISR timing the simulated nodes run with, for the lag-bound check.
+#[derive(Clone, Copy, Debug)]
+pub struct IsrBound {
+    /// `isr_max_lag_ms`.
+    pub max_lag_ms: u64,
+    /// The tick interval: the leader looks at its followers once a tick.
+    pub tick_ms: u64,
+    /// How long a leader waits after proposing an ISR change before it
+    /// decides again (`tick_ms` times the election ticks).
+    pub retry_ms: u64,
+}
+
+impl IsrBound {
+    /// How far back an entry a leader accepted must be on every member of
+    /// its ISR: a member that lacks it has not caught up for longer than
+    /// `max_lag_ms`, and the leader's next decision (at most a retry wait
+    /// and a tick later) proposes to drop it.
+    pub fn window_ms(&self) -> u64 {
+        self.max_lag_ms + self.retry_ms + 3 * self.tick_ms
+    }
+}
+
+/// One leadership of a partition group, for the ISR lag-bound check.
+#[derive(Default)]
+struct Leadership {
+    term: u64,
+    /// (ms, index) of the produces it accepted, oldest first; trimmed to
+    /// one at or before the window.
+    accepts: std::collections::VecDeque<(u64, u64)>,
+    /// When the first produce was accepted: the leader starts tracking its
+    /// followers at most a tick later, with a fresh grace period.
+    first_accept_ms: Option<u64>,
+    /// (ms, ISR) of each change it proposed.
+    proposals: Vec<(u64, Vec<NodeId>)>,
+}
+
 /// Counters of what the node-side checks saw.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NodeCounts {
@@ -131,6 +181,9 @@ pub struct NodeCounts {
     pub replies_checked_durable: u64,
     /// Produces accepted by a leader outside its ISR on unclean topics.
     pub unclean_accepts: u64,
+    /// ISR members checked to hold what the leader accepted a lag window
+    /// earlier.
+    pub isr_members_checked_in_bound: u64,
 }
 
 impl std::ops::AddAssign for NodeCounts {
@@ -151,6 +204,7 @@ impl std::ops::AddAssign for NodeCounts {
         self.states_compared += b.states_compared;
         self.replies_checked_durable += b.replies_checked_durable;
         self.unclean_accepts += b.unclean_accepts;
+        self.isr_members_checked_in_bound += b.isr_members_checked_in_bound;
     }
 }
 
@@ -197,6 +251,16 @@ struct Inner {
     frozen: Vec<(NodeId, CrashPoint)>,
     /// Crash points reached, by kind.
     crash_points_fired: BTreeMap<CrashPoint, u64>,
+    /// The ISR timing the nodes run with (`None`: no lag-bound check).
+    isr_bound: Option<IsrBound>,
+    /// Current leaderships of partition groups, by (leader, group).
+    leaderships: BTreeMap<(NodeId, GroupId), Leadership>,
+    isr_members_checked_in_bound: u64,
+    /// Simulated time of the first event: times are kept as milliseconds
+    /// since.
+    epoch: Option<SimInstant>,
+    /// The time, when set by a test outside a simulation.
+    fixed_now_ms: Option<u64>,
 }
 
 impl Inner {
@@ -275,6 +339,81 @@ impl Inner {
         }
     }
 
+    fn now_ms(&mut self) -> u64 {
+        if let Some(ms) = self.fixed_now_ms {
+            return ms;
+        }
+        let now = SimInstant::now();
+        let epoch = *self.epoch.get_or_insert(now);
+        now.duration_since(epoch).as_millis() as u64
+    }
+
+    /// `node`, leading `group`, accepted a produce at `index`: every other
+    /// member of the ISR it applied must hold the entry it accepted a lag
+    /// window ago (see [`IsrBound::window_ms`]), or have been proposed out
+    /// since. Skipped while a later term exists (a deposed leader may not
+    /// know yet, and its entries may be gone from the others), and for
+    /// topics that allow unclean leader election.
+    fn check_isr_lag_bound(&mut self, node: NodeId, group: GroupId, index: u64) {
+        let Some(bound) = self.isr_bound else {
+            return;
+        };
+        let now = self.now_ms();
+        let window = bound.window_ms();
+        let isr = self.isr_in_order.get(&(node, group)).cloned();
+        let max_term = self.max_term.get(&group).copied().unwrap_or(0);
+        let unclean = self.unclean.contains(&group);
+        let Some(l) = self.leaderships.get_mut(&(node, group)) else {
+            return;
+        };
+        let first = *l.first_accept_ms.get_or_insert(now);
+        while l.accepts.len() > 1 && l.accepts[1].0 + window <= now {
+            l.accepts.pop_front();
+        }
+        let reference = l
+            .accepts
+            .front()
+            .copied()
+            .filter(|(at, _)| at + window <= now && *at >= first + 2 * bound.tick_ms);
+        l.accepts.push_back((now, index));
+        if let Some((oldest, _)) = l.accepts.front() {
+            let oldest = *oldest;
+            l.proposals.retain(|(at, _)| *at >= oldest);
+        }
+        let (Some((at, entry)), Some(isr)) = (reference, isr) else {
+            return;
+        };
+        if unclean || max_term > l.term || !isr.contains(&node) {
+            return;
+        }
+        let term = l.term;
+        let proposed_out: Vec<NodeId> = isr
+            .iter()
+            .copied()
+            .filter(|r| {
+                l.proposals
+                    .iter()
+                    .any(|(p_at, p)| *p_at >= at && !p.contains(r))
+            })
+            .collect();
+        for r in isr {
+            if r == node
+                || proposed_out.contains(&r)
+                || self.nodes.get(&r).is_none_or(|m| m.lost_track)
+            {
+                continue;
+            }
+            self.isr_members_checked_in_bound += 1;
+            if !self.holds(r, group, entry, term) {
+                self.core.violation(format!(
+                    "ISR lag bound: node {node}, leading group {group} in term {term}, accepted a produce at {now} ms with node {r} in its ISR, but node {r} does not hold entry {entry} that it accepted at {at} ms ({} ms earlier, past the {} ms bound), and no ISR without node {r} was proposed since",
+                    now - at,
+                    window
+                ));
+            }
+        }
+    }
+
     /// The ISR of every partition in a metadata state a node applied.
     fn check_isr_shape(&mut self, node: NodeId, metadata: &MetadataState) {
         for t in metadata.topics() {
@@ -329,6 +468,16 @@ pub struct NodeChecker {
 }
 
 impl NodeChecker {
+    /// Turns the ISR lag-bound check on, for nodes that run with `bound`.
+    pub fn set_isr_bound(&self, bound: IsrBound) {
+        self.inner.lock().isr_bound = Some(bound);
+    }
+
+    #[cfg(test)]
+    fn set_now_ms(&self, ms: u64) {
+        self.inner.lock().fixed_now_ms = Some(ms);
+    }
+
     /// Arms `point` on `node` (replacing what was armed there): the next
     /// time the node reaches it, it stops dead.
     pub fn arm(&self, node: NodeId, point: CrashPoint) {
@@ -382,6 +531,7 @@ impl NodeChecker {
             states_compared: i.core.states_compared,
             replies_checked_durable: i.replies_checked_durable,
             unclean_accepts: i.unclean_accepts,
+            isr_members_checked_in_bound: i.isr_members_checked_in_bound,
         }
     }
 
@@ -393,6 +543,7 @@ impl NodeChecker {
         let recovered = Wal::open(copy, WalConfig::new(wal_dir));
         let mut i = self.inner.lock();
         i.crashes_checked += 1;
+        i.leaderships.retain(|(n, _), _| *n != node);
         let model = i.nodes.entry(node).or_default();
         let state = match recovered {
             Ok((_, state, _)) => state,
@@ -575,8 +726,18 @@ impl EngineObserver for NodeChecker {
                 *max = (*max).max(*term);
                 if *role == chronik_core::Role::Leader {
                     i.on_leader(node, *group, *term);
-                } else if let Some(g) = i.leading.get_mut(&node) {
-                    g.remove(group);
+                    i.leaderships.insert(
+                        (node, *group),
+                        Leadership {
+                            term: *term,
+                            ..Leadership::default()
+                        },
+                    );
+                } else {
+                    if let Some(g) = i.leading.get_mut(&node) {
+                        g.remove(group);
+                    }
+                    i.leaderships.remove(&(node, *group));
                 }
             }
             Event::IsrChanged {
@@ -591,6 +752,16 @@ impl EngineObserver for NodeChecker {
             }
             Event::ProduceAccepted { group, index } => {
                 i.check_accepting_leader(node, *group, *index);
+                i.check_isr_lag_bound(node, *group, *index);
+            }
+            Event::IsrProposed { group, isr, .. } if i.isr_bound.is_some() => {
+                let now = i.now_ms();
+                if let Some(l) = i.leaderships.get_mut(&(node, *group)) {
+                    l.proposals.push((now, isr.clone()));
+                }
+            }
+            Event::GroupDropped { group } => {
+                i.leaderships.remove(&(node, *group));
             }
             Event::ProduceAcked { group, index } => i.on_ack(node, *group, *index),
             Event::SnapshotInstalled { group, .. } if *group == chronik_core::METADATA_GROUP => {
@@ -905,6 +1076,106 @@ mod tests {
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].starts_with("leader completeness: node 1"), "{v:?}");
         assert_eq!(c.counts().leaders_checked_complete, 2);
+    }
+
+    /// Partition group 4 of `t`-0 on `node`, with entries `from..=to` of
+    /// term 2 (and the group created first when `from` is 1).
+    fn partition_entries(c: &NodeChecker, node: NodeId, from: u64, to: u64) {
+        let mut updates = Vec::new();
+        if from == 1 {
+            updates.push(GroupUpdate::Create {
+                group: 4,
+                kind: GroupKind::Partition(chronik_core::PartitionId::new("t", 0)),
+                conf_state: ConfState::default(),
+            });
+        }
+        updates.push(GroupUpdate::Entries {
+            group: 4,
+            entries: (from..=to).map(|i| entry(i, 2)).collect(),
+        });
+        c.on_durable(node, &[batch(from, true, updates)]);
+    }
+
+    /// Node 1 leads group 4 in term 2 with `isr`, accepting one produce
+    /// every 100 ms (entries 10..=40 at 0..=3000 ms); `propose` is an ISR
+    /// it proposes from 1200 ms on, again every 500 ms (the retry wait)
+    /// since the metadata group does not apply it.
+    fn lead_with(c: &NodeChecker, isr: Vec<NodeId>, propose: Option<Vec<NodeId>>) {
+        let group = 4;
+        c.on_event(1, &became_leader(group, 2));
+        c.on_event(
+            1,
+            &Event::IsrChanged {
+                partition: chronik_core::PartitionId::new("t", 0),
+                group,
+                isr,
+                min_insync_replicas: 1,
+                reason: "test".into(),
+            },
+        );
+        for k in 0..=30u64 {
+            c.set_now_ms(k * 100);
+            if let (true, Some(isr)) = (k >= 12 && (k - 12) % 5 == 0, &propose) {
+                let reason = "test".into();
+                c.on_event(
+                    1,
+                    &Event::IsrProposed {
+                        group,
+                        isr: isr.clone(),
+                        reason,
+                    },
+                );
+            }
+            let index = 10 + k;
+            c.on_event(1, &Event::ProduceAccepted { group, index });
+        }
+    }
+
+    fn checker_with_bound() -> NodeChecker {
+        let c = NodeChecker::default();
+        let bound = IsrBound {
+            max_lag_ms: 1_000,
+            tick_ms: 50,
+            retry_ms: 500,
+        };
+        assert_eq!(bound.window_ms(), 1_650);
+        c.set_isr_bound(bound);
+        c
+    }
+
+    #[test]
+    fn an_isr_member_past_the_lag_bound_is_caught() {
+        // Node 2 keeps up; node 3 holds nothing past entry 9.
+        let c = checker_with_bound();
+        partition_entries(&c, 1, 1, 40);
+        partition_entries(&c, 2, 1, 40);
+        partition_entries(&c, 3, 1, 9);
+        lead_with(&c, vec![1, 2, 3], None);
+        let v = c.violations();
+        assert!(!v.is_empty(), "node 3 lagged past the bound unnoticed");
+        assert!(
+            v[0].starts_with("ISR lag bound: node 1, leading group 4 in term 2")
+                && v[0].contains("with node 3 in its ISR, but node 3 does not hold entry 11"),
+            "{v:?}"
+        );
+        assert!(v.iter().all(|v| !v.contains("node 2 does not")), "{v:?}");
+        assert!(c.counts().isr_members_checked_in_bound > 20);
+    }
+
+    #[test]
+    fn an_isr_member_proposed_out_in_time_is_not_a_violation() {
+        // The removal waits on the metadata group: not the leader's fault.
+        let c = checker_with_bound();
+        partition_entries(&c, 1, 1, 40);
+        partition_entries(&c, 3, 1, 9);
+        lead_with(&c, vec![1, 3], Some(vec![1]));
+        assert!(c.violations().is_empty(), "{:?}", c.violations());
+        // Without the proposal it is one.
+        let c = checker_with_bound();
+        partition_entries(&c, 1, 1, 40);
+        partition_entries(&c, 3, 1, 9);
+        lead_with(&c, vec![1, 3], Some(vec![1, 3]));
+        assert!(!c.violations().is_empty());
     }
 
     #[test]

@@ -40,6 +40,11 @@ const MAJORITY_DOWN_EXEMPT: f64 = 0.5;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(3);
 /// How long the workload keeps running after the last fault.
 const TAIL: Duration = Duration::from_secs(4);
+/// The longest a produce may take on a partition a node's cut does not
+/// touch (led elsewhere, enough of its ISR on the other side), while that
+/// node is cut off: well under the ISR lag bound and an election, which
+/// are what a partition the cut touched may have to wait for.
+pub const UNTOUCHED_ACK_BOUND: Duration = Duration::from_millis(750);
 
 /// One fault of a plan.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -557,6 +562,14 @@ impl Plan {
     /// [`Plan::majority_down_share`] for a majority of `members` (the
     /// replicas of a partition, say) rather than of the whole cluster.
     pub fn majority_down_share_of(&self, members: &BTreeSet<u64>) -> f64 {
+        self.down_share_of(members, members.len() as u64 / 2 + 1)
+    }
+
+    /// The share of the fault time during which no side of the network
+    /// held `needed` of `members` up: a partition acknowledges only with a
+    /// Raft majority of its replicas and `min_insync_replicas` of them in
+    /// sync.
+    pub fn down_share_of(&self, members: &BTreeSet<u64>, needed: u64) -> f64 {
         let mut dead: BTreeSet<u64> = BTreeSet::new();
         let mut cut: BTreeSet<u64> = BTreeSet::new();
         // Each split flips one bit of the nodes on its side: nodes can talk
@@ -566,7 +579,6 @@ impl Plan {
         let mut leaders_cut = 0u64;
         // A node that joins hosts none of the existing replicas: only the
         // original nodes count.
-        let majority = members.len() as u64 / 2;
         // Whether no side holds a majority of `members` that are up, with
         // `also_down` down too.
         let lost = |dead: &BTreeSet<u64>,
@@ -583,7 +595,7 @@ impl Plan {
                 *classes.entry(*sides.get(&id).unwrap_or(&0)).or_default() += 1;
             }
             let largest = classes.values().max().copied().unwrap_or(0);
-            largest.saturating_sub(leaders_cut) <= majority
+            largest.saturating_sub(leaders_cut) < needed
         };
         let (mut total, mut down) = (Duration::ZERO, Duration::ZERO);
         for (delay, fault) in &self.steps {
@@ -716,6 +728,10 @@ pub struct RunReport {
     /// else disturbing the cluster meanwhile).
     pub rejoins: u64,
     pub rejoins_judged: u64,
+    /// Produces sent to partitions a node's cut did not touch, while it was
+    /// cut off, and of those the ones judged (with the rejoin).
+    pub untouched_probe_sends: u64,
+    pub untouched_sends_judged: u64,
     /// Topics whose deletion was asked during the faults, and of those the
     /// ones checked gone everywhere after healing.
     pub topics_deleted: u64,
@@ -860,6 +876,8 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static [&'static str
         Bug::VoteReplyBeforePersist => &["release before persist"],
         Bug::DeleteKeepsFiles => &["deletion: node"],
         Bug::NoPreVote => &["availability: node"],
+        Bug::IsrNeverShrinks => &["ISR lag bound"],
+        Bug::AckWaitsForWholeIsr => &["availability: partition"],
     }
 }
 
@@ -953,53 +971,72 @@ impl Workload {
         let mut rng = thread_rng();
         while madsim::time::Instant::now() < self.end {
             let (t, p) = self.pick(&mut rng);
-            let k = key(&t, p);
-            let v = format!("v{}", self.next_value.fetch_add(1, Ordering::Relaxed));
-            let h = &self.history;
-            let invoke = send_value(&k, None, &v);
-            h.push(
-                nanos(self.start),
-                process,
-                OpType::Invoke,
-                Func::Send,
-                invoke,
-            );
-            match client.produce(&t, p, vec![Bytes::from(v.clone())]).await {
-                Ok(off) => {
-                    let value = send_value(&k, Some(off), &v);
-                    h.push(nanos(self.start), process, OpType::Ok, Func::Send, value);
-                    if rng.gen_bool(0.5) {
-                        // Read your write from a follower at once: it must
-                        // wait until it has applied the record.
-                        self.read_back(&client, process, &t, p, off).await;
-                    }
+            if let Ok(off) = self.send(&client, &mut process, &t, p).await {
+                if rng.gen_bool(0.5) {
+                    // Read your write from a follower at once: it must
+                    // wait until it has applied the record.
+                    self.read_back(&client, process, &t, p, off).await;
                 }
-                Err(ClientError::UnknownOutcome { .. }) => {
-                    let value = send_value(&k, None, &v);
-                    h.push(nanos(self.start), process, OpType::Info, Func::Send, value);
-                    process = self.next_process.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Sends one unique value to `t`-`p` as `process`, recorded in the
+    /// history; its offset once acknowledged, else the error code. After
+    /// an outcome that leaves the value possibly stored, `process` is
+    /// retired for a new one.
+    async fn send(
+        &self,
+        client: &Client,
+        process: &mut u64,
+        t: &str,
+        p: u32,
+    ) -> Result<u64, String> {
+        let k = key(t, p);
+        let v = format!("v{}", self.next_value.fetch_add(1, Ordering::Relaxed));
+        let h = &self.history;
+        let invoke = send_value(&k, None, &v);
+        h.push(
+            nanos(self.start),
+            *process,
+            OpType::Invoke,
+            Func::Send,
+            invoke,
+        );
+        match client.produce(t, p, vec![Bytes::from(v.clone())]).await {
+            Ok(off) => {
+                let value = send_value(&k, Some(off), &v);
+                h.push(nanos(self.start), *process, OpType::Ok, Func::Send, value);
+                Ok(off)
+            }
+            Err(ClientError::UnknownOutcome { .. }) => {
+                let value = send_value(&k, None, &v);
+                h.push(nanos(self.start), *process, OpType::Info, Func::Send, value);
+                *process = self.next_process.fetch_add(1, Ordering::Relaxed);
+                Err("UNKNOWN_OUTCOME".into())
+            }
+            Err(e)
+                if e.code() == "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
+                    || e.code() == "GROUP_REMOVED" =>
+            {
+                // Appended, not acknowledged (as durable enough, or before
+                // its topic was deleted): the record may show up, so its
+                // outcome is not a failure.
+                if e.code() == "NOT_ENOUGH_REPLICAS_AFTER_APPEND" {
+                    self.appended_below_min_isr.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e)
-                    if e.code() == "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
-                        || e.code() == "GROUP_REMOVED" =>
-                {
-                    // Appended, not acknowledged (as durable enough, or
-                    // before its topic was deleted): the record may show
-                    // up, so its outcome is not a failure.
-                    if e.code() == "NOT_ENOUGH_REPLICAS_AFTER_APPEND" {
-                        self.appended_below_min_isr.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let value = send_value(&k, None, &v);
-                    h.push(nanos(self.start), process, OpType::Info, Func::Send, value);
-                    process = self.next_process.fetch_add(1, Ordering::Relaxed);
+                let value = send_value(&k, None, &v);
+                h.push(nanos(self.start), *process, OpType::Info, Func::Send, value);
+                *process = self.next_process.fetch_add(1, Ordering::Relaxed);
+                Err(e.code().to_string())
+            }
+            Err(e) => {
+                if e.code() == "NOT_ENOUGH_REPLICAS" {
+                    self.refused_min_isr.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => {
-                    if e.code() == "NOT_ENOUGH_REPLICAS" {
-                        self.refused_min_isr.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let value = send_value(&k, None, &v);
-                    h.push(nanos(self.start), process, OpType::Fail, Func::Send, value);
-                }
+                let value = send_value(&k, None, &v);
+                h.push(nanos(self.start), *process, OpType::Fail, Func::Send, value);
+                Err(e.code().to_string())
             }
         }
     }
@@ -1373,7 +1410,29 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
                     .spawn(async move { leaders_and_terms(&o).await })
                     .await
                     .expect("leader survey task");
+                // Partitions the cut does not touch keep acknowledging
+                // while the node is away.
+                let (ask, cut, lead) = (live_addrs(&killed, &paused), *node, before.clone());
+                let (w, doomed_now) = (work.clone(), doomed.clone());
+                let probe_ask: Vec<String> =
+                    others.iter().map(|id| crate::client_addr(*id)).collect();
+                let targets = client_node
+                    .spawn(async move {
+                        let targets = untouched_partitions(&w, ask, cut, &lead, &doomed_now).await;
+                        warm_up(&w, probe_ask, targets).await
+                    })
+                    .await
+                    .expect("probe target task");
                 cluster.clog(*node);
+                let until = madsim::time::Instant::now() + Duration::from_millis(*ms);
+                let probes: Vec<_> = targets
+                    .into_iter()
+                    .map(|(target, client, process)| {
+                        let w = work.clone();
+                        client_node
+                            .spawn(async move { probe(w, client, process, target, until).await })
+                    })
+                    .collect();
                 madsim::time::sleep(Duration::from_millis(*ms)).await;
                 if !isolated.contains(node) {
                     // (A node the plan isolated stays isolated.)
@@ -1409,9 +1468,40 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
                         })
                     })
                     .collect();
+                let mut stalled = Vec::new();
+                let mut probe_sends = 0;
+                for task in probes {
+                    let (target, sends) = task.await.expect("probe task");
+                    probe_sends += sends.len() as u64;
+                    if let Some((at, took, outcome)) = sends
+                        .iter()
+                        .find(|(_, took, outcome)| *took > UNTOUCHED_ACK_BOUND || outcome.is_err())
+                    {
+                        stalled.push(format!(
+                            "availability: partition {}-{} (group {}, leader {}, replicas {:?}, ISR {:?}, min ISR {}), untouched by node {node}'s cut, stopped acknowledging: a produce sent {} ms into the cut took {} ms ({}; bound {} ms)",
+                            target.topic,
+                            target.partition,
+                            target.group,
+                            target.leader,
+                            target.replicas,
+                            target.isr,
+                            target.min_isr,
+                            at.as_millis(),
+                            took.as_millis(),
+                            match outcome {
+                                Ok(off) => format!("acknowledged at offset {off}"),
+                                Err(code) => format!("failed: {code}"),
+                            },
+                            UNTOUCHED_ACK_BOUND.as_millis()
+                        ));
+                    }
+                }
                 report.rejoins += 1;
+                report.untouched_probe_sends += probe_sends;
                 if clean {
                     report.rejoins_judged += 1;
+                    report.untouched_sends_judged += probe_sends;
+                    report.violations_stored.extend(stalled);
                     if !deposed.is_empty() {
                         report.violations_stored.push(format!(
                             "availability: node {node} rejoining after {ms} ms cut off deposed leaders: {}",
@@ -1824,10 +1914,12 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
             Func::Send => (s + 1, p),
             Func::Poll => (s, p + 1),
         });
-    // A majority of the cluster, or of every partition's replicas (as the
-    // metadata places them at the end), down for most of the faults.
+    // A majority of the cluster down for most of the faults, or for the
+    // partitions (as the metadata places them at the end) a majority of
+    // their replicas or so many that fewer than `min_insync_replicas` were
+    // left.
     let c = admin.clone();
-    let replica_sets: Vec<BTreeSet<u64>> = client_node
+    let replica_sets: Vec<(BTreeSet<u64>, u64)> = client_node
         .spawn(async move {
             c.metadata()
                 .await
@@ -1835,9 +1927,12 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
                     md.topics
                         .iter()
                         .flat_map(|t| {
-                            t.partitions
-                                .iter()
-                                .map(|p| p.replicas.iter().copied().collect())
+                            let min = t.min_insync_replicas as u64;
+                            t.partitions.iter().map(move |p| {
+                                let r: BTreeSet<u64> = p.replicas.iter().copied().collect();
+                                let needed = (r.len() as u64 / 2 + 1).max(min);
+                                (r, needed)
+                            })
                         })
                         .collect()
                 })
@@ -1845,11 +1940,17 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
         })
         .await
         .expect("metadata task");
-    let every_partition_down = replica_sets
-        .iter()
-        .map(|r| plan.majority_down_share_of(r))
-        .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.min(s))))
-        .unwrap_or(0.0);
+    // Averaged over the partitions: clients spread over them, and spend
+    // their retry deadline on each one that cannot acknowledge.
+    let every_partition_down = if replica_sets.is_empty() {
+        0.0
+    } else {
+        replica_sets
+            .iter()
+            .map(|(r, needed)| plan.down_share_of(r, *needed))
+            .sum::<f64>()
+            / replica_sets.len() as f64
+    };
     let down = plan.majority_down_share().max(every_partition_down);
     if sends < SENDS_OK_MIN || polls < POLLS_OK_MIN {
         let why = format!(
@@ -1857,7 +1958,7 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
         );
         if down >= MAJORITY_DOWN_EXEMPT {
             report.executed.push(format!(
-                "{why}; exempt: the plan kept a majority (of the cluster, or of every partition's replicas) down for {:.0}% of the faults",
+                "{why}; exempt: the plan kept a majority of the cluster down, or the partitions unable to acknowledge (a majority of their replicas down, or fewer than their min ISR up), for {:.0}% of the faults",
                 down * 100.0
             ));
         } else {
@@ -2035,6 +2136,126 @@ fn acked_sends(ops: &[crate::history::Op]) -> BTreeMap<String, Vec<(u64, String)
 /// (leader, term) of every group, from whichever of `nodes` leads it, and
 /// whether the first of them that answers has a membership change in
 /// flight.
+/// A partition a node's cut should not touch.
+struct ProbeTarget {
+    topic: String,
+    partition: u32,
+    group: u64,
+    leader: u64,
+    replicas: Vec<u64>,
+    isr: Vec<u64>,
+    min_isr: u32,
+}
+
+/// Up to two partitions of the workload that `cut` does not touch: their
+/// leader (from `leaders`, by group) is another node, and enough of their
+/// ISR is on the other side to acknowledge without `cut`. One where `cut`
+/// is a replica is preferred (its leader must not wait for it), then one
+/// where it is not.
+async fn untouched_partitions(
+    work: &Workload,
+    ask: Vec<String>,
+    cut: u64,
+    leaders: &BTreeMap<u64, (u64, u64)>,
+    doomed: &[(String, Vec<u64>)],
+) -> Vec<ProbeTarget> {
+    let Ok(meta) = Client::new(ask).metadata().await else {
+        return Vec::new();
+    };
+    let used = work.partitions.lock().clone();
+    let deleted = work.deleted.lock().clone();
+    let mut found: Vec<ProbeTarget> = Vec::new();
+    for t in &meta.topics {
+        if doomed.iter().any(|(name, _)| *name == t.name) {
+            continue;
+        }
+        for p in &t.partitions {
+            let k = key(&t.name, p.partition);
+            if deleted.contains(&k) || !used.contains(&(t.name.clone(), p.partition)) {
+                continue;
+            }
+            let Some((leader, _)) = leaders.get(&p.group) else {
+                continue;
+            };
+            let without = p.isr.iter().filter(|n| **n != cut).count() as u32;
+            if *leader == cut || without < t.min_insync_replicas {
+                continue;
+            }
+            found.push(ProbeTarget {
+                topic: t.name.clone(),
+                partition: p.partition,
+                group: p.group,
+                leader: *leader,
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
+                min_isr: t.min_insync_replicas,
+            });
+        }
+    }
+    let mut picked = Vec::new();
+    for with_cut in [true, false] {
+        if let Some(at) = found
+            .iter()
+            .position(|t| t.replicas.contains(&cut) == with_cut)
+        {
+            picked.push(found.remove(at));
+        }
+    }
+    picked
+}
+
+/// A client and a process for each target that acknowledged one send
+/// through the nodes `ask`: the probe's client knows the leader before the
+/// cut, so what it measures is the cluster, not the client's first guess.
+async fn warm_up(
+    work: &Workload,
+    ask: Vec<String>,
+    targets: Vec<ProbeTarget>,
+) -> Vec<(ProbeTarget, Client, u64)> {
+    let mut ready = Vec::new();
+    for target in targets {
+        let client = Client::with_retry(
+            ask.clone(),
+            RetryPolicy {
+                deadline: Duration::from_secs(5),
+                retry_unknown_outcome: false,
+                ..RetryPolicy::default()
+            },
+        );
+        let mut process = work.next_process.fetch_add(1, Ordering::Relaxed);
+        if work
+            .send(&client, &mut process, &target.topic, target.partition)
+            .await
+            .is_ok()
+        {
+            ready.push((target, client, process));
+        }
+    }
+    ready
+}
+
+/// Sends to `target` one value after another until `until`: when each was
+/// sent (since the probe began), how long it took, and its outcome.
+async fn probe(
+    work: Arc<Workload>,
+    client: Client,
+    mut process: u64,
+    target: ProbeTarget,
+    until: madsim::time::Instant,
+) -> (ProbeTarget, Vec<(Duration, Duration, Result<u64, String>)>) {
+    let began = madsim::time::Instant::now();
+    let mut sends = Vec::new();
+    while madsim::time::Instant::now() < until {
+        let sent = madsim::time::Instant::now();
+        let outcome = work
+            .send(&client, &mut process, &target.topic, target.partition)
+            .await;
+        sends.push((sent - began, sent.elapsed(), outcome));
+        madsim::time::sleep(Duration::from_millis(50)).await;
+    }
+    (target, sends)
+}
+
 async fn leaders_and_terms(nodes: &[u64]) -> (BTreeMap<u64, (u64, u64)>, bool) {
     let mut changing = false;
     for id in nodes {

@@ -121,6 +121,12 @@ impl SimCluster {
                 client_addr: client_addr(id),
             })
             .collect();
+        let cfg = node_config(1, members.clone());
+        checker.set_isr_bound(crate::node_checker::IsrBound {
+            max_lag_ms: cfg.isr_max_lag_ms,
+            tick_ms: cfg.tick_interval_ms,
+            retry_ms: cfg.tick_interval_ms * cfg.election_ticks as u64,
+        });
         let mut nodes = Vec::new();
         for id in 1..=n {
             let disk = MemDisk::new();
