@@ -44,8 +44,13 @@ pub struct GroupStatus {
     pub snapshot_index: u64,
     /// Voters of the group's current configuration.
     pub voters: Vec<NodeId>,
-    /// The state machine's fingerprint ([`StateMachine::fingerprint`]).
+    /// The state machine's fingerprint ([`StateMachine::fingerprint`]);
+    /// `None` while it is being rebuilt.
     pub state: Option<u64>,
+    /// Why this replica's state machine is being rebuilt from a peer's
+    /// snapshot (it did not recover from local storage); it serves no
+    /// reads and does not campaign until the snapshot is installed.
+    pub repairing: Option<String>,
 }
 
 struct Inflight<S> {
@@ -213,8 +218,27 @@ impl<S: StateMachine> Engine<S> {
                     .map_err(|e| inconsistent(format!("group {id} ({pid}): {e}")))?;
             let mut sm = S::new(id, &pid, &options);
             let snap_index = snap.as_ref().map_or(0, |s| s.get_metadata().index);
-            sm.recover(snap.as_ref().map(|s| (snap_index, &s.data[..])))
-                .map_err(|e| inconsistent(format!("group {id} ({pid}) snapshot: {e}")))?;
+            let mut repair = None;
+            if let Err(e) = sm.recover(snap.as_ref().map(|s| (snap_index, &s.data[..]))) {
+                // The local state behind the snapshot is damaged (a corrupt
+                // or missing segment, say). The Raft log and hard state are
+                // intact, so this replica stays a voter with everything it
+                // promised; only the state machine is rebuilt, from a
+                // snapshot of the leader's, and nothing is served from it
+                // until then.
+                tracing::error!(
+                    group = id,
+                    %pid,
+                    "partition state does not recover, rebuilding it from the leader's snapshot: {e}"
+                );
+                sm = S::new(id, &pid, &options);
+                sm.recover(None).map_err(|e2| {
+                    inconsistent(format!(
+                        "group {id} ({pid}): state does not recover ({e}) and cannot be cleared for a rebuild: {e2}"
+                    ))
+                })?;
+                repair = Some(e);
+            }
             // The state machine holds the snapshot: everything after it is
             // applied again from the log.
             let applied = if crate::planted::active(crate::planted::Bug::RecoverySkipsToCommit) {
@@ -225,7 +249,9 @@ impl<S: StateMachine> Engine<S> {
                 snap_index
             };
             let raw = new_raw(&config, &logger, id, storage, applied)?;
-            partitions.insert(id, Group::new(id, g.kind, raw, PartitionSm(sm), applied));
+            let mut group = Group::new(id, g.kind, raw, PartitionSm(sm), applied);
+            group.repair = repair;
+            partitions.insert(id, group);
         }
         let mut engine = Engine {
             rng: StdRng::seed_from_u64(config.seed),
@@ -269,7 +295,18 @@ impl<S: StateMachine> Engine<S> {
             ticks += 1;
             self.metadata.raw.tick();
             for g in self.partitions.values_mut() {
-                g.raw.tick();
+                if g.repair.is_some() {
+                    // A replica rebuilding its state must not lead: no
+                    // election timeout runs. It asks the leader for a
+                    // snapshot instead (raft-rs drops the request while no
+                    // leader is known or its log ends in an older term;
+                    // it is made again every tick until one is pending).
+                    if g.raw.raft.pending_request_snapshot == 0 {
+                        let _ = g.raw.request_snapshot();
+                    }
+                } else {
+                    g.raw.tick();
+                }
             }
             // After every tick: a tick that resets a group (an election)
             // must get its timeout from the seeded RNG before the next
@@ -298,6 +335,7 @@ impl<S: StateMachine> Engine<S> {
                 }
             }
             self.maintain_isr();
+            self.serve_snapshot_requests();
             self.maintain_membership();
             self.maintain_moves();
             self.dirty.insert(METADATA_GROUP);
@@ -408,6 +446,10 @@ impl<S: StateMachine> Engine<S> {
                         continue;
                     }
                 }
+                if g.repair.is_some() && message.get_msg_type() == MessageType::MsgTimeoutNow {
+                    tracing::info!(from, group, "not taking leadership while rebuilding state");
+                    continue;
+                }
                 g.raw.step(message)
             } else {
                 // Not created here yet (metadata not applied) or deleted:
@@ -506,6 +548,25 @@ impl<S: StateMachine> Engine<S> {
         self.partitions.get(&group).map(|g| &g.sm.0)
     }
 
+    /// This node's replica of `partition`, to read its applied state
+    /// directly (no leadership, no ReadIndex: what it holds, possibly
+    /// stale). Refused when it is not hosted here or its state is being
+    /// rebuilt.
+    pub fn replica_state(&self, partition: &PartitionId) -> Result<&S, Error> {
+        let group = self.replica_group(partition)?;
+        let g = self.partitions.get(&group).ok_or(Error::NotLeader {
+            group,
+            leader_hint: None,
+        })?;
+        match &g.repair {
+            Some(reason) => Err(Error::ReplicaRepairing {
+                group,
+                reason: reason.clone(),
+            }),
+            None => Ok(&g.sm.0),
+        }
+    }
+
     /// The group ids hosted here, metadata first.
     pub fn groups(&self) -> Vec<GroupId> {
         std::iter::once(METADATA_GROUP)
@@ -525,7 +586,7 @@ impl<S: StateMachine> Engine<S> {
     pub fn status(&self) -> Vec<GroupStatus> {
         std::iter::once(status_of(&self.metadata))
             .chain(self.partitions.values().map(|g| GroupStatus {
-                state: g.sm.0.fingerprint(),
+                state: g.sm.0.fingerprint().filter(|_| g.repair.is_none()),
                 ..status_of(g)
             }))
             .collect()
@@ -666,6 +727,12 @@ impl<S: StateMachine> Engine<S> {
                     }
                 };
                 let g = self.partitions.get_mut(&group).expect("checked hosted");
+                if let Some(reason) = &g.repair {
+                    return Err(Error::ReplicaRepairing {
+                        group,
+                        reason: reason.clone(),
+                    });
+                }
                 if consistency == ReadConsistency::FollowerStale {
                     let r = g.sm.0.query(&query).map(Response::Query);
                     self.sink.reply(request_id, r);
@@ -1279,6 +1346,29 @@ impl<S: StateMachine> Engine<S> {
         }
     }
 
+    /// A follower rebuilding its state asks for a snapshot at least as new
+    /// as its log: a leader takes one as soon as it has applied that far
+    /// (raft-rs sends it on the next heartbeat round).
+    fn serve_snapshot_requests(&mut self) {
+        for g in self.partitions.values_mut() {
+            if !g.is_leader() {
+                continue;
+            }
+            let wanted = g
+                .raw
+                .raft
+                .prs()
+                .iter()
+                .map(|(_, pr)| pr.pending_request_snapshot)
+                .max()
+                .unwrap_or(0);
+            if wanted > g.raw.store().snapshot_index() && g.applied >= wanted {
+                g.force_compact(&mut self.sink);
+                self.dirty.insert(g.id);
+            }
+        }
+    }
+
     /// Each replica's lag, for partitions this node leads (only the leader
     /// knows its followers' progress).
     pub fn replica_lags(&self, group: GroupId) -> Option<Vec<ReplicaLag>> {
@@ -1669,5 +1759,6 @@ fn status_of<M, Q>(g: &Group<M, Q>) -> GroupStatus {
             v
         },
         state: None,
+        repairing: g.repair.clone(),
     }
 }

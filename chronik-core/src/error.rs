@@ -117,6 +117,11 @@ pub enum Error {
     /// enough, within `read_timeout_ms`. Retriable.
     #[error("read of group {group} timed out")]
     ReadTimeout { group: GroupId },
+    /// This replica's state did not recover from its storage (corrupt or
+    /// missing data) and is being rebuilt from the leader's snapshot: it
+    /// serves nothing until then. Retriable against another replica.
+    #[error("replica of group {group} is rebuilding its state from a peer: {reason}")]
+    ReplicaRepairing { group: GroupId, reason: String },
 }
 
 impl Error {
@@ -148,6 +153,7 @@ impl Error {
             Error::QuorumAtRisk { .. } => "QUORUM_AT_RISK",
             Error::ChangeInProgress { .. } => "MEMBERSHIP_CHANGE_IN_PROGRESS",
             Error::NodeRemoved { .. } => "NODE_REMOVED",
+            Error::ReplicaRepairing { .. } => "REPLICA_REPAIRING",
         }
     }
 
@@ -162,6 +168,7 @@ impl Error {
                 | Error::NotEnoughReplicas { .. }
                 | Error::LeaderNotInSync { .. }
                 | Error::ReadTimeout { .. }
+                | Error::ReplicaRepairing { .. }
         )
     }
 

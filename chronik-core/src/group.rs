@@ -189,6 +189,10 @@ pub(crate) struct Group<M, Q> {
     pub removed: bool,
     /// Partition leaders: the replica-move step last taken, and when.
     pub move_acted: Option<(crate::membership::Step, Time)>,
+    /// Why the state machine is being rebuilt from a leader's snapshot:
+    /// until one installs, committed entries are not applied (there is no
+    /// state to apply them to), reads are refused and no election starts.
+    pub repair: Option<String>,
 }
 
 impl<M, Q> Group<M, Q> {
@@ -215,6 +219,7 @@ impl<M, Q> Group<M, Q> {
             metadata_fresh_term: None,
             removed: false,
             move_acted: None,
+            repair: None,
         }
     }
 
@@ -438,8 +443,10 @@ impl<M, Q> Group<M, Q> {
             self.raw.report_snapshot(to, raft::SnapshotStatus::Finish);
         }
 
-        for entry in committed {
-            self.apply_entry(entry, sink);
+        if self.repair.is_none() {
+            for entry in committed {
+                self.apply_entry(entry, sink);
+            }
         }
         self.sync_applied();
         self.maybe_compact(sink);
@@ -472,6 +479,9 @@ impl<M, Q> Group<M, Q> {
         }
         self.raw.mut_store().apply_snapshot(snap.clone());
         self.applied = index;
+        if let Some(why) = self.repair.take() {
+            tracing::info!(group = self.id, index, "state rebuilt from the leader's snapshot (was: {why})");
+        }
         self.applied_bytes_since_snapshot = 0;
         while self.pending.front().is_some_and(|p| p.index <= index) {
             let p = self.pending.pop_front().expect("checked non-empty");

@@ -405,16 +405,10 @@ impl Driver {
                 max_bytes,
                 reply,
             } => {
-                let result = match self.engine.partition_state(&partition) {
-                    Some(log) => log.query(&RecordQuery::Fetch { offset, max_bytes }),
-                    None => match self.engine.metadata().partition(&partition) {
-                        Err(e) => Err(e),
-                        Ok(p) => Err(Error::NotLeader {
-                            group: p.group,
-                            leader_hint: Some(p.preferred_leader),
-                        }),
-                    },
-                };
+                let result = self
+                    .engine
+                    .replica_state(&partition)
+                    .and_then(|log| log.query(&RecordQuery::Fetch { offset, max_bytes }));
                 let _ = reply.send(result);
             }
             DriverMsg::SnapshotArrived { from, message } => {

@@ -324,6 +324,80 @@ async fn lagging_replica_catches_up_through_streamed_segments() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_corrupt_segment_rebuilds_it_from_the_leader() {
+    use chronik_net::partition_store::{group_dir, segment_file_name};
+    let dir = tempdir();
+    let mut spec = spec(3, &dir);
+    for c in &mut spec.configs {
+        c.log_compact_threshold_entries = 50;
+        c.segment_bytes_max = 4096;
+    }
+    let mut nodes = start_all(&spec).await;
+    let client = Client::new(
+        spec.configs
+            .iter()
+            .map(|c| c.client_listen.to_string())
+            .collect(),
+    );
+    wait_for_nodes(&client, 3).await;
+    client.create_topic("rot", 1, 3, 2).await.unwrap();
+    let pid = PartitionId::new("rot", 0);
+    let mut want = Vec::new();
+    for i in 0..200 {
+        let recs: Vec<Bytes> = (0..10).map(|k| Bytes::from(format!("b{i}-r{k}"))).collect();
+        client.produce("rot", 0, recs.clone()).await.unwrap();
+        want.extend(recs);
+    }
+    // Node 3 has applied everything and snapshotted past the first
+    // segment; then a bit of that synced segment rots while it is down.
+    let group = {
+        let n3 = nodes.last().unwrap();
+        read_all_local(n3, &pid, want.len() as u64).await;
+        let ins = n3.inspect().await.unwrap();
+        let g = ins.metadata.partition(&pid).unwrap().group;
+        let st = ins.groups.iter().find(|s| s.group == g).unwrap();
+        assert!(st.snapshot_index > 0, "{st:?}");
+        g
+    };
+    nodes.pop().unwrap().shutdown().await.unwrap();
+    let seg = group_dir(&spec.configs[2].data_dir.join("partitions"), group)
+        .join(segment_file_name(0));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[40] ^= 0x10;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    // It starts, serves none of the damaged data, and rebuilds the
+    // partition from the leader while produces go on.
+    let back = Node::start(spec.configs[2].clone()).await.unwrap();
+    let ins = back.inspect().await.unwrap();
+    let st = ins.groups.iter().find(|s| s.group == group).unwrap();
+    assert!(
+        st.repairing.as_deref().is_some_and(|r| r.contains("corrupt")),
+        "{st:?}"
+    );
+    match back.read_local(&pid, 0, 1 << 20).await {
+        Err(chronik_net::NodeError::Refused(e)) => assert_eq!(e.code(), "REPLICA_REPAIRING", "{e}"),
+        Err(e) => panic!("{e}"),
+        Ok(f) => panic!("a damaged replica served {} records", f.records.len()),
+    }
+    for i in 200..220 {
+        let recs: Vec<Bytes> = (0..10).map(|k| Bytes::from(format!("b{i}-r{k}"))).collect();
+        client.produce("rot", 0, recs.clone()).await.unwrap();
+        want.extend(recs);
+    }
+    assert_eq!(read_all_local(&back, &pid, want.len() as u64).await, want);
+    let ins = back.inspect().await.unwrap();
+    let st = ins.groups.iter().find(|s| s.group == group).unwrap();
+    assert_eq!(st.repairing, None, "{st:?}");
+    assert!(back.metrics.snapshots_fetched.get() > 0);
+    nodes.push(back);
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_reads_and_min_insync_replicas_on_real_nodes() {
     use chronik_net::proto::{self, ReadConsistency};
     let dir = tempdir();

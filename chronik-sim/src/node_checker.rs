@@ -949,6 +949,7 @@ mod tests {
             snapshot_index: 0,
             voters: vec![],
             state: None,
+            repairing: None,
         };
         c.on_start(1, std::slice::from_ref(&status));
         assert!(c.violations().is_empty(), "{:?}", c.violations());
@@ -993,6 +994,7 @@ mod tests {
                 snapshot_index: 0,
                 voters: vec![],
                 state: None,
+                repairing: None,
             }],
         );
         let v = c.violations();

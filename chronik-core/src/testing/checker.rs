@@ -525,6 +525,7 @@ mod tests {
             snapshot_index: 1,
             voters: vec![],
             state: Some(10),
+            repairing: None,
         };
         c.on_recovered(5, &[status]);
         let v = c.violations();
