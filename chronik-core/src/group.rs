@@ -480,7 +480,11 @@ impl<M, Q> Group<M, Q> {
         self.raw.mut_store().apply_snapshot(snap.clone());
         self.applied = index;
         if let Some(why) = self.repair.take() {
-            tracing::info!(group = self.id, index, "state rebuilt from the leader's snapshot (was: {why})");
+            tracing::info!(
+                group = self.id,
+                index,
+                "state rebuilt from the leader's snapshot (was: {why})"
+            );
         }
         self.applied_bytes_since_snapshot = 0;
         while self.pending.front().is_some_and(|p| p.index <= index) {

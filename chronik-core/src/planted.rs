@@ -81,11 +81,14 @@ pub enum Bug {
     /// acknowledgements of a partition whose quorum is intact, until the
     /// ISR drops it.
     AckWaitsForWholeIsr,
+    /// Partition segments are read without checking batch checksums: a
+    /// replica whose synced data rotted serves it.
+    SegmentCrcUnchecked,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 22] = [
+    pub const ALL: [Bug; 23] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::SkipCrc,
@@ -108,6 +111,7 @@ impl Bug {
         Bug::NoPreVote,
         Bug::IsrNeverShrinks,
         Bug::AckWaitsForWholeIsr,
+        Bug::SegmentCrcUnchecked,
     ];
 
     /// The name used on command lines and in `CHRONIK_BUG`.
@@ -135,6 +139,7 @@ impl Bug {
             Bug::NoPreVote => "no_pre_vote",
             Bug::IsrNeverShrinks => "isr_never_shrinks",
             Bug::AckWaitsForWholeIsr => "ack_waits_for_whole_isr",
+            Bug::SegmentCrcUnchecked => "segment_crc_unchecked",
         }
     }
 

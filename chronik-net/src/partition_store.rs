@@ -189,7 +189,10 @@ fn decode_batch(buf: &[u8]) -> Result<Option<Batch>, String> {
         return Ok(None);
     }
     let body = &buf[FRAME_HEADER..FRAME_HEADER + len];
-    if crc32c::crc32c(body) != crc {
+    // Planted bug (simulation builds only): segments are trusted unchecked.
+    if crc32c::crc32c(body) != crc
+        && !chronik_core::planted::active(chronik_core::planted::Bug::SegmentCrcUnchecked)
+    {
         return Err("batch checksum mismatch".into());
     }
     if body.len() < BATCH_HEADER {

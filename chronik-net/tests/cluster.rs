@@ -360,8 +360,8 @@ async fn a_replica_with_a_corrupt_segment_rebuilds_it_from_the_leader() {
         g
     };
     nodes.pop().unwrap().shutdown().await.unwrap();
-    let seg = group_dir(&spec.configs[2].data_dir.join("partitions"), group)
-        .join(segment_file_name(0));
+    let seg =
+        group_dir(&spec.configs[2].data_dir.join("partitions"), group).join(segment_file_name(0));
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[40] ^= 0x10;
     std::fs::write(&seg, &bytes).unwrap();
@@ -372,7 +372,9 @@ async fn a_replica_with_a_corrupt_segment_rebuilds_it_from_the_leader() {
     let ins = back.inspect().await.unwrap();
     let st = ins.groups.iter().find(|s| s.group == group).unwrap();
     assert!(
-        st.repairing.as_deref().is_some_and(|r| r.contains("corrupt")),
+        st.repairing
+            .as_deref()
+            .is_some_and(|r| r.contains("corrupt")),
         "{st:?}"
     );
     match back.read_local(&pid, 0, 1 << 20).await {

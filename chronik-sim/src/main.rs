@@ -176,6 +176,7 @@ mod runner {
         rejoins_judged: u64,
         untouched_probe_sends: u64,
         untouched_sends_judged: u64,
+        rotted: u64,
     }
 
     impl Totals {
@@ -200,6 +201,7 @@ mod runner {
             self.rejoins_judged += r.rejoins_judged;
             self.untouched_probe_sends += r.untouched_probe_sends;
             self.untouched_sends_judged += r.untouched_sends_judged;
+            self.rotted += r.rotted;
             self.deletions_checked += r.deletions_checked;
             for (k, v) in &r.crash_points {
                 *self.crash_points.entry(*k).or_default() += v;
@@ -253,6 +255,11 @@ mod runner {
                 (
                     n.isr_members_checked_in_bound,
                     "no ISR member checked against the lag bound",
+                ),
+                (self.rotted, "no synced partition segment rotted"),
+                (
+                    n.replicas_rebuilt,
+                    "no replica rebuilt its damaged state from a peer",
                 ),
                 (
                     n.replies_checked_durable,
@@ -320,6 +327,10 @@ mod runner {
             println!(
                 "rejoins: {} nodes cut off and let back, {} of them with nothing else disturbing the cluster, checked to depose no leader; {} produces sent to partitions the cut did not touch while it lasted, {} of them judged (each acknowledged within {} ms)",
                 self.rejoins, self.rejoins_judged, self.untouched_probe_sends, self.untouched_sends_judged, chronik_sim::scenario::UNTOUCHED_ACK_BOUND.as_millis()
+            );
+            println!(
+                "rot: {} synced partition segment bytes flipped on a down replica, {} replicas rebuilt from a peer",
+                self.rotted, n.replicas_rebuilt
             );
             println!(
                 "crash points reached: {:?}",

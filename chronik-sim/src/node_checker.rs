@@ -184,6 +184,9 @@ pub struct NodeCounts {
     /// ISR members checked to hold what the leader accepted a lag window
     /// earlier.
     pub isr_members_checked_in_bound: u64,
+    /// Replicas whose state did not recover from their disk, rebuilt from
+    /// a peer's snapshot.
+    pub replicas_rebuilt: u64,
 }
 
 impl std::ops::AddAssign for NodeCounts {
@@ -205,6 +208,7 @@ impl std::ops::AddAssign for NodeCounts {
         self.replies_checked_durable += b.replies_checked_durable;
         self.unclean_accepts += b.unclean_accepts;
         self.isr_members_checked_in_bound += b.isr_members_checked_in_bound;
+        self.replicas_rebuilt += b.replicas_rebuilt;
     }
 }
 
@@ -256,6 +260,10 @@ struct Inner {
     /// Current leaderships of partition groups, by (leader, group).
     leaderships: BTreeMap<(NodeId, GroupId), Leadership>,
     isr_members_checked_in_bound: u64,
+    /// (node, group) replicas rebuilding a state that did not recover from
+    /// their disk, until a snapshot installs.
+    rebuilding: std::collections::BTreeSet<(NodeId, GroupId)>,
+    replicas_rebuilt: u64,
     /// Simulated time of the first event: times are kept as milliseconds
     /// since.
     epoch: Option<SimInstant>,
@@ -532,6 +540,7 @@ impl NodeChecker {
             replies_checked_durable: i.replies_checked_durable,
             unclean_accepts: i.unclean_accepts,
             isr_members_checked_in_bound: i.isr_members_checked_in_bound,
+            replicas_rebuilt: i.replicas_rebuilt,
         }
     }
 
@@ -685,6 +694,10 @@ impl EngineObserver for NodeChecker {
         i.frozen.retain(|(n, _)| *n != node);
         i.isr_of.retain(|(n, _), _| *n != node);
         i.isr_in_order.retain(|(n, _), _| *n != node);
+        i.rebuilding.retain(|(n, _)| *n != node);
+        for g in groups.iter().filter(|g| g.repairing.is_some()) {
+            i.rebuilding.insert((node, g.group));
+        }
         let c = &mut i.core;
         c.trace(
             node,
@@ -766,6 +779,14 @@ impl EngineObserver for NodeChecker {
             Event::ProduceAcked { group, index } => i.on_ack(node, *group, *index),
             Event::SnapshotInstalled { group, .. } if *group == chronik_core::METADATA_GROUP => {
                 i.isr_in_order.retain(|(n, _), _| *n != node);
+            }
+            Event::SnapshotInstalled { group, .. } if i.rebuilding.remove(&(node, *group)) => {
+                i.replicas_rebuilt += 1;
+            }
+            Event::ReadServed { group, read_index } if i.rebuilding.contains(&(node, *group)) => {
+                i.core.violation(format!(
+                    "rot: node {node} served a read of group {group} at {read_index} while rebuilding its damaged state"
+                ));
             }
             _ => {}
         }

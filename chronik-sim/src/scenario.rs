@@ -166,6 +166,17 @@ pub enum Fault {
     DeleteTopic {
         pick: u64,
     },
+    /// Kill `node`, flip one byte of one of its synced partition segments
+    /// (`pick` modulo the files, `at` modulo the file's length) while it
+    /// is down, and restart it `ms` later: data rotting on one replica.
+    /// The replica must detect it, serve none of it, and rebuild that
+    /// partition from its peers.
+    Rot {
+        node: u64,
+        pick: u64,
+        at: u64,
+        ms: u64,
+    },
     /// Arm a crash point on `node`: the next time it reaches `point` (a
     /// protocol step a timed kill rarely hits) it stops dead there, and is
     /// killed (its unsynced writes lost) and restarted 1-30 ms later.
@@ -202,6 +213,7 @@ impl Fault {
             Fault::CrashAt { .. } => "crash-point",
             Fault::DeleteTopic { .. } => "delete-topic",
             Fault::Rejoin { .. } => "rejoin",
+            Fault::Rot { .. } => "rot",
         }
     }
 }
@@ -242,6 +254,10 @@ impl fmt::Display for Fault {
                 let how = if torn.is_some() { " (torn)" } else { "" };
                 write!(f, "kill {node}{how} and restart it {ms} ms later")
             }
+            Fault::Rot { node, ms, .. } => write!(
+                f,
+                "kill {node}, flip a byte of one of its synced partition segments, restart it {ms} ms later"
+            ),
             Fault::DiskError {
                 node,
                 errno,
@@ -339,7 +355,7 @@ impl Plan {
                 let node = rng.gen_range(1..=nodes);
                 let down = killed.len() + paused.len();
                 let free = !killed.contains(&node) && !paused.contains(&node);
-                match rng.gen_range(0..21) {
+                match rng.gen_range(0..22) {
                     0 | 1 if down < max_down && free => {
                         killed.insert(node);
                         let torn = rng.gen_bool(0.5).then(|| rng.gen::<u64>());
@@ -439,6 +455,14 @@ impl Plan {
                             errno: if rng.gen_bool(0.5) { 5 } else { 28 },
                             on_sync: rng.gen_bool(0.5),
                             ms: rng.gen_range(100..=2_000),
+                        }
+                    }
+                    21 if free => {
+                        break Fault::Rot {
+                            node,
+                            pick: rng.gen(),
+                            at: rng.gen(),
+                            ms: rng.gen_range(1..=1_000),
                         }
                     }
                     19 => {
@@ -627,6 +651,7 @@ impl Plan {
                 }
                 Fault::Join { .. }
                 | Fault::Bounce { .. }
+                | Fault::Rot { .. }
                 | Fault::DiskError { .. }
                 | Fault::PowerLoss { .. }
                 | Fault::KillReplicas { .. }
@@ -732,6 +757,8 @@ pub struct RunReport {
     /// cut off, and of those the ones judged (with the rejoin).
     pub untouched_probe_sends: u64,
     pub untouched_sends_judged: u64,
+    /// Partition segment bytes flipped on a down replica.
+    pub rotted: u64,
     /// Topics whose deletion was asked during the faults, and of those the
     /// ones checked gone everywhere after healing.
     pub topics_deleted: u64,
@@ -878,6 +905,9 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static [&'static str
         Bug::NoPreVote => &["availability: node"],
         Bug::IsrNeverShrinks => &["ISR lag bound"],
         Bug::AckWaitsForWholeIsr => &["availability: partition"],
+        // Rotted bytes served: replicas differ, or a client reads a value
+        // nobody sent.
+        Bug::SegmentCrcUnchecked => &["stored: ", "UnknownValue"],
     }
 }
 
@@ -1406,6 +1436,8 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
                     .filter(|id| id != node && !killed.contains(id) && !paused.contains(id))
                     .collect();
                 let o = others.clone();
+                let armed_before = checker.armed_any();
+                let fired_before: u64 = checker.crash_points_fired().values().sum();
                 let (before, changing_before) = client_node
                     .spawn(async move { leaders_and_terms(&o).await })
                     .await
@@ -1444,14 +1476,19 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
                     .await
                     .expect("leader survey task");
                 // Judged only when nothing else could move a leader: no
-                // network fault, no node down or paused, no crash armed,
+                // network fault, no node down or paused, no crash armed
+                // (before or after) or fired meanwhile,
                 // no membership change (replica moves hand leadership
                 // over) in flight or asked for in the last 15 s.
                 let quiet_membership = last_membership_step
                     .is_none_or(|at: madsim::time::Instant| at.elapsed() > Duration::from_secs(15));
+                let fired_during =
+                    checker.crash_points_fired().values().sum::<u64>() > fired_before;
                 let clean = !degraded
                     && killed.is_empty()
                     && paused.is_empty()
+                    && !armed_before
+                    && !fired_during
                     && !checker.armed_any()
                     && !changing_before
                     && !changing_after
@@ -1595,6 +1632,23 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
             },
             Fault::Bounce { node, torn, ms } => {
                 cluster.kill(*node, *torn, false);
+                madsim::time::sleep(Duration::from_millis(*ms)).await;
+                cluster.restart(*node);
+            }
+            Fault::Rot { node, pick, at, ms } => {
+                cluster.kill(*node, None, false);
+                executed = match cluster.rot(*node, *pick, *at) {
+                    Some((file, byte)) => {
+                        report.rotted += 1;
+                        format!(
+                            "kill {node}, flip byte {byte} of {}, restart it {ms} ms later",
+                            file.display()
+                        )
+                    }
+                    None => format!(
+                        "kill {node} (no partition segment to rot), restart it {ms} ms later"
+                    ),
+                };
                 madsim::time::sleep(Duration::from_millis(*ms)).await;
                 cluster.restart(*node);
             }
@@ -2149,7 +2203,7 @@ struct ProbeTarget {
 
 /// Up to two partitions of the workload that `cut` does not touch: their
 /// leader (from `leaders`, by group) is another node, and enough of their
-/// ISR is on the other side to acknowledge without `cut`. One where `cut`
+/// ISR is on the other side to commit and acknowledge without `cut`. One where `cut`
 /// is a replica is preferred (its leader must not wait for it), then one
 /// where it is not.
 async fn untouched_partitions(
@@ -2177,8 +2231,13 @@ async fn untouched_partitions(
             let Some((leader, _)) = leaders.get(&p.group) else {
                 continue;
             };
+            // Commits need a Raft majority of the replicas, and
+            // acknowledgements `min_insync_replicas` of the ISR: both from
+            // in-sync replicas other than `cut` (one out of the ISR may be
+            // far behind, catching up).
             let without = p.isr.iter().filter(|n| **n != cut).count() as u32;
-            if *leader == cut || without < t.min_insync_replicas {
+            let majority = p.replicas.len() as u32 / 2 + 1;
+            if *leader == cut || without < t.min_insync_replicas.max(majority) {
                 continue;
             }
             found.push(ProbeTarget {

@@ -1,6 +1,6 @@
 use crate::node_checker::NodeChecker;
 use chronik_core::NodeInfo;
-use chronik_net::disk::MemDisk;
+use chronik_net::disk::{Disk, MemDisk};
 use chronik_net::{Client, EngineObserver, Node, NodeConfig, RetryPolicy};
 use madsim::runtime::Handle;
 use std::collections::BTreeMap;
@@ -190,6 +190,33 @@ impl SimCluster {
         n.up = false;
         self.checker
             .on_crash(id, &n.disk, &data_dir(id).join("wal"));
+    }
+
+    /// Flips one byte of one of node `id`'s partition segment files
+    /// (`pick` modulo the files, `at` modulo its synced length): the file
+    /// and the byte, or `None` when the node holds no segment bytes.
+    pub fn rot(&self, id: u64, pick: u64, at: u64) -> Option<(std::path::PathBuf, usize)> {
+        let n = &self.nodes[id as usize - 1];
+        let root = data_dir(id).join("partitions");
+        let mut files = Vec::new();
+        for group in n.disk.list(&root).unwrap_or_default() {
+            let dir = root.join(&group);
+            for name in n.disk.list(&dir).unwrap_or_default() {
+                if name.ends_with(".log") {
+                    let path = dir.join(name);
+                    if n.disk.len(&path).unwrap_or(0) > 0 {
+                        files.push(path);
+                    }
+                }
+            }
+        }
+        if files.is_empty() {
+            return None;
+        }
+        let file = files[(pick % files.len() as u64) as usize].clone();
+        let len = n.disk.len(&file)?;
+        let byte = (at % len as u64) as usize;
+        n.disk.corrupt(&file, byte).then_some((file, byte))
     }
 
     pub fn restart(&mut self, id: u64) {
