@@ -1172,7 +1172,32 @@ impl<S: StateMachine> Engine<S> {
                 }
                 AckVerdict::Fail(e) => self.sink.reply(w.request_id, Err(e)),
                 AckVerdict::Wait(_) if self.now < w.deadline => self.awaiting_isr.push(w),
-                AckVerdict::Wait(_) | AckVerdict::Unknown => {
+                AckVerdict::Wait(group) => {
+                    let (isr, min) = match (
+                        self.metadata.sm.partition(&w.partition),
+                        self.metadata.sm.topic(&w.partition.topic),
+                    ) {
+                        (Ok(meta), Some(topic)) => (meta.isr.clone(), topic.min_insync_replicas),
+                        _ => (Vec::new(), 0),
+                    };
+                    let holders = self.partitions.get(&group).map_or(0, |g| {
+                        let prs = g.raw.raft.prs();
+                        isr.iter()
+                            .filter(|id| prs.get(**id).is_some_and(|p| p.matched >= w.index))
+                            .count() as u32
+                    });
+                    self.sink.reply(
+                        w.request_id,
+                        Err(Error::InsyncCopiesTimedOut {
+                            partition: w.partition,
+                            holders,
+                            isr,
+                            min,
+                            waited_ms: 2 * self.config.isr_max_lag_ms,
+                        }),
+                    );
+                }
+                AckVerdict::Unknown => {
                     let (isr, min) = self.isr_size(&w.partition).unwrap_or((0, 0));
                     self.sink.reply(
                         w.request_id,

@@ -84,6 +84,18 @@ pub enum Error {
         isr: u32,
         min: u32,
     },
+    /// The records were appended and committed, but fewer than
+    /// `min_insync_replicas` members of the ISR held them before the
+    /// acknowledgement deadline (twice the ISR lag bound). Same code and
+    /// meaning for the client as [`Error::NotEnoughReplicasAfterAppend`].
+    #[error("partition {partition}: records appended, but only {holders} of the ISR {isr:?} held them within {waited_ms} ms, fewer than min_insync_replicas {min}")]
+    InsyncCopiesTimedOut {
+        partition: PartitionId,
+        holders: u32,
+        isr: Vec<NodeId>,
+        min: u32,
+        waited_ms: u64,
+    },
     /// The partition's leader is not in its ISR and unclean leader election
     /// is off for the topic: the partition is unavailable until an in-sync
     /// replica leads again. Retriable.
@@ -145,7 +157,9 @@ impl Error {
             Error::CorruptCommand { .. } => "CORRUPT_COMMAND",
             Error::GroupRemoved { .. } => "GROUP_REMOVED",
             Error::NotEnoughReplicas { .. } => "NOT_ENOUGH_REPLICAS",
-            Error::NotEnoughReplicasAfterAppend { .. } => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+            Error::NotEnoughReplicasAfterAppend { .. } | Error::InsyncCopiesTimedOut { .. } => {
+                "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
+            }
             Error::LeaderNotInSync { .. } => "LEADER_NOT_AVAILABLE",
             Error::ReadTimeout { .. } => "READ_TIMEOUT",
             Error::NodeExists { .. } => "NODE_ALREADY_EXISTS",

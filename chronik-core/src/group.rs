@@ -542,6 +542,20 @@ impl<M, Q> Group<M, Q> {
                         reason: reason.clone(),
                     });
                 }
+                if let Ok(Response::Metadata(MetadataResponse::TopicCreated { topic })) = &r {
+                    // Every partition starts with all its replicas in sync:
+                    // reported like any later change, so observers know
+                    // each ISR from its first applied state on.
+                    for p in &topic.partitions {
+                        sink.event(Event::IsrChanged {
+                            partition: crate::types::PartitionId::new(&topic.name, p.partition),
+                            group: p.group,
+                            isr: p.isr.clone(),
+                            min_insync_replicas: topic.min_insync_replicas,
+                            reason: "topic created".into(),
+                        });
+                    }
+                }
                 if let Ok(Response::Metadata(MetadataResponse::ReplicaMoveFinished {
                     partition,
                     group,

@@ -121,7 +121,7 @@ pub enum Event {
         group: GroupId,
     },
     /// The metadata group applied a partition's new ISR (every node reports
-    /// every change).
+    /// every change), or created the partition with its first ISR.
     IsrChanged {
         partition: PartitionId,
         group: GroupId,
