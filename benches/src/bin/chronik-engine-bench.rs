@@ -1,0 +1,322 @@
+//! `chronik-engine-bench`: how the engine's structure shows under load, on
+//! three real nodes started in this process (loopback, fsync on, data in a
+//! temporary directory that is removed afterwards).
+//!
+//! - `stall`: one partition takes large produces (compacting every
+//!   `log_compact_threshold_bytes`) while another, on the same nodes,
+//!   serves one-record produces from a single client; prints the small
+//!   partition's latency percentiles and maximum across the big one's
+//!   compactions. A compaction that runs on the node's driver task shows
+//!   here as a latency spike on the small partition.
+//! - `idle`: creates topics totalling `--partitions` partitions of
+//!   replication 3, waits until they have leaders, then measures the
+//!   process's CPU time over `--seconds` of idleness; prints it as a share
+//!   of one core per node.
+//!
+//! ```text
+//! cargo run --release -p chronik-benches --bin chronik-engine-bench -- stall --seconds 30
+//! cargo run --release -p chronik-benches --bin chronik-engine-bench -- idle --partitions 3000
+//! ```
+
+use bytes::Bytes;
+use chronik_core::NodeInfo;
+use chronik_net::{Client, Node, NodeConfig, NodeHandle};
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "chronik-engine-bench",
+    about = "Compaction stalls and idle CPU of a local three-node cluster"
+)]
+struct Args {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Latency of a small partition while a big one compacts.
+    Stall {
+        /// Seconds of load.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Concurrent producers on the big partition.
+        #[arg(long, default_value_t = 8)]
+        big_clients: usize,
+        /// Records per produce on the big partition.
+        #[arg(long, default_value_t = 10)]
+        big_batch: usize,
+        /// Bytes per record on the big partition.
+        #[arg(long, default_value_t = 1024)]
+        record_size: usize,
+        /// Applied bytes between two compactions of a partition.
+        #[arg(long, default_value_t = 16 * 1024 * 1024)]
+        compact_bytes: u64,
+    },
+    /// CPU use of an idle cluster hosting many partitions.
+    Idle {
+        /// Partitions in all (replication 3), created as topics of 100.
+        #[arg(long, default_value_t = 3000)]
+        partitions: u32,
+        /// Seconds of idleness measured.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let result = match args.bench {
+        Bench::Stall {
+            seconds,
+            big_clients,
+            big_batch,
+            record_size,
+            compact_bytes,
+        } => stall(seconds, big_clients, big_batch, record_size, compact_bytes).await,
+        Bench::Idle {
+            partitions,
+            seconds,
+        } => idle(partitions, seconds).await,
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Three nodes on loopback in a temporary directory.
+struct LocalCluster {
+    nodes: Vec<NodeHandle>,
+    client: Client,
+    dir: PathBuf,
+}
+
+fn free_addr() -> Result<SocketAddr, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    l.local_addr().map_err(|e| e.to_string())
+}
+
+impl LocalCluster {
+    async fn start(tune: impl Fn(&mut NodeConfig)) -> Result<LocalCluster, String> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "chronik-engine-bench-{}-{stamp}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut members = Vec::new();
+        for id in 1..=3u64 {
+            members.push(NodeInfo {
+                id,
+                peer_addr: free_addr()?.to_string(),
+                client_addr: free_addr()?.to_string(),
+            });
+        }
+        let mut nodes = Vec::new();
+        for m in &members {
+            let parse = |a: &str| a.parse::<SocketAddr>().map_err(|e| e.to_string());
+            let mut cfg = NodeConfig::new(
+                m.id,
+                parse(&m.peer_addr)?,
+                parse(&m.client_addr)?,
+                members.clone(),
+                dir.join(format!("node{}", m.id)),
+            );
+            tune(&mut cfg);
+            nodes.push(
+                Node::start(cfg)
+                    .await
+                    .map_err(|e| format!("node {}: {e}", m.id))?,
+            );
+        }
+        let client = Client::new(members.iter().map(|m| m.client_addr.clone()).collect());
+        for _ in 0..200 {
+            if client.metadata().await.map(|m| m.nodes.len()).unwrap_or(0) == 3 {
+                return Ok(LocalCluster { nodes, client, dir });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err("the local cluster did not register its nodes within 10 s".into())
+    }
+
+    async fn stop(self) {
+        for n in self.nodes {
+            let _ = n.shutdown().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+async fn stall(
+    seconds: u64,
+    big_clients: usize,
+    big_batch: usize,
+    record_size: usize,
+    compact_bytes: u64,
+) -> Result<(), String> {
+    let cluster = LocalCluster::start(|c| {
+        c.log_compact_threshold_bytes = compact_bytes;
+    })
+    .await?;
+    let c = &cluster.client;
+    c.create_topic("big", 1, 3, 2)
+        .await
+        .map_err(|e| format!("create big: {e}"))?;
+    c.create_topic("small", 1, 3, 2)
+        .await
+        .map_err(|e| format!("create small: {e}"))?;
+    let addrs: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.client_addr.to_string())
+        .collect();
+    // Warm both partitions up (leaders known, connections open).
+    let small = Client::new(addrs.clone());
+    small
+        .produce("small", 0, vec![Bytes::from_static(b"warm")])
+        .await
+        .map_err(|e| format!("small: {e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let big_bytes = Arc::new(AtomicU64::new(0));
+    let mut big = Vec::new();
+    for _ in 0..big_clients {
+        let (client, stop, bytes) = (Client::new(addrs.clone()), stop.clone(), big_bytes.clone());
+        let batch: Vec<Bytes> = (0..big_batch)
+            .map(|_| Bytes::from(vec![b'b'; record_size]))
+            .collect();
+        big.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if client.produce("big", 0, batch.clone()).await.is_ok() {
+                    bytes.fetch_add((batch.len() * record_size) as u64, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    let mut lat = histogram();
+    let mut errors = 0u64;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let t = Instant::now();
+        match small
+            .produce("small", 0, vec![Bytes::from_static(b"s")])
+            .await
+        {
+            Ok(_) => {
+                let _ = lat.record(t.elapsed().as_micros() as u64);
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in big {
+        let _ = t.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let written = big_bytes.load(Ordering::Relaxed);
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!(
+        "stall: {seconds} s, big partition {:.1} MB/s ({big_clients} clients x {big_batch} records x {record_size} B), about {} compactions per replica (every {} MiB)",
+        written as f64 / elapsed / 1e6,
+        written / compact_bytes.max(1),
+        compact_bytes / (1024 * 1024)
+    );
+    println!(
+        "small partition, 1-record produces: {} ok, {errors} failed; latency ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
+        lat.len(),
+        ms(lat.value_at_quantile(0.5)),
+        ms(lat.value_at_quantile(0.99)),
+        ms(lat.value_at_quantile(0.999)),
+        ms(lat.max())
+    );
+    cluster.stop().await;
+    Ok(())
+}
+
+/// User plus system CPU time of this process, from `/proc/self/stat`
+/// (Linux; its times are in USER_HZ, 100 a second on every Linux ABI).
+fn cpu_time() -> Result<Duration, String> {
+    let stat = std::fs::read_to_string("/proc/self/stat")
+        .map_err(|e| format!("/proc/self/stat (this bench needs Linux): {e}"))?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is field 3, utime 14 and stime 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or("/proc/self/stat: no command name")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64, String> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| format!("/proc/self/stat: field {} unreadable", i + 3))
+    };
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
+async fn idle(partitions: u32, seconds: u64) -> Result<(), String> {
+    let cluster = LocalCluster::start(|_| {}).await?;
+    let c = &cluster.client;
+    let created = Instant::now();
+    let mut left = partitions;
+    let mut topic = 0;
+    while left > 0 {
+        let n = left.min(100);
+        c.create_topic(&format!("idle{topic}"), n, 3, 2)
+            .await
+            .map_err(|e| format!("create idle{topic}: {e}"))?;
+        left -= n;
+        topic += 1;
+    }
+    // Every partition led: each node reports the groups it hosts.
+    let want = partitions as usize + 1;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let mut led = 0;
+        for n in &cluster.nodes {
+            let ins = n.inspect().await.map_err(|e| e.to_string())?;
+            led += ins
+                .groups
+                .iter()
+                .filter(|g| g.role == chronik_core::Role::Leader)
+                .count();
+        }
+        if led >= want {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {led} of {want} groups have a leader after 300 s"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let setup = created.elapsed();
+    // Let the creation's aftermath (snapshots, ISR settling) pass.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (cpu0, t0) = (cpu_time()?, Instant::now());
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let (cpu, wall) = (cpu_time()? - cpu0, t0.elapsed());
+    let share = cpu.as_secs_f64() / wall.as_secs_f64() / 3.0 * 100.0;
+    println!(
+        "idle: {partitions} partitions x 3 replicas on 3 nodes (created and led in {:.1} s); over {:.1} s idle the process used {:.2} s of CPU: {share:.1}% of one core per node",
+        setup.as_secs_f64(),
+        wall.as_secs_f64(),
+        cpu.as_secs_f64()
+    );
+    cluster.stop().await;
+    Ok(())
+}
