@@ -8,7 +8,6 @@
 //! are applied and answered.
 
 use crate::error::Error;
-use crate::isr::IsrTracker;
 use crate::metadata::{MetadataCommand, MetadataResponse, MetadataState};
 use crate::output::{Event, GroupMessage, Output, Response};
 use crate::persist::GroupUpdate;
@@ -163,7 +162,16 @@ struct Observed {
     election_timeout: usize,
 }
 
-pub(crate) struct Group<M, Q> {
+/// What a group's leader keeps beyond Raft, by group kind: nothing for the
+/// metadata group, the partition leader's duties for partitions.
+pub(crate) trait Duties: Default {
+    /// This node no longer leads the group (or never did).
+    fn leadership_lost(&mut self) {}
+}
+
+impl Duties for () {}
+
+pub(crate) struct Group<M, Q, D = ()> {
     pub id: GroupId,
     pub kind: GroupKind,
     pub raw: RawNode<GroupStorage>,
@@ -176,26 +184,17 @@ pub(crate) struct Group<M, Q> {
     /// ReadIndex reads (leader and follower), batched per round.
     pub reads: ReadQueue<Q>,
     observed: Option<Observed>,
-    /// Partition leaders only: the ISR view of the current term.
-    pub isr: Option<(u64, IsrTracker)>,
-    /// When this leader last proposed an ISR change or a leadership
-    /// transfer, so it does not repeat itself every tick.
-    pub isr_acted_at: Option<Time>,
-    /// Partition leaders only: the term whose metadata freshness barrier
-    /// is in flight, and the term for which it completed.
-    pub barrier_term: Option<u64>,
-    pub metadata_fresh_term: Option<u64>,
     /// This node applied a configuration of this group without itself.
     pub removed: bool,
-    /// Partition leaders: the replica-move step last taken, and when.
-    pub move_acted: Option<(crate::membership::Step, Time)>,
+    /// What the leader keeps beyond Raft (see [`Duties`]).
+    pub duties: D,
     /// Why the state machine is being rebuilt from a leader's snapshot:
     /// until one installs, committed entries are not applied (there is no
     /// state to apply them to), reads are refused and no election starts.
     pub repair: Option<String>,
 }
 
-impl<M, Q> Group<M, Q> {
+impl<M, Q, D: Duties> Group<M, Q, D> {
     pub fn new(
         id: GroupId,
         kind: GroupKind,
@@ -213,12 +212,8 @@ impl<M, Q> Group<M, Q> {
             pending: VecDeque::new(),
             reads: ReadQueue::default(),
             observed: None,
-            isr: None,
-            isr_acted_at: None,
-            barrier_term: None,
-            metadata_fresh_term: None,
             removed: false,
-            move_acted: None,
+            duties: D::default(),
             repair: None,
         }
     }
@@ -355,8 +350,7 @@ impl<M, Q> Group<M, Q> {
             }
         }
         if now.role != StateRole::Leader {
-            self.isr = None;
-            self.isr_acted_at = None;
+            self.duties.leadership_lost();
         }
     }
 

@@ -1,0 +1,14 @@
+//! Controllers: what the leaders of this node's groups do on their own,
+//! each tick, from applied state and raft-rs progress (ISR upkeep,
+//! membership changes, replica moves).
+
+use super::*;
+
+mod isr;
+mod leadership;
+mod membership;
+mod moves;
+mod steps;
+
+pub(in crate::engine) use leadership::PartitionDuties;
+pub(in crate::engine) use steps::StepGate;

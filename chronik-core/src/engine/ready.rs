@@ -1,0 +1,194 @@
+//! The ready loop: raft-rs readies of the groups an input touched, the
+//! groups metadata says this node hosts, and the flush of one persist batch
+//! and its sends per input.
+
+use super::*;
+
+impl<S: StateMachine> Engine<S> {
+    pub(in crate::engine) fn observe_all(&mut self) {
+        let ticks = self.config.election_ticks;
+        self.metadata.observe(&mut self.rng, ticks, &mut self.sink);
+        for g in self.partitions.values_mut() {
+            g.observe(&mut self.rng, ticks, &mut self.sink);
+        }
+    }
+
+    /// Handles readies until no group has one, then emits the persist
+    /// batch and the sends.
+    pub(in crate::engine) fn process(&mut self) {
+        while let Some(group) = self.dirty.pop_first() {
+            if group == METADATA_GROUP {
+                while self.metadata.handle_ready(&mut self.sink) {}
+                self.metadata.sync_applied();
+                self.metadata_barriers();
+                if self.metadata.removed && !self.removed_reported {
+                    self.removed_reported = true;
+                    tracing::warn!(node = self.config.node_id, "removed from the cluster");
+                    self.sink.event(Event::RemovedFromCluster);
+                }
+                self.maybe_bootstrap();
+                if self.metadata.applied != self.reconciled_at {
+                    self.reconcile_groups();
+                }
+            } else if let Some(g) = self.partitions.get_mut(&group) {
+                while g.handle_ready(&mut self.sink) {}
+                g.sync_applied();
+                g.serve_reads(&mut self.sink, |sm, q| sm.0.query(q).map(Response::Query));
+                let ctx = self.next_read_ctx.to_be_bytes().to_vec();
+                if g.start_read_round(ctx, self.config.read_timeout_ms, self.now) {
+                    self.next_read_ctx += 1;
+                    // The round's messages come out of the next ready.
+                    self.dirty.insert(group);
+                }
+            }
+        }
+        self.observe_all();
+        self.flush();
+    }
+
+    /// The first metadata leader of a new cluster registers the initial
+    /// members. Once per term; the command is a no-op once applied.
+    pub(in crate::engine) fn maybe_bootstrap(&mut self) {
+        let g = &mut self.metadata;
+        if g.sm.is_bootstrapped() || !g.is_leader() || self.bootstrap_term == g.raw.raft.term {
+            return;
+        }
+        self.bootstrap_term = g.raw.raft.term;
+        let cmd = MetadataCommand::Bootstrap {
+            nodes: self.config.initial_cluster.clone(),
+        };
+        let data = postcard::to_stdvec(&cmd).expect("metadata commands serialize");
+        if g.propose(data, None, &mut self.sink).is_ok() {
+            self.dirty.insert(METADATA_GROUP);
+        }
+    }
+
+    /// Creates the partition groups applied metadata assigns to this node
+    /// and drops those whose partitions were deleted.
+    pub(in crate::engine) fn reconcile_groups(&mut self) {
+        self.reconciled_at = self.metadata.applied;
+        let me = self.config.node_id;
+        let wanted: Vec<(GroupId, PartitionId, Vec<NodeId>)> = self
+            .metadata
+            .sm
+            .partitions()
+            .filter(|(_, p)| {
+                (p.replicas.contains(&me) || p.moving.is_some_and(|m| m.to == me))
+                    && !self.partitions.contains_key(&p.group)
+            })
+            .map(|(pid, p)| {
+                // A replica moving in starts with no configuration and
+                // waits for the leader's snapshot, like a joining node.
+                let voters = if p.replicas.contains(&me) {
+                    p.replicas.clone()
+                } else {
+                    Vec::new()
+                };
+                (p.group, pid, voters)
+            })
+            .collect();
+        for (group, pid, replicas) in wanted {
+            let conf = ConfState::from((replicas, vec![]));
+            let storage = GroupStorage::new_with_conf_state(conf.clone());
+            let raw = match new_raw(&self.config, &self.logger, group, storage, 0) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    tracing::error!(group, %pid, "cannot create partition group: {e}");
+                    continue;
+                }
+            };
+            self.sink.updates.push(GroupUpdate::Create {
+                group,
+                kind: GroupKind::Partition(pid.clone()),
+                conf_state: conf,
+            });
+            self.sink.must_sync = true;
+            let mut sm = S::new(group, &pid, &self.options);
+            if let Err(e) = sm.recover(None) {
+                tracing::error!(group, %pid, "cannot start an empty partition state: {e}");
+                continue;
+            }
+            let sm = PartitionSm(sm);
+            let mut g = Group::new(group, GroupKind::Partition(pid.clone()), raw, sm, 0);
+            g.observe(&mut self.rng, self.config.election_ticks, &mut self.sink);
+            self.partitions.insert(group, g);
+            self.dirty.insert(group);
+            self.sink.event(Event::GroupCreated {
+                group,
+                partition: pid,
+            });
+        }
+        let md = &self.metadata.sm;
+        let gone: Vec<GroupId> = self
+            .partitions
+            .keys()
+            .copied()
+            .filter(|g| {
+                md.is_deleted_group(*g)
+                    || md.partition_of_group(*g).is_some_and(|(_, p)| {
+                        // Moved away from this node.
+                        !p.replicas.contains(&me) && p.moving.is_none_or(|m| m.to != me)
+                    })
+            })
+            .collect();
+        for group in gone {
+            if let Some(mut g) = self.partitions.remove(&group) {
+                // A deleted partition is gone whatever happened to its
+                // requests. A replica that moved away leaves a partition
+                // that lives on: a proposal in flight may still commit
+                // there (found by simulation seed 1090, where a produce
+                // answered GROUP_REMOVED was read afterwards).
+                if self.metadata.sm.is_deleted_group(group) {
+                    let gone = Error::GroupRemoved { group };
+                    g.fail_all(&mut self.sink, gone.clone(), gone);
+                } else {
+                    // Reads try another replica.
+                    let elsewhere = Error::NotLeader {
+                        group,
+                        leader_hint: None,
+                    };
+                    g.fail_all(&mut self.sink, Error::OutcomeUnknown { group }, elsewhere);
+                }
+                self.sink.to_destroy.push(g.sm.0);
+            }
+            self.sink.updates.push(GroupUpdate::Drop { group });
+            self.sink.must_sync = true;
+            self.sink.event(Event::GroupDropped { group });
+        }
+    }
+
+    /// Turns what ready handling gathered into outputs: one persist batch
+    /// for every group (group commit), then one send per peer.
+    pub(in crate::engine) fn flush(&mut self) {
+        self.check_produce_acks();
+        let sink = &mut self.sink;
+        if !sink.readies.is_empty()
+            || !sink.updates.is_empty()
+            || !sink.send_after_persist.is_empty()
+        {
+            let ticket = self.next_ticket;
+            self.next_ticket += 1;
+            let batch = PersistBatch {
+                ticket,
+                updates: std::mem::take(&mut sink.updates),
+                must_sync: std::mem::take(&mut sink.must_sync),
+            };
+            self.inflight.push_back(Inflight {
+                ticket,
+                readies: std::mem::take(&mut sink.readies),
+                held: std::mem::take(&mut sink.send_after_persist),
+                destroy: std::mem::take(&mut sink.to_destroy),
+            });
+            sink.outputs.push_back(Output::Persist(batch));
+        }
+        if !sink.send_now.is_empty() {
+            let mut by_peer: BTreeMap<NodeId, Vec<GroupMessage>> = BTreeMap::new();
+            for (to, m) in sink.send_now.drain(..) {
+                by_peer.entry(to).or_default().push(m);
+            }
+            for (to, messages) in by_peer {
+                sink.outputs.push_back(Output::Send { to, messages });
+            }
+        }
+    }
+}
