@@ -16,11 +16,22 @@ fn partition(tc: &mut TestCase) -> PartitionId {
     PartitionId::new(topic, p.parse().expect("partition number"))
 }
 
-/// `via=leader` (default: the leader, once it serves) or `via=N`.
+/// `via=leader` (default: the leader, once it serves), `via=follower` (the
+/// lowest-numbered other replica, whichever node won the election) or
+/// `via=N`.
 fn via(tc: &mut TestCase, c: &mut Cluster, p: &PartitionId) -> Option<NodeId> {
     match tc.try_take_arg::<String>("via").expect("via") {
         None => c.serving(p, 10_000),
         Some(v) if v == "leader" => c.serving(p, 10_000),
+        Some(v) if v == "follower" => {
+            let leader = c.serving(p, 10_000);
+            let first = *c.node_ids().first()?;
+            let meta = c.engine(first)?.metadata().partition(p).ok()?.clone();
+            meta.replicas
+                .into_iter()
+                .filter(|n| Some(*n) != leader)
+                .min()
+        }
         Some(v) => Some(v.parse().expect("via=N")),
     }
 }

@@ -113,6 +113,9 @@ struct NodeModel {
     /// What the disk held at the last crash: the restarted engine must
     /// start from it.
     recovered: Option<BTreeMap<GroupId, Mark>>,
+    /// Highest last index each group's durable log reached in this
+    /// incarnation (a later truncation does not lower it).
+    peak_last: BTreeMap<GroupId, u64>,
     /// Groups this node dropped (their last messages may still leave),
     /// with what it held of each when it dropped it: an acknowledgement
     /// the replica counted towards may be checked after the drop.
@@ -568,6 +571,7 @@ impl NodeChecker {
         let verdict = (checkable && !model.candidates.contains(&got))
             .then(|| describe_loss(&model.candidates[0], &got));
         model.state = state;
+        model.peak_last = got.iter().map(|(g, m)| (*g, m.last.1)).collect();
         model.candidates = vec![got.clone()];
         model.lost_track = false;
         model.commit.clear();
@@ -628,6 +632,10 @@ impl NodeChecker {
                 continue;
             }
             let now = marks(&model.state);
+            for (group, mark) in &now {
+                let peak = model.peak_last.entry(*group).or_default();
+                *peak = (*peak).max(mark.last.1);
+            }
             if batch.must_sync {
                 model.candidates = vec![now];
             } else if model.candidates.len() < UNSYNCED_BATCHES_MAX {
@@ -826,10 +834,17 @@ impl EngineObserver for NodeChecker {
                     }
                 }
                 MessageType::MsgAppendResponse => {
-                    let last = g.map(|g| Mark::of(g).last.1);
+                    // An acknowledgement made when its entries became
+                    // durable may leave after a newer leader's append
+                    // truncated them (the engine holds it until that batch
+                    // is durable, and steps on meanwhile): what it claims
+                    // was durable at some point, like a reply delayed by
+                    // the network. So it is checked against the highest
+                    // durable index of this incarnation, not the current.
+                    let last = model.peak_last.get(&gm.group).copied();
                     if last.is_none_or(|l| l < m.index) {
                         found.push(format!(
-                            "release before persist: node {node} acknowledged entries up to {} of group {} to node {} before the WAL reported them durable (durable up to {last:?})",
+                            "release before persist: node {node} acknowledged entries up to {} of group {} to node {} before the WAL reported them durable (durable up to {last:?} at most)",
                             m.index, gm.group, m.to
                         ));
                     }

@@ -22,6 +22,7 @@ impl<S: StateMachine> Engine<S> {
                 ));
             }
             Command::Membership(change) => {
+                let alive = self.alive_nodes();
                 let g = &mut self.metadata;
                 if !g.is_leader() {
                     return Err(Error::NotLeader {
@@ -35,7 +36,6 @@ impl<S: StateMachine> Engine<S> {
                     });
                 }
                 let conf = conf_view(&g.raw);
-                let alive = alive_voters(&g.raw);
                 crate::membership::validate(&change, &g.sm, &conf, &alive)?;
                 let cmd = MetadataCommand::BeginMembershipChange { change };
                 g.sm.validate(&cmd)?;

@@ -98,6 +98,11 @@ pub struct Engine<S: StateMachine = RecordLog> {
     membership_gate: controllers::StepGate,
     /// Set once this node applied a configuration without itself.
     removed_reported: bool,
+    /// When each peer's messages last arrived: a node is alive for
+    /// membership safety checks while heard from within an election
+    /// timeout. (raft-rs's own `recent_active` marks are cleared at every
+    /// check-quorum round, so right after one every follower looks dead.)
+    heard_from: BTreeMap<NodeId, Time>,
     /// Produces in flight, checked against the ISR again before their
     /// acknowledgement leaves (`NOT_ENOUGH_REPLICAS_AFTER_APPEND`).
     produce_checks: BTreeMap<RequestId, PartitionId>,
@@ -227,6 +232,7 @@ impl<S: StateMachine> Engine<S> {
             tracing::warn!(from, "refused messages from unknown node");
             return Err(Error::UnknownNode { node: from });
         }
+        self.heard_from.insert(from, self.now);
         let me = self.config.node_id;
         for GroupMessage { group, mut message } in batch {
             if !known && group != METADATA_GROUP {
@@ -361,6 +367,14 @@ impl<S: StateMachine> Engine<S> {
             let done = self.inflight.pop_front().expect("checked non-empty");
             for (group, number) in done.readies {
                 if let Some(raw) = self.raw_mut(group) {
+                    // A leader that applied a configuration without itself
+                    // has no progress of its own for raft-rs to update (it
+                    // would panic): the group is finished here anyway.
+                    let me = raw.raft.id;
+                    if raw.raft.state == raft::StateRole::Leader && raw.raft.prs().get(me).is_none()
+                    {
+                        continue;
+                    }
                     raw.on_persist_ready(number);
                     self.dirty.insert(group);
                 }
@@ -463,6 +477,18 @@ impl<S: StateMachine> Engine<S> {
 
     // ----- internals ----------------------------------------------------
 
+    /// This node and the peers heard from within the last election
+    /// timeout.
+    fn alive_nodes(&self) -> BTreeSet<NodeId> {
+        let window = self.config.tick_interval_ms * self.config.election_ticks as u64;
+        self.heard_from
+            .iter()
+            .filter(|(_, at)| self.now.as_millis() <= at.as_millis() + window)
+            .map(|(id, _)| *id)
+            .chain(std::iter::once(self.config.node_id))
+            .collect()
+    }
+
     fn is_known_node(&self, node: NodeId) -> bool {
         self.metadata.sm.node(node).is_some()
             || (self.config.initial_cluster.iter().any(|n| n.id == node)
@@ -491,17 +517,6 @@ fn conf_view(raw: &RawNode<GroupStorage>) -> crate::membership::ConfView {
             .collect(),
         outgoing: cs.voters_outgoing.iter().copied().collect(),
     }
-}
-
-/// Voters the leader heard from within the last election timeout (itself
-/// included).
-fn alive_voters(raw: &RawNode<GroupStorage>) -> BTreeSet<NodeId> {
-    let raft = &raw.raft;
-    raft.prs()
-        .iter()
-        .filter(|(id, pr)| **id == raft.id || pr.recent_active)
-        .map(|(id, _)| *id)
-        .collect()
 }
 
 fn check_pending(group: GroupId, pending: usize, max: usize) -> Result<(), Error> {

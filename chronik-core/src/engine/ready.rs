@@ -5,6 +5,8 @@
 use super::*;
 
 impl<S: StateMachine> Engine<S> {
+    /// Notices role, term and leader changes of every group (after ticks,
+    /// which touch them all).
     pub(in crate::engine) fn observe_all(&mut self) {
         let ticks = self.config.election_ticks;
         self.metadata.observe(&mut self.rng, ticks, &mut self.sink);

@@ -143,6 +143,7 @@ impl<S: StateMachine> Engine<S> {
             produce_checks: BTreeMap::new(),
             awaiting_isr: Vec::new(),
             membership_gate: controllers::StepGate::default(),
+            heard_from: BTreeMap::new(),
             removed_reported: false,
         };
         engine.dirty.insert(METADATA_GROUP);

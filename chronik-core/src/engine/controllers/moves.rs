@@ -12,16 +12,21 @@ impl<S: StateMachine> Engine<S> {
         let me = self.config.node_id;
         let retry_ms = self.config.tick_interval_ms * self.config.election_ticks as u64;
         let mut finished = Vec::new();
-        for (gid, g) in self.partitions.iter_mut() {
+        // Moves are rare: look them up once, not once per group led.
+        let moving: Vec<(GroupId, crate::metadata::ReplicaMove)> = self
+            .metadata
+            .sm
+            .partitions()
+            .filter_map(|(_, p)| p.moving.map(|m| (p.group, m)))
+            .collect();
+        for (group, mv) in moving {
+            let gid = &group;
+            let Some(g) = self.partitions.get_mut(gid) else {
+                continue;
+            };
             if !g.is_leader() || g.duties.metadata_fresh_term != Some(g.raw.raft.term) {
                 continue;
             }
-            let Some((_, meta)) = self.metadata.sm.partition_of_group(*gid) else {
-                continue;
-            };
-            let Some(mv) = meta.moving else {
-                continue;
-            };
             if !g.raw.raft.commit_to_current_term() || g.raw.raft.has_pending_conf() {
                 continue;
             }
