@@ -94,8 +94,11 @@ impl Disk for FsDisk {
     fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         use std::io::{Read, Seek, SeekFrom};
         let mut f = std::fs::File::open(path)?;
+        // `len` may come from a request: size the buffer by what the file
+        // holds past `offset`, not by what was asked.
+        let avail = f.metadata()?.len().saturating_sub(offset);
         f.seek(SeekFrom::Start(offset))?;
-        let mut buf = Vec::with_capacity(len);
+        let mut buf = Vec::with_capacity((len as u64).min(avail) as usize);
         f.take(len as u64).read_to_end(&mut buf)?;
         Ok(buf)
     }

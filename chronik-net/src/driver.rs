@@ -30,6 +30,12 @@ pub(crate) enum DriverMsg {
     RemovedByPeer {
         by: NodeId,
     },
+    /// The stream to a peer could not be opened, failed or stalled: what
+    /// was queued for it is lost, so leaders stop pipelining to it and
+    /// probe instead.
+    PeerUnreachable {
+        peer: NodeId,
+    },
     Command {
         command: Command<DiskLog>,
         reply: oneshot::Sender<Result<Response<DiskLog>, Error>>,
@@ -462,6 +468,9 @@ impl Driver {
                         "snapshot segments not fetched: {e}"
                     ),
                 }
+            }
+            DriverMsg::PeerUnreachable { peer } => {
+                self.engine.handle_unreachable(peer);
             }
             DriverMsg::RemovedByPeer { by } => {
                 self.stop_reason = Some(format!(

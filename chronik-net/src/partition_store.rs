@@ -202,6 +202,14 @@ fn decode_batch(buf: &[u8]) -> Result<Option<Batch>, String> {
     let base_offset = u64_at(0);
     let count = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes")) as usize;
     let timestamp_ms = u64_at(12);
+    // Every record takes at least its 4-byte length: a count the body cannot
+    // hold is refused before it sizes anything.
+    if count > (body.len() - BATCH_HEADER) / 4 {
+        return Err(format!(
+            "batch claims {count} records in {} bytes",
+            body.len() - BATCH_HEADER
+        ));
+    }
     let mut records = Vec::with_capacity(count);
     let mut pos = BATCH_HEADER;
     for _ in 0..count {
@@ -717,5 +725,42 @@ impl StateMachine for DiskLog {
             self.high_watermark -= 1;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A framed batch whose body is `body`, with a valid checksum.
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut out = (body.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn a_batch_round_trips() {
+        let recs = vec![Bytes::from_static(b"a"), Bytes::from_static(b"bc")];
+        let b = decode_batch(&encode_batch(7, 99, &recs))
+            .expect("decodes")
+            .expect("whole");
+        assert_eq!((b.base_offset, b.timestamp_ms, b.records), (7, 99, recs));
+    }
+
+    #[test]
+    fn a_record_count_the_batch_cannot_hold_is_refused_before_allocating() {
+        // Checksummed (as a peer's streamed segment would be), claiming
+        // four billion records in four bytes.
+        let mut body = 0u64.to_le_bytes().to_vec();
+        body.extend_from_slice(&u32::MAX.to_le_bytes());
+        body.extend_from_slice(&0u64.to_le_bytes());
+        body.extend_from_slice(&[0, 0, 0, 0]);
+        let err = decode_batch(&frame(&body)).err().expect("refused");
+        assert!(
+            err.contains("claims 4294967295 records in 4 bytes"),
+            "{err}"
+        );
     }
 }

@@ -56,6 +56,7 @@ pub(crate) async fn peer_sender(
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(to, %addr, "cannot reach peer: {e}");
+                report_unreachable(&driver, to);
                 // Drop what queued up meanwhile: it is stale by the time
                 // the peer is back, and Raft resends what matters.
                 while rx.try_recv().is_ok() {}
@@ -89,6 +90,7 @@ pub(crate) async fn peer_sender(
                         }
                         tracing::debug!(to, "peer stream ended: {e}");
                     }
+                    report_unreachable(&driver, to);
                     break;
                 }
                 batch = rx.recv() => {
@@ -103,6 +105,7 @@ pub(crate) async fn peer_sender(
                             let since = *full_since.get_or_insert_with(tokio::time::Instant::now);
                             if since.elapsed() > STREAM_STALL_MAX {
                                 tracing::debug!(to, "peer stream stalled; reconnecting");
+                                report_unreachable(&driver, to);
                                 break;
                             }
                         }
@@ -112,6 +115,12 @@ pub(crate) async fn peer_sender(
         }
         tokio::time::sleep(backoff).await;
     }
+}
+
+/// Tells the driver that what was queued for `to` is lost (best effort: a
+/// full driver queue drops the report, the next failure sends another).
+fn report_unreachable(driver: &mpsc::Sender<crate::driver::DriverMsg>, to: NodeId) {
+    let _ = driver.try_send(crate::driver::DriverMsg::PeerUnreachable { peer: to });
 }
 
 /// Starts the status message a peer gets when it was removed.
