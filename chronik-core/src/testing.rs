@@ -269,7 +269,7 @@ impl Cluster {
     }
 
     /// Splits the cluster: nodes talk only within their own side.
-    pub fn partition(&mut self, side: &[NodeId]) {
+    pub fn split(&mut self, side: &[NodeId]) {
         let ids = self.node_ids();
         for a in &ids {
             for b in &ids {

@@ -230,7 +230,7 @@ fn run(s: &Schedule) -> Stats {
             }
             Op::SplitHalves => {
                 let half: Vec<NodeId> = (1..=s.nodes / 2).collect();
-                c.partition(&half);
+                c.split(&half);
             }
             Op::OneWay(a, b) => {
                 let (a, b) = (pick(&c, *a), pick(&c, *b));

@@ -97,7 +97,7 @@ pub enum Fault {
         min_ms: u64,
         max_ms: u64,
     },
-    /// Remove every network fault (partitions, loss, latency).
+    /// Remove every network fault (splits, cuts, loss, latency).
     Heal,
     /// Start a new, empty node that joins the cluster through `via`.
     Join {
