@@ -1,0 +1,109 @@
+//! The replicated commands of the metadata group and what applying them
+//! reports.
+
+use super::*;
+
+/// A replicated change to cluster metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataCommand {
+    /// Registers the initial members. Applies once per cluster; later copies
+    /// (from a second leader of a young cluster) are no-ops.
+    Bootstrap {
+        nodes: Vec<NodeInfo>,
+    },
+    /// Registers one node. Idempotent for an identical record.
+    RegisterNode {
+        node: NodeInfo,
+    },
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        replication_factor: u32,
+        min_insync_replicas: u32,
+        /// Let a replica outside the ISR lead (and take the ISR over)
+        /// when no in-sync replica can. Off: such a partition stays
+        /// unavailable until an in-sync replica returns.
+        unclean_leader_election: bool,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// Starts a membership change (validated by the metadata leader against
+    /// the live configuration first). An added node is registered at once
+    /// (peers need its address) but gets no new replicas until it is done.
+    BeginMembershipChange {
+        change: crate::membership::MembershipChange,
+    },
+    /// Ends the change in flight, which must be `change`. A removed node is
+    /// unregistered, and its id is never accepted again.
+    FinishMembershipChange {
+        change: crate::membership::MembershipChange,
+    },
+    /// Starts moving a partition's replica from one node to another.
+    BeginReplicaMove {
+        group: GroupId,
+        from: NodeId,
+        to: NodeId,
+    },
+    /// The moved replica is a voter and the old one is out of the group's
+    /// configuration: `to` replaces `from` in the replicas (and the ISR).
+    FinishReplicaMove {
+        group: GroupId,
+        from: NodeId,
+        to: NodeId,
+    },
+    /// A partition leader's new ISR. Applies only if the ISR is still
+    /// `expected` (compare-and-set: a deposed leader's late proposal, or a
+    /// duplicate, changes nothing).
+    UpdateIsr {
+        group: GroupId,
+        leader: NodeId,
+        expected: Vec<NodeId>,
+        isr: Vec<NodeId>,
+        reason: String,
+    },
+}
+
+/// What an applied [`MetadataCommand`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetadataResponse {
+    Bootstrapped {
+        nodes: Vec<NodeId>,
+    },
+    NodeRegistered {
+        node: NodeId,
+    },
+    TopicCreated {
+        topic: TopicMeta,
+    },
+    TopicDeleted {
+        name: String,
+    },
+    MembershipChangeStarted {
+        change: crate::membership::MembershipChange,
+    },
+    ReplicaMoveStarted {
+        partition: PartitionId,
+        from: NodeId,
+        to: NodeId,
+    },
+    ReplicaMoveFinished {
+        partition: PartitionId,
+        group: GroupId,
+        from: NodeId,
+        to: NodeId,
+        /// The ISR after the move (the new replica replaces the old).
+        isr: Vec<NodeId>,
+        min_insync_replicas: u32,
+    },
+    MembershipChangeFinished {
+        change: crate::membership::MembershipChange,
+    },
+    IsrUpdated {
+        partition: PartitionId,
+        group: GroupId,
+        isr: Vec<NodeId>,
+        min_insync_replicas: u32,
+        reason: String,
+    },
+}
