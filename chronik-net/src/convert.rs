@@ -82,6 +82,7 @@ pub fn group_status(s: &GroupStatus) -> proto::GroupStatus {
         last_index: s.last_index,
         snapshot_index: s.snapshot_index,
         voters: s.voters.clone(),
+        repairing: s.repairing.clone().unwrap_or_default(),
     }
 }
 

@@ -277,15 +277,15 @@ fn tempdir() -> std::path::PathBuf {
     d
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lagging_replica_catches_up_through_streamed_segments() {
-    let dir = tempdir();
-    let mut spec = spec(3, &dir);
+/// Three nodes that snapshot every 50 entries into 4 KiB segments (so
+/// replicas catch up through streamed segments), up and registered.
+async fn compacting_cluster(dir: &Path) -> (Spec, Vec<NodeHandle>, Client) {
+    let mut spec = spec(3, dir);
     for c in &mut spec.configs {
         c.log_compact_threshold_entries = 50;
         c.segment_bytes_max = 4096;
     }
-    let mut nodes = start_all(&spec).await;
+    let nodes = start_all(&spec).await;
     let client = Client::new(
         spec.configs
             .iter()
@@ -293,6 +293,13 @@ async fn lagging_replica_catches_up_through_streamed_segments() {
             .collect(),
     );
     wait_for_nodes(&client, 3).await;
+    (spec, nodes, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_replica_catches_up_through_streamed_segments() {
+    let dir = tempdir();
+    let (spec, mut nodes, client) = compacting_cluster(&dir).await;
     client.create_topic("lag", 1, 3, 2).await.unwrap();
     let down = nodes.pop().unwrap();
     down.shutdown().await.unwrap();
@@ -327,19 +334,7 @@ async fn lagging_replica_catches_up_through_streamed_segments() {
 async fn a_replica_with_a_corrupt_segment_rebuilds_it_from_the_leader() {
     use chronik_net::partition_store::{group_dir, segment_file_name};
     let dir = tempdir();
-    let mut spec = spec(3, &dir);
-    for c in &mut spec.configs {
-        c.log_compact_threshold_entries = 50;
-        c.segment_bytes_max = 4096;
-    }
-    let mut nodes = start_all(&spec).await;
-    let client = Client::new(
-        spec.configs
-            .iter()
-            .map(|c| c.client_listen.to_string())
-            .collect(),
-    );
-    wait_for_nodes(&client, 3).await;
+    let (spec, mut nodes, client) = compacting_cluster(&dir).await;
     client.create_topic("rot", 1, 3, 2).await.unwrap();
     let pid = PartitionId::new("rot", 0);
     let mut want = Vec::new();
