@@ -12,7 +12,7 @@ use crate::metadata::{MetadataCommand, MetadataResponse, MetadataState};
 use crate::output::{Event, GroupMessage, Output, Response};
 use crate::persist::GroupUpdate;
 use crate::read_index::ReadQueue;
-use crate::state_machine::StateMachine;
+use crate::state_machine::{StateError, StateMachine};
 use crate::storage::GroupStorage;
 use crate::types::{GroupId, GroupKind, NodeId, RequestId, Role, Time};
 use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Snapshot};
@@ -28,7 +28,11 @@ pub(crate) trait GroupStateMachine<S: StateMachine> {
     /// Notes an applied entry that carried no command.
     fn note_applied(&mut self, _index: u64) {}
     fn snapshot_data(&mut self) -> Vec<u8>;
-    fn restore_data(&mut self, index: u64, data: &[u8]) -> Result<(), String>;
+    fn restore_data(&mut self, index: u64, data: &[u8]) -> Result<(), StateError>;
+    /// See [`StateMachine::take_io`]. The metadata needs no storage work.
+    fn take_io(&mut self) -> Vec<S::Io> {
+        Vec::new()
+    }
     /// See [`StateMachine::fingerprint`]. The metadata is compared whole.
     fn fingerprint(&self) -> Option<u64> {
         None
@@ -63,8 +67,8 @@ impl<S: StateMachine> GroupStateMachine<S> for MetadataState {
         self.snapshot()
     }
 
-    fn restore_data(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
-        *self = MetadataState::restore(index, data)?;
+    fn restore_data(&mut self, index: u64, data: &[u8]) -> Result<(), StateError> {
+        *self = MetadataState::restore(index, data).map_err(StateError::Corrupt)?;
         Ok(())
     }
 }
@@ -93,8 +97,12 @@ impl<S: StateMachine> GroupStateMachine<S> for PartitionSm<S> {
         self.0.snapshot()
     }
 
-    fn restore_data(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
+    fn restore_data(&mut self, index: u64, data: &[u8]) -> Result<(), StateError> {
         self.0.restore(index, data)
+    }
+
+    fn take_io(&mut self) -> Vec<S::Io> {
+        self.0.take_io()
     }
 
     fn fingerprint(&self) -> Option<u64> {
@@ -133,7 +141,9 @@ pub(crate) struct Sink<S: StateMachine> {
     /// State machines of dropped groups, destroyed once the batch that
     /// records the drop is durable: destroyed before, a crash would leave
     /// the WAL naming a group whose files are gone.
-    pub to_destroy: Vec<S>,
+    pub to_destroy: Vec<(GroupId, S)>,
+    /// The ticket of the next [`Output::StateIo`].
+    pub next_io_ticket: u64,
 }
 
 /// The request id of the engine's own reads (metadata freshness barriers):
@@ -150,6 +160,36 @@ impl<S: StateMachine> Sink<S> {
 
     pub fn event(&mut self, event: Event) {
         self.outputs.push_back(Output::Event(event));
+    }
+
+    /// Hands a group's storage work to the driver, after all its earlier
+    /// work. Returns the ticket whose completion covers it (`None`: there
+    /// was none). Work joins the group's previous output when nothing came
+    /// between them, unless `fresh`: then its ticket names exactly it (and
+    /// what may join it later), so the engine can wait for it or tell
+    /// outcomes from before it apart.
+    pub fn state_io(&mut self, group: GroupId, ops: Vec<S::Io>, fresh: bool) -> Option<u64> {
+        if ops.is_empty() {
+            return None;
+        }
+        if !fresh {
+            if let Some(Output::StateIo {
+                group: g,
+                ticket,
+                ops: queued,
+            }) = self.outputs.back_mut()
+            {
+                if *g == group {
+                    queued.extend(ops);
+                    return Some(*ticket);
+                }
+            }
+        }
+        let ticket = self.next_io_ticket;
+        self.next_io_ticket += 1;
+        self.outputs
+            .push_back(Output::StateIo { group, ticket, ops });
+        Some(ticket)
     }
 }
 
@@ -192,6 +232,15 @@ pub(crate) struct Group<M, Q, D = ()> {
     /// until one installs, committed entries are not applied (there is no
     /// state to apply them to), reads are refused and no election starts.
     pub repair: Option<String>,
+    /// A snapshot taken and waiting for its storage work (the ticket) to
+    /// make it durable before the log is compacted behind it.
+    compacting: Option<(u64, Snapshot)>,
+    /// The ticket of the storage work that last reset the state machine
+    /// (recovery, a snapshot install, a repair): outcomes of earlier work
+    /// describe state that no longer exists and are ignored.
+    pub io_reset_ticket: u64,
+    /// When a repair whose clearing failed tries again.
+    pub reset_due: Option<Time>,
 }
 
 impl<M, Q, D: Duties> Group<M, Q, D> {
@@ -215,6 +264,9 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
             removed: false,
             duties: D::default(),
             repair: None,
+            compacting: None,
+            io_reset_ticket: 0,
+            reset_due: None,
         }
     }
 
@@ -441,6 +493,7 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
             for entry in committed {
                 self.apply_entry(entry, sink);
             }
+            sink.state_io(group, self.sm.take_io(), false);
         }
         self.sync_applied();
         self.maybe_compact(sink);
@@ -471,6 +524,12 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
                 self.id
             );
         }
+        // Storage the snapshot names is checked by this work; a failure
+        // comes back as an IO error and starts a repair.
+        self.io_reset_ticket = sink.next_io_ticket;
+        let ops = self.sm.take_io();
+        sink.state_io(self.id, ops, true);
+        self.compacting = None;
         self.raw.mut_store().apply_snapshot(snap.clone());
         self.applied = index;
         if let Some(why) = self.repair.take() {
@@ -675,10 +734,14 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
         if self.applied == store.snapshot_index() {
             return;
         }
+        if self.compacting.is_some() || self.repair.is_some() {
+            return;
+        }
         self.applied_bytes_since_snapshot = 0;
         let term = store
             .term_of(self.applied)
             .expect("applied entries are in the log until compacted");
+        let conf_state = store.conf_state().clone();
         let mut snap = Snapshot {
             data: self.sm.snapshot_data().into(),
             ..Default::default()
@@ -686,7 +749,56 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
         let meta = snap.mut_metadata();
         meta.index = self.applied;
         meta.term = term;
-        meta.set_conf_state(store.conf_state().clone());
+        meta.set_conf_state(conf_state);
+        let ops = self.sm.take_io();
+        match sink.state_io(self.id, ops, true) {
+            Some(_) if crate::planted::active(crate::planted::Bug::CompactBeforeStateSynced) => {
+                // Planted bug (simulation builds only): compacts before
+                // the snapshot's files are durable.
+                self.compact_to(snap, sink)
+            }
+            // Compacted once the work that makes the snapshot durable ran.
+            Some(ticket) => self.compacting = Some((ticket, snap)),
+            None => self.compact_to(snap, sink),
+        }
+    }
+
+    /// The storage work behind `ticket` ran: a snapshot waiting for it now
+    /// compacts the log.
+    pub fn state_io_done<S: StateMachine>(&mut self, ticket: u64, sink: &mut Sink<S>) {
+        if self.compacting.as_ref().is_some_and(|(t, _)| *t <= ticket) {
+            let (_, snap) = self.compacting.take().expect("checked above");
+            self.compact_to(snap, sink);
+        }
+    }
+
+    /// Replaces a failed state machine with `sm` (cleared), which waits for
+    /// the leader's snapshot: nothing applies or is served until then.
+    pub fn reset_state<S: StateMachine>(&mut self, sm: M, why: String, sink: &mut Sink<S>)
+    where
+        M: GroupStateMachine<S>,
+    {
+        self.sm = sm;
+        self.repair = Some(why);
+        self.compacting = None;
+        self.io_reset_ticket = sink.next_io_ticket;
+        let ops = self.sm.take_io();
+        sink.state_io(self.id, ops, true);
+    }
+
+    /// Whether a snapshot waits for its storage work.
+    pub fn is_compacting(&self) -> bool {
+        self.compacting.is_some()
+    }
+
+    fn compact_to<S: StateMachine>(&mut self, snap: Snapshot, sink: &mut Sink<S>) {
+        let index = snap.get_metadata().index;
+        let store = self.raw.store();
+        // A snapshot installed meanwhile may have replaced the log.
+        if index <= store.snapshot_index() || store.term_of(index) != Some(snap.get_metadata().term)
+        {
+            return;
+        }
         self.raw.mut_store().compact(snap.clone());
         sink.updates.push(GroupUpdate::Snapshot {
             group: self.id,
@@ -694,7 +806,7 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
         });
         sink.event(Event::SnapshotCreated {
             group: self.id,
-            index: self.applied,
+            index,
         });
     }
 

@@ -4,9 +4,11 @@
 //! (nodes, topics, replica placement) and one Raft group per partition
 //! replica the node hosts, each a raft-rs `RawNode`. It performs no IO and
 //! reads no clock: the driver feeds it inputs (`handle_tick`,
-//! `handle_messages`, `handle_command`, `handle_persisted`), each with the
-//! time, and executes what [`Engine::poll_output`] returns, honouring each
-//! [`Output`]'s ordering contract.
+//! `handle_messages`, `handle_command`, `handle_persisted`,
+//! `handle_state_io`), each with the time, and executes what
+//! [`Engine::poll_output`] returns, honouring each [`Output`]'s ordering
+//! contract. A partition's state machine does no IO either: its storage
+//! work leaves as [`Output::StateIo`].
 //!
 //! What it guarantees, given a driver that keeps the contract:
 //! - nothing leaves the engine that depends on state not yet durable;
@@ -38,6 +40,8 @@
 //!             Output::Send { .. } => {} // one node: no peers
 //!             Output::Reply { request_id, result } => replies.push((request_id, result)),
 //!             Output::Event(_) => {}
+//!             // The in-memory record log queues no storage work.
+//!             Output::StateIo { .. } => {}
 //!         }
 //!     }
 //! };
@@ -106,7 +110,7 @@ pub use partition_log::{
     validate_append, Appended, Fetched, RecordCommand, RecordLog, RecordLogOptions, RecordQuery,
 };
 pub use persist::{DurableGroup, DurableState, GroupUpdate, PersistBatch, Ticket};
-pub use state_machine::StateMachine;
+pub use state_machine::{StateError, StateMachine};
 pub use types::{
     GroupId, GroupKind, NodeId, NodeInfo, PartitionId, ReadConsistency, RequestId, Role, Time,
     METADATA_GROUP,

@@ -165,6 +165,13 @@ pub enum Event {
     /// This node applied a metadata configuration that no longer includes
     /// it: it was removed from the cluster and should stop.
     RemovedFromCluster,
+    /// This node's replica of the group stopped serving: its state did not
+    /// recover from storage, or its storage failed, and it is rebuilt from
+    /// the leader's snapshot (`SnapshotInstalled` ends it).
+    ReplicaRepairing {
+        group: GroupId,
+        reason: String,
+    },
 }
 
 /// One thing for the driver to do. Poll with `Engine::poll_output` until it
@@ -182,6 +189,20 @@ pub enum Output<S: StateMachine> {
     /// State to make durable. MUST be persisted in ticket order and reported
     /// with `handle_persisted` only AFTER it is durable.
     Persist(PersistBatch),
+    /// Storage work of one partition's state machine
+    /// ([`StateMachine::Io`]). MUST run after every earlier `StateIo` of the
+    /// same group, and before the group's read replies that follow it are
+    /// served from storage (a reply may describe data this work writes);
+    /// groups are independent of each other and of `Persist`. Report each
+    /// ticket with `Engine::handle_state_io` once it ran (or failed: the
+    /// group's later work may then be skipped, and reported failed, until
+    /// the engine resets the state). Nothing waits for it but compaction:
+    /// the WAL keeps every entry until the work before a snapshot is done.
+    StateIo {
+        group: GroupId,
+        ticket: u64,
+        ops: Vec<S::Io>,
+    },
     /// The outcome of a command. Sent only AFTER what it acknowledges is
     /// committed (durable on a quorum).
     Reply {

@@ -3,7 +3,7 @@
 //! committed records on disk.
 
 use crate::error::Error;
-use crate::state_machine::StateMachine;
+use crate::state_machine::{StateError, StateMachine};
 use crate::types::PartitionId;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -123,6 +123,8 @@ impl StateMachine for RecordLog {
     type Query = RecordQuery;
     type QueryResponse = Fetched;
     type Options = RecordLogOptions;
+    type Io = std::convert::Infallible;
+    type IoDone = std::convert::Infallible;
 
     fn new(_group: crate::GroupId, _partition: &PartitionId, options: &RecordLogOptions) -> Self {
         RecordLog {
@@ -178,10 +180,10 @@ impl StateMachine for RecordLog {
         Some(self.high_watermark())
     }
 
-    fn validate_snapshot(_options: &RecordLogOptions, data: &[u8]) -> Result<(), String> {
+    fn validate_snapshot(_options: &RecordLogOptions, data: &[u8]) -> Result<(), StateError> {
         postcard::from_bytes::<RecordLogSnapshot>(data)
             .map(|_| ())
-            .map_err(|e| format!("record log snapshot: {e}"))
+            .map_err(|e| StateError::Corrupt(format!("record log snapshot: {e}")))
     }
 
     fn snapshot(&mut self) -> Vec<u8> {
@@ -191,9 +193,9 @@ impl StateMachine for RecordLog {
         .expect("serializing an in-memory record log cannot fail")
     }
 
-    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
-        let snap: RecordLogSnapshot =
-            postcard::from_bytes(data).map_err(|e| format!("record log snapshot: {e}"))?;
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), StateError> {
+        let snap: RecordLogSnapshot = postcard::from_bytes(data)
+            .map_err(|e| StateError::Corrupt(format!("record log snapshot: {e}")))?;
         self.records = snap.records;
         self.applied_index = index;
         Ok(())

@@ -84,11 +84,16 @@ pub enum Bug {
     /// Partition segments are read without checking batch checksums: a
     /// replica whose synced data rotted serves it.
     SegmentCrcUnchecked,
+    /// A partition's log is compacted behind a snapshot as soon as it is
+    /// taken, before the storage work that syncs the segments it names
+    /// has run: a crash then leaves the snapshot naming bytes the disk
+    /// lost.
+    CompactBeforeStateSynced,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 23] = [
+    pub const ALL: [Bug; 24] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::SkipCrc,
@@ -112,6 +117,7 @@ impl Bug {
         Bug::IsrNeverShrinks,
         Bug::AckWaitsForWholeIsr,
         Bug::SegmentCrcUnchecked,
+        Bug::CompactBeforeStateSynced,
     ];
 
     /// The name used on command lines and in `CHRONIK_BUG`.
@@ -140,6 +146,7 @@ impl Bug {
             Bug::IsrNeverShrinks => "isr_never_shrinks",
             Bug::AckWaitsForWholeIsr => "ack_waits_for_whole_isr",
             Bug::SegmentCrcUnchecked => "segment_crc_unchecked",
+            Bug::CompactBeforeStateSynced => "compact_before_state_synced",
         }
     }
 

@@ -5,7 +5,8 @@
 
 use crate::metrics::Metrics;
 use crate::observer::CrashPoint;
-use crate::partition_store::DiskLog;
+use crate::partition_io::{IoReport, Job, PartitionIo};
+use crate::partition_store::{DiskLog, Fetch};
 use crate::wal::Wal;
 use chronik_core::{
     Command, Engine, Error, Event, Fetched, GroupId, GroupKind, GroupMessage, GroupStatus,
@@ -184,6 +185,12 @@ pub(crate) struct Driver {
     vote_tickets: Vec<u64>,
     last_votes: BTreeMap<GroupId, (u64, NodeId)>,
     dropped: bool,
+    /// Runs partition storage work and reads off this task.
+    partition_io: PartitionIo,
+    io_reports: mpsc::UnboundedReceiver<IoReport>,
+    /// Direct replica reads planned while handling an input, submitted
+    /// with the outputs.
+    local_reads: Vec<Job>,
 }
 
 /// What a driver is wired to besides its engine and WAL.
@@ -216,6 +223,14 @@ impl Driver {
         let (wal_tx, wal_rx) = mpsc::channel(WAL_QUEUE_MAX);
         let (durable_tx, durable_rx) = watch::channel(Ok(0));
         let wal_observer = observer.clone().map(|o| (engine.node_id(), o));
+        let (reports_tx, io_reports) = mpsc::unbounded_channel();
+        let partition_io = PartitionIo::start(
+            segment_fetch.disk.clone(),
+            segment_fetch.partitions_dir.clone(),
+            reports_tx,
+            metrics.clone(),
+            segment_fetch.crash.clone(),
+        );
         tokio::spawn(wal_task(
             wal,
             wal_rx,
@@ -250,6 +265,9 @@ impl Driver {
             vote_tickets: Vec::new(),
             last_votes: BTreeMap::new(),
             dropped: false,
+            partition_io,
+            io_reports,
+            local_reads: Vec::new(),
         }
     }
 
@@ -334,6 +352,13 @@ impl Driver {
                         Err(e) => return Err(format!("WAL write failed, stopping the node: {e}")),
                     }
                 }
+                report = self.io_reports.recv() => {
+                    let Some(r) = report else {
+                        return Err("partition IO workers stopped".into());
+                    };
+                    let now = self.now();
+                    self.engine.handle_state_io(now, r.group, r.ticket, r.result);
+                }
                 _ = tokio::time::sleep_until(deadline) => {
                     let now = self.now();
                     self.engine.handle_tick(now);
@@ -376,6 +401,11 @@ impl Driver {
         {
             return std::future::pending().await;
         }
+        if matches!(&msg, DriverMsg::ReadLocal { .. }) {
+            // The read is planned from the state as of now: the storage
+            // work behind that state must be queued before it.
+            self.drain().await;
+        }
         self.handle(msg);
     }
 
@@ -415,7 +445,20 @@ impl Driver {
                     .engine
                     .replica_state(&partition)
                     .and_then(|log| log.query(&RecordQuery::Fetch { offset, max_bytes }));
-                let _ = reply.send(result);
+                match result {
+                    Ok(Fetch::Planned(plan)) => self.local_reads.push(Job::Read {
+                        plan,
+                        reply: Box::new(move |r| {
+                            let _ = reply.send(r);
+                        }),
+                    }),
+                    Ok(Fetch::Read(f)) => {
+                        let _ = reply.send(Ok(f));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             DriverMsg::SnapshotArrived { from, message } => {
                 let group = message.group;
@@ -509,8 +552,29 @@ impl Driver {
             }
         }
         let mut status_changed = false;
+        // Planned once every earlier output was submitted (see
+        // `handle_or_crash`), before the outputs still queued.
+        for job in std::mem::take(&mut self.local_reads) {
+            self.partition_io.submit(job).await;
+        }
         while let Some(out) = self.engine.poll_output() {
             match out {
+                Output::StateIo { group, ticket, ops } => {
+                    self.partition_io
+                        .submit(Job::Work { group, ticket, ops })
+                        .await;
+                }
+                Output::Reply {
+                    request_id,
+                    result: Ok(Response::Query(Fetch::Planned(plan))),
+                } => {
+                    if let Some(tx) = self.pending.remove(&request_id) {
+                        let reply = Box::new(move |r: Result<Fetched, Error>| {
+                            let _ = tx.send(r.map(|f| Response::Query(Fetch::Read(f))));
+                        });
+                        self.partition_io.submit(Job::Read { plan, reply }).await;
+                    }
+                }
                 Output::Send { to, messages } => self.send(to, messages),
                 Output::Persist(batch) => {
                     if self.observer.is_some() {
@@ -602,6 +666,8 @@ impl Driver {
                 ));
                 false
             }
+            // Logged by the engine, which knows the partition.
+            Event::ReplicaRepairing { .. } => true,
             Event::IsrProposed { group, isr, reason } => {
                 tracing::debug!(group, ?isr, %reason, "proposed an ISR change");
                 false

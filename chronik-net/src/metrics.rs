@@ -20,6 +20,12 @@ pub struct Metrics {
     pub snapshots_fetched: IntCounter,
     /// ISR changes this node applied (every node applies every change).
     pub isr_changes: IntCounter,
+    /// Partition storage work or reads that failed (each starts a rebuild
+    /// of that replica from its leader).
+    pub partition_io_errors: IntCounter,
+    /// Time to run one batch of partition storage work (appends, syncs,
+    /// manifests, snapshot adoption) off the driver task.
+    pub partition_io_seconds: Histogram,
     pub node_id: IntGauge,
 }
 
@@ -89,6 +95,19 @@ impl Metrics {
             "ISR shrinks and expands applied by this node's metadata replica (cluster-wide changes).",
         )
         .expect("valid metric");
+        let partition_io_errors = IntCounter::new(
+            "chronik_partition_io_errors_total",
+            "Partition storage operations or reads that failed; each turns that replica unavailable while it rebuilds from its leader.",
+        )
+        .expect("valid metric");
+        let partition_io_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "chronik_partition_io_duration_seconds",
+                "Time to run one batch of partition storage work (segment appends, syncs, manifests, snapshot adoption).",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16).expect("valid buckets")),
+        )
+        .expect("valid metric");
         let node_id_g = IntGauge::new("chronik_node_id", "This node's id.").expect("valid metric");
         node_id_g.set(node_id as i64);
         for c in [
@@ -102,6 +121,8 @@ impl Metrics {
             Box::new(peer_messages_dropped.clone()),
             Box::new(snapshots_fetched.clone()),
             Box::new(isr_changes.clone()),
+            Box::new(partition_io_errors.clone()),
+            Box::new(partition_io_seconds.clone()),
             Box::new(node_id_g.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -117,6 +138,8 @@ impl Metrics {
             peer_messages_dropped,
             snapshots_fetched,
             isr_changes,
+            partition_io_errors,
+            partition_io_seconds,
             node_id: node_id_g,
         }
     }

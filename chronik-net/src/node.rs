@@ -134,8 +134,6 @@ impl Node {
         let partitions_dir = config.data_dir.join("partitions");
         disk.create_dir_all(&partitions_dir)?;
         let log_options = DiskLogOptions {
-            disk: disk.clone(),
-            dir: partitions_dir.clone(),
             segment_bytes_max: config.segment_bytes_max,
             retention_bytes: config.retention_bytes,
             retention_ms: config.retention_ms,

@@ -64,10 +64,15 @@ pub enum CrashPoint {
     /// replica moved away): the record of the drop is on its way to the
     /// WAL, and the files go once it is durable.
     GroupDropped,
+    /// A partition snapshot's checkpoint (the sync of the segments it names
+    /// and its manifest) is about to run: the node's partition IO stops
+    /// dead there, the rest of the node runs on until the harness kills it.
+    /// The log must not be compacted behind that snapshot yet.
+    StateIoBeforeCheckpoint,
 }
 
 impl CrashPoint {
-    pub const ALL: [CrashPoint; 7] = [
+    pub const ALL: [CrashPoint; 8] = [
         CrashPoint::WalBeforeSync,
         CrashPoint::AfterVotePersisted,
         CrashPoint::AfterPersistBeforeRelease,
@@ -75,6 +80,7 @@ impl CrashPoint {
         CrashPoint::SnapshotSegmentsFetched,
         CrashPoint::InsideJointConfig,
         CrashPoint::GroupDropped,
+        CrashPoint::StateIoBeforeCheckpoint,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +92,7 @@ impl CrashPoint {
             CrashPoint::SnapshotSegmentsFetched => "snapshot-segments-fetched",
             CrashPoint::InsideJointConfig => "inside-joint-config",
             CrashPoint::GroupDropped => "group-dropped",
+            CrashPoint::StateIoBeforeCheckpoint => "state-io-before-checkpoint",
         }
     }
 }

@@ -2,6 +2,13 @@
 //! partition groups in real nodes. Memory per partition stays bounded (a
 //! sparse offset index per segment), whatever the data size.
 //!
+//! [`DiskLog`] itself does no IO: it keeps the in-memory part (segment
+//! list, sparse index, high watermark) and queues [`SegmentIo`] for the
+//! driver, which runs it off the driver task ([`crate::segment_files`]);
+//! a fetch is planned here ([`FetchPlan`]) and read there. A slow segment
+//! sync or a large read never stalls the engine, and an IO error is
+//! reported to the engine, which rebuilds the replica from the leader.
+//!
 //! Layout under `partitions/g{group}/`: segment files `{base_offset:020}.log`
 //! of framed batches, and `MANIFEST`, rewritten atomically at every Raft
 //! snapshot. A snapshot's data *is* the manifest (applied index, high
@@ -19,26 +26,25 @@
 //! [timestamp_ms u64]` then `count` times `[len u32][bytes]`; crc covers
 //! everything after the crc.
 
-use crate::disk::{write_atomic, Disk, DiskFile};
+use crate::disk::Disk;
 use bytes::Bytes;
 use chronik_core::{
-    Appended, Error, Fetched, GroupId, PartitionId, RecordCommand, RecordQuery, StateMachine,
+    Appended, Error, Fetched, GroupId, PartitionId, RecordCommand, RecordQuery, StateError,
+    StateMachine,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Bytes between two sparse index entries.
-const INDEX_INTERVAL_BYTES: u64 = 4096;
-const FRAME_HEADER: usize = 8;
+pub(crate) const INDEX_INTERVAL_BYTES: u64 = 4096;
+pub(crate) const FRAME_HEADER: usize = 8;
 const BATCH_HEADER: usize = 20;
+/// Most bytes one fetch reads from a segment.
+pub(crate) const FETCH_READ_MAX: usize = 64 << 20;
 
-/// Where partitions live and how big they may grow.
-#[derive(Clone)]
+/// How big partitions may grow (the engine's state machine options).
+#[derive(Clone, Debug)]
 pub struct DiskLogOptions {
-    pub disk: Arc<dyn Disk>,
-    /// Parent of every partition's directory.
-    pub dir: PathBuf,
     pub segment_bytes_max: u64,
     /// Delete the oldest segments while a partition holds more.
     pub retention_bytes: Option<u64>,
@@ -46,17 +52,6 @@ pub struct DiskLogOptions {
     pub retention_ms: Option<u64>,
     pub record_size_max_bytes: usize,
     pub produce_records_max: usize,
-}
-
-impl std::fmt::Debug for DiskLogOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiskLogOptions")
-            .field("dir", &self.dir)
-            .field("segment_bytes_max", &self.segment_bytes_max)
-            .field("retention_bytes", &self.retention_bytes)
-            .field("retention_ms", &self.retention_ms)
-            .finish()
-    }
 }
 
 /// One segment's durable description.
@@ -85,24 +80,102 @@ impl Manifest {
     }
 }
 
-struct Segment {
-    meta: SegmentMeta,
-    /// `(offset, byte position)` of some batch starts, ascending.
-    index: Vec<(u64, u64)>,
-    last_indexed_pos: Option<u64>,
+/// Storage work of one partition, in the order it must run.
+#[derive(Debug)]
+pub enum SegmentIo {
+    /// Start empty: every segment and the manifest removed. Resets the
+    /// files (work after an earlier failure runs again from here).
+    Wipe,
+    /// Make the files match a snapshot's manifest (segments cut back to
+    /// their recorded sizes, segments streamed from the leader adopted,
+    /// others removed) and check and index every batch: reports
+    /// [`SegmentIoDone::Indexed`]. Resets the files.
+    Adopt { manifest: Manifest },
+    /// Seal the active segment (synced) and start segment `base`.
+    Roll { base: u64 },
+    /// Append a framed batch to the active segment.
+    Append { frame: Vec<u8> },
+    /// Delete the sealed segment `base` (retention).
+    Remove { base: u64 },
+    /// Sync the active segment and write `MANIFEST`: the files then hold
+    /// everything the snapshot `manifest` names.
+    Checkpoint { manifest: Vec<u8> },
+    /// The group was dropped here: remove its files.
+    Destroy,
 }
 
-/// A partition's record log on disk.
+impl SegmentIo {
+    /// Whether this starts the files afresh.
+    pub fn resets(&self) -> bool {
+        matches!(
+            self,
+            SegmentIo::Wipe | SegmentIo::Adopt { .. } | SegmentIo::Destroy
+        )
+    }
+}
+
+/// What [`SegmentIo`] found out.
+#[derive(Debug)]
+pub enum SegmentIoDone {
+    /// The segments an `Adopt` kept, checked and indexed, oldest first
+    /// (leading segments retention deleted here are left out).
+    Indexed { segments: Vec<IndexedSegment> },
+}
+
+/// A segment's sparse index, rebuilt by reading it.
+#[derive(Debug)]
+pub struct IndexedSegment {
+    pub base_offset: u64,
+    pub index: Vec<(u64, u64)>,
+    pub max_timestamp_ms: u64,
+}
+
+/// A fetch as the engine planned it: which bytes of which segment to read,
+/// and what to keep. Read by [`crate::segment_files::read_fetch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchPlan {
+    pub group: GroupId,
+    pub segment: u64,
+    /// Where in the segment the read starts (a batch boundary at or before
+    /// `offset`) and how many bytes it reads.
+    pub start: u64,
+    pub len: usize,
+    /// The segment's size when planned (a first batch bigger than `len` is
+    /// read whole).
+    pub segment_size: u64,
+    pub offset: u64,
+    pub max_bytes: u64,
+    pub high_watermark: u64,
+}
+
+/// A fetch's answer: planned by the engine, read by the driver.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fetch {
+    /// To read from the segment files.
+    Planned(FetchPlan),
+    /// The records (nothing to read: at the high watermark).
+    Read(Fetched),
+}
+
+pub(crate) struct Segment {
+    pub(crate) meta: SegmentMeta,
+    /// `(offset, byte position)` of some batch starts, ascending.
+    pub(crate) index: Vec<(u64, u64)>,
+    pub(crate) last_indexed_pos: Option<u64>,
+}
+
+/// A partition's record log on disk, as the engine holds it.
 pub struct DiskLog {
     opts: DiskLogOptions,
-    dir: PathBuf,
+    group: GroupId,
     segments: Vec<Segment>,
-    active: Option<Box<dyn DiskFile>>,
     high_watermark: u64,
     log_start_offset: u64,
     applied_index: u64,
-    /// Set when an IO error hit recovery; cleared by a successful one.
-    failed: Option<String>,
+    /// Segments a snapshot named whose files are being checked and indexed
+    /// (by an `Adopt`): reads wait for them.
+    indexing: Option<Vec<u64>>,
+    io: Vec<SegmentIo>,
 }
 
 pub fn segment_file_name(base_offset: u64) -> String {
@@ -154,7 +227,7 @@ pub fn remove_orphans(
     Ok(cleaned)
 }
 
-fn encode_batch(base_offset: u64, timestamp_ms: u64, records: &[Bytes]) -> Vec<u8> {
+pub(crate) fn encode_batch(base_offset: u64, timestamp_ms: u64, records: &[Bytes]) -> Vec<u8> {
     let body_len: usize = BATCH_HEADER + records.iter().map(|r| 4 + r.len()).sum::<usize>();
     let mut body = Vec::with_capacity(body_len);
     body.extend_from_slice(&base_offset.to_le_bytes());
@@ -172,14 +245,14 @@ fn encode_batch(base_offset: u64, timestamp_ms: u64, records: &[Bytes]) -> Vec<u
 }
 
 /// A decoded batch: base offset, timestamp, records, and its framed size.
-struct Batch {
-    base_offset: u64,
-    timestamp_ms: u64,
-    records: Vec<Bytes>,
-    size: usize,
+pub(crate) struct Batch {
+    pub(crate) base_offset: u64,
+    pub(crate) timestamp_ms: u64,
+    pub(crate) records: Vec<Bytes>,
+    pub(crate) size: usize,
 }
 
-fn decode_batch(buf: &[u8]) -> Result<Option<Batch>, String> {
+pub(crate) fn decode_batch(buf: &[u8]) -> Result<Option<Batch>, String> {
     if buf.len() < FRAME_HEADER {
         return Ok(None);
     }
@@ -235,7 +308,7 @@ fn decode_batch(buf: &[u8]) -> Result<Option<Batch>, String> {
 impl std::fmt::Debug for DiskLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DiskLog")
-            .field("dir", &self.dir)
+            .field("group", &self.group)
             .field("segments", &self.segments.len())
             .field("high_watermark", &self.high_watermark)
             .field("log_start_offset", &self.log_start_offset)
@@ -245,26 +318,6 @@ impl std::fmt::Debug for DiskLog {
 }
 
 impl DiskLog {
-    fn seg_path(&self, base_offset: u64) -> PathBuf {
-        self.dir.join(segment_file_name(base_offset))
-    }
-
-    fn incoming_dir(&self) -> PathBuf {
-        self.dir.join("incoming")
-    }
-
-    fn io(&mut self, what: &str, e: std::io::Error) -> String {
-        let msg = format!("partition dir {}: {what}: {e}", self.dir.display());
-        tracing::error!("{msg}");
-        self.failed = Some(msg.clone());
-        msg
-    }
-
-    /// Why this log stopped accepting writes, if it did.
-    pub fn failure(&self) -> Option<&str> {
-        self.failed.as_deref()
-    }
-
     pub fn high_watermark(&self) -> u64 {
         self.high_watermark
     }
@@ -287,179 +340,41 @@ impl DiskLog {
         }
     }
 
-    /// Drops every file and starts empty.
-    fn wipe(&mut self) -> Result<(), String> {
-        self.active = None;
+    /// Empty, and the files removed.
+    fn wipe(&mut self) {
         self.segments.clear();
-        let disk = self.opts.disk.clone();
-        for d in [self.dir.clone(), self.incoming_dir()] {
-            for name in disk.list(&d).map_err(|e| self.io("list", e))? {
-                if name.ends_with(".log") || name == "MANIFEST" || name.ends_with(".tmp") {
-                    disk.remove(&d.join(&name))
-                        .map_err(|e| self.io("remove", e))?;
-                }
-            }
-        }
         self.high_watermark = 0;
         self.log_start_offset = 0;
         self.applied_index = 0;
-        Ok(())
+        self.indexing = None;
+        self.io.push(SegmentIo::Wipe);
     }
 
-    /// Makes the files match `m`: segments cut to their recorded sizes,
-    /// missing ones taken from `incoming/`, extra ones deleted.
-    fn adopt(&mut self, index: u64, m: &Manifest) -> Result<(), String> {
-        self.active = None;
-        let disk = self.opts.disk.clone();
-        disk.create_dir_all(&self.dir)
-            .map_err(|e| self.io("create dir", e))?;
-        let present = disk.list(&self.dir).map_err(|e| self.io("list", e))?;
-        let incoming = disk.list(&self.incoming_dir()).unwrap_or_default();
-        let mut segments = Vec::new();
-        for (i, sm) in m.segments.iter().enumerate() {
-            let name = segment_file_name(sm.base_offset);
-            let path = self.dir.join(&name);
-            let local_len = if present.contains(&name) {
-                disk.file_len(&path).unwrap_or(0)
-            } else {
-                0
-            };
-            let staged = self.incoming_dir().join(&name);
-            let staged_len = if incoming.contains(&name) {
-                disk.file_len(&staged).unwrap_or(0)
-            } else {
-                0
-            };
-            if local_len < sm.size && staged_len >= sm.size {
-                if present.contains(&name) {
-                    disk.remove(&path).map_err(|e| self.io("remove", e))?;
-                }
-                disk.rename(&staged, &path)
-                    .map_err(|e| self.io("adopt staged segment", e))?;
-            } else if local_len < sm.size {
-                let last = i + 1 == m.segments.len();
-                if segments.is_empty() && !last {
-                    // Deleted by retention here (or at the leader): the log
-                    // now starts later.
-                    continue;
-                }
-                return Err(format!(
-                    "segment {name} of group dir {} holds {local_len} bytes, the snapshot needs {}",
-                    self.dir.display(),
-                    sm.size
-                ));
-            }
-            disk.truncate(&path, sm.size)
-                .map_err(|e| self.io("truncate", e))?;
-            segments.push(self.scan(sm.clone())?);
-        }
-        // Anything else is beyond the snapshot (or deleted by it).
-        let keep: Vec<String> = segments
+    /// The state `m` describes at `index`; the files are made to match it
+    /// and indexed by the `Adopt` this queues.
+    fn adopt(&mut self, index: u64, m: Manifest) {
+        self.segments = m
+            .segments
             .iter()
-            .map(|s: &Segment| segment_file_name(s.meta.base_offset))
+            .map(|meta| Segment {
+                meta: meta.clone(),
+                index: Vec::new(),
+                last_indexed_pos: None,
+            })
             .collect();
-        for name in present
-            .iter()
-            .filter(|n| n.ends_with(".log") && !keep.contains(n))
-        {
-            disk.remove(&self.dir.join(name))
-                .map_err(|e| self.io("remove", e))?;
-        }
-        for name in disk.list(&self.incoming_dir()).unwrap_or_default() {
-            let _ = disk.remove(&self.incoming_dir().join(name));
-        }
-        // Adopted segments are renames into the group dir: durable only
-        // once the directory is synced.
-        disk.sync_dir(&self.dir)
-            .map_err(|e| self.io("sync the group dir", e))?;
-        self.log_start_offset = segments
+        self.high_watermark = m.high_watermark;
+        self.log_start_offset = self
+            .segments
             .first()
             .map_or(m.high_watermark, |s| s.meta.base_offset)
             .max(m.log_start_offset);
-        self.segments = segments;
-        self.high_watermark = m.high_watermark;
         self.applied_index = index;
-        if let Some(last) = self.segments.last() {
-            let path = self.seg_path(last.meta.base_offset);
-            self.active = Some(disk.open_append(&path).map_err(|e| self.io("open", e))?);
-        }
-        self.failed = None;
-        Ok(())
-    }
-
-    /// Rebuilds a segment's sparse index, checking every batch.
-    fn scan(&mut self, meta: SegmentMeta) -> Result<Segment, String> {
-        let path = self.seg_path(meta.base_offset);
-        let data = self.opts.disk.read(&path).map_err(|e| self.io("read", e))?;
-        let mut seg = Segment {
-            meta: meta.clone(),
-            index: Vec::new(),
-            last_indexed_pos: None,
-        };
-        let mut pos = 0usize;
-        let mut next = meta.base_offset;
-        while pos < data.len() {
-            match decode_batch(&data[pos..]) {
-                Ok(Some(b)) => {
-                    if b.base_offset != next {
-                        return Err(format!(
-                            "{}: batch at byte {pos} starts at offset {}, expected {next}",
-                            path.display(),
-                            b.base_offset
-                        ));
-                    }
-                    seg.note_batch(b.base_offset, pos as u64);
-                    seg.meta.max_timestamp_ms = seg.meta.max_timestamp_ms.max(b.timestamp_ms);
-                    next += b.records.len() as u64;
-                    pos += b.size;
-                }
-                Ok(None) => {
-                    return Err(format!("{}: truncated batch at byte {pos}", path.display()))
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "{}: corrupt batch at byte {pos}: {e}",
-                        path.display()
-                    ))
-                }
-            }
-        }
-        if next != meta.next_offset {
-            return Err(format!(
-                "{}: ends at offset {next}, the manifest says {}",
-                path.display(),
-                meta.next_offset
-            ));
-        }
-        Ok(seg)
-    }
-
-    /// A write-path IO error: the files can no longer follow the applied
-    /// state, and carrying on would acknowledge data this replica lacks.
-    /// Stop the node (fail-stop, as etcd does on WAL errors); the WAL still
-    /// holds every entry after the last snapshot, so a restart repairs it.
-    fn fatal(&self, what: &str, e: std::io::Error) -> ! {
-        panic!(
-            "partition dir {}: {what}: {e}; stopping the node",
-            self.dir.display()
-        )
+        self.indexing = Some(m.segments.iter().map(|s| s.base_offset).collect());
+        self.io.push(SegmentIo::Adopt { manifest: m });
     }
 
     fn roll(&mut self, base: u64) {
-        if let Some(f) = self.active.as_mut() {
-            if let Err(e) = f.sync() {
-                self.fatal("sync sealed segment", e);
-            }
-        }
-        let path = self.seg_path(base);
-        let f = match self.opts.disk.open_append(&path) {
-            Ok(f) => f,
-            Err(e) => self.fatal("create segment", e),
-        };
-        if let Err(e) = self.opts.disk.sync_dir(&self.dir) {
-            self.fatal("sync dir", e);
-        }
-        self.active = Some(f);
+        self.io.push(SegmentIo::Roll { base });
         self.segments.push(Segment {
             meta: SegmentMeta {
                 base_offset: base,
@@ -490,11 +405,9 @@ impl DiskLog {
             if !too_big && !too_old {
                 return;
             }
-            let path = self.seg_path(first.base_offset);
-            if let Err(e) = self.opts.disk.remove(&path) {
-                tracing::warn!(path = %path.display(), "retention cannot delete a segment: {e}");
-                return;
-            }
+            self.io.push(SegmentIo::Remove {
+                base: first.base_offset,
+            });
             self.segments.remove(0);
             self.log_start_offset = self.segments[0].meta.base_offset;
         }
@@ -502,7 +415,7 @@ impl DiskLog {
 }
 
 impl Segment {
-    fn note_batch(&mut self, offset: u64, pos: u64) {
+    pub(crate) fn note_batch(&mut self, offset: u64, pos: u64) {
         if self
             .last_indexed_pos
             .is_none_or(|p| pos >= p + INDEX_INTERVAL_BYTES)
@@ -517,50 +430,83 @@ impl StateMachine for DiskLog {
     type Command = RecordCommand;
     type Response = Appended;
     type Query = RecordQuery;
-    type QueryResponse = Fetched;
+    type QueryResponse = Fetch;
     type Options = DiskLogOptions;
+    type Io = SegmentIo;
+    type IoDone = SegmentIoDone;
 
     fn new(group: GroupId, _partition: &PartitionId, options: &DiskLogOptions) -> Self {
         DiskLog {
             opts: options.clone(),
-            dir: group_dir(&options.dir, group),
+            group,
             segments: Vec::new(),
-            active: None,
             high_watermark: 0,
             log_start_offset: 0,
             applied_index: 0,
-            failed: None,
+            indexing: None,
+            io: Vec::new(),
         }
     }
 
-    fn recover(&mut self, snapshot: Option<(u64, &[u8])>) -> Result<(), String> {
-        self.opts
-            .disk
-            .create_dir_all(&self.dir)
-            .map_err(|e| format!("{}: {e}", self.dir.display()))?;
+    fn recover(&mut self, snapshot: Option<(u64, &[u8])>) -> Result<(), StateError> {
         match snapshot {
-            Some((index, data)) => self.adopt(index, &Manifest::decode(data)?),
-            None => self.wipe(),
+            Some((index, data)) => {
+                self.adopt(index, Manifest::decode(data).map_err(StateError::Corrupt)?);
+                Ok(())
+            }
+            None => {
+                self.wipe();
+                Ok(())
+            }
         }
     }
 
-    fn validate_snapshot(_options: &DiskLogOptions, data: &[u8]) -> Result<(), String> {
-        Manifest::decode(data).map(|_| ())
+    fn validate_snapshot(_options: &DiskLogOptions, data: &[u8]) -> Result<(), StateError> {
+        Manifest::decode(data)
+            .map(|_| ())
+            .map_err(StateError::Corrupt)
     }
 
-    fn destroy(mut self) {
+    fn destroy(mut self) -> Vec<SegmentIo> {
         // Called once the WAL record dropping the group is durable. A crash
-        // that undoes these removes leaves files no group owns: the next
+        // that undoes the removes leaves files no group owns: the next
         // start removes them (`remove_orphans`).
         if chronik_core::planted::active(chronik_core::planted::Bug::DeleteKeepsFiles) {
             // Planted bug (simulation builds only): nothing is removed.
+            return Vec::new();
+        }
+        self.io.push(SegmentIo::Destroy);
+        std::mem::take(&mut self.io)
+    }
+
+    fn take_io(&mut self) -> Vec<SegmentIo> {
+        std::mem::take(&mut self.io)
+    }
+
+    fn io_done(&mut self, done: SegmentIoDone) {
+        let SegmentIoDone::Indexed { segments } = done;
+        let Some(named) = self.indexing.take() else {
             return;
+        };
+        let mut indexed: std::collections::BTreeMap<u64, IndexedSegment> =
+            segments.into_iter().map(|s| (s.base_offset, s)).collect();
+        // Named by the snapshot but not kept (deleted by retention here):
+        // the log starts later. Segments rolled since keep their index.
+        self.segments.retain(|s| {
+            !named.contains(&s.meta.base_offset) || indexed.contains_key(&s.meta.base_offset)
+        });
+        for seg in &mut self.segments {
+            if let Some(done) = indexed.remove(&seg.meta.base_offset) {
+                // Batches appended since the snapshot are indexed already.
+                let appended = std::mem::take(&mut seg.index);
+                seg.last_indexed_pos = appended.last().or(done.index.last()).map(|(_, pos)| *pos);
+                seg.index = done.index;
+                seg.index.extend(appended);
+                seg.meta.max_timestamp_ms = seg.meta.max_timestamp_ms.max(done.max_timestamp_ms);
+            }
         }
-        if let Err(e) = self.wipe() {
-            tracing::warn!("cannot delete a dropped partition's files: {e}");
-        }
-        if let Err(e) = self.opts.disk.sync_dir(&self.dir) {
-            tracing::warn!("cannot sync a dropped partition's dir: {e}");
+        if let Some(first) = self.segments.first() {
+            self.log_start_offset = self.log_start_offset.max(first.meta.base_offset);
         }
     }
 
@@ -589,24 +535,20 @@ impl StateMachine for DiskLog {
             self.roll(base_offset);
         }
         let frame = encode_batch(base_offset, timestamp_ms, &records);
-        if let Some(f) = self.active.as_mut() {
-            if let Err(e) = f.write_all(&frame) {
-                self.fatal("append", e);
-            }
-        }
         let seg = self.segments.last_mut().expect("rolled above");
         let pos = seg.meta.size;
         seg.note_batch(base_offset, pos);
         seg.meta.size += frame.len() as u64;
         seg.meta.next_offset = base_offset + count;
         seg.meta.max_timestamp_ms = seg.meta.max_timestamp_ms.max(timestamp_ms);
+        self.io.push(SegmentIo::Append { frame });
         self.high_watermark = base_offset + count;
         self.applied_index = index;
         self.enforce_retention(timestamp_ms);
         Appended { base_offset, count }
     }
 
-    fn query(&self, query: &RecordQuery) -> Result<Fetched, Error> {
+    fn query(&self, query: &RecordQuery) -> Result<Fetch, Error> {
         let RecordQuery::Fetch { offset, max_bytes } = *query;
         let high_watermark = self.high_watermark;
         if offset > high_watermark || offset < self.log_start_offset {
@@ -615,12 +557,18 @@ impl StateMachine for DiskLog {
                 high_watermark,
             });
         }
-        let empty = Fetched {
+        let empty = Fetch::Read(Fetched {
             records: vec![],
             high_watermark,
-        };
+        });
         if offset == high_watermark {
             return Ok(empty);
+        }
+        if self.indexing.is_some() {
+            return Err(Error::ReplicaRepairing {
+                group: self.group,
+                reason: "checking and indexing the segments of a snapshot".into(),
+            });
         }
         let i = self
             .segments
@@ -632,62 +580,18 @@ impl StateMachine for DiskLog {
         let start = j.checked_sub(1).map_or(0, |j| seg.index[j].1);
         let want = (max_bytes as usize)
             .saturating_add(INDEX_INTERVAL_BYTES as usize * 2)
-            .min(64 << 20);
+            .min(FETCH_READ_MAX);
         let len = ((seg.meta.size - start) as usize).min(want.max(1));
-        let path = self.seg_path(seg.meta.base_offset);
-        let mut buf =
-            self.opts
-                .disk
-                .read_range(&path, start, len)
-                .map_err(|e| Error::InvalidRequest {
-                    reason: format!("reading {}: {e}", path.display()),
-                })?;
-        let mut records = Vec::new();
-        let mut bytes = 0u64;
-        let mut pos = 0usize;
-        loop {
-            let batch = match decode_batch(&buf[pos..]) {
-                Ok(Some(b)) => b,
-                Ok(None) if records.is_empty() && (start + pos as u64) < seg.meta.size => {
-                    // The first wanted batch is bigger than what was read.
-                    let rest = (seg.meta.size - start) as usize;
-                    buf = self.opts.disk.read_range(&path, start, rest).map_err(|e| {
-                        Error::InvalidRequest {
-                            reason: format!("reading {}: {e}", path.display()),
-                        }
-                    })?;
-                    continue;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(Error::InvalidRequest {
-                        reason: format!("{}: {e}", path.display()),
-                    })
-                }
-            };
-            pos += batch.size;
-            for (k, r) in batch.records.into_iter().enumerate() {
-                let o = batch.base_offset + k as u64;
-                if o < offset {
-                    continue;
-                }
-                if !records.is_empty() && bytes + r.len() as u64 > max_bytes {
-                    return Ok(Fetched {
-                        records,
-                        high_watermark,
-                    });
-                }
-                bytes += r.len() as u64;
-                records.push((o, r));
-            }
-            if pos >= buf.len() {
-                break;
-            }
-        }
-        Ok(Fetched {
-            records,
+        Ok(Fetch::Planned(FetchPlan {
+            group: self.group,
+            segment: seg.meta.base_offset,
+            start,
+            len,
+            segment_size: seg.meta.size,
+            offset,
+            max_bytes,
             high_watermark,
-        })
+        }))
     }
 
     fn applied_index(&self) -> u64 {
@@ -699,31 +603,24 @@ impl StateMachine for DiskLog {
     }
 
     fn snapshot(&mut self) -> Vec<u8> {
-        // The Raft log is compacted up to this point once this returns:
-        // every byte the manifest names must be durable first.
-        if let Some(f) = self.active.as_mut() {
-            if let Err(e) = f.sync() {
-                self.fatal("sync for snapshot", e);
-            }
-        }
-        let m = self.manifest();
-        let data = postcard::to_stdvec(&m).expect("manifests encode");
-        let path = self.dir.join("MANIFEST");
-        if let Err(e) = write_atomic(self.opts.disk.as_ref(), &path, &data) {
-            self.fatal("write manifest", e);
-        }
+        // The Raft log is compacted behind this once the checkpoint ran:
+        // every byte the manifest names is durable by then.
+        let data = postcard::to_stdvec(&self.manifest()).expect("manifests encode");
+        self.io.push(SegmentIo::Checkpoint {
+            manifest: data.clone(),
+        });
         data
     }
 
-    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
-        let m = Manifest::decode(data)?;
-        self.adopt(index, &m)?;
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), StateError> {
+        let mut m = Manifest::decode(data).map_err(StateError::Corrupt)?;
         if chronik_core::planted::active(chronik_core::planted::Bug::SnapshotInstallOffByOne)
-            && self.high_watermark > self.log_start_offset
+            && m.high_watermark > m.log_start_offset
         {
             // Planted bug (simulation builds only): one record short.
-            self.high_watermark -= 1;
+            m.high_watermark -= 1;
         }
+        self.adopt(index, m);
         Ok(())
     }
 }

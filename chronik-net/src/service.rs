@@ -3,7 +3,7 @@
 
 use crate::convert;
 use crate::driver::{DriverGone, DriverHandle, Inspection};
-use crate::partition_store::DiskLog;
+use crate::partition_store::{DiskLog, Fetch};
 use crate::proto;
 use chronik_core::membership::MembershipChange;
 use chronik_core::{
@@ -221,7 +221,7 @@ impl proto::chronik_server::Chronik for Services {
             consistency,
         };
         let resp = match self.run(cmd, self.request_timeout).await {
-            Ok(Response::Query(f)) => proto::FetchResponse {
+            Ok(Response::Query(Fetch::Read(f))) => proto::FetchResponse {
                 error: None,
                 records: f
                     .records

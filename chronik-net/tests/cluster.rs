@@ -363,12 +363,24 @@ async fn a_replica_with_a_corrupt_segment_rebuilds_it_from_the_leader() {
 
     // It starts, serves none of the damaged data, and rebuilds the
     // partition from the leader while produces go on.
+    // (The segments are checked off the engine, right after the start.)
     let back = Node::start(spec.configs[2].clone()).await.unwrap();
-    let ins = back.inspect().await.unwrap();
-    let st = ins.groups.iter().find(|s| s.group == group).unwrap();
+    let mut st = None;
+    for _ in 0..100 {
+        let ins = back.inspect().await.unwrap();
+        st = ins.groups.into_iter().find(|s| s.group == group);
+        if st
+            .as_ref()
+            .and_then(|s| s.repairing.as_deref())
+            .is_some_and(|r| r.contains("corrupt"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
-        st.repairing
-            .as_deref()
+        st.as_ref()
+            .and_then(|s| s.repairing.as_deref())
             .is_some_and(|r| r.contains("corrupt")),
         "{st:?}"
     );

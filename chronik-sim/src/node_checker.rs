@@ -267,6 +267,12 @@ struct Inner {
     /// their disk, until a snapshot installs.
     rebuilding: std::collections::BTreeSet<(NodeId, GroupId)>,
     replicas_rebuilt: u64,
+    /// Nodes whose partition storage a fault damaged (rot) or failed (a
+    /// partition disk error): the only ones with a reason to rebuild a
+    /// replica. Anywhere else a rebuild means the engine let its files
+    /// fall behind what it made durable (a snapshot compacted before the
+    /// segments it names were synced, say).
+    storage_damaged: std::collections::BTreeSet<NodeId>,
     /// Simulated time of the first event: times are kept as milliseconds
     /// since.
     epoch: Option<SimInstant>,
@@ -493,6 +499,11 @@ impl NodeChecker {
     /// time the node reaches it, it stops dead.
     pub fn arm(&self, node: NodeId, point: CrashPoint) {
         self.inner.lock().armed.insert(node, point);
+    }
+
+    /// Notes that a fault damaged or failed `node`'s partition storage.
+    pub fn storage_damaged(&self, node: NodeId) {
+        self.inner.lock().storage_damaged.insert(node);
     }
 
     /// Whether a crash point is armed anywhere.
@@ -787,6 +798,14 @@ impl EngineObserver for NodeChecker {
             Event::ProduceAcked { group, index } => i.on_ack(node, *group, *index),
             Event::SnapshotInstalled { group, .. } if *group == chronik_core::METADATA_GROUP => {
                 i.isr_in_order.retain(|(n, _), _| *n != node);
+            }
+            Event::ReplicaRepairing { group, reason } => {
+                if !i.storage_damaged.contains(&node) {
+                    i.core.violation(format!(
+                        "repair without storage damage: node {node} rebuilds group {group}, though no fault touched its partition files: {reason}"
+                    ));
+                }
+                i.rebuilding.insert((node, *group));
             }
             Event::SnapshotInstalled { group, .. } if i.rebuilding.remove(&(node, *group)) => {
                 i.replicas_rebuilt += 1;

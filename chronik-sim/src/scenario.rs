@@ -139,6 +139,16 @@ pub enum Fault {
         on_sync: bool,
         ms: u64,
     },
+    /// The partition files of a node fail every write (or every fsync)
+    /// with EIO or ENOSPC for `ms`, its WAL unharmed: each replica whose
+    /// storage work fails stops serving and rebuilds from its leader once
+    /// the disk is back, without a restart.
+    PartitionDiskError {
+        node: u64,
+        errno: i32,
+        on_sync: bool,
+        ms: u64,
+    },
     /// Ask (through `via`) to remove whichever node leads the metadata
     /// group at run time.
     LeaveLeader {
@@ -206,6 +216,7 @@ impl Fault {
             Fault::Leave { .. } => "leave",
             Fault::Bounce { .. } => "bounce",
             Fault::DiskError { .. } => "disk-error",
+            Fault::PartitionDiskError { .. } => "partition-disk-error",
             Fault::PowerLoss { .. } => "power-loss",
             Fault::KillReplicas { .. } => "kill-replicas",
             Fault::LeaveLeader { .. } => "leave-leader",
@@ -266,6 +277,17 @@ impl fmt::Display for Fault {
             } => write!(
                 f,
                 "{} of node {node}'s WAL fail with {} for {ms} ms, then it restarts",
+                if *on_sync { "fsyncs" } else { "writes" },
+                if *errno == 28 { "ENOSPC" } else { "EIO" }
+            ),
+            Fault::PartitionDiskError {
+                node,
+                errno,
+                on_sync,
+                ms,
+            } => write!(
+                f,
+                "{} of node {node}'s partition files fail with {} for {ms} ms",
                 if *on_sync { "fsyncs" } else { "writes" },
                 if *errno == 28 { "ENOSPC" } else { "EIO" }
             ),
@@ -355,7 +377,7 @@ impl Plan {
                 let node = rng.gen_range(1..=nodes);
                 let down = killed.len() + paused.len();
                 let free = !killed.contains(&node) && !paused.contains(&node);
-                match rng.gen_range(0..22) {
+                match rng.gen_range(0..23) {
                     0 | 1 if down < max_down && free => {
                         killed.insert(node);
                         let torn = rng.gen_bool(0.5).then(|| rng.gen::<u64>());
@@ -451,6 +473,14 @@ impl Plan {
                     }
                     20 if free => {
                         break Fault::DiskError {
+                            node,
+                            errno: if rng.gen_bool(0.5) { 5 } else { 28 },
+                            on_sync: rng.gen_bool(0.5),
+                            ms: rng.gen_range(100..=2_000),
+                        }
+                    }
+                    22 => {
+                        break Fault::PartitionDiskError {
                             node,
                             errno: if rng.gen_bool(0.5) { 5 } else { 28 },
                             on_sync: rng.gen_bool(0.5),
@@ -653,6 +683,7 @@ impl Plan {
                 | Fault::Bounce { .. }
                 | Fault::Rot { .. }
                 | Fault::DiskError { .. }
+                | Fault::PartitionDiskError { .. }
                 | Fault::PowerLoss { .. }
                 | Fault::KillReplicas { .. }
                 | Fault::LeaveLeader { .. }
@@ -908,6 +939,7 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static [&'static str
         // Rotted bytes served: replicas differ, or a client reads a value
         // nobody sent.
         Bug::SegmentCrcUnchecked => &["stored: ", "UnknownValue"],
+        Bug::CompactBeforeStateSynced => &["repair without storage damage"],
     }
 }
 
@@ -1603,13 +1635,24 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
                 on_sync,
                 ms,
             } => {
-                cluster.disk_fault(*node, Some((*errno, *on_sync)));
+                cluster.disk_fault(*node, Some((*errno, *on_sync, "/wal")));
                 madsim::time::sleep(Duration::from_millis(*ms)).await;
                 cluster.disk_fault(*node, None);
                 // Whether it stopped on the error or never wrote meanwhile,
                 // it restarts from its disk (what it had not synced is gone).
                 cluster.kill(*node, None, false);
                 cluster.restart(*node);
+            }
+            Fault::PartitionDiskError {
+                node,
+                errno,
+                on_sync,
+                ms,
+            } => {
+                checker.storage_damaged(*node);
+                cluster.disk_fault(*node, Some((*errno, *on_sync, "/partitions/")));
+                madsim::time::sleep(Duration::from_millis(*ms)).await;
+                cluster.disk_fault(*node, None);
             }
             Fault::CrashAt { node, point } => checker.arm(*node, *point),
             Fault::DeleteTopic { pick } => match work.forget_late_topic(*pick) {
@@ -1636,6 +1679,7 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
                 cluster.restart(*node);
             }
             Fault::Rot { node, pick, at, ms } => {
+                checker.storage_damaged(*node);
                 cluster.kill(*node, None, false);
                 executed = match cluster.rot(*node, *pick, *at) {
                     Some((file, byte)) => {

@@ -280,16 +280,18 @@ impl SimCluster {
             .set_sync_latency(latency, seed);
     }
 
-    /// From now on the WAL files of node `id` fail writes (or syncs) with
-    /// `errno` (`None` heals the disk).
-    pub fn disk_fault(&self, id: u64, fault: Option<(i32, bool)>) {
+    /// From now on the files of node `id` whose path contains the given
+    /// part fail writes (or syncs) with `errno` (`None` heals the disk).
+    pub fn disk_fault(&self, id: u64, fault: Option<(i32, bool, &str)>) {
         self.nodes[id as usize - 1]
             .disk
-            .set_fault(fault.map(|(errno, on_sync)| chronik_net::disk::DiskFault {
-                errno,
-                on_sync,
-                path_contains: "/wal".into(),
-            }));
+            .set_fault(
+                fault.map(|(errno, on_sync, path)| chronik_net::disk::DiskFault {
+                    errno,
+                    on_sync,
+                    path_contains: path.into(),
+                }),
+            );
     }
 
     /// Removes every network fault: clogs, loss and added latency.

@@ -242,8 +242,59 @@ async fn stall(
         ms(lat.value_at_quantile(0.999)),
         ms(lat.max())
     );
+    // Where long waits come from: WAL group commits and partition storage
+    // batches (syncs, manifests) past a histogram bucket bound, over the
+    // nodes.
+    const SLOW_SECS: f64 = 0.0512;
+    let (mut wal, mut io) = ((0, 0), (0, 0));
+    for n in &cluster.nodes {
+        let text = n.metrics.render();
+        let add = |acc: &mut (u64, u64), (all, slow): (u64, u64)| {
+            acc.0 += all;
+            acc.1 += slow;
+        };
+        add(
+            &mut wal,
+            slow_count(&text, "chronik_wal_fsync_duration_seconds", SLOW_SECS),
+        );
+        add(
+            &mut io,
+            slow_count(&text, "chronik_partition_io_duration_seconds", SLOW_SECS),
+        );
+    }
+    println!(
+        "over the 3 nodes: {} of {} WAL group commits and {} of {} partition storage batches took over {} ms",
+        wal.1,
+        wal.0,
+        io.1,
+        io.0,
+        SLOW_SECS * 1000.0
+    );
     cluster.stop().await;
     Ok(())
+}
+
+/// `(observations, observations over `secs`)` of a histogram in Prometheus
+/// text format; `secs` must be one of its bucket bounds.
+fn slow_count(text: &str, metric: &str, secs: f64) -> (u64, u64) {
+    let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+    let total = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{metric}_count")))
+        .and_then(value)
+        .unwrap_or(0.0) as u64;
+    let below = text
+        .lines()
+        .filter_map(|l| {
+            let le = l.strip_prefix(&format!("{metric}_bucket{{le=\""))?;
+            let (bound, _) = le.split_once('"')?;
+            Some((bound.parse::<f64>().ok()?, value(l)?))
+        })
+        .filter(|(bound, _)| *bound <= secs)
+        .map(|(_, count)| count as u64)
+        .max()
+        .unwrap_or(0);
+    (total, total - below)
 }
 
 /// User plus system CPU time of this process, from `/proc/self/stat`

@@ -80,6 +80,14 @@ impl<S: StateMachine> Engine<S> {
                     .partitions
                     .get_mut(&group)
                     .expect("leader_group checked");
+                if let Some(reason) = &g.repair {
+                    // Its leadership is being handed off: nothing would
+                    // apply the entry here.
+                    return Err(Error::ReplicaRepairing {
+                        group,
+                        reason: reason.clone(),
+                    });
+                }
                 g.sm.0.validate(&command)?;
                 check_pending(group, g.pending_count(), max)?;
                 let data =

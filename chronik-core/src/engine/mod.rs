@@ -10,7 +10,7 @@ use crate::metadata::{MetadataCommand, MetadataState};
 use crate::output::{Command, Event, GroupMessage, Output, Response};
 use crate::partition_log::{RecordLog, RecordLogOptions};
 use crate::persist::{DurableState, GroupUpdate, PersistBatch, Ticket};
-use crate::state_machine::StateMachine;
+use crate::state_machine::{StateError, StateMachine};
 use crate::storage::GroupStorage;
 use crate::types::{
     GroupId, GroupKind, NodeId, PartitionId, ReadConsistency, RequestId, Role, Time, METADATA_GROUP,
@@ -64,7 +64,7 @@ struct Inflight<S> {
     readies: Vec<(GroupId, u64)>,
     held: Vec<(NodeId, GroupMessage)>,
     /// Dropped groups' state machines, destroyed once this is durable.
-    destroy: Vec<S>,
+    destroy: Vec<(GroupId, S)>,
 }
 
 /// A partition group: its state machine, and a leader's duties.
@@ -198,6 +198,7 @@ impl<S: StateMachine> Engine<S> {
                     }
                 }
             }
+            self.retry_repairs();
             self.maintain_isr();
             self.serve_snapshot_requests();
             self.maintain_membership();
@@ -380,10 +381,44 @@ impl<S: StateMachine> Engine<S> {
                 }
             }
             self.sink.send_now.extend(done.held);
-            for sm in done.destroy {
-                sm.destroy();
+            for (group, sm) in done.destroy {
+                let ops = sm.destroy();
+                self.sink.state_io(group, ops, true);
             }
         }
+        self.observe_all();
+        self.process();
+    }
+
+    /// Reports how the storage work of [`Output::StateIo`] `ticket` went.
+    /// Outcomes of one group arrive in ticket order. A failure turns the
+    /// replica unavailable (`REPLICA_REPAIRING`, with the error as the
+    /// reason) while it rebuilds its state from the leader: its Raft log is
+    /// intact, so it stays a voter, but it leads nothing meanwhile.
+    pub fn handle_state_io(
+        &mut self,
+        now: Time,
+        group: GroupId,
+        ticket: u64,
+        result: Result<Vec<S::IoDone>, StateError>,
+    ) {
+        self.now = self.now.max(now);
+        let Some(g) = self.partitions.get_mut(&group) else {
+            return; // dropped meanwhile
+        };
+        if ticket < g.io_reset_ticket {
+            return; // about state a reset replaced
+        }
+        match result {
+            Ok(done) => {
+                for d in done {
+                    g.sm.0.io_done(d);
+                }
+                g.state_io_done(ticket, &mut self.sink);
+            }
+            Err(e) => self.start_repair(group, format!("storage failed: {e}")),
+        }
+        self.dirty.insert(group);
         self.observe_all();
         self.process();
     }

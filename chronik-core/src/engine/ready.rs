@@ -112,6 +112,9 @@ impl<S: StateMachine> Engine<S> {
             }
             let sm = PartitionSm(sm);
             let mut g = Group::new(group, GroupKind::Partition(pid.clone()), raw, sm, 0);
+            g.io_reset_ticket = self.sink.next_io_ticket;
+            let ops = g.sm.0.take_io();
+            self.sink.state_io(group, ops, true);
             g.observe(&mut self.rng, self.config.election_ticks, &mut self.sink);
             self.partitions.insert(group, g);
             self.dirty.insert(group);
@@ -151,7 +154,7 @@ impl<S: StateMachine> Engine<S> {
                     };
                     g.fail_all(&mut self.sink, Error::OutcomeUnknown { group }, elsewhere);
                 }
-                self.sink.to_destroy.push(g.sm.0);
+                self.sink.to_destroy.push((group, g.sm.0));
             }
             self.sink.updates.push(GroupUpdate::Drop { group });
             self.sink.must_sync = true;

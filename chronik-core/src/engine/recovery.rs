@@ -26,6 +26,7 @@ impl<S: StateMachine> Engine<S> {
             emit_apply_events: config.emit_apply_events,
             reply_index: BTreeMap::new(),
             to_destroy: Vec::new(),
+            next_io_ticket: 1,
         };
         let mut groups = durable.groups;
         let metadata = match groups.remove(&METADATA_GROUP) {
@@ -108,7 +109,11 @@ impl<S: StateMachine> Engine<S> {
                         "group {id} ({pid}): state does not recover ({e}) and cannot be cleared for a rebuild: {e2}"
                     ))
                 })?;
-                repair = Some(e);
+                sink.event(Event::ReplicaRepairing {
+                    group: id,
+                    reason: e.to_string(),
+                });
+                repair = Some(e.to_string());
             }
             // The state machine holds the snapshot: everything after it is
             // applied again from the log.
@@ -122,6 +127,11 @@ impl<S: StateMachine> Engine<S> {
             let raw = new_raw(&config, &logger, id, storage, applied)?;
             let mut group = Group::new(id, g.kind, raw, PartitionSm(sm), applied);
             group.repair = repair;
+            // The storage work that checks the files against the snapshot
+            // comes first; if it fails, the replica is repaired then.
+            group.io_reset_ticket = sink.next_io_ticket;
+            let ops = group.sm.0.take_io();
+            sink.state_io(id, ops, true);
             partitions.insert(id, group);
         }
         let mut engine = Engine {
@@ -155,3 +165,93 @@ impl<S: StateMachine> Engine<S> {
         Ok(engine)
     }
 }
+
+impl<S: StateMachine> Engine<S> {
+    /// A partition replica whose state failed at runtime (its storage work
+    /// failed): its state is cleared and rebuilt from the leader's snapshot,
+    /// as at recovery. What waits on it fails over, and a leader hands its
+    /// leadership to the follower that holds the most. If clearing fails
+    /// too (the disk is still failing), it is tried again a second later.
+    pub(in crate::engine) fn start_repair(&mut self, group: GroupId, reason: String) {
+        let me = self.config.node_id;
+        let now = self.now;
+        let Some(g) = self.partitions.get_mut(&group) else {
+            return;
+        };
+        let GroupKind::Partition(pid) = g.kind.clone() else {
+            return;
+        };
+        if g.repair.is_some() && g.reset_due.is_none() {
+            tracing::warn!(group, %pid, "partition state still failing, clearing it again in a second: {reason}");
+            g.repair = Some(reason);
+            g.reset_due = Some(now.plus_millis(REPAIR_RETRY_MS));
+            return;
+        }
+        tracing::error!(
+            group,
+            %pid,
+            "partition state failed, rebuilding it from the leader's snapshot: {reason}"
+        );
+        let repairing = Error::ReplicaRepairing {
+            group,
+            reason: reason.clone(),
+        };
+        self.sink.event(Event::ReplicaRepairing {
+            group,
+            reason: reason.clone(),
+        });
+        // Proposals in flight may commit (the log is fine), but they will
+        // not be applied here.
+        g.fail_all(&mut self.sink, Error::OutcomeUnknown { group }, repairing);
+        let mut sm = S::new(group, &pid, &self.options);
+        if let Err(e) = sm.recover(None) {
+            tracing::error!(group, %pid, "cannot clear the partition state: {e}");
+        }
+        g.reset_state(PartitionSm(sm), reason, &mut self.sink);
+        if g.is_leader() {
+            let voters = g.raw.raft.prs().conf().voters().ids();
+            let best = g
+                .raw
+                .raft
+                .prs()
+                .iter()
+                .filter(|(id, _)| **id != me && voters.contains(**id))
+                .max_by_key(|(id, pr)| (pr.matched, std::cmp::Reverse(**id)))
+                .map(|(id, _)| *id);
+            if let Some(to) = best {
+                tracing::info!(
+                    group,
+                    to,
+                    "handing leadership off while the state is rebuilt"
+                );
+                g.raw.transfer_leader(to);
+            }
+        }
+        self.dirty.insert(group);
+    }
+
+    /// Repairs whose clearing failed try again once due.
+    pub(in crate::engine) fn retry_repairs(&mut self) {
+        let now = self.now;
+        let due: Vec<(GroupId, String)> = self
+            .partitions
+            .values_mut()
+            .filter(|g| g.reset_due.is_some_and(|t| t <= now))
+            .map(|g| {
+                g.reset_due = None;
+                (g.id, g.repair.clone().unwrap_or_default())
+            })
+            .collect();
+        for (group, reason) in due {
+            if let Some(g) = self.partitions.get_mut(&group) {
+                // A fresh start, not a second failure.
+                g.repair = None;
+            }
+            self.start_repair(group, reason);
+        }
+    }
+}
+
+/// How long a replica whose state cannot even be cleared waits before
+/// trying again.
+const REPAIR_RETRY_MS: u64 = 1_000;

@@ -80,7 +80,8 @@ impl<S: StateMachine> Engine<S> {
                 .map(|(_, pr)| pr.pending_request_snapshot)
                 .max()
                 .unwrap_or(0);
-            if wanted > g.raw.store().snapshot_index() && g.applied >= wanted {
+            if wanted > g.raw.store().snapshot_index() && g.applied >= wanted && !g.is_compacting()
+            {
                 g.force_compact(&mut self.sink);
                 self.dirty.insert(g.id);
             }
