@@ -5,14 +5,22 @@ use crate::types::{NodeId, NodeInfo};
 
 /// Everything an [`crate::Engine`] needs to know up front. Defaults suit a
 /// LAN cluster with a 100 ms tick; tests shrink the thresholds.
-#[derive(Clone, Debug)]
+///
+/// The tuning fields are what a node's config file holds under `[engine]`
+/// (serde, every field optional, unknown ones refused); identity (node id,
+/// cluster, seed, join) comes from the node's own settings.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
     /// This node. Must appear in `initial_cluster` when bootstrapping.
+    #[serde(skip)]
     pub node_id: NodeId,
     /// The members of the metadata group at bootstrap. Every node of a new
     /// cluster must be given the same list.
+    #[serde(skip)]
     pub initial_cluster: Vec<NodeInfo>,
     /// Seeds every random choice the engine makes (election jitter).
+    #[serde(skip)]
     pub seed: u64,
     /// Length of one Raft tick.
     pub tick_interval_ms: u64,
@@ -41,6 +49,7 @@ pub struct EngineConfig {
     pub topic_partitions_max: u32,
     /// Emit an [`crate::Event::EntryApplied`] for every applied entry. Costs a
     /// little per entry; the test harnesses turn it on for their checkers.
+    #[serde(skip)]
     pub emit_apply_events: bool,
     /// A partition replica stays in sync while it lags the leader by at most
     /// this many entries...
@@ -62,7 +71,15 @@ pub struct EngineConfig {
     /// metadata configuration and waits for the metadata leader to add it
     /// (as a learner first). `initial_cluster` then lists the members it
     /// was told about, to accept their messages; it is never bootstrapped.
+    #[serde(skip)]
     pub join: bool,
+}
+
+impl Default for EngineConfig {
+    /// The defaults, for no node yet: set the identity before use.
+    fn default() -> Self {
+        EngineConfig::new(0, Vec::new())
+    }
 }
 
 impl EngineConfig {

@@ -136,38 +136,157 @@ pub enum Error {
     ReplicaRepairing { group: GroupId, reason: String },
 }
 
-impl Error {
-    /// A stable code for the wire. Codes never change meaning once shipped.
-    pub fn code(&self) -> &'static str {
+/// What went wrong, as a stable code: the same on the engine's errors, on
+/// the wire (the proto enum `ErrorCode`, value for value) and in clients,
+/// so no code is ever passed or matched as a string. Codes never change
+/// meaning once shipped; new ones may be added, so match with a wildcard.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorCode {
+    NotLeader,
+    LeaderNotReady,
+    UnknownTopicOrPartition,
+    TopicAlreadyExists,
+    UnknownNode,
+    /// The request itself is wrong (shape, limits): never a server fault.
+    InvalidRequest,
+    RecordTooLarge,
+    OffsetOutOfRange,
+    InvalidReplicationFactor,
+    Busy,
+    ProposalDropped,
+    OutcomeUnknown,
+    CorruptCommand,
+    GroupRemoved,
+    NotEnoughReplicas,
+    NotEnoughReplicasAfterAppend,
+    LeaderNotAvailable,
+    ReadTimeout,
+    NodeAlreadyExists,
+    AddressInUse,
+    QuorumAtRisk,
+    MembershipChangeInProgress,
+    NodeRemoved,
+    /// The replica's storage failed or its state is being rebuilt.
+    ReplicaRepairing,
+    /// The node gave no answer within the request's time limit; the
+    /// request may still take effect.
+    Timeout,
+    /// The node is stopping and did not take the request.
+    ShuttingDown,
+    /// A server bug: an answer the API does not define.
+    Internal,
+    /// No node could be reached (raised by clients, never by a node).
+    Unreachable,
+}
+
+impl ErrorCode {
+    /// Every code, in wire order.
+    pub const ALL: [ErrorCode; 28] = [
+        ErrorCode::NotLeader,
+        ErrorCode::LeaderNotReady,
+        ErrorCode::UnknownTopicOrPartition,
+        ErrorCode::TopicAlreadyExists,
+        ErrorCode::UnknownNode,
+        ErrorCode::InvalidRequest,
+        ErrorCode::RecordTooLarge,
+        ErrorCode::OffsetOutOfRange,
+        ErrorCode::InvalidReplicationFactor,
+        ErrorCode::Busy,
+        ErrorCode::ProposalDropped,
+        ErrorCode::OutcomeUnknown,
+        ErrorCode::CorruptCommand,
+        ErrorCode::GroupRemoved,
+        ErrorCode::NotEnoughReplicas,
+        ErrorCode::NotEnoughReplicasAfterAppend,
+        ErrorCode::LeaderNotAvailable,
+        ErrorCode::ReadTimeout,
+        ErrorCode::NodeAlreadyExists,
+        ErrorCode::AddressInUse,
+        ErrorCode::QuorumAtRisk,
+        ErrorCode::MembershipChangeInProgress,
+        ErrorCode::NodeRemoved,
+        ErrorCode::ReplicaRepairing,
+        ErrorCode::Timeout,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Internal,
+        ErrorCode::Unreachable,
+    ];
+
+    /// The code's name, for people (logs, CLI output): the proto enum
+    /// value's name.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Error::NotLeader { .. } => "NOT_LEADER",
-            Error::LeaderNotReady { .. } => "LEADER_NOT_READY",
+            ErrorCode::NotLeader => "NOT_LEADER",
+            ErrorCode::LeaderNotReady => "LEADER_NOT_READY",
+            ErrorCode::UnknownTopicOrPartition => "UNKNOWN_TOPIC_OR_PARTITION",
+            ErrorCode::TopicAlreadyExists => "TOPIC_ALREADY_EXISTS",
+            ErrorCode::UnknownNode => "UNKNOWN_NODE",
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::RecordTooLarge => "RECORD_TOO_LARGE",
+            ErrorCode::OffsetOutOfRange => "OFFSET_OUT_OF_RANGE",
+            ErrorCode::InvalidReplicationFactor => "INVALID_REPLICATION_FACTOR",
+            ErrorCode::Busy => "BUSY",
+            ErrorCode::ProposalDropped => "PROPOSAL_DROPPED",
+            ErrorCode::OutcomeUnknown => "OUTCOME_UNKNOWN",
+            ErrorCode::CorruptCommand => "CORRUPT_COMMAND",
+            ErrorCode::GroupRemoved => "GROUP_REMOVED",
+            ErrorCode::NotEnoughReplicas => "NOT_ENOUGH_REPLICAS",
+            ErrorCode::NotEnoughReplicasAfterAppend => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+            ErrorCode::LeaderNotAvailable => "LEADER_NOT_AVAILABLE",
+            ErrorCode::ReadTimeout => "READ_TIMEOUT",
+            ErrorCode::NodeAlreadyExists => "NODE_ALREADY_EXISTS",
+            ErrorCode::AddressInUse => "ADDRESS_IN_USE",
+            ErrorCode::QuorumAtRisk => "QUORUM_AT_RISK",
+            ErrorCode::MembershipChangeInProgress => "MEMBERSHIP_CHANGE_IN_PROGRESS",
+            ErrorCode::NodeRemoved => "NODE_REMOVED",
+            ErrorCode::ReplicaRepairing => "REPLICA_REPAIRING",
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::Internal => "INTERNAL",
+            ErrorCode::Unreachable => "UNREACHABLE",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Error {
+    /// The error's stable code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::NotLeader { .. } => ErrorCode::NotLeader,
+            Error::LeaderNotReady { .. } => ErrorCode::LeaderNotReady,
             Error::UnknownTopic { .. } | Error::UnknownPartition { .. } => {
-                "UNKNOWN_TOPIC_OR_PARTITION"
+                ErrorCode::UnknownTopicOrPartition
             }
-            Error::TopicExists { .. } => "TOPIC_ALREADY_EXISTS",
-            Error::UnknownNode { .. } => "UNKNOWN_NODE",
-            Error::InvalidRequest { .. } => "INVALID_REQUEST",
-            Error::RecordTooLarge { .. } => "RECORD_TOO_LARGE",
-            Error::OffsetOutOfRange { .. } => "OFFSET_OUT_OF_RANGE",
-            Error::NotEnoughNodes { .. } => "INVALID_REPLICATION_FACTOR",
-            Error::Busy { .. } => "BUSY",
-            Error::ProposalDropped { .. } => "PROPOSAL_DROPPED",
-            Error::OutcomeUnknown { .. } => "OUTCOME_UNKNOWN",
-            Error::CorruptCommand { .. } => "CORRUPT_COMMAND",
-            Error::GroupRemoved { .. } => "GROUP_REMOVED",
-            Error::NotEnoughReplicas { .. } => "NOT_ENOUGH_REPLICAS",
+            Error::TopicExists { .. } => ErrorCode::TopicAlreadyExists,
+            Error::UnknownNode { .. } => ErrorCode::UnknownNode,
+            Error::InvalidRequest { .. } => ErrorCode::InvalidRequest,
+            Error::RecordTooLarge { .. } => ErrorCode::RecordTooLarge,
+            Error::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            Error::NotEnoughNodes { .. } => ErrorCode::InvalidReplicationFactor,
+            Error::Busy { .. } => ErrorCode::Busy,
+            Error::ProposalDropped { .. } => ErrorCode::ProposalDropped,
+            Error::OutcomeUnknown { .. } => ErrorCode::OutcomeUnknown,
+            Error::CorruptCommand { .. } => ErrorCode::CorruptCommand,
+            Error::GroupRemoved { .. } => ErrorCode::GroupRemoved,
+            Error::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
             Error::NotEnoughReplicasAfterAppend { .. } | Error::InsyncCopiesTimedOut { .. } => {
-                "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
+                ErrorCode::NotEnoughReplicasAfterAppend
             }
-            Error::LeaderNotInSync { .. } => "LEADER_NOT_AVAILABLE",
-            Error::ReadTimeout { .. } => "READ_TIMEOUT",
-            Error::NodeExists { .. } => "NODE_ALREADY_EXISTS",
-            Error::AddressInUse { .. } => "ADDRESS_IN_USE",
-            Error::QuorumAtRisk { .. } => "QUORUM_AT_RISK",
-            Error::ChangeInProgress { .. } => "MEMBERSHIP_CHANGE_IN_PROGRESS",
-            Error::NodeRemoved { .. } => "NODE_REMOVED",
-            Error::ReplicaRepairing { .. } => "REPLICA_REPAIRING",
+            Error::LeaderNotInSync { .. } => ErrorCode::LeaderNotAvailable,
+            Error::ReadTimeout { .. } => ErrorCode::ReadTimeout,
+            Error::NodeExists { .. } => ErrorCode::NodeAlreadyExists,
+            Error::AddressInUse { .. } => ErrorCode::AddressInUse,
+            Error::QuorumAtRisk { .. } => ErrorCode::QuorumAtRisk,
+            Error::ChangeInProgress { .. } => ErrorCode::MembershipChangeInProgress,
+            Error::NodeRemoved { .. } => ErrorCode::NodeRemoved,
+            Error::ReplicaRepairing { .. } => ErrorCode::ReplicaRepairing,
         }
     }
 

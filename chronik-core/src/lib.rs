@@ -102,7 +102,7 @@ pub mod types;
 
 pub use config::EngineConfig;
 pub use engine::{Engine, GroupStatus};
-pub use error::{ConfigError, Error};
+pub use error::{ConfigError, Error, ErrorCode};
 pub use isr::{IsrPolicy, ReplicaLag};
 pub use metadata::{MetadataCommand, MetadataResponse, MetadataState, PartitionMeta, TopicMeta};
 pub use output::{Command, Event, GroupMessage, Output, Response};

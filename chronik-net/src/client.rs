@@ -1,10 +1,12 @@
-//! A Rust client for Chronik's client API. It finds partition leaders,
-//! follows NOT_LEADER hints, and retries what is retriable with capped
-//! backoff until a deadline.
+//! A Rust client for Chronik's client and admin APIs. It finds partition
+//! and metadata leaders, follows NOT_LEADER hints, and retries what is
+//! retriable with capped backoff until a deadline: the one retry loop of
+//! every caller (applications, a joining node, the CLI, the simulator),
+//! each with its own [`RetryPolicy`].
 
-use crate::proto::{self, chronik_client::ChronikClient};
+use crate::proto::{self, admin_client::AdminClient, chronik_client::ChronikClient};
 use bytes::Bytes;
-use chronik_core::NodeId;
+use chronik_core::{ErrorCode, NodeId};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -16,10 +18,14 @@ pub enum ClientError {
     /// The cluster answered with an error that retrying will not fix (or
     /// the deadline passed while retrying a retriable one).
     #[error("{code}: {message}")]
-    Server { code: String, message: String },
-    /// No node could be reached.
+    Server { code: ErrorCode, message: String },
+    /// No node could be reached (no connection, or no answer at all).
     #[error("no node reachable ({last})")]
     Unreachable { last: String },
+    /// Nodes answered, but none served the request before the deadline
+    /// (no leader, a leader not ready...): the last answer says why.
+    #[error("no node served the request in time ({last})")]
+    Timeout { last: String },
     /// The request may or may not have taken effect (only returned when
     /// `RetryPolicy::retry_unknown_outcome` is off).
     #[error("outcome unknown: {reason}")]
@@ -27,12 +33,35 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    pub fn code(&self) -> &str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ClientError::Server { code, .. } => code,
-            ClientError::Unreachable { .. } => "UNREACHABLE",
-            ClientError::UnknownOutcome { .. } => "UNKNOWN_OUTCOME",
+            ClientError::Server { code, .. } => *code,
+            ClientError::Unreachable { .. } => ErrorCode::Unreachable,
+            ClientError::Timeout { .. } => ErrorCode::Timeout,
+            ClientError::UnknownOutcome { .. } => ErrorCode::OutcomeUnknown,
         }
+    }
+
+    fn server(e: proto::Error) -> ClientError {
+        ClientError::Server {
+            code: e.error_code(),
+            message: e.message,
+        }
+    }
+}
+
+/// How a gRPC status (not an answer of the API) reads: the transport
+/// failing or timing out means no answer, anything else is a server fault.
+fn status_error(addr: &str, status: &tonic::Status) -> Result<String, ClientError> {
+    match status.code() {
+        tonic::Code::Unavailable
+        | tonic::Code::DeadlineExceeded
+        | tonic::Code::Cancelled
+        | tonic::Code::Unknown => Ok(format!("{addr}: {status}")),
+        _ => Err(ClientError::Server {
+            code: ErrorCode::Internal,
+            message: format!("{addr}: {status}"),
+        }),
     }
 }
 
@@ -51,6 +80,10 @@ pub struct RetryPolicy {
     /// written twice. Off: such a produce fails with `UnknownOutcome` and
     /// is never duplicated by the client.
     pub retry_unknown_outcome: bool,
+    /// Codes retried although the server does not mark them retriable: a
+    /// joining node waits out `MEMBERSHIP_CHANGE_IN_PROGRESS` and
+    /// `QUORUM_AT_RISK`, where an operator wants to hear of them at once.
+    pub also_retry: Vec<ErrorCode>,
 }
 
 impl Default for RetryPolicy {
@@ -60,6 +93,7 @@ impl Default for RetryPolicy {
             backoff_min: Duration::from_millis(20),
             backoff_max: Duration::from_millis(500),
             retry_unknown_outcome: true,
+            also_retry: Vec::new(),
         }
     }
 }
@@ -71,11 +105,18 @@ pub struct FetchResult {
     pub high_watermark: u64,
 }
 
+/// The client API over a connection (records may be large).
+fn chronik(ch: Channel) -> ChronikClient<Channel> {
+    ChronikClient::new(ch)
+        .max_decoding_message_size(256 * 1024 * 1024)
+        .max_encoding_message_size(256 * 1024 * 1024)
+}
+
 /// A client of a whole cluster.
 pub struct Client {
     bootstrap: Vec<String>,
     retry: RetryPolicy,
-    conns: Mutex<HashMap<String, ChronikClient<Channel>>>,
+    conns: Mutex<HashMap<String, Channel>>,
     /// Client address of each node, learned from metadata.
     nodes: Mutex<BTreeMap<NodeId, String>>,
     /// Last known leader per `(topic, partition)`, and of metadata.
@@ -113,15 +154,15 @@ impl Client {
         }
     }
 
-    async fn conn(&self, addr: &str) -> Result<ChronikClient<Channel>, String> {
+    async fn conn(&self, addr: &str) -> Result<Channel, String> {
         if let Some(c) = self.conns.lock().get(addr) {
             return Ok(c.clone());
         }
-        let c = ChronikClient::connect(format!("http://{addr}"))
-            .await
+        let c = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| format!("{addr}: {e}"))?
-            .max_decoding_message_size(256 * 1024 * 1024)
-            .max_encoding_message_size(256 * 1024 * 1024);
+            .connect()
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
         self.conns.lock().insert(addr.to_string(), c.clone());
         Ok(c)
     }
@@ -203,12 +244,15 @@ impl Client {
         mut call: F,
     ) -> Result<T, ClientError>
     where
-        F: FnMut(ChronikClient<Channel>) -> Fut,
+        F: FnMut(Channel) -> Fut,
         Fut: std::future::Future<Output = Result<Result<T, proto::Error>, tonic::Status>>,
     {
         let deadline = tokio::time::Instant::now() + self.retry.deadline;
         let mut backoff = self.retry.backoff_min;
         let mut last = String::from("no address to try");
+        // Whether any node answered through the API: if none ever did, the
+        // cluster is unreachable rather than slow.
+        let mut answered = false;
         // The last retriable refusal that says more than "ask elsewhere"
         // (NOT_ENOUGH_REPLICAS, LEADER_NOT_AVAILABLE...): what the caller
         // gets if the deadline passes.
@@ -248,11 +292,24 @@ impl Client {
                         "no answer within {left:?}"
                     ))),
                 };
-                match answer {
+                let e = match answer {
                     Ok(Ok(v)) => return Ok(v),
-                    Ok(Err(e)) if e.code == "NOT_LEADER" => {
+                    Ok(Err(e)) => e,
+                    Err(status) => {
+                        self.conns.lock().remove(&addr);
+                        last = status_error(&addr, &status)?;
+                        if !idempotent && !self.retry.retry_unknown_outcome {
+                            return Err(ClientError::UnknownOutcome { reason: last });
+                        }
+                        continue;
+                    }
+                };
+                answered = true;
+                let code = e.error_code();
+                match code {
+                    ErrorCode::NotLeader => {
                         other_outcome = true;
-                        last = e.message.clone();
+                        last = format!("{code}: {}", e.message);
                         if e.leader_hint != 0 {
                             self.note_leader(&target, e.leader_hint);
                             if self.nodes.lock().get(&e.leader_hint).is_none() {
@@ -267,67 +324,33 @@ impl Client {
                     // Only the metadata leader evaluates a metadata command
                     // (the others answer NOT_LEADER first): its verdict on
                     // a topic is final.
-                    Ok(Err(e))
-                        if e.code == "UNKNOWN_TOPIC_OR_PARTITION"
-                            && matches!(target, Target::Metadata) =>
-                    {
-                        return Err(ClientError::Server {
-                            code: e.code,
-                            message: e.message,
-                        })
+                    ErrorCode::UnknownTopicOrPartition if matches!(target, Target::Metadata) => {
+                        return Err(ClientError::server(e))
                     }
-                    Ok(Err(e)) if e.code == "UNKNOWN_TOPIC_OR_PARTITION" => unknown = Some(e),
-                    Ok(Err(e))
-                        if !idempotent
-                            && !self.retry.retry_unknown_outcome
-                            && matches!(e.code.as_str(), "TIMEOUT" | "OUTCOME_UNKNOWN") =>
+                    ErrorCode::UnknownTopicOrPartition => unknown = Some(e),
+                    ErrorCode::Timeout | ErrorCode::OutcomeUnknown
+                        if !idempotent && !self.retry.retry_unknown_outcome =>
                     {
                         return Err(ClientError::UnknownOutcome {
-                            reason: format!("{}: {}", e.code, e.message),
+                            reason: format!("{code}: {}", e.message),
                         })
                     }
-                    Ok(Err(e)) if e.retriable => {
+                    _ if e.retriable || self.retry.also_retry.contains(&code) => {
                         other_outcome = true;
-                        last = format!("{}: {}", e.code, e.message);
+                        last = format!("{code}: {}", e.message);
                         last_refusal = Some(e);
                     }
-                    Ok(Err(e)) => {
-                        return Err(ClientError::Server {
-                            code: e.code,
-                            message: e.message,
-                        })
-                    }
-                    Err(status) => {
-                        self.conns.lock().remove(&addr);
-                        if !idempotent && !self.retry.retry_unknown_outcome {
-                            return Err(ClientError::UnknownOutcome {
-                                reason: format!("{addr}: {status}"),
-                            });
-                        }
-                        last = format!("{addr}: {status}");
-                    }
+                    _ => return Err(ClientError::server(e)),
                 }
             }
-            if let (Some(e), false) = (&unknown, other_outcome) {
-                return Err(ClientError::Server {
-                    code: e.code.clone(),
-                    message: e.message.clone(),
-                });
+            if let (Some(e), false) = (unknown, other_outcome) {
+                return Err(ClientError::server(e));
             }
             if tokio::time::Instant::now() >= deadline {
-                if let Some(e) = last_refusal {
-                    return Err(ClientError::Server {
-                        code: e.code,
-                        message: e.message,
-                    });
-                }
-                return Err(if last.contains(':') && !last.starts_with("NOT_LEADER") {
-                    ClientError::Unreachable { last }
-                } else {
-                    ClientError::Server {
-                        code: "TIMEOUT".into(),
-                        message: last,
-                    }
+                return Err(match last_refusal {
+                    Some(e) => ClientError::server(e),
+                    None if answered => ClientError::Timeout { last },
+                    None => ClientError::Unreachable { last },
                 });
             }
             if hinted.is_none() {
@@ -356,7 +379,7 @@ impl Client {
             (self.retry.deadline / addrs.len().max(1) as u32).max(ATTEMPT_TIMEOUT_MIN);
         for addr in addrs {
             let attempt = async {
-                let mut c = self.conn(&addr).await?;
+                let mut c = chronik(self.conn(&addr).await?);
                 c.metadata(proto::MetadataRequest { topics: vec![] })
                     .await
                     .map(|r| r.into_inner())
@@ -409,9 +432,10 @@ impl Client {
         &self,
         req: proto::CreateTopicRequest,
     ) -> Result<proto::TopicInfo, ClientError> {
-        self.with_retries(Target::Metadata, true, |mut c| {
+        self.with_retries(Target::Metadata, true, |ch| {
             let req = req.clone();
             async move {
+                let mut c = chronik(ch);
                 let r = c.create_topic(req).await?.into_inner();
                 Ok(match r.error {
                     Some(e) => Err(e),
@@ -424,9 +448,10 @@ impl Client {
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
         let req = proto::DeleteTopicRequest { name: name.into() };
-        self.with_retries(Target::Metadata, true, |mut c| {
+        self.with_retries(Target::Metadata, true, |ch| {
             let req = req.clone();
             async move {
+                let mut c = chronik(ch);
                 let r = c.delete_topic(req).await?.into_inner();
                 Ok(match r.error {
                     Some(e) => Err(e),
@@ -454,20 +479,17 @@ impl Client {
             records,
             timeout_ms: 0,
         };
-        self.with_retries(
-            Target::Partition(topic.into(), partition),
-            false,
-            |mut c| {
-                let req = req.clone();
-                async move {
-                    let r = c.produce(req).await?.into_inner();
-                    Ok(match r.error {
-                        Some(e) => Err(e),
-                        None => Ok(r.base_offset),
-                    })
-                }
-            },
-        )
+        self.with_retries(Target::Partition(topic.into(), partition), false, |ch| {
+            let req = req.clone();
+            async move {
+                let mut c = chronik(ch);
+                let r = c.produce(req).await?.into_inner();
+                Ok(match r.error {
+                    Some(e) => Err(e),
+                    None => Ok(r.base_offset),
+                })
+            }
+        })
         .await
     }
 
@@ -515,9 +537,10 @@ impl Client {
             proto::ReadConsistency::Leader => Target::Partition(topic.into(), partition),
             _ => Target::Replica(topic.into(), partition),
         };
-        self.with_retries(target, true, |mut c| {
+        self.with_retries(target, true, |ch| {
             let req = req.clone();
             async move {
+                let mut c = chronik(ch);
                 let r = c.fetch(req).await?.into_inner();
                 Ok(match r.error {
                     Some(e) => Err(e),
@@ -533,5 +556,86 @@ impl Client {
             }
         })
         .await
+    }
+
+    // ----- admin API ------------------------------------------------------
+
+    /// Asks the metadata leader to add a node: it joins as a learner,
+    /// catches up, then becomes a voter through joint consensus.
+    pub async fn add_node(
+        &self,
+        req: proto::AddNodeRequest,
+    ) -> Result<proto::MembershipResponse, ClientError> {
+        self.with_retries(Target::Metadata, true, |ch| {
+            let req = req.clone();
+            async move {
+                let r = AdminClient::new(ch).add_node(req).await?.into_inner();
+                Ok(match r.error.clone() {
+                    Some(e) => Err(e),
+                    None => Ok(r),
+                })
+            }
+        })
+        .await
+    }
+
+    /// Asks the metadata leader to remove node `id` (its replicas move
+    /// away first). Returns once the change is accepted.
+    pub async fn remove_node(&self, id: NodeId) -> Result<proto::MembershipResponse, ClientError> {
+        self.with_retries(Target::Metadata, true, |ch| async move {
+            let r = AdminClient::new(ch)
+                .remove_node(proto::RemoveNodeRequest { id })
+                .await?
+                .into_inner();
+            Ok(match r.error.clone() {
+                Some(e) => Err(e),
+                None => Ok(r),
+            })
+        })
+        .await
+    }
+
+    /// The members and the change in flight, as the first node that
+    /// answers sees them.
+    pub async fn list_nodes(&self) -> Result<proto::ListNodesResponse, ClientError> {
+        self.with_retries(Target::Metadata, true, |ch| async move {
+            let r = AdminClient::new(ch)
+                .list_nodes(proto::ListNodesRequest {})
+                .await?
+                .into_inner();
+            Ok(match r.error.clone() {
+                Some(e) => Err(e),
+                None => Ok(r),
+            })
+        })
+        .await
+    }
+
+    /// One admin call to the node at `addr` itself (its own status, its
+    /// own view): no redirect and no retry, bounded by the deadline.
+    pub async fn ask_node<T, F, Fut>(&self, addr: &str, call: F) -> Result<T, ClientError>
+    where
+        F: FnOnce(AdminClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let attempt = async {
+            let ch = self
+                .conn(addr)
+                .await
+                .map_err(|last| ClientError::Unreachable { last })?;
+            call(AdminClient::new(ch)).await.map_err(|status| {
+                self.conns.lock().remove(addr);
+                match status_error(addr, &status) {
+                    Ok(last) => ClientError::Unreachable { last },
+                    Err(e) => e,
+                }
+            })
+        };
+        match tokio::time::timeout(self.retry.deadline, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Unreachable {
+                last: format!("{addr}: no answer within {:?}", self.retry.deadline),
+            }),
+        }
     }
 }

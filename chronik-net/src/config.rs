@@ -1,11 +1,15 @@
 //! Configuration of one node process.
 
 use chronik_core::{EngineConfig, NodeId, NodeInfo};
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Everything `Node::start` needs.
-#[derive(Clone, Debug)]
+/// Everything `Node::start` needs: one source for every setting and its
+/// default. A node's config file is this struct (serde, unknown keys
+/// refused), with the engine's tuning nested under `[engine]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     pub node_id: NodeId,
     /// Where the Raft transport listens.
@@ -15,18 +19,13 @@ pub struct NodeConfig {
     /// Every member of a new cluster, this node included, with the
     /// addresses peers and clients use to reach them.
     pub initial_cluster: Vec<NodeInfo>,
-    /// WAL and snapshots live under `data_dir/wal`.
+    /// WAL and snapshots live under `data_dir/wal`, partitions under
+    /// `data_dir/partitions`.
     pub data_dir: PathBuf,
     /// Where `/metrics` is served over HTTP; `None` disables it.
     pub metrics_listen: Option<SocketAddr>,
-    pub tick_interval_ms: u64,
-    pub election_ticks: usize,
-    pub heartbeat_ticks: usize,
     /// How long a produce or fetch waits before answering TIMEOUT.
     pub request_timeout_ms: u64,
-    pub log_compact_threshold_entries: u64,
-    pub log_compact_threshold_bytes: u64,
-    pub record_size_max_bytes: usize,
     /// Batches queued per peer before new ones are dropped (Raft resends).
     pub peer_queue_max: usize,
     /// Seeds the engine's RNG (election jitter). Defaults to the node id.
@@ -37,18 +36,37 @@ pub struct NodeConfig {
     pub retention_bytes: Option<u64>,
     /// Per partition: delete segments whose newest record is older.
     pub retention_ms: Option<u64>,
-    /// A replica leaves the ISR once it lags by more entries...
-    pub isr_max_lag_entries: u64,
-    /// ... or has not caught up for longer than this.
-    pub isr_max_lag_ms: u64,
-    /// How long a ReadIndex read (leader or follower) may take.
-    pub read_timeout_ms: u64,
-    /// Lease-based leader reads (see `EngineConfig::lease_reads`). Off.
-    pub lease_reads: bool,
     /// Client address of a member of an existing cluster: a node starting
     /// with an empty data dir asks it to add this node, then waits to be
     /// caught up. Ignored once the node has state.
     pub join: Option<String>,
+    /// Raft and engine tuning; its identity fields are set from the ones
+    /// above ([`NodeConfig::engine_config`]).
+    pub engine: EngineConfig,
+}
+
+impl Default for NodeConfig {
+    /// Every default; identity and addresses are left unset (id 0, port 0,
+    /// no data dir) for the caller to fill in.
+    fn default() -> Self {
+        let unset = SocketAddr::from(([0, 0, 0, 0], 0));
+        NodeConfig {
+            node_id: 0,
+            peer_listen: unset,
+            client_listen: unset,
+            initial_cluster: Vec::new(),
+            data_dir: PathBuf::new(),
+            metrics_listen: None,
+            request_timeout_ms: 10_000,
+            peer_queue_max: 1024,
+            seed: None,
+            segment_bytes_max: 64 * 1024 * 1024,
+            retention_bytes: None,
+            retention_ms: None,
+            join: None,
+            engine: EngineConfig::default(),
+        }
+    }
 }
 
 impl NodeConfig {
@@ -66,43 +84,40 @@ impl NodeConfig {
             client_listen,
             initial_cluster,
             data_dir: data_dir.into(),
-            metrics_listen: None,
-            tick_interval_ms: 100,
-            election_ticks: 10,
-            heartbeat_ticks: 2,
-            request_timeout_ms: 10_000,
-            log_compact_threshold_entries: 10_000,
-            log_compact_threshold_bytes: 16 * 1024 * 1024,
-            record_size_max_bytes: 1024 * 1024,
-            peer_queue_max: 1024,
-            seed: None,
-            segment_bytes_max: 64 * 1024 * 1024,
-            retention_bytes: None,
-            retention_ms: None,
-            isr_max_lag_entries: 10_000,
-            isr_max_lag_ms: 10_000,
-            read_timeout_ms: 5_000,
-            lease_reads: false,
-            join: None,
+            ..NodeConfig::default()
         }
     }
 
-    /// The engine's share of the config.
+    /// The engine's config: the tuning, with this node's identity.
     pub fn engine_config(&self) -> EngineConfig {
-        let mut e = EngineConfig::new(self.node_id, self.initial_cluster.clone());
-        e.seed = self.seed.unwrap_or(self.node_id);
-        e.tick_interval_ms = self.tick_interval_ms;
-        e.election_ticks = self.election_ticks;
-        e.heartbeat_ticks = self.heartbeat_ticks;
-        e.log_compact_threshold_entries = self.log_compact_threshold_entries;
-        e.log_compact_threshold_bytes = self.log_compact_threshold_bytes;
-        e.record_size_max_bytes = self.record_size_max_bytes;
-        e.isr_max_lag_entries = self.isr_max_lag_entries;
-        e.isr_max_lag_ms = self.isr_max_lag_ms;
-        e.read_timeout_ms = self.read_timeout_ms;
-        e.lease_reads = self.lease_reads;
-        e.join = self.join.is_some();
-        e
+        EngineConfig {
+            node_id: self.node_id,
+            initial_cluster: self.initial_cluster.clone(),
+            seed: self.seed.unwrap_or(self.node_id),
+            join: self.join.is_some(),
+            ..self.engine.clone()
+        }
+    }
+
+    /// Checks what the engine does not (node-level limits), then the
+    /// engine's fields; names the first bad field.
+    pub fn validate(&self) -> Result<(), chronik_core::ConfigError> {
+        let bad = |field: &'static str, reason: &str| {
+            Err(chronik_core::ConfigError::InvalidField {
+                field,
+                reason: reason.into(),
+            })
+        };
+        if self.request_timeout_ms == 0 {
+            return bad("request_timeout_ms", "must be at least 1");
+        }
+        if self.segment_bytes_max < 4096 {
+            return bad("segment_bytes_max", "must be at least 4096");
+        }
+        if self.peer_queue_max == 0 {
+            return bad("peer_queue_max", "must be at least 1");
+        }
+        self.engine_config().validate()
     }
 
     /// How this node is known to others: its listen addresses.

@@ -1,7 +1,7 @@
 //! Mapping between the engine's types and the wire's.
 
 use crate::proto;
-use chronik_core::{Error, GroupKind, GroupStatus, MetadataState, NodeInfo, TopicMeta};
+use chronik_core::{Error, ErrorCode, GroupKind, GroupStatus, MetadataState, NodeInfo, TopicMeta};
 
 pub fn error(e: &Error) -> proto::Error {
     let leader_hint = match e {
@@ -9,7 +9,7 @@ pub fn error(e: &Error) -> proto::Error {
         _ => 0,
     };
     proto::Error {
-        code: e.code().to_string(),
+        code: wire_code(e.code()) as i32,
         message: e.to_string(),
         leader_hint,
         retriable: e.is_retriable(),
@@ -17,12 +17,75 @@ pub fn error(e: &Error) -> proto::Error {
 }
 
 /// An error the driver raises itself (not the engine's).
-pub fn local_error(code: &str, message: impl Into<String>, retriable: bool) -> proto::Error {
+pub fn local_error(code: ErrorCode, message: impl Into<String>, retriable: bool) -> proto::Error {
     proto::Error {
-        code: code.to_string(),
+        code: wire_code(code) as i32,
         message: message.into(),
         leader_hint: 0,
         retriable,
+    }
+}
+
+/// The two enums name the same codes the same way: one list maps them.
+macro_rules! codes {
+    ($($name:ident),* $(,)?) => {
+        /// A code as the wire carries it.
+        pub fn wire_code(c: ErrorCode) -> proto::ErrorCode {
+            match c {
+                $(ErrorCode::$name => proto::ErrorCode::$name,)*
+                // Codes added to the core reach the wire once listed here
+                // (a test checks every one is).
+                _ => proto::ErrorCode::Internal,
+            }
+        }
+
+        /// A code from the wire; `None` for one this build does not know
+        /// (a newer server's) or none at all.
+        pub fn code_from_wire(c: proto::ErrorCode) -> Option<ErrorCode> {
+            match c {
+                $(proto::ErrorCode::$name => Some(ErrorCode::$name),)*
+                proto::ErrorCode::Unspecified => None,
+            }
+        }
+    };
+}
+
+codes!(
+    NotLeader,
+    LeaderNotReady,
+    UnknownTopicOrPartition,
+    TopicAlreadyExists,
+    UnknownNode,
+    InvalidRequest,
+    RecordTooLarge,
+    OffsetOutOfRange,
+    InvalidReplicationFactor,
+    Busy,
+    ProposalDropped,
+    OutcomeUnknown,
+    CorruptCommand,
+    GroupRemoved,
+    NotEnoughReplicas,
+    NotEnoughReplicasAfterAppend,
+    LeaderNotAvailable,
+    ReadTimeout,
+    NodeAlreadyExists,
+    AddressInUse,
+    QuorumAtRisk,
+    MembershipChangeInProgress,
+    NodeRemoved,
+    ReplicaRepairing,
+    Timeout,
+    ShuttingDown,
+    Internal,
+    Unreachable,
+);
+
+impl proto::Error {
+    /// The error's code; one this build does not know reads as `INTERNAL`
+    /// (its `retriable` flag still says whether to retry).
+    pub fn error_code(&self) -> ErrorCode {
+        code_from_wire(self.code()).unwrap_or(ErrorCode::Internal)
     }
 }
 
@@ -104,4 +167,19 @@ pub fn metadata(
         }
     }
     Ok((nodes, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_travels_the_wire_and_back_under_its_own_name() {
+        for code in ErrorCode::ALL {
+            let wire = wire_code(code);
+            assert_eq!(wire.as_str_name(), code.as_str(), "{code:?}");
+            assert_eq!(code_from_wire(wire), Some(code));
+        }
+        assert_eq!(code_from_wire(proto::ErrorCode::Unspecified), None);
+    }
 }

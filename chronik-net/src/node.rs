@@ -85,7 +85,7 @@ impl Node {
         disk: Arc<dyn Disk>,
         observer: Option<Arc<dyn crate::EngineObserver>>,
     ) -> Result<NodeHandle, NodeError> {
-        config.engine_config().validate()?;
+        config.validate()?;
         check_node_id(disk.as_ref(), &config)?;
         let wal_cfg = WalConfig::new(config.data_dir.join("wal"));
         #[allow(unused_mut)] // mutated by a planted bug in simulation builds
@@ -137,7 +137,7 @@ impl Node {
             segment_bytes_max: config.segment_bytes_max,
             retention_bytes: config.retention_bytes,
             retention_ms: config.retention_ms,
-            record_size_max_bytes: config.record_size_max_bytes,
+            record_size_max_bytes: config.engine.record_size_max_bytes,
             produce_records_max: engine_config.produce_records_max,
         };
         let engine = Engine::new(engine_config, log_options, durable, Time(0))?;
@@ -212,7 +212,7 @@ impl Node {
         };
         let mut stop = shutdown_rx.clone();
         let client_addr = config.client_listen;
-        let message_max = (config.record_size_max_bytes * 4).max(64 * 1024 * 1024);
+        let message_max = (config.engine.record_size_max_bytes * 4).max(64 * 1024 * 1024);
         servers.push(tokio::spawn(async move {
             let res = tonic::transport::Server::builder()
                 .add_service(

@@ -7,8 +7,8 @@ use crate::partition_store::{DiskLog, Fetch};
 use crate::proto;
 use chronik_core::membership::MembershipChange;
 use chronik_core::{
-    Command, MetadataCommand, MetadataResponse, PartitionId, ReadConsistency, RecordCommand,
-    RecordQuery, Response, Role, METADATA_GROUP,
+    Command, ErrorCode, MetadataCommand, MetadataResponse, PartitionId, ReadConsistency,
+    RecordCommand, RecordQuery, Response, Role, METADATA_GROUP,
 };
 use std::time::Duration;
 use tonic::{Request, Response as GrpcResponse, Status};
@@ -30,7 +30,7 @@ impl Services {
     async fn run(&self, command: Command<DiskLog>, timeout: Duration) -> Outcome {
         match tokio::time::timeout(timeout, self.driver.command(command)).await {
             Err(_) => Err(convert::local_error(
-                "TIMEOUT",
+                ErrorCode::Timeout,
                 format!(
                     "no answer within {} ms; the request may still take effect",
                     timeout.as_millis()
@@ -40,7 +40,7 @@ impl Services {
             // The node stopped before it took the request: nothing happened,
             // another node may take it.
             Ok(Err(DriverGone { delivered: false })) => Err(convert::local_error(
-                "SHUTTING_DOWN",
+                ErrorCode::ShuttingDown,
                 "the node is stopping",
                 true,
             )),
@@ -48,7 +48,7 @@ impl Services {
             // in the log (found by simulation seed 206, where such a produce
             // was reported as refused and then read).
             Ok(Err(DriverGone { delivered: true })) => Err(convert::local_error(
-                "OUTCOME_UNKNOWN",
+                ErrorCode::OutcomeUnknown,
                 "the node stopped while handling the request; it may still take effect",
                 true,
             )),
@@ -75,7 +75,7 @@ impl Services {
 
 fn unexpected(r: Response<DiskLog>) -> proto::Error {
     convert::local_error(
-        "INTERNAL",
+        ErrorCode::Internal,
         format!("unexpected engine response {r:?}"),
         false,
     )
@@ -204,7 +204,7 @@ impl proto::chronik_server::Chronik for Services {
             Err(_) => {
                 return Ok(GrpcResponse::new(proto::FetchResponse {
                     error: Some(convert::local_error(
-                        "INVALID_REQUEST",
+                        ErrorCode::InvalidRequest,
                         format!("unknown read consistency {}", r.consistency),
                         false,
                     )),

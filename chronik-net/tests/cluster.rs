@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use bytes::Bytes;
-use chronik_core::{NodeInfo, PartitionId};
+use chronik_core::{ErrorCode, NodeInfo, PartitionId};
 use chronik_net::{Client, Node, NodeConfig, NodeHandle};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -55,8 +55,8 @@ fn spec(n: u64, dir: &Path) -> Spec {
                 infos.clone(),
                 dir.join(format!("n{}", i + 1)),
             );
-            cfg.tick_interval_ms = 20;
-            cfg.log_compact_threshold_entries = 500;
+            cfg.engine.tick_interval_ms = 20;
+            cfg.engine.log_compact_threshold_entries = 500;
             cfg
         })
         .collect();
@@ -132,7 +132,7 @@ async fn three_nodes_replicate_ten_thousand_records_and_survive_restart() {
     client.delete_topic("gone").await.unwrap();
     let started = std::time::Instant::now();
     let e = client.delete_topic("gone").await.unwrap_err();
-    assert_eq!(e.code(), "UNKNOWN_TOPIC_OR_PARTITION", "{e}");
+    assert_eq!(e.code(), ErrorCode::UnknownTopicOrPartition, "{e}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "{e}");
 
     // 10,000 records: 100 produce calls of 100 records, 8 at a time.
@@ -225,29 +225,29 @@ async fn bad_requests_get_clear_errors() {
         .produce("nope", 0, vec![Bytes::from("x")])
         .await
         .unwrap_err();
-    assert_eq!(e.code(), "UNKNOWN_TOPIC_OR_PARTITION");
+    assert_eq!(e.code(), ErrorCode::UnknownTopicOrPartition);
     let e = client
         .produce("t", 7, vec![Bytes::from("x")])
         .await
         .unwrap_err();
-    assert_eq!(e.code(), "UNKNOWN_TOPIC_OR_PARTITION");
+    assert_eq!(e.code(), ErrorCode::UnknownTopicOrPartition);
     let e = client
         .produce("t", 0, vec![Bytes::from(vec![0u8; 2 * 1024 * 1024])])
         .await
         .unwrap_err();
-    assert_eq!(e.code(), "RECORD_TOO_LARGE");
+    assert_eq!(e.code(), ErrorCode::RecordTooLarge);
     let e = client.produce("t", 0, vec![]).await.unwrap_err();
-    assert_eq!(e.code(), "INVALID_REQUEST");
+    assert_eq!(e.code(), ErrorCode::InvalidRequest);
     client
         .produce("t", 0, vec![Bytes::from("ok")])
         .await
         .unwrap();
     let e = client.fetch("t", 0, 5, 100).await.unwrap_err();
-    assert_eq!(e.code(), "OFFSET_OUT_OF_RANGE");
+    assert_eq!(e.code(), ErrorCode::OffsetOutOfRange);
     let e = client.create_topic("t", 1, 1, 1).await.unwrap_err();
-    assert_eq!(e.code(), "TOPIC_ALREADY_EXISTS");
+    assert_eq!(e.code(), ErrorCode::TopicAlreadyExists);
     let e = client.create_topic("x", 1, 3, 1).await.unwrap_err();
-    assert_eq!(e.code(), "INVALID_REPLICATION_FACTOR");
+    assert_eq!(e.code(), ErrorCode::InvalidReplicationFactor);
 
     // Garbage on both ports: the node shrugs it off and keeps serving.
     for addr in [spec.configs[0].peer_listen, spec.configs[0].client_listen] {
@@ -282,7 +282,7 @@ fn tempdir() -> std::path::PathBuf {
 async fn compacting_cluster(dir: &Path) -> (Spec, Vec<NodeHandle>, Client) {
     let mut spec = spec(3, dir);
     for c in &mut spec.configs {
-        c.log_compact_threshold_entries = 50;
+        c.engine.log_compact_threshold_entries = 50;
         c.segment_bytes_max = 4096;
     }
     let nodes = start_all(&spec).await;
@@ -385,7 +385,9 @@ async fn a_replica_with_a_corrupt_segment_rebuilds_it_from_the_leader() {
         "{st:?}"
     );
     match back.read_local(&pid, 0, 1 << 20).await {
-        Err(chronik_net::NodeError::Refused(e)) => assert_eq!(e.code(), "REPLICA_REPAIRING", "{e}"),
+        Err(chronik_net::NodeError::Refused(e)) => {
+            assert_eq!(e.code(), ErrorCode::ReplicaRepairing, "{e}")
+        }
         Err(e) => panic!("{e}"),
         Ok(f) => panic!("a damaged replica served {} records", f.records.len()),
     }
@@ -412,7 +414,7 @@ async fn follower_reads_and_min_insync_replicas_on_real_nodes() {
     let dir = tempdir();
     let mut spec = spec(3, &dir);
     for c in &mut spec.configs {
-        c.isr_max_lag_ms = 1_000;
+        c.engine.isr_max_lag_ms = 1_000;
     }
     let mut nodes = start_all(&spec).await;
     let addrs: Vec<String> = spec
@@ -455,7 +457,7 @@ async fn follower_reads_and_min_insync_replicas_on_real_nodes() {
         .await
         .unwrap();
     let e = raw.fetch(bad).await.unwrap().into_inner().error.unwrap();
-    assert_eq!(e.code, "INVALID_REQUEST");
+    assert_eq!(e.error_code(), ErrorCode::InvalidRequest);
 
     // One replica down: "strict" (min ISR 3) refuses produces once the ISR
     // shrinks, "f" (min ISR 2) goes on.
@@ -475,7 +477,7 @@ async fn follower_reads_and_min_insync_replicas_on_real_nodes() {
     let mut refused = None;
     for _ in 0..50 {
         match quick.produce("strict", 0, vec![Bytes::from("x")]).await {
-            Err(e) if e.code() == "NOT_ENOUGH_REPLICAS" => {
+            Err(e) if e.code() == ErrorCode::NotEnoughReplicas => {
                 refused = Some(e);
                 break;
             }
@@ -521,40 +523,6 @@ async fn follower_reads_and_min_insync_replicas_on_real_nodes() {
         n.shutdown().await.unwrap();
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Asks `addr`, then whoever it names as the metadata leader.
-async fn admin_call<F, Fut>(addr: &str, call: F) -> chronik_net::proto::MembershipResponse
-where
-    F: Fn(chronik_net::proto::admin_client::AdminClient<tonic::transport::Channel>) -> Fut,
-    Fut: std::future::Future<
-        Output = Result<tonic::Response<chronik_net::proto::MembershipResponse>, tonic::Status>,
-    >,
-{
-    let mut target = addr.to_string();
-    for _ in 0..100 {
-        let c = chronik_net::proto::admin_client::AdminClient::connect(format!("http://{target}"))
-            .await
-            .unwrap();
-        let r = call(c).await.unwrap().into_inner();
-        match &r.error {
-            None => return r,
-            Some(e) if e.code == "NOT_LEADER" && e.leader_hint != 0 => {
-                target = r
-                    .nodes
-                    .iter()
-                    .find(|n| n.id == e.leader_hint)
-                    .unwrap()
-                    .client_addr
-                    .clone();
-            }
-            Some(e) if e.retriable || e.code == "NOT_LEADER" => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Some(e) => panic!("membership request refused: {e:?}"),
-        }
-    }
-    panic!("no metadata leader answered");
 }
 
 async fn list_nodes(addr: &str) -> chronik_net::proto::ListNodesResponse {
@@ -618,7 +586,7 @@ async fn grow_to_four_nodes_and_shrink_back_under_load() {
 
     // Grow: a fourth node with an empty data dir joins through node 1.
     let mut four = NodeConfig::new(4, free_addr(), free_addr(), vec![], dir.join("n4"));
-    four.tick_interval_ms = 20;
+    four.engine.tick_interval_ms = 20;
     four.join = Some(addrs[0].clone());
     let mut n4 = Node::start(four.clone()).await.unwrap();
     let mut joined = false;
@@ -643,11 +611,10 @@ async fn grow_to_four_nodes_and_shrink_back_under_load() {
     assert_eq!(via4.metadata().await.unwrap().nodes.len(), 4);
 
     // Shrink: remove it again (it hosts no replicas).
-    let r = admin_call(&addrs[0], |mut c| async move {
-        c.remove_node(chronik_net::proto::RemoveNodeRequest { id: 4 })
-            .await
-    })
-    .await;
+    let r = Client::new(vec![addrs[0].clone()])
+        .remove_node(4)
+        .await
+        .unwrap();
     assert_eq!(r.change, "remove node 4");
     let mut gone = false;
     for _ in 0..300 {
@@ -734,11 +701,10 @@ async fn removing_a_node_moves_its_replicas_to_the_others() {
         .filter(|p| p.replicas.contains(&4))
         .count();
     assert!(hosted > 0);
-    let r = admin_call(&addrs[0], |mut c| async move {
-        c.remove_node(chronik_net::proto::RemoveNodeRequest { id: 4 })
-            .await
-    })
-    .await;
+    let r = Client::new(vec![addrs[0].clone()])
+        .remove_node(4)
+        .await
+        .unwrap();
     assert_eq!(r.change, "remove node 4");
     let mut done = false;
     for _ in 0..600 {

@@ -1,12 +1,13 @@
 //! `chronik-node cluster ...`: operator commands over the admin gRPC API.
 
+use crate::error::CliError;
 use crate::output::{ids, print, OutputFormat, Table};
-use chronik_net::proto::{self, admin_client::AdminClient};
-use chronik_net::ClientError;
+use chronik_net::proto;
+use chronik_net::{Client, ClientError, RetryPolicy};
 use clap::Subcommand;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use tonic::transport::Channel;
+use std::time::Duration;
 
 #[derive(Subcommand)]
 pub enum ClusterCmd {
@@ -44,28 +45,36 @@ pub enum ClusterCmd {
     },
 }
 
-async fn admin(addr: &str) -> Result<AdminClient<Channel>, ClientError> {
-    AdminClient::connect(format!("http://{addr}"))
-        .await
-        .map_err(|e| ClientError::Unreachable {
-            last: format!("{addr}: {e}"),
-        })
+/// How long a command keeps asking (following leader hints, retrying what
+/// is retriable) before it reports why it could not finish.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
+/// How long `remove-node` waits for the node to be out.
+const REMOVAL_WAIT: Duration = Duration::from_secs(120);
+
+fn client(addr: &str) -> Client {
+    Client::with_retry(
+        vec![addr.to_string()],
+        RetryPolicy {
+            deadline: COMMAND_DEADLINE,
+            ..RetryPolicy::default()
+        },
+    )
 }
 
-fn rpc_err(addr: &str, s: tonic::Status) -> ClientError {
-    ClientError::Unreachable {
-        last: format!("{addr}: {s}"),
-    }
-}
-
-fn server_err(e: proto::Error) -> ClientError {
-    ClientError::Server {
-        code: e.code,
+/// An answer's in-band error, typed.
+fn refused(e: proto::Error) -> CliError {
+    CliError::Client(ClientError::Server {
+        code: e.error_code(),
         message: e.message,
-    }
+    })
 }
 
-pub async fn run(cmd: ClusterCmd, addr: &str, format: OutputFormat) -> Result<(), ClientError> {
+fn output(e: String) -> CliError {
+    CliError::Output(e)
+}
+
+pub async fn run(cmd: ClusterCmd, addr: &str, format: OutputFormat) -> Result<(), CliError> {
+    let c = client(addr);
     match cmd {
         ClusterCmd::AddNode {
             id,
@@ -77,11 +86,7 @@ pub async fn run(cmd: ClusterCmd, addr: &str, format: OutputFormat) -> Result<()
                 peer_addr,
                 client_addr,
             };
-            let r = membership(addr, |mut c| {
-                let req = req.clone();
-                async move { c.add_node(req).await }
-            })
-            .await?;
+            let r = c.add_node(req).await?;
             print_change(
                 format,
                 &r,
@@ -89,12 +94,9 @@ pub async fn run(cmd: ClusterCmd, addr: &str, format: OutputFormat) -> Result<()
             )
         }
         ClusterCmd::RemoveNode { id, no_wait } => {
-            let r = membership(addr, |mut c| async move {
-                c.remove_node(proto::RemoveNodeRequest { id }).await
-            })
-            .await?;
+            let r = c.remove_node(id).await?;
             if !no_wait {
-                wait_until_gone(addr, id).await?;
+                wait_until_gone(&c, id).await?;
             }
             print_change(
                 format,
@@ -106,67 +108,27 @@ pub async fn run(cmd: ClusterCmd, addr: &str, format: OutputFormat) -> Result<()
                 },
             )
         }
-        ClusterCmd::ListNodes => list_nodes(addr, format).await,
+        ClusterCmd::ListNodes => list_nodes(&c, format).await,
         ClusterCmd::IsrStatus {
             topic,
             under_min_isr,
-        } => isr_status(addr, topic.unwrap_or_default(), under_min_isr, format).await,
+        } => isr_status(&c, addr, topic.unwrap_or_default(), under_min_isr, format).await,
     }
 }
 
-/// Sends a membership request to `addr`, following NOT_LEADER hints to
-/// the metadata leader and retrying a leader that is not ready yet.
-async fn membership<F, Fut>(addr: &str, call: F) -> Result<proto::MembershipResponse, ClientError>
-where
-    F: Fn(AdminClient<Channel>) -> Fut,
-    Fut: std::future::Future<
-        Output = Result<tonic::Response<proto::MembershipResponse>, tonic::Status>,
-    >,
-{
-    let mut target = addr.to_string();
-    for _ in 0..50 {
-        let c = admin(&target).await?;
-        let r = call(c).await.map_err(|s| rpc_err(&target, s))?.into_inner();
-        match &r.error {
-            None => return Ok(r),
-            Some(e) if e.code == "NOT_LEADER" && e.leader_hint != 0 => {
-                match r.nodes.iter().find(|n| n.id == e.leader_hint) {
-                    Some(n) => target = n.client_addr.clone(),
-                    None => return Err(server_err(e.clone())),
-                }
-            }
-            Some(e) if e.code == "LEADER_NOT_READY" || e.code == "NOT_LEADER" => {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-            Some(e) => return Err(server_err(e.clone())),
-        }
-    }
-    Err(ClientError::Server {
-        code: "TIMEOUT".into(),
-        message: "no metadata leader answered".into(),
-    })
-}
-
-async fn wait_until_gone(addr: &str, id: u64) -> Result<(), ClientError> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+async fn wait_until_gone(c: &Client, id: u64) -> Result<(), CliError> {
+    let deadline = tokio::time::Instant::now() + REMOVAL_WAIT;
     while tokio::time::Instant::now() < deadline {
-        let mut c = admin(addr).await?;
-        let l = c
-            .list_nodes(proto::ListNodesRequest {})
-            .await
-            .map_err(|s| rpc_err(addr, s))?
-            .into_inner();
+        let l = c.list_nodes().await?;
         if l.change_in_flight.is_empty() && !l.nodes.iter().any(|n| n.id == id) {
             return Ok(());
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Err(ClientError::Server {
-        code: "TIMEOUT".into(),
-        message: format!(
-            "node {id} was not out of the configuration within 120 s (see `cluster list-nodes`)"
-        ),
-    })
+    Err(CliError::WaitTimedOut(format!(
+        "node {id} was not out of the configuration within {} s (see `cluster list-nodes`)",
+        REMOVAL_WAIT.as_secs()
+    )))
 }
 
 #[derive(Serialize)]
@@ -181,7 +143,7 @@ fn print_change(
     format: OutputFormat,
     r: &proto::MembershipResponse,
     status: &str,
-) -> Result<(), ClientError> {
+) -> Result<(), CliError> {
     let report = ChangeReport {
         change: r.change.clone(),
         status: status.to_string(),
@@ -194,10 +156,7 @@ fn print_change(
             r.change, r.status, r.answered_by
         )
     })
-    .map_err(|e| ClientError::Server {
-        code: "OUTPUT".into(),
-        message: e,
-    })
+    .map_err(output)
 }
 
 #[derive(Serialize)]
@@ -218,16 +177,8 @@ struct NodeRow {
     replicas: u32,
 }
 
-async fn list_nodes(addr: &str, format: OutputFormat) -> Result<(), ClientError> {
-    let mut c = admin(addr).await?;
-    let l = c
-        .list_nodes(proto::ListNodesRequest {})
-        .await
-        .map_err(|s| rpc_err(addr, s))?
-        .into_inner();
-    if let Some(e) = l.error {
-        return Err(server_err(e));
-    }
+async fn list_nodes(c: &Client, format: OutputFormat) -> Result<(), CliError> {
+    let l = c.list_nodes().await?;
     let report = NodesReport {
         answered_by: l.answered_by,
         metadata_leader: (l.metadata_leader != 0).then_some(l.metadata_leader),
@@ -283,10 +234,7 @@ change in flight: {} (answered by node {})",
             r.answered_by
         )
     })
-    .map_err(|e| ClientError::Server {
-        code: "OUTPUT".into(),
-        message: e,
-    })
+    .map_err(output)
 }
 
 #[derive(Serialize)]
@@ -323,30 +271,33 @@ struct ReplicaLag {
 }
 
 async fn isr_status(
+    c: &Client,
     addr: &str,
     topic: String,
     under_min_isr: bool,
     format: OutputFormat,
-) -> Result<(), ClientError> {
-    let mut c = admin(addr).await?;
+) -> Result<(), CliError> {
     let req = proto::IsrStatusRequest {
         topic: topic.clone(),
         under_min_isr,
     };
     let r = c
-        .isr_status(req.clone())
-        .await
-        .map_err(|s| rpc_err(addr, s))?
+        .ask_node(addr, |mut a| {
+            let req = req.clone();
+            async move { a.isr_status(req).await }
+        })
+        .await?
         .into_inner();
     if let Some(e) = r.error {
-        return Err(server_err(e));
+        return Err(refused(e));
     }
     // Only a leader knows its followers' progress: ask each leader for the
     // partitions it leads.
     let nodes: BTreeMap<u64, String> = c
-        .cluster_status(proto::ClusterStatusRequest {})
-        .await
-        .map_err(|s| rpc_err(addr, s))?
+        .ask_node(addr, |mut a| async move {
+            a.cluster_status(proto::ClusterStatusRequest {}).await
+        })
+        .await?
         .into_inner()
         .nodes
         .into_iter()
@@ -368,8 +319,11 @@ async fn isr_status(
         let Some(a) = nodes.get(&leader) else {
             continue;
         };
-        let Ok(mut lc) = admin(a).await else { continue };
-        if let Ok(lr) = lc.isr_status(req.clone()).await {
+        let ask = c.ask_node(a, |mut lc| {
+            let req = req.clone();
+            async move { lc.isr_status(req).await }
+        });
+        if let Ok(lr) = ask.await {
             for p in lr.into_inner().partitions {
                 if !p.lags.is_empty() {
                     lags.entry(p.group).or_insert(p.lags);
@@ -455,8 +409,5 @@ async fn isr_status(
             r.answered_by
         )
     })
-    .map_err(|e| ClientError::Server {
-        code: "OUTPUT".into(),
-        message: e,
-    })
+    .map_err(output)
 }

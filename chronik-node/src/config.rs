@@ -1,48 +1,9 @@
 //! `node.toml`: the daemon's configuration file. Unknown keys are refused,
 //! so a typo never silently falls back to a default.
 
-use chronik_core::NodeInfo;
 use chronik_net::NodeConfig;
-use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub node_id: Option<u64>,
-    pub peer_listen: Option<SocketAddr>,
-    pub client_listen: Option<SocketAddr>,
-    pub data_dir: Option<PathBuf>,
-    pub metrics_listen: Option<SocketAddr>,
-    #[serde(default)]
-    pub initial_cluster: Vec<Member>,
-    pub tick_interval_ms: Option<u64>,
-    pub election_ticks: Option<usize>,
-    pub heartbeat_ticks: Option<usize>,
-    pub request_timeout_ms: Option<u64>,
-    pub log_compact_threshold_entries: Option<u64>,
-    pub log_compact_threshold_bytes: Option<u64>,
-    pub record_size_max_bytes: Option<usize>,
-    pub segment_bytes_max: Option<u64>,
-    pub retention_bytes: Option<u64>,
-    pub retention_ms: Option<u64>,
-    pub isr_max_lag_entries: Option<u64>,
-    pub isr_max_lag_ms: Option<u64>,
-    pub read_timeout_ms: Option<u64>,
-    pub lease_reads: Option<bool>,
-    /// Client address of any member of an existing cluster to join. A
-    /// joining node needs no `initial_cluster`.
-    pub join: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Member {
-    pub id: u64,
-    pub peer_addr: String,
-    pub client_addr: String,
-}
 
 /// A config problem, naming the field.
 #[derive(Debug, thiserror::Error)]
@@ -77,108 +38,74 @@ pub fn load(path: &Path, o: Overrides) -> Result<NodeConfig, ConfigProblem> {
         path: path.display().to_string(),
         source,
     })?;
-    let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigProblem::Parse {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
-    build(file, o)
+    parse(&text, &path.display().to_string(), o)
 }
 
-pub fn build(f: FileConfig, o: Overrides) -> Result<NodeConfig, ConfigProblem> {
-    let node_id = o
-        .node_id
-        .or(f.node_id)
-        .ok_or(ConfigProblem::Missing("node_id", "node-id"))?;
-    let peer_listen = o
-        .peer_listen
-        .or(f.peer_listen)
-        .ok_or(ConfigProblem::Missing("peer_listen", "peer-listen"))?;
-    let client_listen = o
-        .client_listen
-        .or(f.client_listen)
-        .ok_or(ConfigProblem::Missing("client_listen", "client-listen"))?;
-    let data_dir = o
-        .data_dir
-        .or(f.data_dir)
-        .ok_or(ConfigProblem::Missing("data_dir", "data-dir"))?;
-    let join = o.join.or(f.join);
-    if let Some(j) = &join {
+/// The settings a node cannot run without: each must be in the file or on
+/// the command line (`(field, flag)`).
+const REQUIRED: [(&str, &str); 4] = [
+    ("node_id", "node-id"),
+    ("peer_listen", "peer-listen"),
+    ("client_listen", "client-listen"),
+    ("data_dir", "data-dir"),
+];
+
+/// A config file's text (`source` names it in errors), with the command
+/// line's overrides applied. Every field not given takes its default from
+/// `NodeConfig::default()`, the one place defaults live.
+pub fn parse(text: &str, source: &str, o: Overrides) -> Result<NodeConfig, ConfigProblem> {
+    let parse_err = |e: toml::de::Error| ConfigProblem::Parse {
+        path: source.to_string(),
+        message: e.to_string(),
+    };
+    let table: toml::Table = toml::from_str(text).map_err(parse_err)?;
+    let given = |field: &str| table.contains_key(field);
+    // Unknown keys first: a misspelt required field is named as such.
+    let mut c: NodeConfig = table.clone().try_into().map_err(parse_err)?;
+    let overridden = [
+        o.node_id.is_some(),
+        o.peer_listen.is_some(),
+        o.client_listen.is_some(),
+        o.data_dir.is_some(),
+    ];
+    for ((field, flag), over) in REQUIRED.into_iter().zip(overridden) {
+        if !given(field) && !over {
+            return Err(ConfigProblem::Missing(field, flag));
+        }
+    }
+    if let Some(v) = o.node_id {
+        c.node_id = v;
+    }
+    if let Some(v) = o.peer_listen {
+        c.peer_listen = v;
+    }
+    if let Some(v) = o.client_listen {
+        c.client_listen = v;
+    }
+    if let Some(v) = o.data_dir {
+        c.data_dir = v;
+    }
+    if let Some(v) = o.metrics_listen {
+        c.metrics_listen = Some(v);
+    }
+    if let Some(v) = o.join {
+        c.join = Some(v);
+    }
+    if let Some(j) = &c.join {
         chronik_core::metadata::validate_addr(j).map_err(|reason| ConfigProblem::Invalid {
             field: "join",
             reason,
         })?;
     }
-    if f.initial_cluster.is_empty() && join.is_none() {
+    if c.initial_cluster.is_empty() && c.join.is_none() {
         return Err(ConfigProblem::Invalid {
             field: "initial_cluster",
             reason: "list every member of the cluster, this node included (or set `join` to join an existing one)".into(),
         });
     }
-    let members = f
-        .initial_cluster
-        .into_iter()
-        .map(|m| NodeInfo {
-            id: m.id,
-            peer_addr: m.peer_addr,
-            client_addr: m.client_addr,
-        })
-        .collect();
-    let mut c = NodeConfig::new(node_id, peer_listen, client_listen, members, data_dir);
-    c.join = join;
-    c.metrics_listen = o.metrics_listen.or(f.metrics_listen);
-    if let Some(v) = f.tick_interval_ms {
-        c.tick_interval_ms = v;
-    }
-    if let Some(v) = f.election_ticks {
-        c.election_ticks = v;
-    }
-    if let Some(v) = f.heartbeat_ticks {
-        c.heartbeat_ticks = v;
-    }
-    if let Some(v) = f.request_timeout_ms {
-        if v == 0 {
-            return Err(ConfigProblem::Invalid {
-                field: "request_timeout_ms",
-                reason: "must be at least 1".into(),
-            });
-        }
-        c.request_timeout_ms = v;
-    }
-    if let Some(v) = f.log_compact_threshold_entries {
-        c.log_compact_threshold_entries = v;
-    }
-    if let Some(v) = f.log_compact_threshold_bytes {
-        c.log_compact_threshold_bytes = v;
-    }
-    if let Some(v) = f.record_size_max_bytes {
-        c.record_size_max_bytes = v;
-    }
-    if let Some(v) = f.segment_bytes_max {
-        if v < 4096 {
-            return Err(ConfigProblem::Invalid {
-                field: "segment_bytes_max",
-                reason: "must be at least 4096".into(),
-            });
-        }
-        c.segment_bytes_max = v;
-    }
-    c.retention_bytes = f.retention_bytes;
-    c.retention_ms = f.retention_ms;
-    if let Some(v) = f.isr_max_lag_entries {
-        c.isr_max_lag_entries = v;
-    }
-    if let Some(v) = f.isr_max_lag_ms {
-        c.isr_max_lag_ms = v;
-    }
-    if let Some(v) = f.read_timeout_ms {
-        c.read_timeout_ms = v;
-    }
-    if let Some(v) = f.lease_reads {
-        c.lease_reads = v;
-    }
-    // The engine checks the rest (ids, addresses, tick settings) and names
-    // the field it refuses.
-    c.engine_config().validate().map_err(|e| match e {
+    // The node and the engine check the rest (ids, addresses, limits,
+    // tick settings) and name the field they refuse.
+    c.validate().map_err(|e| match e {
         chronik_core::ConfigError::InvalidField { field, reason } => {
             ConfigProblem::Invalid { field, reason }
         }
@@ -195,11 +122,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<NodeConfig, ConfigProblem> {
-        let f: FileConfig = toml::from_str(s).map_err(|e| ConfigProblem::Parse {
-            path: "test".into(),
-            message: e.to_string(),
-        })?;
-        build(f, Overrides::default())
+        super::parse(s, "test", Overrides::default())
     }
 
     const GOOD: &str = r#"
@@ -229,7 +152,18 @@ client_addr = "127.0.0.1:9001"
                 GOOD.replace("\"127.0.0.1:7001\"\nclient", "\"nope\"\nclient"),
                 "peer_listen",
             ),
-            (format!("{GOOD}\nelection_ticks = 1\n"), "election_ticks"),
+            (
+                format!("{GOOD}\n[engine]\nelection_ticks = 1\n"),
+                "election_ticks",
+            ),
+            (
+                format!("{GOOD}\n[engine]\nelection_tiks = 20\n"),
+                "election_tiks",
+            ),
+            (
+                GOOD.replace("node_id = 1\n", "node_id = 1\nrequest_timeout_ms = 0\n"),
+                "request_timeout_ms",
+            ),
             (
                 GOOD.replace("peer_addr = \"127.0.0.1:7001\"", "peer_addr = \"bad\""),
                 "initial_cluster",
@@ -238,6 +172,91 @@ client_addr = "127.0.0.1:9001"
         for (text, field) in cases {
             let e = parse(&text).unwrap_err().to_string();
             assert!(e.contains(field), "{field}: {e}");
+        }
+    }
+
+    /// The operations guide's example config shows every setting, each
+    /// with the default the code really uses.
+    #[test]
+    fn the_operations_guide_shows_every_setting_with_its_default() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/operations.md"
+        ))
+        .unwrap();
+        let block = doc
+            .split("```toml")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .unwrap();
+        let (top, rest) = block.split_once("[engine]").unwrap();
+        let engine = rest.split("[[initial_cluster]]").next().unwrap();
+        // `key = value` lines, commented out or not, trailing comments cut.
+        let settings = |part: &str| -> Vec<(String, String)> {
+            part.lines()
+                .filter_map(|l| {
+                    let l = l.trim().trim_start_matches('#').trim();
+                    let (k, v) = l.split_once('=')?;
+                    let v = v.split(" #").next()?.trim();
+                    Some((k.trim().to_string(), v.to_string()))
+                })
+                .collect()
+        };
+        let (top, engine) = (settings(top), settings(engine));
+        let shown = |part: &[(String, String)], key: &str, value: Option<String>| {
+            part.iter()
+                .any(|(k, v)| k == key && value.as_ref().is_none_or(|want| v == want))
+        };
+        let defaults = toml::Table::try_from(NodeConfig::default()).unwrap();
+        let identity = [
+            "node_id",
+            "peer_listen",
+            "client_listen",
+            "data_dir",
+            "initial_cluster",
+        ];
+        for (key, value) in &defaults {
+            if key == "engine" {
+                for (k, v) in value.as_table().unwrap() {
+                    assert!(
+                        shown(&engine, k, Some(v.to_string())),
+                        "[engine] {k} = {v} is not in docs/operations.md"
+                    );
+                }
+            } else if !identity.contains(&key.as_str()) {
+                assert!(
+                    shown(&top, key, Some(value.to_string())),
+                    "{key} = {value} is not in docs/operations.md"
+                );
+            }
+        }
+        // Settings with no default (unset) are shown as examples.
+        for key in [
+            "metrics_listen",
+            "join",
+            "retention_bytes",
+            "retention_ms",
+            "seed",
+        ] {
+            assert!(shown(&top, key, None), "{key} is not in docs/operations.md");
+        }
+        // And nothing is shown that the code does not know.
+        let engine_keys = defaults["engine"].as_table().unwrap();
+        for (k, _) in &engine {
+            assert!(engine_keys.contains_key(k), "[engine] {k} is not a setting");
+        }
+        let known = [
+            "metrics_listen",
+            "join",
+            "retention_bytes",
+            "retention_ms",
+            "seed",
+        ];
+        for (k, _) in &top {
+            assert!(
+                defaults.contains_key(k) || known.contains(&k.as_str()),
+                "{k} is not a setting"
+            );
         }
     }
 }

@@ -62,7 +62,7 @@ pub async fn run(data_dir: PathBuf, base_port: u16) -> ExitCode {
     } else {
         match client.create_topic(DEMO_TOPIC, 3, 3, 2).await {
             Ok(_) => println!("created topic {DEMO_TOPIC:?} (3 partitions, 3 replicas)"),
-            Err(e) if e.code() == "TOPIC_ALREADY_EXISTS" => {
+            Err(e) if e.code() == chronik_core::ErrorCode::TopicAlreadyExists => {
                 println!(
                     "topic {DEMO_TOPIC:?} already exists (resumed from {})",
                     data_dir.display()

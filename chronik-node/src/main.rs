@@ -4,6 +4,7 @@
 mod cluster;
 mod config;
 mod dev;
+mod error;
 mod output;
 mod tools;
 

@@ -1,7 +1,8 @@
 //! Client-side commands over the client gRPC API.
 
+use crate::error::CliError;
 use bytes::Bytes;
-use chronik_net::{Client, ClientError};
+use chronik_net::Client;
 use clap::{Args, Subcommand};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -81,7 +82,7 @@ fn parse_consistency(s: &str) -> Result<chronik_net::proto::ReadConsistency, Str
     }
 }
 
-pub fn exit(r: Result<(), ClientError>) -> ExitCode {
+pub fn exit(r: Result<(), CliError>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -95,7 +96,7 @@ fn client(addr: &str) -> Client {
     Client::new(vec![addr.to_string()])
 }
 
-pub async fn topic(cmd: TopicCmd, addr: &str) -> Result<(), ClientError> {
+pub async fn topic(cmd: TopicCmd, addr: &str) -> Result<(), CliError> {
     let c = client(addr);
     match cmd {
         TopicCmd::Create {
@@ -144,10 +145,7 @@ pub async fn topic(cmd: TopicCmd, addr: &str) -> Result<(), ClientError> {
                 .topics
                 .into_iter()
                 .find(|t| t.name == name)
-                .ok_or_else(|| ClientError::Server {
-                    code: "UNKNOWN_TOPIC_OR_PARTITION".into(),
-                    message: format!("unknown topic {name:?}"),
-                })?;
+                .ok_or_else(|| CliError::UnknownTopic(name.clone()))?;
             println!(
                 "topic {} (replication factor {}, min in-sync replicas {})",
                 t.name, t.replication_factor, t.min_insync_replicas
@@ -182,17 +180,14 @@ pub async fn topic(cmd: TopicCmd, addr: &str) -> Result<(), ClientError> {
     Ok(())
 }
 
-pub async fn produce(a: ProduceArgs) -> Result<(), ClientError> {
+pub async fn produce(a: ProduceArgs) -> Result<(), CliError> {
     let c = client(&a.addr);
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut batch: Vec<Bytes> = Vec::new();
     let mut total = 0u64;
     let batch_max = a.batch.max(1);
     loop {
-        let line = lines.next_line().await.map_err(|e| ClientError::Server {
-            code: "IO".into(),
-            message: format!("reading stdin: {e}"),
-        })?;
+        let line = lines.next_line().await.map_err(CliError::Stdin)?;
         let done = line.is_none();
         if let Some(l) = line {
             batch.push(Bytes::from(l));
@@ -218,7 +213,7 @@ pub async fn produce(a: ProduceArgs) -> Result<(), ClientError> {
     Ok(())
 }
 
-pub async fn consume(a: ConsumeArgs) -> Result<(), ClientError> {
+pub async fn consume(a: ConsumeArgs) -> Result<(), CliError> {
     let c = client(&a.addr);
     let mut offset = match (a.from_beginning, a.offset) {
         (true, _) => 0,

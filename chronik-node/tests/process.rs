@@ -64,7 +64,7 @@ impl Cluster {
             let path = dir.join(format!("node{}.toml", i + 1));
             let text = format!(
                 "node_id = {}\npeer_listen = \"127.0.0.1:{p}\"\nclient_listen = \"127.0.0.1:{c}\"\n\
-                 data_dir = \"{}\"\ntick_interval_ms = 20\nlog_compact_threshold_entries = 200\n{members}",
+                 data_dir = \"{}\"\n[engine]\ntick_interval_ms = 20\nlog_compact_threshold_entries = 200\n{members}",
                 i + 1,
                 dir.join(format!("data{}", i + 1)).display()
             );

@@ -14,6 +14,7 @@ use crate::history::{check_except, poll_value, send_value, Anomaly, Func, Histor
 use crate::node_checker::{NodeChecker, NodeCounts};
 use crate::SimCluster;
 use bytes::Bytes;
+use chronik_core::ErrorCode;
 use chronik_net::proto::ReadConsistency;
 use chronik_net::{Client, ClientError, RetryPolicy};
 use madsim::rand::{thread_rng, Rng};
@@ -45,6 +46,10 @@ const TAIL: Duration = Duration::from_secs(4);
 /// node is cut off: well under the ISR lag bound and an election, which
 /// are what a partition the cut touched may have to wait for.
 pub const UNTOUCHED_ACK_BOUND: Duration = Duration::from_millis(750);
+/// How long after a heal the network counts as settled: peer streams
+/// reconnect within a second of backoff, and a leader then needs a round
+/// of check-quorum to have heard from its followers again.
+const NETWORK_SETTLE: Duration = Duration::from_millis(2_500);
 
 /// One fault of a plan.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -1075,16 +1080,18 @@ impl Workload {
                 let value = send_value(&k, None, &v);
                 h.push(nanos(self.start), *process, OpType::Info, Func::Send, value);
                 *process = self.next_process.fetch_add(1, Ordering::Relaxed);
-                Err("UNKNOWN_OUTCOME".into())
+                Err(ErrorCode::OutcomeUnknown.to_string())
             }
             Err(e)
-                if e.code() == "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
-                    || e.code() == "GROUP_REMOVED" =>
+                if matches!(
+                    e.code(),
+                    ErrorCode::NotEnoughReplicasAfterAppend | ErrorCode::GroupRemoved
+                ) =>
             {
                 // Appended, not acknowledged (as durable enough, or before
                 // its topic was deleted): the record may show up, so its
                 // outcome is not a failure.
-                if e.code() == "NOT_ENOUGH_REPLICAS_AFTER_APPEND" {
+                if e.code() == ErrorCode::NotEnoughReplicasAfterAppend {
                     self.appended_below_min_isr.fetch_add(1, Ordering::Relaxed);
                 }
                 let value = send_value(&k, None, &v);
@@ -1093,7 +1100,7 @@ impl Workload {
                 Err(e.code().to_string())
             }
             Err(e) => {
-                if e.code() == "NOT_ENOUGH_REPLICAS" {
+                if e.code() == ErrorCode::NotEnoughReplicas {
                     self.refused_min_isr.fetch_add(1, Ordering::Relaxed);
                 }
                 let value = send_value(&k, None, &v);
@@ -1364,6 +1371,9 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
     // Whether a network fault is in force, and the nodes isolated (both
     // cleared by a heal).
     let mut degraded = false;
+    // When the network was last healed: links then reconnect (with up to a
+    // second of backoff) and leaders hear from their followers again.
+    let mut healed_at: Option<madsim::time::Instant> = None;
     let mut isolated: BTreeSet<u64> = BTreeSet::new();
     let mut last_membership_step: Option<madsim::time::Instant> = None;
     for (delay, fault) in &plan.steps {
@@ -1460,6 +1470,7 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
             }
             Fault::Heal => {
                 cluster.heal();
+                healed_at = Some(madsim::time::Instant::now());
                 degraded = false;
                 isolated.clear();
             }
@@ -1470,6 +1481,11 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
                 let o = others.clone();
                 let armed_before = checker.armed_any();
                 let fired_before: u64 = checker.crash_points_fired().values().sum();
+                // A leader that has not heard from its followers since a
+                // heal yet (their streams still reconnecting) steps down
+                // when the cut takes one more away: that is the heal's
+                // doing, not the rejoin's (seed 968).
+                let settled = healed_at.is_none_or(|t| t.elapsed() >= NETWORK_SETTLE);
                 let (before, changing_before) = client_node
                     .spawn(async move { leaders_and_terms(&o).await })
                     .await
@@ -1508,7 +1524,8 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
                     .await
                     .expect("leader survey task");
                 // Judged only when nothing else could move a leader: no
-                // network fault, no node down or paused, no crash armed
+                // network fault (nor a heal still settling), no node down
+                // or paused, no crash armed
                 // (before or after) or fired meanwhile,
                 // no membership change (replica moves hand leadership
                 // over) in flight or asked for in the last 15 s.
@@ -1517,6 +1534,7 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
                 let fired_during =
                     checker.crash_points_fired().values().sum::<u64>() > fired_before;
                 let clean = !degraded
+                    && settled
                     && killed.is_empty()
                     && paused.is_empty()
                     && !armed_before
@@ -2126,19 +2144,29 @@ fn spawn_removal(
         while madsim::time::Instant::now() < end {
             let r = madsim::time::timeout(Duration::from_secs(3), crate::remove_node(&ask, node))
                 .await
-                .unwrap_or_else(|_| Err("no answer within 3 s".into()));
+                .unwrap_or_else(|_| {
+                    Err(chronik_net::ClientError::Timeout {
+                        last: "no answer within 3 s".into(),
+                    })
+                });
             match r {
                 Ok(()) => {
                     outcomes.lock().push(Ok(node));
                     return;
                 }
-                Err(code) if code == "INVALID_REQUEST" || code == "UNKNOWN_NODE" => {
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        chronik_core::ErrorCode::InvalidRequest
+                            | chronik_core::ErrorCode::UnknownNode
+                    ) =>
+                {
                     outcomes
                         .lock()
-                        .push(Err(format!("remove node {node}: {code}")));
+                        .push(Err(format!("remove node {node}: {}", e.code())));
                     return;
                 }
-                Err(why) => last = why,
+                Err(e) => last = e.to_string(),
             }
             madsim::time::sleep(Duration::from_millis(500)).await;
         }
@@ -2201,8 +2229,9 @@ async fn removal_at_boundary(
         Ok(Ok(())) => Err(format!(
             "membership: removal of live node {node} accepted while members {down_members:?} of {members:?} were down (the live rest is no majority of the new configuration)"
         )),
-        Ok(Err(code)) => Ok(format!(
-            "boundary removal of node {node} (members {members:?}, down {down_members:?}) refused: {code}"
+        Ok(Err(e)) => Ok(format!(
+            "boundary removal of node {node} (members {members:?}, down {down_members:?}) refused: {}",
+            e.code()
         )),
         Err(_) => Ok(format!("boundary removal of node {node}: no answer within 3 s")),
     }
@@ -2402,7 +2431,7 @@ async fn finish_deletion(admin: &Client, name: &str, bound: Duration) -> Result<
     loop {
         match admin.delete_topic(name).await {
             Ok(()) => return Ok(()),
-            Err(e) if e.code() == "UNKNOWN_TOPIC_OR_PARTITION" => return Ok(()),
+            Err(e) if e.code() == ErrorCode::UnknownTopicOrPartition => return Ok(()),
             Err(e) if madsim::time::Instant::now() >= deadline => {
                 return Err(format!(
                     "topic {name} not deleted within {}s after healing: {e}",

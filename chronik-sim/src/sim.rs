@@ -93,11 +93,11 @@ fn node_config(id: u64, members: Vec<NodeInfo>) -> NodeConfig {
         members,
         data_dir(id),
     );
-    cfg.tick_interval_ms = 50;
-    cfg.log_compact_threshold_entries = 200;
+    cfg.engine.tick_interval_ms = 50;
+    cfg.engine.log_compact_threshold_entries = 200;
     cfg.request_timeout_ms = 3_000;
-    cfg.isr_max_lag_ms = 1_000;
-    cfg.read_timeout_ms = 2_000;
+    cfg.engine.isr_max_lag_ms = 1_000;
+    cfg.engine.read_timeout_ms = 2_000;
     cfg
 }
 
@@ -123,9 +123,9 @@ impl SimCluster {
             .collect();
         let cfg = node_config(1, members.clone());
         checker.set_isr_bound(crate::node_checker::IsrBound {
-            max_lag_ms: cfg.isr_max_lag_ms,
-            tick_ms: cfg.tick_interval_ms,
-            retry_ms: cfg.tick_interval_ms * cfg.election_ticks as u64,
+            max_lag_ms: cfg.engine.isr_max_lag_ms,
+            tick_ms: cfg.engine.tick_interval_ms,
+            retry_ms: cfg.engine.tick_interval_ms * cfg.engine.election_ticks as u64,
         });
         let mut nodes = Vec::new();
         for id in 1..=n {
@@ -310,75 +310,56 @@ impl SimCluster {
 /// Longest an admin call of the harness may take.
 const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The harness's admin client: the node client's retry loop, with a
+/// deadline that fits the harness's waits.
+fn admin_client(addr: &str, deadline: Duration) -> chronik_net::Client {
+    chronik_net::Client::with_retry(
+        vec![addr.to_string()],
+        chronik_net::RetryPolicy {
+            deadline,
+            ..chronik_net::RetryPolicy::default()
+        },
+    )
+}
+
 /// A node's view of every group it hosts, through its admin API.
 pub async fn node_groups(addr: &str) -> Result<chronik_net::proto::NodeStatusResponse, String> {
-    let call = async {
-        let mut c =
-            chronik_net::proto::admin_client::AdminClient::connect(format!("http://{addr}"))
+    admin_client(addr, ADMIN_CALL_TIMEOUT)
+        .ask_node(addr, |mut c| async move {
+            c.node_status(chronik_net::proto::NodeStatusRequest {})
                 .await
-                .map_err(|e| e.to_string())?;
-        Ok(c.node_status(chronik_net::proto::NodeStatusRequest {})
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner())
-    };
-    madsim::time::timeout(ADMIN_CALL_TIMEOUT, call)
+        })
         .await
-        .unwrap_or_else(|_| Err(format!("{addr}: no answer within {ADMIN_CALL_TIMEOUT:?}")))
+        .map(|r| r.into_inner())
+        .map_err(|e| e.to_string())
 }
 
 /// Asks the metadata leader (found from `addr`, following hints) to remove
-/// `id`. Returns the refusal code, or None once accepted.
-pub async fn remove_node(addr: &str, id: u64) -> Result<(), String> {
-    use chronik_net::proto::{admin_client::AdminClient, RemoveNodeRequest};
-    let mut target = addr.to_string();
-    for _ in 0..20 {
-        let mut c = AdminClient::connect(format!("http://{target}"))
-            .await
-            .map_err(|e| e.to_string())?;
-        let r = c
-            .remove_node(RemoveNodeRequest { id })
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner();
-        match r.error {
-            None => return Ok(()),
-            Some(e) if e.code == "NOT_LEADER" && e.leader_hint != 0 => {
-                match r.nodes.iter().find(|n| n.id == e.leader_hint) {
-                    Some(n) => target = n.client_addr.clone(),
-                    None => return Err(e.code),
-                }
-            }
-            Some(e) if e.retriable || e.code == "NOT_LEADER" => {
-                madsim::time::sleep(Duration::from_millis(200)).await;
-            }
-            Some(e) => return Err(e.code),
-        }
-    }
-    Err("no metadata leader answered".into())
+/// `id`, retrying what is retriable for up to 2.5 s.
+pub async fn remove_node(addr: &str, id: u64) -> Result<(), chronik_net::ClientError> {
+    admin_client(addr, Duration::from_millis(2_500))
+        .remove_node(id)
+        .await
+        .map(|_| ())
 }
 
 /// A node's view of membership: (members, change in flight, joint).
 pub async fn membership(addr: &str) -> Result<(Vec<u64>, String, bool), String> {
-    let call = async {
-        let mut c =
-            chronik_net::proto::admin_client::AdminClient::connect(format!("http://{addr}"))
-                .await
-                .map_err(|e| e.to_string())?;
-        let l = c
-            .list_nodes(chronik_net::proto::ListNodesRequest {})
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner();
-        Ok((
-            l.nodes.iter().map(|n| n.id).collect(),
-            l.change_in_flight,
-            l.joint,
-        ))
-    };
-    madsim::time::timeout(ADMIN_CALL_TIMEOUT, call)
+    let l = admin_client(addr, ADMIN_CALL_TIMEOUT)
+        .ask_node(addr, |mut c| async move {
+            c.list_nodes(chronik_net::proto::ListNodesRequest {}).await
+        })
         .await
-        .unwrap_or_else(|_| Err(format!("{addr}: no answer within {ADMIN_CALL_TIMEOUT:?}")))
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    if let Some(e) = l.error {
+        return Err(format!("{}: {}", e.error_code(), e.message));
+    }
+    Ok((
+        l.nodes.iter().map(|n| n.id).collect(),
+        l.change_in_flight,
+        l.joint,
+    ))
 }
 
 /// One line per hosted group of a node: for failure reports.

@@ -169,7 +169,7 @@ async fn stall(
     compact_bytes: u64,
 ) -> Result<(), String> {
     let cluster = LocalCluster::start(|c| {
-        c.log_compact_threshold_bytes = compact_bytes;
+        c.engine.log_compact_threshold_bytes = compact_bytes;
     })
     .await?;
     let c = &cluster.client;
