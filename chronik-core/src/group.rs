@@ -230,7 +230,8 @@ pub(crate) struct Group<M, Q, D = ()> {
     pub duties: D,
     /// Why the state machine is being rebuilt from a leader's snapshot:
     /// until one installs, committed entries are not applied (there is no
-    /// state to apply them to), reads are refused and no election starts.
+    /// state to apply them to), reads and produces are refused, and a leader
+    /// hands leadership on.
     pub repair: Option<String>,
     /// A snapshot taken and waiting for its storage work (the ticket) to
     /// make it durable before the log is compacted behind it.
@@ -241,6 +242,8 @@ pub(crate) struct Group<M, Q, D = ()> {
     pub io_reset_ticket: u64,
     /// When a repair whose clearing failed tries again.
     pub reset_due: Option<Time>,
+    /// Which voter a rebuilding leader offers leadership to next.
+    pub handoff_turn: usize,
 }
 
 impl<M, Q, D: Duties> Group<M, Q, D> {
@@ -267,6 +270,7 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
             compacting: None,
             io_reset_ticket: 0,
             reset_due: None,
+            handoff_turn: 0,
         }
     }
 

@@ -22,9 +22,13 @@ use tokio::time::Instant;
 pub(crate) enum DriverMsg {
     Peer {
         from: NodeId,
-        /// The sender's peer address, as it says.
-        from_addr: String,
         messages: Vec<GroupMessage>,
+    },
+    /// Where a member this node had not heard of listens for peers, as the
+    /// committed metadata of another member says (`None`: none knew yet).
+    PeerResolved {
+        node: NodeId,
+        peer_addr: Option<String>,
     },
     /// A peer refused our messages because its metadata says this node was
     /// removed from the cluster.
@@ -150,6 +154,8 @@ pub(crate) const DRIVER_QUEUE_MAX: usize = 4096;
 const WAL_QUEUE_MAX: usize = 1024;
 /// Longest a snapshot's segment transfer may take before it is abandoned.
 const SNAPSHOT_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often the address of one unknown member is looked up at most.
+const PEER_LOOKUP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most persist batches folded into one WAL group commit.
 const GROUP_COMMIT_BATCHES_MAX: usize = 256;
 
@@ -173,8 +179,14 @@ pub(crate) struct Driver {
     observer: Option<Arc<dyn crate::EngineObserver>>,
     /// Set when the node must stop (removed from the cluster).
     stop_reason: Option<String>,
-    /// Where this node listens for peers (sent with every batch).
-    my_peer_addr: String,
+    /// Client addresses to ask about members this node does not know yet
+    /// besides those in its metadata: the initial members, and the member
+    /// it joined through (a joiner restarted before it caught up knows no
+    /// one else).
+    lookup_seeds: Vec<String>,
+    /// Members this node heard from without knowing their address, being
+    /// looked up, and when each lookup started.
+    resolving: BTreeMap<NodeId, Instant>,
     /// Removed node ids, shared with the peer service so it can tell such
     /// a node why its messages are refused.
     removed: Arc<parking_lot::RwLock<std::collections::BTreeSet<NodeId>>>,
@@ -195,9 +207,10 @@ pub(crate) struct Driver {
 
 /// What a driver is wired to besides its engine and WAL.
 pub(crate) struct DriverLinks<'a> {
-    pub my_peer_addr: String,
     pub removed: Arc<parking_lot::RwLock<std::collections::BTreeSet<NodeId>>>,
     pub initial_cluster: &'a [NodeInfo],
+    /// The member this node joined through, if it joined.
+    pub joined_via: Option<String>,
     pub peer_queue_max: usize,
     pub self_tx: mpsc::Sender<DriverMsg>,
     pub segment_fetch: crate::transport::SegmentFetch,
@@ -212,9 +225,9 @@ impl Driver {
         links: DriverLinks<'_>,
     ) -> Self {
         let DriverLinks {
-            my_peer_addr,
             removed,
             initial_cluster,
+            joined_via,
             peer_queue_max,
             self_tx,
             segment_fetch,
@@ -259,7 +272,12 @@ impl Driver {
             segment_fetch,
             observer,
             stop_reason: None,
-            my_peer_addr,
+            lookup_seeds: initial_cluster
+                .iter()
+                .map(|n| n.client_addr.clone())
+                .chain(joined_via)
+                .collect(),
+            resolving: BTreeMap::new(),
             removed,
             removed_seen_at: 0,
             vote_tickets: Vec::new(),
@@ -412,21 +430,29 @@ impl Driver {
     fn handle(&mut self, msg: DriverMsg) {
         let now = self.now();
         match msg {
-            DriverMsg::Peer {
-                from,
-                from_addr,
-                messages,
-            } => {
-                if self.peer_addr(from).is_none()
-                    && chronik_core::metadata::validate_addr(&from_addr).is_ok()
-                {
+            DriverMsg::Peer { from, messages } => {
+                if self.peer_addr(from).is_none() {
                     // A member this node has not heard of yet (its metadata
-                    // lags a membership change): learn where to answer.
-                    tracing::info!(from, %from_addr, "learned the address of a new peer");
-                    self.peer_addrs.insert(from, from_addr);
+                    // lags a membership change, a new leader even): ask the
+                    // members it knows where that one listens. Never the
+                    // sender's own word.
+                    self.resolve_peer(from);
                 }
                 if let Err(e) = self.engine.handle_messages(now, from, messages) {
                     tracing::warn!(from, "refused peer messages: {e}");
+                }
+            }
+            DriverMsg::PeerResolved { node, peer_addr } => {
+                if let Some(addr) = peer_addr {
+                    self.resolving.remove(&node);
+                    if self.peer_addr(node).is_none() {
+                        tracing::info!(
+                            node,
+                            %addr,
+                            "learned a new member's address from the committed membership of a peer"
+                        );
+                        self.peer_addrs.insert(node, addr);
+                    }
                 }
             }
             DriverMsg::Command { command, reply } => {
@@ -702,6 +728,52 @@ impl Driver {
         }
     }
 
+    /// Looks up where `node` listens for peers in the committed metadata of
+    /// the members this node knows (at most one lookup a second per node).
+    fn resolve_peer(&mut self, node: NodeId) {
+        if self
+            .resolving
+            .get(&node)
+            .is_some_and(|t| t.elapsed() < PEER_LOOKUP_INTERVAL)
+        {
+            return;
+        }
+        self.resolving.insert(node, Instant::now());
+        let me = self.engine.node_id();
+        let mut ask: Vec<String> = self
+            .engine
+            .metadata()
+            .nodes()
+            .filter(|n| n.id != me)
+            .map(|n| n.client_addr.clone())
+            .collect();
+        for a in &self.lookup_seeds {
+            if !ask.contains(a) {
+                ask.push(a.clone());
+            }
+        }
+        let tx = self.self_tx.clone();
+        tokio::spawn(async move {
+            let mut peer_addr = None;
+            for addr in ask {
+                let c = crate::Client::with_retry(
+                    vec![addr],
+                    crate::RetryPolicy {
+                        deadline: PEER_LOOKUP_INTERVAL,
+                        ..crate::RetryPolicy::default()
+                    },
+                );
+                if let Ok(md) = c.metadata().await {
+                    if let Some(n) = md.nodes.into_iter().find(|n| n.id == node) {
+                        peer_addr = Some(n.peer_addr);
+                        break;
+                    }
+                }
+            }
+            let _ = tx.send(DriverMsg::PeerResolved { node, peer_addr }).await;
+        });
+    }
+
     fn send(&mut self, to: NodeId, messages: Vec<GroupMessage>) {
         if let Some(o) = &self.observer {
             o.on_send(self.engine.node_id(), to, &messages);
@@ -714,7 +786,6 @@ impl Driver {
             let (tx, rx) = mpsc::channel(self.peer_queue_max);
             tokio::spawn(crate::transport::peer_sender(
                 self.engine.node_id(),
-                self.my_peer_addr.clone(),
                 to,
                 addr,
                 rx,

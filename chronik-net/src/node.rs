@@ -171,9 +171,9 @@ impl Node {
             wal,
             metrics.clone(),
             DriverLinks {
-                my_peer_addr: config.peer_listen.to_string(),
                 removed: removed.clone(),
                 initial_cluster: &config.initial_cluster,
+                joined_via: config.join.clone(),
                 peer_queue_max: config.peer_queue_max,
                 self_tx: handle.tx.clone(),
                 segment_fetch: segment_fetch.clone(),

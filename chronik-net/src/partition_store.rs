@@ -22,9 +22,12 @@
 //! `incoming/` by the transport before the snapshot reaches the engine;
 //! `restore` then adopts them.
 //!
-//! Batch frame: `[len u32][crc32c u32][base_offset u64][count u32]
-//! [timestamp_ms u64]` then `count` times `[len u32][bytes]`; crc covers
-//! everything after the crc.
+//! A segment file starts with an 8-byte header, `CHRS` and the format
+//! version (u32, little endian; a file of another version is refused with
+//! its name), then batches. Batch frame: `[len u32][crc32c u32]
+//! [base_offset u64][count u32][timestamp_ms u64]` then `count` times
+//! `[len u32][bytes]`; crc covers everything after the crc. Byte positions
+//! (sizes, the sparse index) count from the start of the file.
 
 use crate::disk::Disk;
 use bytes::Bytes;
@@ -41,6 +44,43 @@ pub(crate) const FRAME_HEADER: usize = 8;
 const BATCH_HEADER: usize = 20;
 /// Most bytes one fetch reads from a segment.
 pub(crate) const FETCH_READ_MAX: usize = 64 << 20;
+/// The segment file format this build writes and reads.
+pub const SEGMENT_FORMAT: u32 = 1;
+const SEGMENT_MAGIC: &[u8; 4] = b"CHRS";
+/// Bytes of a segment's header: where its first batch starts.
+pub const SEGMENT_HEADER_LEN: u64 = 8;
+
+/// What a new segment file starts with.
+pub(crate) fn segment_header() -> [u8; SEGMENT_HEADER_LEN as usize] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
+    h[..4].copy_from_slice(SEGMENT_MAGIC);
+    h[4..].copy_from_slice(&SEGMENT_FORMAT.to_le_bytes());
+    h
+}
+
+/// Checks a segment file's header (`data` starts at byte 0).
+pub(crate) fn check_segment_header(path: &Path, data: &[u8]) -> Result<(), StateError> {
+    let Some(h) = data.get(..SEGMENT_HEADER_LEN as usize) else {
+        return Err(StateError::Corrupt(format!(
+            "{}: shorter than a segment header",
+            path.display()
+        )));
+    };
+    if &h[..4] != SEGMENT_MAGIC {
+        return Err(StateError::Corrupt(format!(
+            "{}: not a Chronik segment (no CHRS header)",
+            path.display()
+        )));
+    }
+    let version = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    if version != SEGMENT_FORMAT {
+        return Err(StateError::Corrupt(format!(
+            "{}: segment format version {version}, this build reads version {SEGMENT_FORMAT}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
 
 /// How big partitions may grow (the engine's state machine options).
 #[derive(Clone, Debug)]
@@ -91,7 +131,8 @@ pub enum SegmentIo {
     /// others removed) and check and index every batch: reports
     /// [`SegmentIoDone::Indexed`]. Resets the files.
     Adopt { manifest: Manifest },
-    /// Seal the active segment (synced) and start segment `base`.
+    /// Seal the active segment (synced) and start segment `base` (its
+    /// header written).
     Roll { base: u64 },
     /// Append a framed batch to the active segment.
     Append { frame: Vec<u8> },
@@ -378,7 +419,7 @@ impl DiskLog {
         self.segments.push(Segment {
             meta: SegmentMeta {
                 base_offset: base,
-                size: 0,
+                size: SEGMENT_HEADER_LEN,
                 next_offset: base,
                 max_timestamp_ms: 0,
             },
@@ -577,7 +618,9 @@ impl StateMachine for DiskLog {
             return Ok(empty);
         };
         let j = seg.index.partition_point(|(o, _)| *o <= offset);
-        let start = j.checked_sub(1).map_or(0, |j| seg.index[j].1);
+        let start = j
+            .checked_sub(1)
+            .map_or(SEGMENT_HEADER_LEN, |j| seg.index[j].1);
         let want = (max_bytes as usize)
             .saturating_add(INDEX_INTERVAL_BYTES as usize * 2)
             .min(FETCH_READ_MAX);

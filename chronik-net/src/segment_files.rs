@@ -11,8 +11,8 @@
 
 use crate::disk::{write_atomic, Disk, DiskFile};
 use crate::partition_store::{
-    decode_batch, group_dir, segment_file_name, FetchPlan, IndexedSegment, Manifest, Segment,
-    SegmentIo, SegmentIoDone, SegmentMeta,
+    check_segment_header, decode_batch, group_dir, segment_file_name, segment_header, FetchPlan,
+    IndexedSegment, Manifest, Segment, SegmentIo, SegmentIoDone, SegmentMeta, SEGMENT_HEADER_LEN,
 };
 use chronik_core::{Error, Fetched, GroupId, StateError};
 use std::path::{Path, PathBuf};
@@ -92,10 +92,12 @@ impl SegmentFiles {
                     f.sync().map_err(|e| self.io("sync sealed segment", e))?;
                 }
                 let path = self.seg_path(base);
-                let f = self
+                let mut f = self
                     .disk
                     .open_append(&path)
                     .map_err(|e| self.io("create segment", e))?;
+                f.write_all(&segment_header())
+                    .map_err(|e| self.io("write segment header", e))?;
                 self.disk
                     .sync_dir(&self.dir)
                     .map_err(|e| self.io("sync dir", e))?;
@@ -245,7 +247,8 @@ impl SegmentFiles {
             index: Vec::new(),
             last_indexed_pos: None,
         };
-        let mut pos = 0usize;
+        check_segment_header(&path, &data)?;
+        let mut pos = SEGMENT_HEADER_LEN as usize;
         let mut next = meta.base_offset;
         while pos < data.len() {
             let corrupt = |what: String| {

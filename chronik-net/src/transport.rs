@@ -21,10 +21,9 @@ const STREAM_BUFFER: usize = 64;
 /// How long a stream may stay full before it is replaced.
 const STREAM_STALL_MAX: Duration = Duration::from_millis(1000);
 
-fn encode(me: NodeId, my_addr: &str, to: NodeId, messages: Vec<GroupMessage>) -> proto::PeerBatch {
+fn encode(me: NodeId, to: NodeId, messages: Vec<GroupMessage>) -> proto::PeerBatch {
     proto::PeerBatch {
         from: me,
-        from_addr: my_addr.to_string(),
         to,
         messages: messages
             .into_iter()
@@ -43,7 +42,6 @@ fn encode(me: NodeId, my_addr: &str, to: NodeId, messages: Vec<GroupMessage>) ->
 /// Streams the batches queued for `to` until the queue's sender is dropped.
 pub(crate) async fn peer_sender(
     me: NodeId,
-    my_addr: String,
     to: NodeId,
     addr: String,
     mut rx: mpsc::Receiver<Vec<GroupMessage>>,
@@ -79,23 +77,34 @@ pub(crate) async fn peer_sender(
             tokio::select! {
                 biased;
                 res = &mut call => {
-                    if let Err(e) = res {
-                        if e.code() == tonic::Code::PermissionDenied
-                            && e.message().starts_with(REMOVED_MARKER)
-                        {
-                            let _ = driver
-                                .send(crate::driver::DriverMsg::RemovedByPeer { by: to })
-                                .await;
-                            return;
-                        }
-                        tracing::debug!(to, "peer stream ended: {e}");
+                    match res.map(|r| r.into_inner().refusal) {
+                        Ok(Some(r)) => match r.reason() {
+                            proto::peer_refusal::Reason::Removed => {
+                                let _ = driver
+                                    .send(crate::driver::DriverMsg::RemovedByPeer { by: to })
+                                    .await;
+                                return;
+                            }
+                            proto::peer_refusal::Reason::WrongNode => tracing::error!(
+                                to,
+                                %addr,
+                                answered_by = r.node,
+                                "the node at this address is not the one this node meant: {}",
+                                r.message
+                            ),
+                            proto::peer_refusal::Reason::Unspecified => {
+                                tracing::warn!(to, "peer refused the stream: {}", r.message)
+                            }
+                        },
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!(to, "peer stream ended: {e}"),
                     }
                     report_unreachable(&driver, to);
                     break;
                 }
                 batch = rx.recv() => {
                     let Some(messages) = batch else { return };
-                    match stx.try_send(encode(me, &my_addr, to, messages)) {
+                    match stx.try_send(encode(me, to, messages)) {
                         Ok(()) => full_since = None,
                         Err(mpsc::error::TrySendError::Closed(_)) => break,
                         Err(mpsc::error::TrySendError::Full(_)) => {
@@ -123,8 +132,20 @@ fn report_unreachable(driver: &mpsc::Sender<crate::driver::DriverMsg>, to: NodeI
     let _ = driver.try_send(crate::driver::DriverMsg::PeerUnreachable { peer: to });
 }
 
-/// Starts the status message a peer gets when it was removed.
-const REMOVED_MARKER: &str = "removed from the cluster:";
+/// Ends a peer stream with a typed refusal.
+fn refuse(
+    reason: proto::peer_refusal::Reason,
+    node: NodeId,
+    message: String,
+) -> Result<tonic::Response<proto::StreamAck>, tonic::Status> {
+    Ok(tonic::Response::new(proto::StreamAck {
+        refusal: Some(proto::PeerRefusal {
+            reason: reason as i32,
+            node,
+            message,
+        }),
+    }))
+}
 
 /// The receiving side: decodes batches and hands them to the driver.
 pub(crate) struct RaftService {
@@ -154,10 +175,11 @@ impl proto::raft_server::Raft for RaftService {
             };
             let Some(batch) = batch else { break };
             if self.removed.read().contains(&batch.from) {
-                return Err(tonic::Status::permission_denied(format!(
-                    "{REMOVED_MARKER} node {} was removed from the cluster",
-                    batch.from
-                )));
+                return refuse(
+                    proto::peer_refusal::Reason::Removed,
+                    batch.from,
+                    format!("node {} was removed from the cluster", batch.from),
+                );
             }
             if batch.to != self.me {
                 tracing::warn!(
@@ -165,10 +187,11 @@ impl proto::raft_server::Raft for RaftService {
                     to = batch.to,
                     "peer batch for another node refused"
                 );
-                return Err(tonic::Status::invalid_argument(format!(
-                    "this is node {}, not node {}",
-                    self.me, batch.to
-                )));
+                return refuse(
+                    proto::peer_refusal::Reason::WrongNode,
+                    self.me,
+                    format!("this is node {}, not node {}", self.me, batch.to),
+                );
             }
             let mut messages = Vec::with_capacity(batch.messages.len());
             for m in batch.messages {
@@ -205,14 +228,13 @@ impl proto::raft_server::Raft for RaftService {
             }
             let msg = DriverMsg::Peer {
                 from: batch.from,
-                from_addr: batch.from_addr,
                 messages,
             };
             if self.driver.tx.send(msg).await.is_err() {
                 return Err(tonic::Status::unavailable("node is shutting down"));
             }
         }
-        Ok(tonic::Response::new(proto::StreamAck {}))
+        Ok(tonic::Response::new(proto::StreamAck { refusal: None }))
     }
 
     type FetchSegmentsStream = std::pin::Pin<

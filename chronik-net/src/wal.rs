@@ -63,7 +63,22 @@ pub enum WalError {
     },
     #[error("WAL is inconsistent: {reason}")]
     Inconsistent { reason: String },
+    /// Written by another version of Chronik: refused whole rather than
+    /// read wrongly.
+    #[error(
+        "{}: WAL record at byte {offset} has format version {version}; this build reads version {WAL_FORMAT}",
+        file.display()
+    )]
+    UnknownFormat {
+        file: PathBuf,
+        offset: u64,
+        version: u32,
+    },
 }
+
+/// The WAL record format this build writes and reads; every record carries
+/// it first.
+pub const WAL_FORMAT: u32 = 1;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
     move |source| WalError::Io {
@@ -175,6 +190,17 @@ impl Wal {
                 match record::decode(&data, offset, verify_crc) {
                     Frame::End => break,
                     Frame::Record { payload, next } => {
+                        // The version comes first, so a record of another
+                        // format is named as such, not as corrupt.
+                        if let Ok((version, _)) = postcard::take_from_bytes::<u32>(payload) {
+                            if version != WAL_FORMAT {
+                                return Err(WalError::UnknownFormat {
+                                    file: path.clone(),
+                                    offset: offset as u64,
+                                    version,
+                                });
+                            }
+                        }
                         let frame: WalFrame = match postcard::from_bytes(payload) {
                             Ok(f) => f,
                             Err(_) if last && verify_crc && !synced_later(&data, offset) => {
@@ -349,6 +375,7 @@ impl Wal {
                 );
             }
             let payload = postcard::to_stdvec(&WalFrame {
+                format: WAL_FORMAT,
                 synced_up_to: self.synced_up_to,
                 record: WalRecord::Batch(updates),
             })
@@ -410,6 +437,7 @@ impl Wal {
         if sealed >= self.cfg.checkpoint_bytes {
             let mut buf = Vec::new();
             let payload = postcard::to_stdvec(&WalFrame {
+                format: WAL_FORMAT,
                 synced_up_to: 0,
                 record: WalRecord::Checkpoint(self.checkpoint_groups()),
             })

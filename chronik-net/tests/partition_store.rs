@@ -318,3 +318,22 @@ fn files_of_groups_no_longer_hosted_are_removed_at_start() {
     // Nothing left to clean: a second start finds nothing.
     assert!(remove_orphans(&disk, &root, &hosted).unwrap().is_empty());
 }
+
+#[test]
+fn a_segment_of_another_format_version_is_refused_by_name() {
+    let disk = MemDisk::new();
+    let o = opts();
+    let mut l = open(&disk, &o, None);
+    fill(&mut l, 10);
+    let snap = l.snapshot();
+    drop(l);
+    let seg = dir().join(segment_file_name(0));
+    // The version is bytes 4..8 of the header: now 1 ^ 0xff.
+    assert!(disk.corrupt(&seg, 4));
+    let mut l = Replica::new(&disk, &o);
+    let err = l.recover(Some((10, &snap))).unwrap_err().to_string();
+    assert!(
+        err.contains(&seg.display().to_string()) && err.contains("format version 254"),
+        "{err}"
+    );
+}

@@ -376,3 +376,46 @@ fn a_crash_never_leaves_the_wal_pointing_at_a_deleted_snapshot() {
         "recovered a prefix"
     );
 }
+
+#[test]
+fn a_record_of_another_format_version_is_refused_by_name() {
+    use chronik_net::wal::codec::{WalFrame, WalRecord};
+    let disk = Arc::new(MemDisk::new());
+    let (mut wal, _, _) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
+    wal.append(&engine_batches(2)).unwrap();
+    drop(wal);
+    let seg = segment(&disk);
+    let at = disk.len(&seg).unwrap() as u64;
+    // A record a newer Chronik wrote, intact and synced.
+    let payload = postcard::to_stdvec(&WalFrame {
+        format: 2,
+        synced_up_to: at,
+        record: WalRecord::Batch(vec![]),
+    })
+    .unwrap();
+    let mut buf = Vec::new();
+    chronik_net::wal::record::encode(&payload, &mut buf);
+    let mut f = disk.open_append(&seg).unwrap();
+    f.write_all(&buf).unwrap();
+    f.sync().unwrap();
+    match Wal::open(disk, WalConfig::new(dir())) {
+        Err(e @ WalError::UnknownFormat { .. }) => {
+            let WalError::UnknownFormat {
+                file,
+                offset,
+                version,
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!((file, *offset, *version), (&seg, at, 2));
+            let text = e.to_string();
+            assert!(
+                text.contains(&seg.display().to_string()) && text.contains("format version 2"),
+                "{text}"
+            );
+        }
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("a record of another format was read"),
+    }
+}

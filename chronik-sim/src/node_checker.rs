@@ -501,6 +501,11 @@ impl NodeChecker {
         self.inner.lock().armed.insert(node, point);
     }
 
+    /// Whether some replica is rebuilding its state from a peer.
+    pub fn rebuilding_any(&self) -> bool {
+        !self.inner.lock().rebuilding.is_empty()
+    }
+
     /// Notes that a fault damaged or failed `node`'s partition storage.
     pub fn storage_damaged(&self, node: NodeId) {
         self.inner.lock().storage_damaged.insert(node);

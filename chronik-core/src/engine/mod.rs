@@ -159,17 +159,44 @@ impl<S: StateMachine> Engine<S> {
             ticks += 1;
             self.metadata.raw.tick();
             for g in self.partitions.values_mut() {
-                if g.repair.is_some() {
-                    // A replica rebuilding its state must not lead: no
-                    // election timeout runs. It asks the leader for a
-                    // snapshot instead (raft-rs drops the request while no
-                    // leader is known or its log ends in an older term;
-                    // it is made again every tick until one is pending).
-                    if g.raw.raft.pending_request_snapshot == 0 {
-                        let _ = g.raw.request_snapshot();
+                g.raw.tick();
+                if g.repair.is_none() {
+                    continue;
+                }
+                if g.is_leader() {
+                    // A replica rebuilding its state leads only when it
+                    // holds more of the log than any healthy replica that
+                    // could be elected (its Raft log is intact): it cannot
+                    // apply or serve, so it hands leadership on, to each
+                    // voter in turn (one that is rebuilding too refuses,
+                    // and raft-rs gives the transfer up after an election
+                    // timeout).
+                    if g.raw.raft.lead_transferee.is_none() {
+                        let me = g.raw.raft.id;
+                        let voters: Vec<NodeId> = g
+                            .raw
+                            .raft
+                            .prs()
+                            .conf()
+                            .voters()
+                            .ids()
+                            .iter()
+                            .filter(|id| *id != me)
+                            .collect();
+                        if !voters.is_empty() {
+                            let mut voters = voters;
+                            voters.sort_unstable();
+                            let to = voters[g.handoff_turn % voters.len()];
+                            g.handoff_turn += 1;
+                            g.raw.transfer_leader(to);
+                        }
                     }
-                } else {
-                    g.raw.tick();
+                } else if g.raw.raft.pending_request_snapshot == 0 {
+                    // It asks the leader for a snapshot (raft-rs drops the
+                    // request while no leader is known or its log ends in
+                    // an older term; it is made again every tick until one
+                    // is pending).
+                    let _ = g.raw.request_snapshot();
                 }
             }
             // After every tick: a tick that resets a group (an election)
@@ -328,7 +355,7 @@ impl<S: StateMachine> Engine<S> {
             }
             self.dirty.insert(group);
         }
-        self.observe_all();
+        self.observe_dirty();
         self.process();
         Ok(())
     }
@@ -346,11 +373,19 @@ impl<S: StateMachine> Engine<S> {
     /// an [`Output::Reply`] with `request_id`, which must be unique among the
     /// driver's requests in flight. A refused command changes nothing.
     pub fn handle_command(&mut self, now: Time, request_id: RequestId, command: Command<S>) {
+        if self.last_tick.plus_millis(self.config.tick_interval_ms) <= now {
+            // Behind on ticks (the driver was stalled, a pause, a long
+            // batch): catch up first, so the command meets the ISR and
+            // leadership as they stand now, not as they stood before the
+            // stall (seed 1853: a leader resumed after 4.7 s accepted a
+            // produce with a long-gone replica still in its ISR).
+            self.handle_tick(now);
+        }
         self.now = self.now.max(now);
         if let Err(e) = self.start_command(request_id, command) {
             self.sink.reply(request_id, Err(e));
         }
-        self.observe_all();
+        self.observe_dirty();
         self.process();
     }
 
@@ -386,7 +421,7 @@ impl<S: StateMachine> Engine<S> {
                 self.sink.state_io(group, ops, true);
             }
         }
-        self.observe_all();
+        self.observe_dirty();
         self.process();
     }
 
@@ -419,7 +454,7 @@ impl<S: StateMachine> Engine<S> {
             Err(e) => self.start_repair(group, format!("storage failed: {e}")),
         }
         self.dirty.insert(group);
-        self.observe_all();
+        self.observe_dirty();
         self.process();
     }
 

@@ -15,10 +15,33 @@ impl<S: StateMachine> Engine<S> {
         }
     }
 
-    /// Handles readies until no group has one, then emits the persist
-    /// batch and the sends.
+    /// Notices changes in the groups an input touched (the dirty ones):
+    /// groups no input reached cannot have changed.
+    pub(in crate::engine) fn observe_dirty(&mut self) {
+        let touched = std::mem::take(&mut self.dirty);
+        self.observe_groups(&touched);
+        self.dirty = touched;
+    }
+
+    /// [`Engine::observe_all`] for `groups` only, in the same order.
+    fn observe_groups(&mut self, groups: &BTreeSet<GroupId>) {
+        let ticks = self.config.election_ticks;
+        for group in groups {
+            if *group == METADATA_GROUP {
+                self.metadata.observe(&mut self.rng, ticks, &mut self.sink);
+            } else if let Some(g) = self.partitions.get_mut(group) {
+                g.observe(&mut self.rng, ticks, &mut self.sink);
+            }
+        }
+    }
+
+    /// Handles the readies of the groups an input touched until none has
+    /// one, then emits the persist batch and the sends. Only those groups
+    /// are visited (and those their handling touches in turn).
     pub(in crate::engine) fn process(&mut self) {
+        let mut visited = BTreeSet::new();
         while let Some(group) = self.dirty.pop_first() {
+            visited.insert(group);
             if group == METADATA_GROUP {
                 while self.metadata.handle_ready(&mut self.sink) {}
                 self.metadata.sync_applied();
@@ -44,7 +67,7 @@ impl<S: StateMachine> Engine<S> {
                 }
             }
         }
-        self.observe_all();
+        self.observe_groups(&visited);
         self.flush();
     }
 

@@ -6,11 +6,13 @@ use chronik_core::raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use chronik_core::{GroupId, GroupKind};
 use serde::{Deserialize, Serialize};
 
-/// What each WAL frame carries: the record, and how far its segment was
-/// already synced when it was written. Recovery uses that to tell a torn
+/// What each WAL frame carries: its format version, the record, and how
+/// far its segment was already synced when it was written. Recovery uses that to tell a torn
 /// unsynced tail (truncate) from corruption of synced data (refuse).
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub struct WalFrame {
+    /// [`crate::wal::WAL_FORMAT`] when written.
+    pub format: u32,
     pub synced_up_to: u64,
     pub record: WalRecord,
 }
