@@ -86,8 +86,8 @@ pub(super) async fn inject(fault: &Fault, st: &mut FaultState, cx: &mut Ctx<'_>)
         degraded,
         returned_at,
         isolated,
-        last_membership_step,
         last_down,
+        ..
     } = st;
     let mut rng = thread_rng();
     let mut executed = fault.to_string();
@@ -194,133 +194,7 @@ pub(super) async fn inject(fault: &Fault, st: &mut FaultState, cx: &mut Ctx<'_>)
             *degraded = false;
             isolated.clear();
         }
-        Fault::Rejoin { node, ms } => {
-            let others: Vec<u64> = (1..=n)
-                .filter(|id| id != node && !killed.contains(id) && !paused.contains(id))
-                .collect();
-            let o = others.clone();
-            let armed_before = checker.armed_any();
-            let fired_before: u64 = checker.crash_points_fired().values().sum();
-            // A leader that has not heard from its followers since a
-            // heal or a restart yet (their streams still reconnecting)
-            // steps down when the cut takes one more away: that is the
-            // earlier fault's doing, not the rejoin's (seeds 968, 112).
-            let settled = returned_at.is_none_or(|t| t.elapsed() >= NETWORK_SETTLE);
-            let (before, changing_before) = client_node
-                .spawn(async move { leaders_and_terms(&o).await })
-                .await
-                .expect("leader survey task");
-            // Partitions the cut does not touch keep acknowledging
-            // while the node is away.
-            let (ask, cut, lead) = (live_addrs(n, killed, paused), *node, before.clone());
-            let (w, doomed_now) = (work.clone(), doomed.clone());
-            let probe_ask: Vec<String> = others.iter().map(|id| crate::client_addr(*id)).collect();
-            let targets = client_node
-                .spawn(async move {
-                    let targets = untouched_partitions(&w, ask, cut, &lead, &doomed_now).await;
-                    warm_up(&w, probe_ask, targets).await
-                })
-                .await
-                .expect("probe target task");
-            cluster.clog(*node);
-            let until = madsim::time::Instant::now() + Duration::from_millis(*ms);
-            let probes: Vec<_> = targets
-                .into_iter()
-                .map(|(target, client, process)| {
-                    let w = work.clone();
-                    client_node.spawn(async move { probe(w, client, process, target, until).await })
-                })
-                .collect();
-            madsim::time::sleep(Duration::from_millis(*ms)).await;
-            if !isolated.contains(node) {
-                // (A node the plan isolated stays isolated.)
-                cluster.unclog(*node);
-            }
-            madsim::time::sleep(Duration::from_millis(1_500)).await;
-            let (after, changing_after) = client_node
-                .spawn(async move { leaders_and_terms(&others).await })
-                .await
-                .expect("leader survey task");
-            // Judged only when nothing else could move a leader: no
-            // network fault (nor a heal still settling), no node down
-            // or paused, no crash armed
-            // (before or after) or fired meanwhile,
-            // no membership change (replica moves hand leadership
-            // over) in flight or asked for in the last 15 s.
-            let quiet_membership = last_membership_step
-                .is_none_or(|at: madsim::time::Instant| at.elapsed() > Duration::from_secs(15));
-            let fired_during = checker.crash_points_fired().values().sum::<u64>() > fired_before;
-            let clean = !*degraded
-                && settled
-                && killed.is_empty()
-                && paused.is_empty()
-                && !armed_before
-                && !fired_during
-                && !checker.armed_any()
-                && !changing_before
-                && !changing_after
-                && quiet_membership;
-            let deposed: Vec<String> = before
-                .iter()
-                .filter(|(_, (leader, _))| leader != node)
-                .filter_map(|(g, (leader, term))| {
-                    let (l2, t2) = after.get(g)?;
-                    (t2 > term).then(|| {
-                        format!("group {g}: leader {leader} term {term} -> leader {l2} term {t2}")
-                    })
-                })
-                .collect();
-            let mut stalled = Vec::new();
-            let mut probe_sends = 0;
-            for task in probes {
-                let (target, sends) = task.await.expect("probe task");
-                probe_sends += sends.len() as u64;
-                if let Some((at, took, outcome)) = sends
-                    .iter()
-                    .find(|(_, took, outcome)| *took > UNTOUCHED_ACK_BOUND || outcome.is_err())
-                {
-                    stalled.push(format!(
-                        "availability: partition {}-{} (group {}, leader {}, replicas {:?}, ISR {:?}, min ISR {}), untouched by node {node}'s cut, stopped acknowledging: a produce sent {} ms into the cut took {} ms ({}; bound {} ms)",
-                        target.topic,
-                        target.partition,
-                        target.group,
-                        target.leader,
-                        target.replicas,
-                        target.isr,
-                        target.min_isr,
-                        at.as_millis(),
-                        took.as_millis(),
-                        match outcome {
-                            Ok(off) => format!("acknowledged at offset {off}"),
-                            Err(code) => format!("failed: {code}"),
-                        },
-                        UNTOUCHED_ACK_BOUND.as_millis()
-                    ));
-                }
-            }
-            report.rejoins += 1;
-            report.untouched_probe_sends += probe_sends;
-            if clean {
-                report.rejoins_judged += 1;
-                report.untouched_sends_judged += probe_sends;
-                report.violations_stored.extend(stalled);
-                if !deposed.is_empty() {
-                    report.violations_stored.push(format!(
-                        "availability: node {node} rejoining after {ms} ms cut off deposed leaders: {}",
-                        deposed.join("; ")
-                    ));
-                }
-            }
-            executed = format!(
-                "cut node {node} off for {ms} ms and let it back: {} leader(s) changed term{}",
-                deposed.len(),
-                if clean {
-                    ""
-                } else {
-                    " (not judged: other faults in force)"
-                }
-            );
-        }
+        Fault::Rejoin { node, ms } => executed = rejoin(node, ms, st, cx).await,
         Fault::Join { node, via } => {
             report.joins += 1;
             cluster.start_joining(*node, crate::client_addr(*via));
@@ -481,4 +355,148 @@ pub(super) async fn inject(fault: &Fault, st: &mut FaultState, cx: &mut Ctx<'_>)
         }
     }
     executed
+}
+
+/// Cuts `node` off alone for `ms` and lets it back. When nothing else
+/// could move a leader meanwhile, it must depose none (pre-vote), and the
+/// partitions it does not touch must keep acknowledging.
+async fn rejoin(node: &u64, ms: &u64, st: &mut FaultState, cx: &mut Ctx<'_>) -> String {
+    let n = cx.n;
+    let (checker, work, client_node) = (cx.checker, cx.work, cx.client_node);
+    let cluster = &mut *cx.cluster;
+    let report = &mut *cx.report;
+    let FaultState {
+        killed,
+        paused,
+        degraded,
+        returned_at,
+        isolated,
+        last_membership_step,
+        doomed,
+        ..
+    } = st;
+    let others: Vec<u64> = (1..=n)
+        .filter(|id| id != node && !killed.contains(id) && !paused.contains(id))
+        .collect();
+    let o = others.clone();
+    let armed_before = checker.armed_any();
+    let fired_before: u64 = checker.crash_points_fired().values().sum();
+    // A leader that has not heard from its followers since a
+    // heal or a restart yet (their streams still reconnecting)
+    // steps down when the cut takes one more away: that is the
+    // earlier fault's doing, not the rejoin's (seeds 968, 112).
+    let settled = returned_at.is_none_or(|t| t.elapsed() >= NETWORK_SETTLE);
+    let (before, changing_before) = client_node
+        .spawn(async move { leaders_and_terms(&o).await })
+        .await
+        .expect("leader survey task");
+    // Partitions the cut does not touch keep acknowledging
+    // while the node is away.
+    let (ask, cut, lead) = (live_addrs(n, killed, paused), *node, before.clone());
+    let (w, doomed_now) = (work.clone(), doomed.clone());
+    let probe_ask: Vec<String> = others.iter().map(|id| crate::client_addr(*id)).collect();
+    let targets = client_node
+        .spawn(async move {
+            let targets = untouched_partitions(&w, ask, cut, &lead, &doomed_now).await;
+            warm_up(&w, probe_ask, targets).await
+        })
+        .await
+        .expect("probe target task");
+    cluster.clog(*node);
+    let until = madsim::time::Instant::now() + Duration::from_millis(*ms);
+    let probes: Vec<_> = targets
+        .into_iter()
+        .map(|(target, client, process)| {
+            let w = work.clone();
+            client_node.spawn(async move { probe(w, client, process, target, until).await })
+        })
+        .collect();
+    madsim::time::sleep(Duration::from_millis(*ms)).await;
+    if !isolated.contains(node) {
+        // (A node the plan isolated stays isolated.)
+        cluster.unclog(*node);
+    }
+    madsim::time::sleep(Duration::from_millis(1_500)).await;
+    let (after, changing_after) = client_node
+        .spawn(async move { leaders_and_terms(&others).await })
+        .await
+        .expect("leader survey task");
+    // Judged only when nothing else could move a leader: no
+    // network fault (nor a heal still settling), no node down
+    // or paused, no crash armed
+    // (before or after) or fired meanwhile,
+    // no membership change (replica moves hand leadership
+    // over) in flight or asked for in the last 15 s.
+    let quiet_membership = last_membership_step
+        .is_none_or(|at: madsim::time::Instant| at.elapsed() > Duration::from_secs(15));
+    let fired_during = checker.crash_points_fired().values().sum::<u64>() > fired_before;
+    let clean = !*degraded
+        && settled
+        && killed.is_empty()
+        && paused.is_empty()
+        && !armed_before
+        && !fired_during
+        && !checker.armed_any()
+        && !changing_before
+        && !changing_after
+        && quiet_membership;
+    let deposed: Vec<String> = before
+        .iter()
+        .filter(|(_, (leader, _))| leader != node)
+        .filter_map(|(g, (leader, term))| {
+            let (l2, t2) = after.get(g)?;
+            (t2 > term)
+                .then(|| format!("group {g}: leader {leader} term {term} -> leader {l2} term {t2}"))
+        })
+        .collect();
+    let mut stalled = Vec::new();
+    let mut probe_sends = 0;
+    for task in probes {
+        let (target, sends) = task.await.expect("probe task");
+        probe_sends += sends.len() as u64;
+        if let Some((at, took, outcome)) = sends
+            .iter()
+            .find(|(_, took, outcome)| *took > UNTOUCHED_ACK_BOUND || outcome.is_err())
+        {
+            stalled.push(format!(
+                "availability: partition {}-{} (group {}, leader {}, replicas {:?}, ISR {:?}, min ISR {}), untouched by node {node}'s cut, stopped acknowledging: a produce sent {} ms into the cut took {} ms ({}; bound {} ms)",
+                target.topic,
+                target.partition,
+                target.group,
+                target.leader,
+                target.replicas,
+                target.isr,
+                target.min_isr,
+                at.as_millis(),
+                took.as_millis(),
+                match outcome {
+                    Ok(off) => format!("acknowledged at offset {off}"),
+                    Err(code) => format!("failed: {code}"),
+                },
+                UNTOUCHED_ACK_BOUND.as_millis()
+            ));
+        }
+    }
+    report.rejoins += 1;
+    report.untouched_probe_sends += probe_sends;
+    if clean {
+        report.rejoins_judged += 1;
+        report.untouched_sends_judged += probe_sends;
+        report.violations_stored.extend(stalled);
+        if !deposed.is_empty() {
+            report.violations_stored.push(format!(
+                "availability: node {node} rejoining after {ms} ms cut off deposed leaders: {}",
+                deposed.join("; ")
+            ));
+        }
+    }
+    format!(
+        "cut node {node} off for {ms} ms and let it back: {} leader(s) changed term{}",
+        deposed.len(),
+        if clean {
+            ""
+        } else {
+            " (not judged: other faults in force)"
+        }
+    )
 }
