@@ -105,6 +105,14 @@ pub struct FetchResult {
     pub high_watermark: u64,
 }
 
+/// An admin answer with its in-band error, as the retry loop takes it.
+fn in_band<T>(error: Option<proto::Error>, answer: T) -> Result<T, proto::Error> {
+    match error {
+        Some(e) => Err(e),
+        None => Ok(answer),
+    }
+}
+
 /// The client API over a connection (records may be large).
 fn chronik(ch: Channel) -> ChronikClient<Channel> {
     ChronikClient::new(ch)
@@ -570,10 +578,7 @@ impl Client {
             let req = req.clone();
             async move {
                 let r = AdminClient::new(ch).add_node(req).await?.into_inner();
-                Ok(match r.error.clone() {
-                    Some(e) => Err(e),
-                    None => Ok(r),
-                })
+                Ok(in_band(r.error.clone(), r))
             }
         })
         .await
@@ -587,10 +592,7 @@ impl Client {
                 .remove_node(proto::RemoveNodeRequest { id })
                 .await?
                 .into_inner();
-            Ok(match r.error.clone() {
-                Some(e) => Err(e),
-                None => Ok(r),
-            })
+            Ok(in_band(r.error.clone(), r))
         })
         .await
     }
@@ -603,10 +605,7 @@ impl Client {
                 .list_nodes(proto::ListNodesRequest {})
                 .await?
                 .into_inner();
-            Ok(match r.error.clone() {
-                Some(e) => Err(e),
-                None => Ok(r),
-            })
+            Ok(in_band(r.error.clone(), r))
         })
         .await
     }
