@@ -67,6 +67,8 @@ pub struct EngineConfig {
     /// clock runs slow by more than the gap between that timeout and a
     /// follower's randomized one could serve a stale read. Off by default.
     pub lease_reads: bool,
+    /// The rebalancer (`[engine.rebalance]`).
+    pub rebalance: crate::rebalance::RebalanceConfig,
     /// This node joins an existing cluster: it starts with an empty
     /// metadata configuration and waits for the metadata leader to add it
     /// (as a learner first). `initial_cluster` then lists the members it
@@ -105,6 +107,7 @@ impl EngineConfig {
             isr_max_lag_ms: 10_000,
             read_timeout_ms: 5_000,
             lease_reads: false,
+            rebalance: crate::rebalance::RebalanceConfig::default(),
             join: false,
         }
     }
@@ -130,6 +133,9 @@ impl EngineConfig {
                     "initial_cluster",
                     format!("node id {} is listed twice", n.id),
                 );
+            }
+            if let Some(Err(reason)) = n.rack.as_deref().map(crate::metadata::validate_rack) {
+                return bad("initial_cluster", format!("node {}: {reason}", n.id));
             }
             for a in [&n.peer_addr, &n.client_addr] {
                 if let Err(reason) = crate::metadata::validate_addr(a) {
@@ -197,7 +203,7 @@ impl EngineConfig {
                 format!("must be at least one tick ({} ms)", self.tick_interval_ms),
             );
         }
-        Ok(())
+        self.rebalance.validate()
     }
 }
 
@@ -210,6 +216,7 @@ mod tests {
             id,
             client_addr: format!("127.0.0.1:{}", 9000 + id),
             peer_addr: format!("127.0.0.1:{}", 9100 + id),
+            rack: None,
         }
     }
 

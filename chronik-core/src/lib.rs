@@ -23,7 +23,7 @@
 //! use chronik_core::{Command, Engine, EngineConfig, NodeInfo, Output, Response, Time,
 //!     DurableState, MetadataCommand, PartitionId, ReadConsistency, RecordCommand, RecordQuery};
 //!
-//! let node = NodeInfo { id: 1, client_addr: "127.0.0.1:9092".into(), peer_addr: "127.0.0.1:9093".into() };
+//! let node = NodeInfo { id: 1, client_addr: "127.0.0.1:9092".into(), peer_addr: "127.0.0.1:9093".into(), rack: None };
 //! let config = EngineConfig::new(1, vec![node]);
 //! let mut disk = DurableState::default(); // stands in for the WAL
 //! let mut engine = Engine::new_record_log(config, disk.clone(), Time(0)).unwrap();
@@ -94,6 +94,7 @@ pub mod partition_log;
 pub mod persist;
 pub mod planted;
 pub mod read_index;
+pub mod rebalance;
 pub mod state_machine;
 pub mod storage;
 #[cfg(feature = "testing")]

@@ -99,6 +99,9 @@ pub fn validate(
             for a in [&node.peer_addr, &node.client_addr] {
                 validate_addr(a).map_err(Error::invalid)?;
             }
+            if let Some(rack) = &node.rack {
+                crate::metadata::validate_rack(rack).map_err(Error::invalid)?;
+            }
             if node.peer_addr == node.client_addr {
                 return Err(Error::invalid(format!(
                     "node {} uses {} for both peer and client traffic",
@@ -305,6 +308,7 @@ mod tests {
             id,
             client_addr: format!("10.0.0.{id}:9092"),
             peer_addr: format!("10.0.0.{id}:9093"),
+            rack: None,
         }
     }
 

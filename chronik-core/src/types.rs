@@ -68,6 +68,10 @@ pub struct NodeInfo {
     pub client_addr: String,
     /// Where peers reach the node (Raft transport).
     pub peer_addr: String,
+    /// Failure domain (rack, zone): the rebalancer keeps a partition's
+    /// replicas spread over as many racks as they already span.
+    #[serde(default)]
+    pub rack: Option<String>,
 }
 
 /// Which state machine a group replicates. Persisted with the group so a

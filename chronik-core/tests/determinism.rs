@@ -18,6 +18,7 @@ fn members() -> Vec<NodeInfo> {
             id,
             client_addr: format!("n{id}:1"),
             peer_addr: format!("n{id}:2"),
+            rack: None,
         })
         .collect()
 }

@@ -209,6 +209,7 @@ fn unsafe_or_malformed_changes_are_refused_and_change_nothing() {
         id,
         client_addr: format!("node{id}:{port}"),
         peer_addr: format!("node{id}:{}", port + 1),
+        rack: None,
     };
     let before = c.engine(1).expect("up").metadata().clone();
     assert_eq!(

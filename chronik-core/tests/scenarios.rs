@@ -243,6 +243,7 @@ fn run_case(cluster: &mut Option<Cluster>, tc: &mut TestCase) -> String {
                     id,
                     peer_addr: format!("{host}:{peer}"),
                     client_addr: format!("{host}:{client}"),
+                    rack: None,
                 }),
             )
         }

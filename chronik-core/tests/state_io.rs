@@ -111,6 +111,7 @@ impl Node {
             id: 1,
             client_addr: "127.0.0.1:9092".into(),
             peer_addr: "127.0.0.1:9093".into(),
+            rack: None,
         };
         let mut config = EngineConfig::new(1, vec![info]);
         config.log_compact_threshold_entries = 5;

@@ -16,6 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         id: 1,
         peer_addr: peer.to_string(),
         client_addr: client_addr.to_string(),
+        rack: None,
     };
     let node = Node::start(NodeConfig::new(1, peer, client_addr, vec![me], &dir)).await?;
 

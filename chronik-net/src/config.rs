@@ -40,6 +40,9 @@ pub struct NodeConfig {
     /// with an empty data dir asks it to add this node, then waits to be
     /// caught up. Ignored once the node has state.
     pub join: Option<String>,
+    /// This node's failure domain (rack, zone). The rebalancer keeps each
+    /// partition's replicas spread over as many racks as they span.
+    pub rack: Option<String>,
     /// Raft and engine tuning; its identity fields are set from the ones
     /// above ([`NodeConfig::engine_config`]).
     pub engine: EngineConfig,
@@ -64,6 +67,7 @@ impl Default for NodeConfig {
             retention_bytes: None,
             retention_ms: None,
             join: None,
+            rack: None,
             engine: EngineConfig::default(),
         }
     }
@@ -126,6 +130,7 @@ impl NodeConfig {
             id: self.node_id,
             peer_addr: self.peer_listen.to_string(),
             client_addr: self.client_listen.to_string(),
+            rack: self.rack.clone(),
         }
     }
 }

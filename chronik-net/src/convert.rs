@@ -89,11 +89,27 @@ impl proto::Error {
     }
 }
 
+/// A rack from the wire, where "" means none.
+pub fn rack(s: String) -> Option<String> {
+    Some(s).filter(|s| !s.is_empty())
+}
+
+/// A node from the wire.
+pub fn node_from_wire(n: proto::NodeAddress) -> NodeInfo {
+    NodeInfo {
+        id: n.id,
+        peer_addr: n.peer_addr,
+        client_addr: n.client_addr,
+        rack: rack(n.rack),
+    }
+}
+
 pub fn node(n: &NodeInfo) -> proto::NodeAddress {
     proto::NodeAddress {
         id: n.id,
         client_addr: n.client_addr.clone(),
         peer_addr: n.peer_addr.clone(),
+        rack: n.rack.clone().unwrap_or_default(),
     }
 }
 

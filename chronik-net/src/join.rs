@@ -39,6 +39,7 @@ pub(crate) async fn join_cluster(addr: &str, me: &NodeInfo) -> Result<Vec<NodeIn
             id: me.id,
             peer_addr: me.peer_addr.clone(),
             client_addr: me.client_addr.clone(),
+            rack: me.rack.clone().unwrap_or_default(),
         })
         .await;
     let nodes = match added {
@@ -59,6 +60,7 @@ pub(crate) async fn join_cluster(addr: &str, me: &NodeInfo) -> Result<Vec<NodeIn
                     id: n.id,
                     peer_addr: n.peer_addr,
                     client_addr: n.client_addr,
+                    rack: n.rack,
                 })
                 .collect()
         }
@@ -66,10 +68,6 @@ pub(crate) async fn join_cluster(addr: &str, me: &NodeInfo) -> Result<Vec<NodeIn
     };
     Ok(nodes
         .into_iter()
-        .map(|n| NodeInfo {
-            id: n.id,
-            peer_addr: n.peer_addr,
-            client_addr: n.client_addr,
-        })
+        .map(crate::convert::node_from_wire)
         .collect())
 }

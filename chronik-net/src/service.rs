@@ -288,6 +288,7 @@ impl proto::admin_server::Admin for Services {
             id: r.id,
             peer_addr: r.peer_addr,
             client_addr: r.client_addr,
+            rack: crate::convert::rack(r.rack),
         };
         let change = MembershipChange::Add(node.clone());
         // Asking again for a node already registered with the same
@@ -361,6 +362,11 @@ impl proto::admin_server::Admin for Services {
                     replicas: md
                         .partitions()
                         .filter(|(_, p)| p.replicas.contains(&n.id))
+                        .count() as u32,
+                    rack: n.rack.clone().unwrap_or_default(),
+                    leaders: md
+                        .partitions()
+                        .filter(|(_, p)| p.preferred_leader == n.id)
                         .count() as u32,
                 }
             })

@@ -78,7 +78,7 @@ pub enum WalError {
 
 /// The WAL record format this build writes and reads; every record carries
 /// it first.
-pub const WAL_FORMAT: u32 = 1;
+pub const WAL_FORMAT: u32 = 2;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
     move |source| WalError::Io {

@@ -42,6 +42,7 @@ fn spec(n: u64, dir: &Path) -> Spec {
             id: i as u64 + 1,
             peer_addr: p.to_string(),
             client_addr: c.to_string(),
+            rack: None,
         })
         .collect();
     let configs = addrs
@@ -644,6 +645,7 @@ async fn grow_to_four_nodes_and_shrink_back_under_load() {
             id: 4,
             peer_addr: "127.0.0.1:1".into(),
             client_addr: "127.0.0.1:2".into(),
+            rack: String::new(),
         })
         .await
         .unwrap()

@@ -22,6 +22,7 @@ fn engine_batches(records: usize) -> Vec<PersistBatch> {
         id: 1,
         client_addr: "127.0.0.1:1".into(),
         peer_addr: "127.0.0.1:2".into(),
+        rack: None,
     };
     let mut cfg = EngineConfig::new(1, vec![node]);
     cfg.log_compact_threshold_entries = 10;
@@ -127,6 +128,7 @@ fn a_recovered_engine_holds_every_record() {
         id: 1,
         client_addr: "127.0.0.1:1".into(),
         peer_addr: "127.0.0.1:2".into(),
+        rack: None,
     };
     let mut e = Engine::new_record_log(EngineConfig::new(1, vec![node]), rec, Time(0)).unwrap();
     e.handle_tick(Time(0));
@@ -388,7 +390,7 @@ fn a_record_of_another_format_version_is_refused_by_name() {
     let at = disk.len(&seg).unwrap() as u64;
     // A record a newer Chronik wrote, intact and synced.
     let payload = postcard::to_stdvec(&WalFrame {
-        format: 2,
+        format: chronik_net::wal::WAL_FORMAT + 1,
         synced_up_to: at,
         record: WalRecord::Batch(vec![]),
     })
@@ -408,10 +410,12 @@ fn a_record_of_another_format_version_is_refused_by_name() {
             else {
                 unreachable!()
             };
-            assert_eq!((file, *offset, *version), (&seg, at, 2));
+            let newer = chronik_net::wal::WAL_FORMAT + 1;
+            assert_eq!((file, *offset, *version), (&seg, at, newer));
             let text = e.to_string();
             assert!(
-                text.contains(&seg.display().to_string()) && text.contains("format version 2"),
+                text.contains(&seg.display().to_string())
+                    && text.contains(&format!("format version {newer}")),
                 "{text}"
             );
         }

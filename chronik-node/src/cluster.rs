@@ -22,6 +22,9 @@ pub enum ClusterCmd {
         /// Where clients reach the new node (its client_listen).
         #[arg(long)]
         client_addr: String,
+        /// The node's failure domain (its `rack` setting).
+        #[arg(long)]
+        rack: Option<String>,
     },
     /// Removes a node: its partition replicas move to other nodes, then it
     /// leaves through joint consensus. Waits until it is out.
@@ -80,11 +83,13 @@ pub async fn run(cmd: ClusterCmd, addr: &str, format: OutputFormat) -> Result<()
             id,
             peer_addr,
             client_addr,
+            rack,
         } => {
             let req = proto::AddNodeRequest {
                 id,
                 peer_addr,
                 client_addr,
+                rack: rack.unwrap_or_default(),
             };
             let r = c.add_node(req).await?;
             print_change(

@@ -191,6 +191,7 @@ client_addr = "127.0.0.1:9001"
             .unwrap();
         let (top, rest) = block.split_once("[engine]").unwrap();
         let engine = rest.split("[[initial_cluster]]").next().unwrap();
+        let (engine, rebalance) = engine.split_once("[engine.rebalance]").unwrap();
         // `key = value` lines, commented out or not, trailing comments cut.
         let settings = |part: &str| -> Vec<(String, String)> {
             part.lines()
@@ -202,7 +203,7 @@ client_addr = "127.0.0.1:9001"
                 })
                 .collect()
         };
-        let (top, engine) = (settings(top), settings(engine));
+        let (top, engine, rebalance) = (settings(top), settings(engine), settings(rebalance));
         let shown = |part: &[(String, String)], key: &str, value: Option<String>| {
             part.iter()
                 .any(|(k, v)| k == key && value.as_ref().is_none_or(|want| v == want))
@@ -218,6 +219,16 @@ client_addr = "127.0.0.1:9001"
         for (key, value) in &defaults {
             if key == "engine" {
                 for (k, v) in value.as_table().unwrap() {
+                    if let Some(nested) = v.as_table() {
+                        assert_eq!(k, "rebalance", "a nested engine table the test knows");
+                        for (k, v) in nested {
+                            assert!(
+                                shown(&rebalance, k, Some(v.to_string())),
+                                "[engine.rebalance] {k} = {v} is not in docs/operations.md"
+                            );
+                        }
+                        continue;
+                    }
                     assert!(
                         shown(&engine, k, Some(v.to_string())),
                         "[engine] {k} = {v} is not in docs/operations.md"
@@ -237,6 +248,7 @@ client_addr = "127.0.0.1:9001"
             "retention_bytes",
             "retention_ms",
             "seed",
+            "rack",
         ] {
             assert!(shown(&top, key, None), "{key} is not in docs/operations.md");
         }
@@ -245,12 +257,20 @@ client_addr = "127.0.0.1:9001"
         for (k, _) in &engine {
             assert!(engine_keys.contains_key(k), "[engine] {k} is not a setting");
         }
+        let rebalance_keys = engine_keys["rebalance"].as_table().unwrap();
+        for (k, _) in &rebalance {
+            assert!(
+                rebalance_keys.contains_key(k),
+                "[engine.rebalance] {k} is not a setting"
+            );
+        }
         let known = [
             "metrics_listen",
             "join",
             "retention_bytes",
             "retention_ms",
             "seed",
+            "rack",
         ];
         for (k, _) in &top {
             assert!(

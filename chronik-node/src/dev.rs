@@ -23,6 +23,7 @@ pub async fn run(data_dir: PathBuf, base_port: u16) -> ExitCode {
             id: u64::from(i) + 1,
             client_addr: addr(base_port + i).to_string(),
             peer_addr: addr(base_port + 10 + i).to_string(),
+            rack: None,
         })
         .collect();
     let mut nodes = Vec::new();

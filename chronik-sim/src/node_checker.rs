@@ -1091,6 +1091,7 @@ mod tests {
                         id,
                         peer_addr: format!("h:{id}"),
                         client_addr: format!("h:{}", id + 10),
+                        rack: None,
                     }],
                 },
             )

@@ -119,6 +119,7 @@ impl SimCluster {
                 id,
                 peer_addr: SocketAddr::new(node_ip(id), PEER_PORT).to_string(),
                 client_addr: client_addr(id),
+                rack: None,
             })
             .collect();
         let cfg = node_config(1, members.clone());

@@ -120,6 +120,7 @@ impl LocalCluster {
                 id,
                 peer_addr: free_addr()?.to_string(),
                 client_addr: free_addr()?.to_string(),
+                rack: None,
             });
         }
         let mut nodes = Vec::new();

@@ -14,7 +14,7 @@ mod validation;
 
 pub use commands::{MetadataCommand, MetadataResponse};
 pub use placement::place_partitions;
-pub use validation::{validate_addr, validate_topic_name};
+pub use validation::{validate_addr, validate_rack, validate_topic_name};
 
 use crate::error::Error;
 use crate::types::{GroupId, NodeId, NodeInfo, PartitionId, METADATA_GROUP};
@@ -291,6 +291,7 @@ mod tests {
             id,
             client_addr: format!("10.0.0.{id}:9092"),
             peer_addr: format!("10.0.0.{id}:9093"),
+            rack: None,
         }
     }
 
@@ -341,6 +342,7 @@ mod tests {
                     id: 9,
                     client_addr: "10.0.0.1:9092".into(),
                     peer_addr: "x:1".into(),
+                    rack: None,
                 },
             },
             MetadataCommand::RegisterNode {
@@ -348,6 +350,7 @@ mod tests {
                     id: 1,
                     client_addr: "h:1".into(),
                     peer_addr: "h:2".into(),
+                    rack: None,
                 },
             },
             MetadataCommand::RegisterNode {
@@ -355,6 +358,7 @@ mod tests {
                     id: 9,
                     client_addr: "nonsense".into(),
                     peer_addr: "h:2".into(),
+                    rack: None,
                 },
             },
         ];

@@ -280,5 +280,24 @@ fn validate_node(n: &NodeInfo) -> Result<(), Error> {
             n.id, n.peer_addr
         )));
     }
+    if let Some(rack) = &n.rack {
+        validate_rack(rack).map_err(Error::invalid)?;
+    }
+    Ok(())
+}
+
+/// Longest rack name.
+pub const RACK_NAME_MAX_LEN: usize = 64;
+
+/// Checks a rack name: 1 to 64 printable characters without spaces.
+pub fn validate_rack(rack: &str) -> Result<(), String> {
+    if rack.is_empty()
+        || rack.len() > RACK_NAME_MAX_LEN
+        || rack.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(format!(
+            "rack {rack:?} must be 1 to {RACK_NAME_MAX_LEN} printable characters without spaces"
+        ));
+    }
     Ok(())
 }

@@ -154,6 +154,7 @@ impl Cluster {
                 id,
                 client_addr: format!("node{id}:9092"),
                 peer_addr: format!("node{id}:9093"),
+                rack: None,
             })
             .collect();
         let mut c = Cluster {
@@ -291,6 +292,7 @@ impl Cluster {
             id,
             client_addr: format!("node{id}:9092"),
             peer_addr: format!("node{id}:9093"),
+            rack: None,
         };
         self.infos.push(info.clone());
         self.joined.insert(id, self.infos.clone());
