@@ -224,8 +224,14 @@ pub(crate) struct Group<M, Q, D = ()> {
     /// ReadIndex reads (leader and follower), batched per round.
     pub reads: ReadQueue<Q>,
     observed: Option<Observed>,
-    /// This node applied a configuration of this group without itself.
+    /// This node applied a configuration of this group without itself,
+    /// after one with itself.
     pub removed: bool,
+    /// A configuration of this incarnation listed this node. A replica
+    /// moving in starts unlisted and may replay older configurations
+    /// without itself (from a snapshot taken before it was added, and the
+    /// entries after it): those do not remove it.
+    listed: bool,
     /// What the leader keeps beyond Raft (see [`Duties`]).
     pub duties: D,
     /// Why the state machine is being rebuilt from a leader's snapshot:
@@ -254,6 +260,11 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
         sm: M,
         applied: u64,
     ) -> Self {
+        let cs = raw.store().conf_state();
+        let me = raw.raft.id;
+        let listed = cs.voters.contains(&me)
+            || cs.learners.contains(&me)
+            || cs.voters_outgoing.contains(&me);
         Group {
             id,
             kind,
@@ -265,6 +276,7 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
             reads: ReadQueue::default(),
             observed: None,
             removed: false,
+            listed,
             duties: D::default(),
             repair: None,
             compacting: None,
@@ -534,6 +546,12 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
         let ops = self.sm.take_io();
         sink.state_io(self.id, ops, true);
         self.compacting = None;
+        let cs = snap.get_metadata().get_conf_state();
+        let me = self.raw.raft.id;
+        if cs.voters.contains(&me) || cs.learners.contains(&me) || cs.voters_outgoing.contains(&me)
+        {
+            self.listed = true;
+        }
         self.raw.mut_store().apply_snapshot(snap.clone());
         self.applied = index;
         if let Some(why) = self.repair.take() {
@@ -630,6 +648,36 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
                         reason: format!("replica moved from node {from} to node {to}"),
                     });
                 }
+                if let Ok(Response::Metadata(
+                    MetadataResponse::ReplicaMoveRollingBack {
+                        partition,
+                        group,
+                        from,
+                        to,
+                        isr,
+                        min_insync_replicas,
+                        ..
+                    }
+                    | MetadataResponse::ReplicaMoveRolledBack {
+                        partition,
+                        group,
+                        from,
+                        to,
+                        isr,
+                        min_insync_replicas,
+                    },
+                )) = &r
+                {
+                    sink.event(Event::IsrChanged {
+                        partition: partition.clone(),
+                        group: *group,
+                        isr: isr.clone(),
+                        min_insync_replicas: *min_insync_replicas,
+                        reason: format!(
+                            "move of a replica from node {from} to node {to} rolled back"
+                        ),
+                    });
+                }
                 Some(r)
             }
             EntryType::EntryConfChange => {
@@ -639,7 +687,7 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
                     .and_then(|cc: ConfChange| {
                         self.raw.apply_conf_change(&cc).map_err(|e| e.to_string())
                     });
-                self.after_conf_change(cc);
+                self.after_conf_change(cc, sink);
                 None
             }
             EntryType::EntryConfChangeV2 => {
@@ -649,7 +697,7 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
                     .and_then(|cc: ConfChangeV2| {
                         self.raw.apply_conf_change(&cc).map_err(|e| e.to_string())
                     });
-                self.after_conf_change(cc);
+                self.after_conf_change(cc, sink);
                 None
             }
         };
@@ -688,15 +736,30 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
         }
     }
 
-    fn after_conf_change(&mut self, result: Result<raft::eraftpb::ConfState, String>) {
+    fn after_conf_change<S: StateMachine>(
+        &mut self,
+        result: Result<raft::eraftpb::ConfState, String>,
+        sink: &mut Sink<S>,
+    ) {
         match result {
             Ok(cs) => {
+                sink.event(Event::ConfChanged {
+                    group: self.id,
+                    voters: cs.voters.clone(),
+                    outgoing: cs.voters_outgoing.clone(),
+                    learners: cs.learners.clone(),
+                });
                 let me = self.raw.raft.id;
                 let listed = cs.voters.contains(&me)
                     || cs.learners.contains(&me)
                     || cs.voters_outgoing.contains(&me)
                     || cs.learners_next.contains(&me);
-                if !listed && !cs.voters.is_empty() {
+                if listed {
+                    // Added back (a replica moving in again): it is a
+                    // member, with the state it kept.
+                    self.listed = true;
+                    self.removed = false;
+                } else if self.listed && !cs.voters.is_empty() {
                     self.removed = true;
                 }
                 self.raw.mut_store().set_conf_state(cs)

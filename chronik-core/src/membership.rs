@@ -197,6 +197,9 @@ pub enum Step {
     MoveReplicasOff(NodeId),
     /// Record the change as done in metadata.
     Finish,
+    /// A rolled-back move's new replica is out of the configuration:
+    /// record the move as undone.
+    Abort,
 }
 
 /// The next step of `change`, given the configuration, this (leading) node,
@@ -254,18 +257,20 @@ pub fn next_step(
     }
 }
 
-/// The next step of moving a partition replica from `from` to `to`, on the
-/// partition's leader `me`: `to` joins the group as a learner, catches up,
-/// then one joint configuration promotes it and removes `from` (leadership
-/// moves first if `from` leads), and the move is recorded as finished.
+/// The next step of moving a partition replica (`mv`), on the partition's
+/// leader `me`: `to` joins the group as a learner, catches up and joins the
+/// ISR (`learner_in_sync`), then one joint configuration promotes it and
+/// removes `from` (leadership moves first if `from` leads), and the move is
+/// recorded as finished. A move rolling back removes the learner instead,
+/// unless it was already promoted: then it finishes.
 pub fn next_move_step(
-    from: NodeId,
-    to: NodeId,
+    mv: crate::metadata::ReplicaMove,
     conf: &ConfView,
     me: NodeId,
-    learner_caught_up: bool,
+    learner_in_sync: bool,
     best_other_voter: Option<NodeId>,
 ) -> Step {
+    let (from, to) = (mv.from, mv.to);
     if conf.is_joint() {
         return Step::LeaveJoint;
     }
@@ -280,10 +285,17 @@ pub fn next_move_step(
             remove: Some(from),
         };
     }
+    if mv.rolling_back {
+        return if conf.learners.contains(&to) {
+            Step::RemoveLearner(to)
+        } else {
+            Step::Abort
+        };
+    }
     if !conf.learners.contains(&to) {
         return Step::AddLearner(to);
     }
-    if !learner_caught_up {
+    if !learner_in_sync {
         return Step::AwaitCatchUp(to);
     }
     if from == me {
@@ -450,28 +462,68 @@ mod tests {
         );
     }
 
+    fn mv(from: NodeId, to: NodeId) -> crate::metadata::ReplicaMove {
+        crate::metadata::ReplicaMove {
+            from,
+            to,
+            rolling_back: false,
+        }
+    }
+
+    #[test]
+    fn rolled_back_moves_remove_the_learner_unless_it_was_promoted() {
+        let back = crate::metadata::ReplicaMove {
+            rolling_back: true,
+            ..mv(3, 4)
+        };
+        let mut l = conf(&[1, 2, 3]);
+        l.learners.insert(4);
+        assert_eq!(
+            next_move_step(back, &l, 1, true, Some(2)),
+            Step::RemoveLearner(4)
+        );
+        assert_eq!(
+            next_move_step(back, &conf(&[1, 2, 3]), 1, true, Some(2)),
+            Step::Abort
+        );
+        // Promoted before the rollback arrived: the move finishes.
+        let joint = ConfView {
+            voters: set(&[1, 2, 4]),
+            learners: BTreeSet::new(),
+            outgoing: set(&[1, 2, 3]),
+        };
+        assert_eq!(
+            next_move_step(back, &joint, 1, true, None),
+            Step::LeaveJoint
+        );
+        assert_eq!(
+            next_move_step(back, &conf(&[1, 2, 4]), 1, true, None),
+            Step::Finish
+        );
+    }
+
     #[test]
     fn moves_promote_the_new_replica_and_drop_the_old_in_one_joint_step() {
         let c = conf(&[1, 2, 3]);
         assert_eq!(
-            next_move_step(3, 4, &c, 1, false, Some(2)),
+            next_move_step(mv(3, 4), &c, 1, false, Some(2)),
             Step::AddLearner(4)
         );
         let mut l = c.clone();
         l.learners.insert(4);
         assert_eq!(
-            next_move_step(3, 4, &l, 1, false, Some(2)),
+            next_move_step(mv(3, 4), &l, 1, false, Some(2)),
             Step::AwaitCatchUp(4)
         );
         assert_eq!(
-            next_move_step(3, 4, &l, 1, true, Some(2)),
+            next_move_step(mv(3, 4), &l, 1, true, Some(2)),
             Step::EnterJoint {
                 promote: Some(4),
                 remove: Some(3)
             }
         );
         assert_eq!(
-            next_move_step(1, 4, &l, 1, true, Some(2)),
+            next_move_step(mv(1, 4), &l, 1, true, Some(2)),
             Step::TransferLeadership(2),
             "a leaving leader hands over first"
         );
@@ -481,11 +533,11 @@ mod tests {
             outgoing: set(&[1, 2, 3]),
         };
         assert_eq!(
-            next_move_step(3, 4, &joint, 1, true, None),
+            next_move_step(mv(3, 4), &joint, 1, true, None),
             Step::LeaveJoint
         );
         assert_eq!(
-            next_move_step(3, 4, &conf(&[1, 2, 4]), 1, true, None),
+            next_move_step(mv(3, 4), &conf(&[1, 2, 4]), 1, true, None),
             Step::Finish
         );
     }

@@ -117,6 +117,14 @@ pub enum Event {
         group: GroupId,
         partition: PartitionId,
     },
+    /// A committed configuration change was applied: the group's voters
+    /// (and, while joint, the outgoing voters) and learners now.
+    ConfChanged {
+        group: GroupId,
+        voters: Vec<NodeId>,
+        outgoing: Vec<NodeId>,
+        learners: Vec<NodeId>,
+    },
     GroupDropped {
         group: GroupId,
     },

@@ -89,11 +89,14 @@ pub enum Bug {
     /// has run: a crash then leaves the snapshot naming bytes the disk
     /// lost.
     CompactBeforeStateSynced,
+    /// A replica move promotes the new replica and drops the old one as
+    /// soon as the new one is a learner, before it is in the ISR.
+    MoveBeforeIsr,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 24] = [
+    pub const ALL: [Bug; 25] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::SkipCrc,
@@ -118,6 +121,7 @@ impl Bug {
         Bug::AckWaitsForWholeIsr,
         Bug::SegmentCrcUnchecked,
         Bug::CompactBeforeStateSynced,
+        Bug::MoveBeforeIsr,
     ];
 
     /// The name used on command lines and in `CHRONIK_BUG`.
@@ -147,6 +151,7 @@ impl Bug {
             Bug::AckWaitsForWholeIsr => "ack_waits_for_whole_isr",
             Bug::SegmentCrcUnchecked => "segment_crc_unchecked",
             Bug::CompactBeforeStateSynced => "compact_before_state_synced",
+            Bug::MoveBeforeIsr => "move_before_isr",
         }
     }
 

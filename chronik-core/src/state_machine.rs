@@ -125,6 +125,12 @@ pub trait StateMachine: Sized + 'static {
         None
     }
 
+    /// Bytes the state holds on disk, for the rebalancer's bytes
+    /// dimension. `None`: unknown (counts as 0).
+    fn size_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// Describes the whole state as of `applied_index()`. The engine
     /// compacts the Raft log up to that index once the storage work queued
     /// so far has run, so that work must make everything the snapshot

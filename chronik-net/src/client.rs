@@ -597,6 +597,29 @@ impl Client {
         .await
     }
 
+    /// Plans a rebalance (PLAN, changes nothing), starts one (START), shows
+    /// the latest run (STATUS) or stops starting its moves (CANCEL). START
+    /// and CANCEL go to the metadata leader.
+    pub async fn rebalance(
+        &self,
+        action: proto::rebalance_request::Action,
+        max_moves: u32,
+    ) -> Result<proto::RebalanceResponse, ClientError> {
+        use proto::rebalance_request::Action;
+        let idempotent = matches!(action, Action::Plan | Action::Status);
+        self.with_retries(Target::Metadata, idempotent, |ch| async move {
+            let r = AdminClient::new(ch)
+                .rebalance(proto::RebalanceRequest {
+                    action: action as i32,
+                    max_moves,
+                })
+                .await?
+                .into_inner();
+            Ok(in_band(r.error.clone(), r))
+        })
+        .await
+    }
+
     /// The members and the change in flight, as the first node that
     /// answers sees them.
     pub async fn list_nodes(&self) -> Result<proto::ListNodesResponse, ClientError> {

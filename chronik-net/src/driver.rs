@@ -670,6 +670,21 @@ impl Driver {
                 tracing::info!(group, index, "installed snapshot from leader");
                 false
             }
+            Event::ConfChanged {
+                group,
+                voters,
+                outgoing,
+                learners,
+            } => {
+                tracing::info!(
+                    group,
+                    ?voters,
+                    ?outgoing,
+                    ?learners,
+                    "configuration changed"
+                );
+                false
+            }
             Event::SnapshotCreated { group, index } => {
                 tracing::debug!(group, index, "compacted log behind snapshot");
                 false

@@ -38,6 +38,7 @@ pub mod observer;
 mod partition_io;
 pub mod partition_store;
 pub mod proto;
+mod rebalance_rpc;
 pub mod segment_files;
 mod service;
 mod transport;

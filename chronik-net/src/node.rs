@@ -209,6 +209,7 @@ impl Node {
         let services = Services {
             driver: handle.clone(),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
+            rebalance: config.engine.rebalance.clone(),
         };
         let mut stop = shutdown_rx.clone();
         let client_addr = config.client_listen;

@@ -641,6 +641,10 @@ impl StateMachine for DiskLog {
         self.applied_index
     }
 
+    fn size_bytes(&self) -> Option<u64> {
+        Some(DiskLog::size_bytes(self))
+    }
+
     fn fingerprint(&self) -> Option<u64> {
         Some(self.high_watermark)
     }

@@ -22,6 +22,7 @@ const TIMEOUT_MAX_MS: u64 = 60_000;
 pub(crate) struct Services {
     pub driver: DriverHandle,
     pub request_timeout: Duration,
+    pub rebalance: chronik_core::rebalance::RebalanceConfig,
 }
 
 type Outcome = Result<Response<DiskLog>, proto::Error>;
@@ -327,6 +328,85 @@ impl proto::admin_server::Admin for Services {
             &change,
             result.err(),
         )))
+    }
+
+    async fn rebalance(
+        &self,
+        request: Request<proto::RebalanceRequest>,
+    ) -> Result<GrpcResponse<proto::RebalanceResponse>, Status> {
+        use crate::rebalance_rpc as rpc;
+        use proto::rebalance_request::Action;
+        let r = request.into_inner();
+        let action = Action::try_from(r.action).map_err(|_| {
+            Status::invalid_argument(format!("unknown rebalance action {}", r.action))
+        })?;
+        let cfg = &self.rebalance;
+        let ins = self.inspect().await?;
+        let failed = |e: proto::Error| proto::RebalanceResponse {
+            error: Some(e),
+            answered_by: ins.node_id,
+            ..Default::default()
+        };
+        let resp = match action {
+            Action::Plan => {
+                let p = rpc::plan(&ins.metadata, cfg, r.max_moves);
+                rpc::plan_response(&p, cfg, ins.node_id)
+            }
+            Action::Status => rpc::run_response(
+                &ins.metadata,
+                ins.metadata.rebalance_run(),
+                cfg,
+                ins.node_id,
+            ),
+            Action::Start => {
+                let p = rpc::plan(&ins.metadata, cfg, r.max_moves);
+                if p.is_empty() {
+                    let mut resp = rpc::plan_response(&p, cfg, ins.node_id);
+                    resp.finished = true;
+                    resp
+                } else {
+                    let trigger = format!(
+                        "operator: {} ({})",
+                        match p.before.exceeding(cfg.imbalance_threshold).join(", ") {
+                            s if s.is_empty() => "nothing".to_string(),
+                            s => format!("{s} over {}", cfg.imbalance_threshold),
+                        },
+                        p.before
+                    );
+                    let cmd = Command::Metadata(p.start_command(trigger, cfg.max_concurrent_moves));
+                    match self.run(cmd, self.request_timeout).await {
+                        Ok(Response::Metadata(MetadataResponse::RebalanceStarted {
+                            run, ..
+                        })) => {
+                            let mut resp = rpc::plan_response(&p, cfg, ins.node_id);
+                            resp.run = run;
+                            resp
+                        }
+                        Ok(other) => failed(unexpected(other)),
+                        Err(e) => failed(e),
+                    }
+                }
+            }
+            Action::Cancel => {
+                let cmd = Command::Metadata(MetadataCommand::CancelRebalance {
+                    reason: "cancelled by an operator".into(),
+                });
+                match self.run(cmd, self.request_timeout).await {
+                    Ok(Response::Metadata(MetadataResponse::RebalanceCancelled { .. })) => {
+                        let after = self.inspect().await?;
+                        rpc::run_response(
+                            &after.metadata,
+                            after.metadata.rebalance_run(),
+                            cfg,
+                            after.node_id,
+                        )
+                    }
+                    Ok(other) => failed(unexpected(other)),
+                    Err(e) => failed(e),
+                }
+            }
+        };
+        Ok(GrpcResponse::new(resp))
     }
 
     async fn list_nodes(

@@ -37,6 +37,26 @@ pub enum ClusterCmd {
     },
     /// Every node with its role in the metadata group's configuration.
     ListNodes,
+    /// Balances replicas, leaders and bytes across nodes: plans the fewest
+    /// replica moves (and leadership changes) that bring every node within
+    /// the imbalance threshold, starts them and follows them to the end.
+    Rebalance {
+        /// Show the plan and change nothing.
+        #[arg(long, conflicts_with_all = ["status", "cancel"])]
+        dry_run: bool,
+        /// Plan at most this many replica moves.
+        #[arg(long)]
+        max_moves: Option<u32>,
+        /// Show the latest run and its moves.
+        #[arg(long, conflicts_with = "cancel")]
+        status: bool,
+        /// Start no more moves of the run in flight (moves in flight finish).
+        #[arg(long)]
+        cancel: bool,
+        /// Return once the run is started instead of following it.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Replicas, ISR, leader and per-replica lag of every partition.
     IsrStatus {
         /// Only this topic.
@@ -114,6 +134,22 @@ pub async fn run(cmd: ClusterCmd, addr: &str, format: OutputFormat) -> Result<()
             )
         }
         ClusterCmd::ListNodes => list_nodes(&c, format).await,
+        ClusterCmd::Rebalance {
+            dry_run,
+            max_moves,
+            status,
+            cancel,
+            no_wait,
+        } => {
+            let ask = crate::rebalance::Ask {
+                dry_run,
+                max_moves,
+                status,
+                cancel,
+                no_wait,
+            };
+            crate::rebalance::run(&c, ask, format).await
+        }
         ClusterCmd::IsrStatus {
             topic,
             under_min_isr,

@@ -6,6 +6,7 @@ mod config;
 mod dev;
 mod error;
 mod output;
+mod rebalance;
 mod tools;
 
 use clap::{Parser, Subcommand, ValueEnum};

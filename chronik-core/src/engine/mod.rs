@@ -96,6 +96,12 @@ pub struct Engine<S: StateMachine = RecordLog> {
     now: Time,
     /// The membership step the metadata leader last took.
     membership_gate: controllers::StepGate,
+    /// The rebalancer's state, on the metadata leader.
+    rebalancer: controllers::RebalanceDuties,
+    /// When this node last reported partition sizes.
+    sizes_reported_at: Option<Time>,
+    /// Preferred-leader transfers that came back, per group.
+    preferred_backoff: BTreeMap<GroupId, controllers::PreferredBackoff>,
     /// Set once this node applied a configuration without itself.
     removed_reported: bool,
     /// When each peer's messages last arrived: a node is alive for
@@ -230,6 +236,9 @@ impl<S: StateMachine> Engine<S> {
             self.serve_snapshot_requests();
             self.maintain_membership();
             self.maintain_moves();
+            self.maintain_rebalance();
+            self.report_sizes();
+            self.maintain_preferred_leaders();
             self.dirty.insert(METADATA_GROUP);
         }
         self.process();
@@ -313,14 +322,43 @@ impl<S: StateMachine> Engine<S> {
             // progress, and a removed leader would panic counting a commit
             // (found by simulation seed 1432: the metadata leader removed
             // itself and then took an append response).
+            // A partition replica that left may be moved back in: unless it
+            // led (raft-rs dropped its own progress), it keeps stepping
+            // messages, so the entries that add it again reach it.
             let removed = if group == METADATA_GROUP {
                 self.metadata.removed
             } else {
-                self.partitions.get(&group).is_some_and(|g| g.removed)
+                self.partitions
+                    .get(&group)
+                    .is_some_and(|g| g.removed && g.raw.raft.state == raft::StateRole::Leader)
             };
             if removed {
                 tracing::debug!(from, group, "dropped message for a group this node left");
                 continue;
+            }
+            // Raft ids are node ids, so a replica that moved away and back
+            // is a new incarnation under an old id. It answers no vote
+            // until its own configuration makes it a voter (a candidate of
+            // a configuration from before it left must not count on a
+            // replica that forgot its old vote), and a heartbeat from a
+            // leader that still remembers the old incarnation's progress
+            // commits no further than this log reaches.
+            if let Some(raw) = self.raw_mut(group) {
+                let me = raw.raft.id;
+                let cs = raw.store().conf_state();
+                let voter = cs.voters.contains(&me) || cs.voters_outgoing.contains(&me);
+                if matches!(
+                    message.get_msg_type(),
+                    MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+                ) && !voter
+                {
+                    tracing::debug!(from, group, "not a voter here: vote request ignored");
+                    continue;
+                }
+                let last = raw.raft.raft_log.last_index();
+                if message.get_msg_type() == MessageType::MsgHeartbeat && message.commit > last {
+                    message.commit = last;
+                }
             }
             let result = if group == METADATA_GROUP {
                 if is_snapshot {
@@ -419,6 +457,10 @@ impl<S: StateMachine> Engine<S> {
             for (group, sm) in done.destroy {
                 let ops = sm.destroy();
                 self.sink.state_io(group, ops, true);
+                // A replica moving back in is created once its old files
+                // are gone.
+                self.reconciled_at = 0;
+                self.dirty.insert(METADATA_GROUP);
             }
         }
         self.observe_dirty();

@@ -93,6 +93,15 @@ impl<S: StateMachine> Engine<S> {
     pub(in crate::engine) fn reconcile_groups(&mut self) {
         self.reconciled_at = self.metadata.applied;
         let me = self.config.node_id;
+        // A group whose files are still to be destroyed is created again
+        // only once they are gone (the destroy runs when its batch is
+        // durable; then reconciliation runs again).
+        let destroying: BTreeSet<GroupId> = self
+            .inflight
+            .iter()
+            .flat_map(|i| i.destroy.iter().map(|(g, _)| *g))
+            .chain(self.sink.to_destroy.iter().map(|(g, _)| *g))
+            .collect();
         let wanted: Vec<(GroupId, PartitionId, Vec<NodeId>)> = self
             .metadata
             .sm
@@ -100,6 +109,7 @@ impl<S: StateMachine> Engine<S> {
             .filter(|(_, p)| {
                 (p.replicas.contains(&me) || p.moving.is_some_and(|m| m.to == me))
                     && !self.partitions.contains_key(&p.group)
+                    && !destroying.contains(&p.group)
             })
             .map(|(pid, p)| {
                 // A replica moving in starts with no configuration and

@@ -153,6 +153,9 @@ impl<S: StateMachine> Engine<S> {
             produce_checks: BTreeMap::new(),
             awaiting_isr: Vec::new(),
             membership_gate: controllers::StepGate::default(),
+            rebalancer: controllers::RebalanceDuties::default(),
+            sizes_reported_at: None,
+            preferred_backoff: BTreeMap::new(),
             heard_from: BTreeMap::new(),
             removed_reported: false,
         };

@@ -67,7 +67,22 @@ impl MetadataState {
                 MetadataResponse::TopicCreated { topic }
             }
             MetadataCommand::DeleteTopic { name } => {
-                self.topics.remove(&name);
+                if let Some(t) = self.topics.remove(&name) {
+                    for p in &t.partitions {
+                        self.sizes.remove(&p.group);
+                    }
+                    if let Some(run) = self.rebalance.as_mut().filter(|r| r.active()) {
+                        for m in run.moves.iter_mut().filter(|m| {
+                            !m.state.is_terminal()
+                                && t.partitions.iter().any(|p| p.group == m.group)
+                        }) {
+                            m.state = MoveState::Skipped {
+                                reason: format!("topic {name} was deleted"),
+                            };
+                        }
+                    }
+                    self.maybe_finish_run();
+                }
                 MetadataResponse::TopicDeleted { name }
             }
             MetadataCommand::BeginMembershipChange { change } => {
@@ -80,7 +95,20 @@ impl MetadataState {
             }
             MetadataCommand::BeginReplicaMove { group, from, to } => {
                 let (partition, p) = self.partition_mut(group);
-                p.moving = Some(ReplicaMove { from, to });
+                p.moving = Some(ReplicaMove {
+                    from,
+                    to,
+                    rolling_back: false,
+                });
+                if let Some(m) = self
+                    .rebalance
+                    .as_mut()
+                    .filter(|r| r.active())
+                    .and_then(|r| r.pending_move(group))
+                    .filter(|m| m.from == from && m.to == to)
+                {
+                    m.state = MoveState::InFlight;
+                }
                 tracing::info!(%partition, from, to, "replica move started");
                 MetadataResponse::ReplicaMoveStarted {
                     partition,
@@ -101,19 +129,178 @@ impl MetadataState {
                 if p.preferred_leader == from {
                     p.preferred_leader = to;
                 }
-                // The new replica was promoted once caught up.
+                // The new replica was promoted once in the ISR.
                 if !crate::planted::active(crate::planted::Bug::IsrKeepsMovedReplica) {
                     p.isr.retain(|n| *n != from);
                 }
-                p.isr.push(to);
+                if !p.isr.contains(&to) {
+                    p.isr.push(to);
+                }
                 p.moving = None;
                 tracing::info!(%partition, from, to, "replica move finished");
+                let isr = p.isr.clone();
+                if let Some(m) = self
+                    .rebalance
+                    .as_mut()
+                    .and_then(|r| r.live_move(group, from, to))
+                {
+                    m.state = MoveState::Done;
+                }
+                self.maybe_finish_run();
                 MetadataResponse::ReplicaMoveFinished {
                     partition,
                     group,
                     from,
                     to,
-                    isr: p.isr.clone(),
+                    isr,
+                    min_insync_replicas,
+                }
+            }
+            MetadataCommand::ReportSizes { sizes } => {
+                let mut partitions = 0;
+                for (group, bytes) in sizes {
+                    // A partition deleted since the report stays gone.
+                    if self.partition_of_group(group).is_some() {
+                        self.sizes.insert(group, bytes);
+                        partitions += 1;
+                    }
+                }
+                MetadataResponse::SizesReported { partitions }
+            }
+            MetadataCommand::StartRebalance {
+                trigger,
+                max_concurrent_moves,
+                moves,
+                leaders_now,
+                leaders_after,
+            } => {
+                for l in &leaders_now {
+                    self.partition_mut(l.group).1.preferred_leader = l.to;
+                }
+                let run = RebalanceRun {
+                    id: index,
+                    trigger,
+                    max_concurrent_moves,
+                    moves: moves
+                        .into_iter()
+                        .map(|(group, from, to, bytes)| RunMove {
+                            group,
+                            from,
+                            to,
+                            bytes,
+                            state: MoveState::Pending,
+                        })
+                        .collect(),
+                    leaders_after,
+                    cancelled: None,
+                    finished: false,
+                };
+                let count = run.moves.len();
+                tracing::info!(
+                    run = index,
+                    moves = count,
+                    leaders = leaders_now.len(),
+                    trigger = %run.trigger,
+                    "rebalance started"
+                );
+                self.rebalance = Some(run);
+                self.maybe_finish_run();
+                MetadataResponse::RebalanceStarted {
+                    run: index,
+                    moves: count,
+                }
+            }
+            MetadataCommand::CancelRebalance { reason } => {
+                let run = self.rebalance.as_mut().expect("validated: a run is active");
+                for m in run
+                    .moves
+                    .iter_mut()
+                    .filter(|m| m.state == MoveState::Pending)
+                {
+                    m.state = MoveState::Skipped {
+                        reason: format!("cancelled: {reason}"),
+                    };
+                }
+                tracing::info!(run = run.id, %reason, "rebalance cancelled");
+                run.cancelled = Some(reason);
+                let id = run.id;
+                self.maybe_finish_run();
+                MetadataResponse::RebalanceCancelled { run: id }
+            }
+            MetadataCommand::SkipPlannedMove { group, reason } => {
+                let run = self.rebalance.as_mut().expect("validated: a run is active");
+                let id = run.id;
+                if let Some(m) = run.pending_move(group) {
+                    tracing::info!(run = id, group, %reason, "planned move skipped");
+                    m.state = MoveState::Skipped { reason };
+                }
+                self.maybe_finish_run();
+                MetadataResponse::PlannedMoveSkipped { group }
+            }
+            MetadataCommand::RollBackReplicaMove {
+                group,
+                from,
+                to,
+                reason,
+            } => {
+                let min_insync_replicas = self
+                    .partition_of_group(group)
+                    .map_or(1, |(t, _)| t.min_insync_replicas);
+                let (partition, p) = self.partition_mut(group);
+                if let Some(m) = p.moving.as_mut() {
+                    m.rolling_back = true;
+                }
+                // The new replica leaves the ISR at once: it may be on its
+                // way out of the group.
+                p.isr.retain(|n| *n != to);
+                let isr = p.isr.clone();
+                tracing::warn!(%partition, from, to, %reason, "replica move rolling back");
+                if let Some(m) = self
+                    .rebalance
+                    .as_mut()
+                    .and_then(|r| r.live_move(group, from, to))
+                {
+                    m.state = MoveState::RollingBack {
+                        reason: reason.clone(),
+                    };
+                }
+                MetadataResponse::ReplicaMoveRollingBack {
+                    partition,
+                    group,
+                    from,
+                    to,
+                    isr,
+                    min_insync_replicas,
+                    reason,
+                }
+            }
+            MetadataCommand::AbortReplicaMove { group, from, to } => {
+                let min_insync_replicas = self
+                    .partition_of_group(group)
+                    .map_or(1, |(t, _)| t.min_insync_replicas);
+                let (partition, p) = self.partition_mut(group);
+                p.moving = None;
+                p.isr.retain(|n| *n != to);
+                let isr = p.isr.clone();
+                tracing::info!(%partition, from, to, "replica move rolled back");
+                if let Some(m) = self
+                    .rebalance
+                    .as_mut()
+                    .and_then(|r| r.live_move(group, from, to))
+                {
+                    let reason = match &m.state {
+                        MoveState::RollingBack { reason } => reason.clone(),
+                        _ => "rolled back".into(),
+                    };
+                    m.state = MoveState::RolledBack { reason };
+                }
+                self.maybe_finish_run();
+                MetadataResponse::ReplicaMoveRolledBack {
+                    partition,
+                    group,
+                    from,
+                    to,
+                    isr,
                     min_insync_replicas,
                 }
             }

@@ -52,6 +52,46 @@ pub enum MetadataCommand {
         from: NodeId,
         to: NodeId,
     },
+    /// Starts a rebalance run: `leaders_now` take effect at once, the moves
+    /// run at most `max_concurrent_moves` at a time (cluster-wide), and
+    /// `leaders_after` once every move is over. Refused while a membership
+    /// change or another run is in flight.
+    StartRebalance {
+        trigger: String,
+        max_concurrent_moves: u32,
+        /// (group, from, to, bytes)
+        moves: Vec<(GroupId, NodeId, NodeId, u64)>,
+        leaders_now: Vec<crate::metadata::PlannedLeader>,
+        leaders_after: Vec<crate::metadata::PlannedLeader>,
+    },
+    /// Starts no more moves of the run in flight (moves in flight finish).
+    CancelRebalance {
+        reason: String,
+    },
+    /// A planned move that can no longer start (its partition changed).
+    SkipPlannedMove {
+        group: GroupId,
+        reason: String,
+    },
+    /// Undoes a move in flight: the partition's leader removes the new
+    /// replica (a move whose new replica was already promoted finishes).
+    RollBackReplicaMove {
+        group: GroupId,
+        from: NodeId,
+        to: NodeId,
+        reason: String,
+    },
+    /// The rolled-back replica is out of the group's configuration: the
+    /// placement is as before the move.
+    AbortReplicaMove {
+        group: GroupId,
+        from: NodeId,
+        to: NodeId,
+    },
+    /// Partition sizes a node measured on the partitions it leads.
+    ReportSizes {
+        sizes: Vec<(GroupId, u64)>,
+    },
     /// A partition leader's new ISR. Applies only if the ISR is still
     /// `expected` (compare-and-set: a deposed leader's late proposal, or a
     /// duplicate, changes nothing).
@@ -93,6 +133,38 @@ pub enum MetadataResponse {
         from: NodeId,
         to: NodeId,
         /// The ISR after the move (the new replica replaces the old).
+        isr: Vec<NodeId>,
+        min_insync_replicas: u32,
+    },
+    SizesReported {
+        partitions: usize,
+    },
+    RebalanceStarted {
+        run: u64,
+        moves: usize,
+    },
+    RebalanceCancelled {
+        run: u64,
+    },
+    PlannedMoveSkipped {
+        group: GroupId,
+    },
+    ReplicaMoveRollingBack {
+        partition: PartitionId,
+        group: GroupId,
+        from: NodeId,
+        to: NodeId,
+        /// The ISR without the replica moving in.
+        isr: Vec<NodeId>,
+        min_insync_replicas: u32,
+        reason: String,
+    },
+    ReplicaMoveRolledBack {
+        partition: PartitionId,
+        group: GroupId,
+        from: NodeId,
+        to: NodeId,
+        /// The ISR without the removed replica.
         isr: Vec<NodeId>,
         min_insync_replicas: u32,
     },

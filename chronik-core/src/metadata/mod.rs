@@ -10,10 +10,12 @@
 mod apply;
 mod commands;
 mod placement;
+mod rebalance;
 mod validation;
 
 pub use commands::{MetadataCommand, MetadataResponse};
 pub use placement::place_partitions;
+pub use rebalance::{MoveState, PlannedLeader, RebalanceRun, RunMove};
 pub use validation::{validate_addr, validate_rack, validate_topic_name};
 
 use crate::error::Error;
@@ -39,8 +41,21 @@ pub struct PartitionMeta {
     pub preferred_leader: NodeId,
     pub isr: Vec<NodeId>,
     /// A replica being moved to another node, if any (one at a time per
-    /// partition): `to` hosts a learner until the move finishes.
+    /// partition): `to` hosts a learner until the move finishes, and joins
+    /// the ISR once in sync (the move waits for that).
     pub moving: Option<ReplicaMove>,
+}
+
+impl PartitionMeta {
+    /// The nodes that may be in the ISR: the replicas, and a replica moving
+    /// in (unless its move is rolling back).
+    pub fn isr_candidates(&self) -> Vec<NodeId> {
+        let mut c = self.replicas.clone();
+        if let Some(m) = self.moving.filter(|m| !m.rolling_back) {
+            c.push(m.to);
+        }
+        c
+    }
 }
 
 /// A partition replica moving from one node to another.
@@ -48,6 +63,9 @@ pub struct PartitionMeta {
 pub struct ReplicaMove {
     pub from: NodeId,
     pub to: NodeId,
+    /// The move is being undone: the partition's leader removes the new
+    /// replica (or, if it was already promoted, finishes the move).
+    pub rolling_back: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +95,11 @@ pub struct MetadataState {
     membership: Option<crate::membership::MembershipChange>,
     /// Ids of removed nodes: never reused.
     removed: std::collections::BTreeSet<NodeId>,
+    /// The latest rebalance run.
+    rebalance: Option<RebalanceRun>,
+    /// Bytes per partition replica, as partition leaders last reported
+    /// them (the rebalancer's bytes dimension).
+    sizes: BTreeMap<GroupId, u64>,
 }
 
 impl MetadataState {
@@ -152,6 +175,11 @@ impl MetadataState {
         })
     }
 
+    /// Bytes per partition replica as last reported by their leaders.
+    pub fn partition_sizes(&self) -> &BTreeMap<GroupId, u64> {
+        &self.sizes
+    }
+
     /// The membership change in flight.
     pub fn membership_in_flight(&self) -> Option<&crate::membership::MembershipChange> {
         self.membership.as_ref()
@@ -212,15 +240,7 @@ impl MetadataState {
     }
 
     fn partition_mut(&mut self, group: GroupId) -> (PartitionId, &mut PartitionMeta) {
-        self.topics
-            .values_mut()
-            .find_map(|t| {
-                let name = t.name.clone();
-                t.partitions
-                    .iter_mut()
-                    .find(|p| p.group == group)
-                    .map(|p| (PartitionId::new(name, p.partition), p))
-            })
+        self.partition_of_group_mut(group)
             .expect("validated: the group has a partition")
     }
 
@@ -273,8 +293,8 @@ impl MetadataState {
                     "preferred leader is a replica"
                 );
                 debug_assert!(
-                    p.isr.iter().all(|n| p.replicas.contains(n)),
-                    "ISR is a subset of the replicas"
+                    p.isr.iter().all(|n| p.isr_candidates().contains(n)),
+                    "ISR is a subset of the replicas (and a replica moving in)"
                 );
                 debug_assert!(!p.isr.is_empty(), "an ISR holds at least its leader");
             }

@@ -196,18 +196,88 @@ impl MetadataState {
                         "node {to} is joining or leaving; it takes no replicas"
                     )));
                 }
+                // A move of the rebalance run waits for a free slot.
+                if let Some(run) = self.active_rebalance() {
+                    let planned = run.moves.iter().any(|m| {
+                        m.group == *group
+                            && m.from == *from
+                            && m.to == *to
+                            && m.state == MoveState::Pending
+                    });
+                    if planned && self.moves_in_flight() >= run.max_concurrent_moves as usize {
+                        return Err(Error::invalid(format!(
+                            "{} replica moves are in flight, the most rebalance {} allows",
+                            run.max_concurrent_moves, run.id
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            MetadataCommand::ReportSizes { sizes } => {
+                if sizes.is_empty() || sizes.len() > TOPIC_PARTITIONS_HARD_MAX as usize {
+                    return Err(Error::invalid(format!(
+                        "a size report names 1 to {TOPIC_PARTITIONS_HARD_MAX} partitions, not {}",
+                        sizes.len()
+                    )));
+                }
+                Ok(())
+            }
+            MetadataCommand::StartRebalance {
+                moves,
+                leaders_now,
+                max_concurrent_moves,
+                ..
+            } => self.validate_start_rebalance(moves, leaders_now, *max_concurrent_moves),
+            MetadataCommand::CancelRebalance { .. } => match self.active_rebalance() {
+                Some(r) if r.cancelled.is_none() => Ok(()),
+                _ => Err(Error::invalid("no rebalance is in flight")),
+            },
+            MetadataCommand::SkipPlannedMove { group, .. } => {
+                let pending = self.active_rebalance().is_some_and(|r| {
+                    r.moves
+                        .iter()
+                        .any(|m| m.group == *group && m.state == MoveState::Pending)
+                });
+                if !pending {
+                    return Err(Error::invalid(format!(
+                        "no planned move of group {group} is waiting"
+                    )));
+                }
+                Ok(())
+            }
+            MetadataCommand::RollBackReplicaMove {
+                group, from, to, ..
+            }
+            | MetadataCommand::AbortReplicaMove { group, from, to } => {
+                let (_, p) = self.partition_of_group(*group).ok_or_else(|| {
+                    Error::invalid(format!("group {group} replicates no partition"))
+                })?;
+                let rolling = matches!(cmd, MetadataCommand::AbortReplicaMove { .. });
+                if p.moving
+                    != Some(ReplicaMove {
+                        from: *from,
+                        to: *to,
+                        rolling_back: rolling,
+                    })
+                {
+                    return Err(Error::invalid(format!(
+                        "group {group} is not {} a replica from node {from} to node {to}",
+                        if rolling {
+                            "rolling back a move of"
+                        } else {
+                            "moving"
+                        }
+                    )));
+                }
                 Ok(())
             }
             MetadataCommand::FinishReplicaMove { group, from, to } => {
                 let (_, p) = self.partition_of_group(*group).ok_or_else(|| {
                     Error::invalid(format!("group {group} replicates no partition"))
                 })?;
-                if p.moving
-                    != Some(ReplicaMove {
-                        from: *from,
-                        to: *to,
-                    })
-                {
+                // A move rolling back still finishes if its new replica
+                // was promoted before the rollback reached the leader.
+                if p.moving.map(|m| (m.from, m.to)) != Some((*from, *to)) {
                     return Err(Error::invalid(format!(
                         "group {group} is not moving a replica from node {from} to node {to}"
                     )));
@@ -254,11 +324,11 @@ impl MetadataState {
                     )));
                 }
                 let mut seen = std::collections::BTreeSet::new();
+                let candidates = p.isr_candidates();
                 for n in isr {
-                    if !p.replicas.contains(n) || !seen.insert(*n) {
+                    if !candidates.contains(n) || !seen.insert(*n) {
                         return Err(Error::invalid(format!(
-                            "ISR {isr:?} must be distinct replicas of {:?}",
-                            p.replicas
+                            "ISR {isr:?} must be distinct replicas of {candidates:?}"
                         )));
                     }
                 }

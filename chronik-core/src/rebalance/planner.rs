@@ -95,6 +95,35 @@ impl Plan {
         busy.into_iter().max().unwrap_or(0)
     }
 
+    /// The metadata command that starts this plan as a run.
+    pub fn start_command(
+        &self,
+        trigger: String,
+        max_concurrent_moves: u32,
+    ) -> crate::metadata::MetadataCommand {
+        let leaders = |after: bool| {
+            self.leaders
+                .iter()
+                .filter(|l| l.after_moves == after)
+                .map(|l| crate::metadata::PlannedLeader {
+                    group: l.group,
+                    to: l.to,
+                })
+                .collect()
+        };
+        crate::metadata::MetadataCommand::StartRebalance {
+            trigger,
+            max_concurrent_moves,
+            moves: self
+                .moves
+                .iter()
+                .map(|m| (m.group, m.from, m.to, m.bytes))
+                .collect(),
+            leaders_now: leaders(false),
+            leaders_after: leaders(true),
+        }
+    }
+
     /// The view once every step of the plan is done.
     pub fn applied_to(&self, view: &ClusterView) -> ClusterView {
         let mut v = view.clone();

@@ -123,6 +123,23 @@ impl Cluster {
             self.serving(p, 10_000)
                 .ok_or(format!("no leader serving {p}"))?;
         }
+        // Leadership settles on the preferred leaders (they take it over
+        // from whoever won the first election), so a test starts from the
+        // placement metadata asks for, not from election luck.
+        let preferred = |c: &Cluster, p: &PartitionId| {
+            c.engine(leader)
+                .and_then(|e| e.metadata().partition(p).ok().map(|m| m.preferred_leader))
+                .filter(|n| c.is_up(*n))
+        };
+        self.run_until(10_000, |c| {
+            ids.iter().all(|p| {
+                preferred(c, p).is_none_or(|n| {
+                    c.group_of(p).and_then(|g| c.leader_of(g)).is_some_and(|l| {
+                        l == n && c.engine(n).is_some_and(|e| e.check_leader(p).is_ok())
+                    })
+                })
+            })
+        });
         Ok(ids)
     }
 

@@ -62,6 +62,7 @@ pub struct ClusterConfig {
     pub checks: bool,
     pub isr_max_lag_ms: u64,
     pub read_timeout_ms: u64,
+    pub rebalance: crate::rebalance::RebalanceConfig,
 }
 
 impl ClusterConfig {
@@ -75,6 +76,7 @@ impl ClusterConfig {
             checks: true,
             isr_max_lag_ms: 1_000,
             read_timeout_ms: 1_000,
+            rebalance: crate::rebalance::RebalanceConfig::default(),
         }
     }
 }
@@ -207,6 +209,7 @@ impl Cluster {
         ec.emit_apply_events = self.config.checks;
         ec.isr_max_lag_ms = self.config.isr_max_lag_ms;
         ec.read_timeout_ms = self.config.read_timeout_ms;
+        ec.rebalance = self.config.rebalance.clone();
         ec
     }
 

@@ -53,6 +53,9 @@ impl<S: StateMachine> Engine<S> {
                 .filter(|(id, pr)| pr.recent_active || **id == me)
                 .map(|(id, _)| *id)
                 .collect();
+            // A replica moving in is tracked too: its move waits until it
+            // joins the ISR.
+            let candidates = meta.isr_candidates();
             if g.duties.isr.as_ref().is_none_or(|(t, _)| *t != term) {
                 g.duties.isr = Some((term, IsrTracker::new(now, &policy, &meta.replicas, last)));
             }
@@ -71,19 +74,20 @@ impl<S: StateMachine> Engine<S> {
                     me,
                     last,
                     commit,
-                    &meta.replicas,
+                    &candidates,
                     &meta.isr,
                     &matched,
                 )
             } else if topic.unclean_leader_election {
                 Some(tracker.unclean_takeover(now, &policy, me, last, &meta.replicas, &matched))
             } else {
-                // Hand leadership to the most caught-up in-sync replica;
-                // raft-rs brings it up to date first.
+                // Hand leadership to the most caught-up in-sync replica
+                // (a voter: not a replica still moving in); raft-rs brings
+                // it up to date first.
                 if let Some(target) = meta
                     .isr
                     .iter()
-                    .filter(|n| matched.contains_key(n))
+                    .filter(|n| matched.contains_key(n) && meta.replicas.contains(n))
                     .max_by_key(|n| matched[n])
                 {
                     tracing::info!(
@@ -149,7 +153,7 @@ impl<S: StateMachine> Engine<S> {
             self.now,
             &policy,
             raft.raft_log.last_index(),
-            &meta.replicas,
+            &meta.isr_candidates(),
             &matched,
         ))
     }

@@ -8,7 +8,12 @@ mod isr;
 mod leadership;
 mod membership;
 mod moves;
+mod preferred;
+mod rebalance;
+mod sizes;
 mod steps;
 
 pub(in crate::engine) use leadership::PartitionDuties;
+pub(in crate::engine) use preferred::PreferredBackoff;
+pub(in crate::engine) use rebalance::RebalanceDuties;
 pub(in crate::engine) use steps::StepGate;

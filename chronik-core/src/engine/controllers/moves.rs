@@ -13,13 +13,13 @@ impl<S: StateMachine> Engine<S> {
         let retry_ms = self.config.tick_interval_ms * self.config.election_ticks as u64;
         let mut finished = Vec::new();
         // Moves are rare: look them up once, not once per group led.
-        let moving: Vec<(GroupId, crate::metadata::ReplicaMove)> = self
+        let moving: Vec<(GroupId, crate::metadata::ReplicaMove, bool)> = self
             .metadata
             .sm
             .partitions()
-            .filter_map(|(_, p)| p.moving.map(|m| (p.group, m)))
+            .filter_map(|(_, p)| p.moving.map(|m| (p.group, m, p.isr.contains(&m.to))))
             .collect();
-        for (group, mv) in moving {
+        for (group, mv, to_in_isr) in moving {
             let gid = &group;
             let Some(g) = self.partitions.get_mut(gid) else {
                 continue;
@@ -31,14 +31,15 @@ impl<S: StateMachine> Engine<S> {
                 continue;
             }
             let facts = steps::conf_facts(g, me, mv.to, Some(mv.from));
-            let step = next_move_step(
-                mv.from,
-                mv.to,
-                &facts.conf,
-                me,
-                facts.caught_up,
-                facts.best_other,
-            );
+            // The old replica leaves only once the new one is in the ISR
+            // (in sync by the ISR rules) and holds every committed entry.
+            let in_sync = if crate::planted::active(crate::planted::Bug::MoveBeforeIsr) {
+                // Planted bug (simulation builds only): no wait at all.
+                true
+            } else {
+                to_in_isr && facts.caught_up
+            };
+            let step = next_move_step(mv, &facts.conf, me, in_sync, facts.best_other);
             if !g.duties.move_gate.allows(&step, now, retry_ms) {
                 continue;
             }
@@ -53,6 +54,14 @@ impl<S: StateMachine> Engine<S> {
                 steps::Executed::Controller => match step {
                     Step::Finish => {
                         finished.push(MetadataCommand::FinishReplicaMove {
+                            group: *gid,
+                            from: mv.from,
+                            to: mv.to,
+                        });
+                        Ok(())
+                    }
+                    Step::Abort => {
+                        finished.push(MetadataCommand::AbortReplicaMove {
                             group: *gid,
                             from: mv.from,
                             to: mv.to,

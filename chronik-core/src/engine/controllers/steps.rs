@@ -103,16 +103,18 @@ where
     };
     let proposed = match step {
         Step::AwaitCatchUp(id) => {
-            // The learner must start from a snapshot that lists it (the
-            // configuration is in snapshots, not in the log): take one once
-            // its addition has applied, unless one already does.
+            // The learner must start from a snapshot that lists it as a
+            // learner (the configuration is in snapshots, not in the log):
+            // take one once its addition has applied, unless one already
+            // does. One listing it as a voter is from before it left (a
+            // replica moving back in), and does not count.
             let cs = g
                 .raw
                 .store()
                 .latest_snapshot()
                 .get_metadata()
                 .get_conf_state();
-            let listed = cs.learners.contains(id) || cs.voters.contains(id);
+            let listed = cs.learners.contains(id);
             if !listed {
                 g.force_compact(sink);
             }
@@ -148,7 +150,7 @@ where
             g.raw.transfer_leader(*to);
             Ok(())
         }
-        Step::MoveReplicasOff(_) | Step::Finish => return Executed::Controller,
+        Step::MoveReplicasOff(_) | Step::Finish | Step::Abort => return Executed::Controller,
     };
     Executed::Proposed(proposed)
 }
