@@ -232,6 +232,8 @@ pub(crate) struct Group<M, Q, D = ()> {
     /// without itself (from a snapshot taken before it was added, and the
     /// entries after it): those do not remove it.
     listed: bool,
+    /// The engine reconciled its groups since `removed` was last set.
+    pub removal_seen: bool,
     /// What the leader keeps beyond Raft (see [`Duties`]).
     pub duties: D,
     /// Why the state machine is being rebuilt from a leader's snapshot:
@@ -248,6 +250,10 @@ pub(crate) struct Group<M, Q, D = ()> {
     pub io_reset_ticket: u64,
     /// When a repair whose clearing failed tries again.
     pub reset_due: Option<Time>,
+    /// When this replica last knew a leader (the engine's start for a
+    /// recovered group): a voter that metadata no longer places here and
+    /// that hears from no leader is an orphan (it missed its own removal).
+    pub leader_seen_at: Option<Time>,
     /// Which voter a rebuilding leader offers leadership to next.
     pub handoff_turn: usize,
 }
@@ -277,12 +283,14 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
             observed: None,
             removed: false,
             listed,
+            removal_seen: false,
             duties: D::default(),
             repair: None,
             compacting: None,
             io_reset_ticket: 0,
             reset_due: None,
             handoff_turn: 0,
+            leader_seen_at: None,
         }
     }
 
@@ -759,6 +767,7 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
                     // member, with the state it kept.
                     self.listed = true;
                     self.removed = false;
+                    self.removal_seen = false;
                 } else if self.listed && !cs.voters.is_empty() {
                     self.removed = true;
                 }

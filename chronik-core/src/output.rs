@@ -117,6 +117,13 @@ pub enum Event {
         group: GroupId,
         partition: PartitionId,
     },
+    /// This node, leading the group, started handing leadership to `to`
+    /// (a voluntary change, not an election lost).
+    LeadershipTransfer {
+        group: GroupId,
+        to: NodeId,
+        reason: &'static str,
+    },
     /// A committed configuration change was applied: the group's voters
     /// (and, while joint, the outgoing voters) and learners now.
     ConfChanged {

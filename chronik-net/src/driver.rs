@@ -670,6 +670,10 @@ impl Driver {
                 tracing::info!(group, index, "installed snapshot from leader");
                 false
             }
+            Event::LeadershipTransfer { group, to, reason } => {
+                tracing::info!(group, to, reason, "handing leadership over");
+                false
+            }
             Event::ConfChanged {
                 group,
                 voters,

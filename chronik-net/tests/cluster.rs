@@ -611,7 +611,8 @@ async fn grow_to_four_nodes_and_shrink_back_under_load() {
     let via4 = Client::new(vec![four.client_listen.to_string()]);
     assert_eq!(via4.metadata().await.unwrap().nodes.len(), 4);
 
-    // Shrink: remove it again (it hosts no replicas).
+    // Shrink: remove it again (replicas the rebalancer moved onto it, if
+    // any, move off first).
     let r = Client::new(vec![addrs[0].clone()])
         .remove_node(4)
         .await
@@ -744,6 +745,168 @@ async fn removing_a_node_moves_its_replicas_to_the_others() {
             );
         }
     }
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_gets_its_share_through_a_rebalance_under_load() {
+    use chronik_net::proto::rebalance_request::Action;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let dir = tempdir();
+    let mut spec = spec(3, &dir);
+    // The operator drives this rebalance (the background loop is off).
+    for c in &mut spec.configs {
+        c.engine.rebalance.enabled = false;
+    }
+    let nodes = start_all(&spec).await;
+    let addrs: Vec<String> = spec
+        .configs
+        .iter()
+        .map(|c| c.client_listen.to_string())
+        .collect();
+    let client = Arc::new(Client::new(addrs.clone()));
+    wait_for_nodes(&client, 3).await;
+    client.create_topic("reb", 12, 3, 2).await.unwrap();
+
+    // Producers on every partition throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(AtomicU64::new(0));
+    let mut producers = Vec::new();
+    for w in 0..3u32 {
+        let (c, stop, acks) = (client.clone(), stop.clone(), acks.clone());
+        producers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let p = (w + 3 * i as u32) % 12;
+                let v = Bytes::from(format!("w{w}-{i}"));
+                i += 1;
+                if let Ok(off) = c.produce("reb", p, vec![v.clone()]).await {
+                    acked.push((p, off, v));
+                    acks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            acked
+        }));
+    }
+    let progress = |acks: Arc<AtomicU64>| async move {
+        let from = acks.load(Ordering::Relaxed);
+        for _ in 0..300 {
+            if acks.load(Ordering::Relaxed) >= from + 5 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("produce stopped succeeding");
+    };
+    progress(acks.clone()).await;
+
+    let mut four = NodeConfig::new(4, free_addr(), free_addr(), vec![], dir.join("n4"));
+    four.engine.tick_interval_ms = 20;
+    four.engine.rebalance.enabled = false;
+    four.join = Some(addrs[0].clone());
+    let n4 = Node::start(four.clone()).await.unwrap();
+    let mut joined = false;
+    for _ in 0..300 {
+        let l = list_nodes(&addrs[1]).await;
+        if l.change_in_flight.is_empty()
+            && l.nodes.len() == 4
+            && l.nodes.iter().all(|n| n.role == "voter")
+        {
+            joined = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(joined, "node 4 joined: {:?}", list_nodes(&addrs[1]).await);
+    let placement = |md: &chronik_net::proto::MetadataResponse| {
+        md.topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (p.partition, p.replicas.clone()))
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // A dry run shows moves onto node 4 and changes nothing.
+    let before = placement(&client.metadata().await.unwrap());
+    let plan = client.rebalance(Action::Plan, 0).await.unwrap();
+    assert_eq!(plan.moves.len(), 9, "36 replicas over 4 nodes: {plan:?}");
+    assert!(plan.moves.iter().all(|m| m.to == 4 && m.isr_headroom >= 0));
+    assert!(plan.before.as_ref().unwrap().replicas > 0.2);
+    assert!(plan.after.as_ref().unwrap().replicas <= 0.2);
+    assert!(plan.estimated_duration_ms > 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(placement(&client.metadata().await.unwrap()), before);
+    assert_eq!(client.rebalance(Action::Status, 0).await.unwrap().run, 0);
+
+    // The real thing: started, followed to the end under load.
+    let started = client.rebalance(Action::Start, 0).await.unwrap();
+    assert!(started.run > 0, "{started:?}");
+    let mut done = None;
+    for _ in 0..1200 {
+        let s = client.rebalance(Action::Status, 0).await.unwrap();
+        assert!(
+            s.in_flight <= 3,
+            "at most max_concurrent_moves at once: {s:?}"
+        );
+        if s.finished {
+            done = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done = done.expect("the rebalance finished within 120 s");
+    assert!(
+        done.moves.iter().all(|m| m.state == "done"),
+        "{:?}",
+        done.moves
+    );
+    let current = done.current.unwrap();
+    assert!(
+        current.replicas <= 0.2 && current.leaders <= 0.2,
+        "{current:?}"
+    );
+    let md = client.metadata().await.unwrap();
+    for n in 1..=4u64 {
+        let hosted = md.topics[0]
+            .partitions
+            .iter()
+            .filter(|p| p.replicas.contains(&n))
+            .count();
+        assert_eq!(hosted, 9, "node {n}");
+    }
+    progress(acks.clone()).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    let mut logs = std::collections::BTreeMap::new();
+    for p in producers {
+        for (p, off, v) in p.await.unwrap() {
+            if let std::collections::btree_map::Entry::Vacant(e) = logs.entry(p) {
+                let f = client.fetch("reb", p, 0, 1 << 26).await.unwrap();
+                e.insert(
+                    f.records
+                        .into_iter()
+                        .collect::<std::collections::BTreeMap<u64, Bytes>>(),
+                );
+            }
+            assert_eq!(
+                logs[&p].get(&off),
+                Some(&v),
+                "acknowledged record {p}/{off} lost"
+            );
+            total += 1;
+        }
+    }
+    assert!(total > 0);
+    n4.shutdown().await.unwrap();
     for n in nodes {
         n.shutdown().await.unwrap();
     }

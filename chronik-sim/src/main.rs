@@ -166,6 +166,7 @@ mod runner {
         leaves_ok: u64,
         leaves_refused: u64,
         boundary_refused: u64,
+        rebalanced: u64,
         sim_secs: f64,
         replicas_read: u64,
         node: chronik_sim::node_checker::NodeCounts,
@@ -196,6 +197,7 @@ mod runner {
             self.leaves_ok += r.leaves_accepted;
             self.leaves_refused += r.leaves_refused;
             self.boundary_refused += r.boundary_removals_refused;
+            self.rebalanced += u64::from(r.rebalance_run != 0);
             self.topics_deleted += r.topics_deleted;
             self.rejoins += r.rejoins;
             self.rejoins_judged += r.rejoins_judged;
@@ -270,6 +272,11 @@ mod runner {
                     "no accepting leader checked against its ISR",
                 ),
                 (self.leaves_ok, "no node removal accepted"),
+                (n.moves_finished, "no replica move finished"),
+                (
+                    n.promotions_checked,
+                    "no replica move's promotion checked against the ISR",
+                ),
                 (
                     self.boundary_refused,
                     "no removal at the quorum boundary refused",
@@ -342,6 +349,10 @@ mod runner {
             println!(
                 "membership: {} nodes joined during faults, {} removals accepted and {} refused or unanswered, {} removals at the quorum boundary refused",
                 self.joins, self.leaves_ok, self.leaves_refused, self.boundary_refused
+            );
+            println!(
+                "replica moves (rebalancing and removals): {} finished, {} rolled back, {} promotions checked against the ISR; {} seeds ran a rebalance, each checked settled after healing with every partition at its replication factor",
+                n.moves_finished, n.moves_rolled_back, n.promotions_checked, self.rebalanced
             );
             println!(
                 "min_insync_replicas: {} produces refused before append, {} failed after append, {} acknowledgements checked against the leader's ISR, {} against the disks of the ISR; {} produces accepted by a leader checked against its ISR; {} accepted by a leader outside its ISR on topics allowing unclean election; {} ISR members checked to hold what their leader accepted a lag window earlier",

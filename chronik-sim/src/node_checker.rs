@@ -161,6 +161,10 @@ struct Leadership {
 /// Counters of what the node-side checks saw.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NodeCounts {
+    /// Replica moves' promotions checked against the ISR.
+    pub promotions_checked: u64,
+    pub moves_finished: u64,
+    pub moves_rolled_back: u64,
     pub leader_elections: u64,
     pub entries_applied: u64,
     pub produce_acks_checked: u64,
@@ -212,6 +216,9 @@ impl std::ops::AddAssign for NodeCounts {
         self.unclean_accepts += b.unclean_accepts;
         self.isr_members_checked_in_bound += b.isr_members_checked_in_bound;
         self.replicas_rebuilt += b.replicas_rebuilt;
+        self.promotions_checked += b.promotions_checked;
+        self.moves_finished += b.moves_finished;
+        self.moves_rolled_back += b.moves_rolled_back;
     }
 }
 
@@ -267,6 +274,16 @@ struct Inner {
     /// their disk, until a snapshot installs.
     rebuilding: std::collections::BTreeSet<(NodeId, GroupId)>,
     replicas_rebuilt: u64,
+    /// (group, node) pairs some node applied an ISR holding: a replica
+    /// move may promote its new replica only once it was in the ISR.
+    ever_in_isr: std::collections::BTreeSet<(GroupId, NodeId)>,
+    /// Replica promotions checked against the ISR, and moves finished and
+    /// rolled back (each counted once, by the first node to apply it).
+    promotions_checked: u64,
+    /// Every voluntary leadership handoff started, in order: (group, to).
+    transfers: Vec<(GroupId, NodeId)>,
+    moves_finished: std::collections::BTreeSet<(GroupId, String)>,
+    moves_rolled_back: std::collections::BTreeSet<(GroupId, String)>,
     /// Nodes whose partition storage a fault damaged (rot) or failed (a
     /// partition disk error): the only ones with a reason to rebuild a
     /// replica. Anywhere else a rebuild means the engine let its files
@@ -438,12 +455,18 @@ impl Inner {
                 let mut distinct = p.isr.clone();
                 distinct.sort_unstable();
                 distinct.dedup();
+                // A replica moving in may join the ISR before it is
+                // promoted (the move waits for that), unless its move is
+                // being rolled back.
+                let incoming = p.moving.filter(|m| !m.rolling_back).map(|m| m.to);
                 if p.isr.is_empty()
                     || distinct.len() != p.isr.len()
-                    || p.isr.iter().any(|n| !p.replicas.contains(n))
+                    || p.isr
+                        .iter()
+                        .any(|n| !p.replicas.contains(n) && Some(*n) != incoming)
                 {
                     self.core.violation(format!(
-                        "ISR: node {node} applied ISR {:?} for {}-{} (group {}) at metadata index {}, not a non-empty set of its replicas {:?}",
+                        "ISR: node {node} applied ISR {:?} for {}-{} (group {}) at metadata index {}, not a non-empty set of its replicas {:?} (and the replica moving in)",
                         p.isr,
                         t.name,
                         p.partition,
@@ -539,6 +562,17 @@ impl NodeChecker {
         self.inner.lock().core.trace_hash()
     }
 
+    /// How many leadership handoffs were started so far.
+    pub fn transfer_count(&self) -> usize {
+        self.inner.lock().transfers.len()
+    }
+
+    /// The (group, new leader) handoffs started after the first `from`.
+    pub fn transfers_since(&self, from: usize) -> std::collections::BTreeSet<(GroupId, NodeId)> {
+        let i = self.inner.lock();
+        i.transfers.iter().skip(from).copied().collect()
+    }
+
     pub fn counts(&self) -> NodeCounts {
         let i = self.inner.lock();
         NodeCounts {
@@ -560,6 +594,9 @@ impl NodeChecker {
             unclean_accepts: i.unclean_accepts,
             isr_members_checked_in_bound: i.isr_members_checked_in_bound,
             replicas_rebuilt: i.replicas_rebuilt,
+            promotions_checked: i.promotions_checked,
+            moves_finished: i.moves_finished.len() as u64,
+            moves_rolled_back: i.moves_rolled_back.len() as u64,
         }
     }
 
@@ -633,6 +670,9 @@ impl NodeChecker {
                     *commit = (*commit).max(hard_state.commit);
                 }
                 if let GroupUpdate::Drop { group } = u {
+                    // A replica moved away and back is a new incarnation:
+                    // its commit index starts again.
+                    model.commit.remove(group);
                     if let Some(g) = model.state.groups.get(group) {
                         model.dropped.insert(*group, g.clone());
                     }
@@ -738,6 +778,7 @@ impl EngineObserver for NodeChecker {
 
     fn on_event(&self, node: NodeId, event: &Event) {
         let mut i = self.inner.lock();
+
         i.core.trace(node, &format!("{event:?}"));
         i.core.on_event(node, event);
         match event {
@@ -781,8 +822,17 @@ impl EngineObserver for NodeChecker {
                 group,
                 isr,
                 min_insync_replicas,
+                reason,
                 ..
             } => {
+                for n in isr {
+                    i.ever_in_isr.insert((*group, *n));
+                }
+                if reason.starts_with("replica moved") {
+                    i.moves_finished.insert((*group, reason.clone()));
+                } else if reason.contains("rolled back") {
+                    i.moves_rolled_back.insert((*group, reason.clone()));
+                }
                 i.isr_of
                     .insert((node, *group), (isr.clone(), *min_insync_replicas));
                 i.isr_in_order.insert((node, *group), isr.clone());
@@ -799,6 +849,27 @@ impl EngineObserver for NodeChecker {
             }
             Event::GroupDropped { group } => {
                 i.leaderships.remove(&(node, *group));
+            }
+            Event::LeadershipTransfer { group, to, .. } => {
+                i.transfers.push((*group, *to));
+            }
+            // Entering a joint configuration promotes a partition's new
+            // replica (and drops the old one): the new one must have been
+            // in the ISR first, or the in-sync count drops with the move.
+            Event::ConfChanged {
+                group,
+                voters,
+                outgoing,
+                ..
+            } if *group != chronik_core::METADATA_GROUP && !outgoing.is_empty() => {
+                for promoted in voters.iter().filter(|v| !outgoing.contains(v)) {
+                    i.promotions_checked += 1;
+                    if !i.ever_in_isr.contains(&(*group, *promoted)) {
+                        i.core.violation(format!(
+                            "move promotes a replica outside the ISR: node {node} applied a joint configuration of group {group} promoting node {promoted} (voters {voters:?}, outgoing {outgoing:?}), which no node ever applied an ISR holding"
+                        ));
+                    }
+                }
             }
             Event::ProduceAcked { group, index } => i.on_ack(node, *group, *index),
             Event::SnapshotInstalled { group, .. } if *group == chronik_core::METADATA_GROUP => {

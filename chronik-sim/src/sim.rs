@@ -98,6 +98,11 @@ fn node_config(id: u64, members: Vec<NodeInfo>) -> NodeConfig {
     cfg.request_timeout_ms = 3_000;
     cfg.engine.isr_max_lag_ms = 1_000;
     cfg.engine.read_timeout_ms = 2_000;
+    // Rebalance often, so moves run under the faults; a move that cannot
+    // finish while faults strike rolls back.
+    cfg.engine.rebalance.check_interval_ms = 2_000;
+    cfg.engine.rebalance.migration_timeout_ms = 8_000;
+    cfg.engine.rebalance.max_concurrent_moves = 2;
     cfg
 }
 

@@ -102,6 +102,9 @@ pub struct Engine<S: StateMachine = RecordLog> {
     sizes_reported_at: Option<Time>,
     /// Preferred-leader transfers that came back, per group.
     preferred_backoff: BTreeMap<GroupId, controllers::PreferredBackoff>,
+    /// Voters metadata no longer places here, kept while they hear from a
+    /// leader (see `reconcile_groups`).
+    unwanted_voters: Vec<GroupId>,
     /// Set once this node applied a configuration without itself.
     removed_reported: bool,
     /// When each peer's messages last arrived: a node is alive for
@@ -195,6 +198,11 @@ impl<S: StateMachine> Engine<S> {
                             let to = voters[g.handoff_turn % voters.len()];
                             g.handoff_turn += 1;
                             g.raw.transfer_leader(to);
+                            self.sink.event(Event::LeadershipTransfer {
+                                group: g.id,
+                                to,
+                                reason: "rebuilding replica hands leadership on",
+                            });
                         }
                     }
                 } else if g.raw.raft.pending_request_snapshot == 0 {
@@ -237,6 +245,11 @@ impl<S: StateMachine> Engine<S> {
             self.maintain_membership();
             self.maintain_moves();
             self.maintain_rebalance();
+            if !self.unwanted_voters.is_empty() {
+                // Orphans are dropped once they have been silent long
+                // enough: reconcile again to see.
+                self.reconciled_at = u64::MAX;
+            }
             self.report_sizes();
             self.maintain_preferred_leaders();
             self.dirty.insert(METADATA_GROUP);

@@ -4,6 +4,10 @@
 
 use super::*;
 
+/// Election timeouts without a leader after which a voter that metadata
+/// no longer places on this node is dropped as an orphan.
+const ORPHAN_ELECTION_TIMEOUTS: u64 = 10;
+
 impl<S: StateMachine> Engine<S> {
     /// Notices role, term and leader changes of every group (after ticks,
     /// which touch them all).
@@ -58,6 +62,16 @@ impl<S: StateMachine> Engine<S> {
             } else if let Some(g) = self.partitions.get_mut(&group) {
                 while g.handle_ready(&mut self.sink) {}
                 g.sync_applied();
+                if g.raw.raft.leader_id != 0 || g.leader_seen_at.is_none() {
+                    g.leader_seen_at = Some(self.now);
+                }
+                if g.removed && !g.removal_seen {
+                    // Out of the group's configuration: drop it once the
+                    // metadata agrees (reconcile again now).
+                    g.removal_seen = true;
+                    self.reconciled_at = u64::MAX;
+                    self.dirty.insert(METADATA_GROUP);
+                }
                 g.serve_reads(&mut self.sink, |sm, q| sm.0.query(q).map(Response::Query));
                 let ctx = self.next_read_ctx.to_be_bytes().to_vec();
                 if g.start_read_round(ctx, self.config.read_timeout_ms, self.now) {
@@ -157,6 +171,14 @@ impl<S: StateMachine> Engine<S> {
             });
         }
         let md = &self.metadata.sm;
+        let now = self.now;
+        // A voter that metadata moved away (or whose metadata lags a move
+        // onto it) is kept while it hears from a leader; one that has not
+        // for this long missed its own removal and goes.
+        let orphan_ms = ORPHAN_ELECTION_TIMEOUTS
+            * self.config.tick_interval_ms
+            * self.config.election_ticks as u64;
+        let mut kept = Vec::new();
         let gone: Vec<GroupId> = self
             .partitions
             .keys()
@@ -164,11 +186,30 @@ impl<S: StateMachine> Engine<S> {
             .filter(|g| {
                 md.is_deleted_group(*g)
                     || md.partition_of_group(*g).is_some_and(|(_, p)| {
-                        // Moved away from this node.
-                        !p.replicas.contains(&me) && p.moving.is_none_or(|m| m.to != me)
+                        // Moved away from this node: unless the group's own
+                        // configuration makes this node a voter. Then the
+                        // metadata applied here is behind the group (a move
+                        // rolled back and started again, whose promotion
+                        // this node saw first): dropping would throw away
+                        // a voter's log and vote.
+                        !p.replicas.contains(&me)
+                            && p.moving.is_none_or(|m| m.to != me)
+                            && self.partitions.get(g).is_none_or(|g| {
+                                let orphan = g.leader_seen_at.is_some_and(|at| {
+                                    now.as_millis() >= at.as_millis() + orphan_ms
+                                });
+                                let drop = g.removed
+                                    || !g.raw.store().conf_state().voters.contains(&me)
+                                    || orphan;
+                                if !drop {
+                                    kept.push(g.id);
+                                }
+                                drop
+                            })
                     })
             })
             .collect();
+        self.unwanted_voters = kept;
         for group in gone {
             if let Some(mut g) = self.partitions.remove(&group) {
                 // A deleted partition is gone whatever happened to its

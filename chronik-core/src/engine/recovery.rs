@@ -156,6 +156,7 @@ impl<S: StateMachine> Engine<S> {
             rebalancer: controllers::RebalanceDuties::default(),
             sizes_reported_at: None,
             preferred_backoff: BTreeMap::new(),
+            unwanted_voters: Vec::new(),
             heard_from: BTreeMap::new(),
             removed_reported: false,
         };
@@ -228,6 +229,11 @@ impl<S: StateMachine> Engine<S> {
                     "handing leadership off while the state is rebuilt"
                 );
                 g.raw.transfer_leader(to);
+                self.sink.event(Event::LeadershipTransfer {
+                    group,
+                    to,
+                    reason: "state being rebuilt",
+                });
             }
         }
         self.dirty.insert(group);

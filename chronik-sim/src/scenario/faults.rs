@@ -380,6 +380,7 @@ async fn rejoin(node: &u64, ms: &u64, st: &mut FaultState, cx: &mut Ctx<'_>) -> 
         .collect();
     let o = others.clone();
     let armed_before = checker.armed_any();
+    let transfers_before = checker.transfer_count();
     let fired_before: u64 = checker.crash_points_fired().values().sum();
     // A leader that has not heard from its followers since a
     // heal or a restart yet (their streams still reconnecting)
@@ -440,11 +441,17 @@ async fn rejoin(node: &u64, ms: &u64, st: &mut FaultState, cx: &mut Ctx<'_>) -> 
         && !changing_before
         && !changing_after
         && quiet_membership;
+    // A leader that handed leadership over on its own (to a preferred
+    // leader back in sync, say) was not deposed.
+    let handed_over = checker.transfers_since(transfers_before);
     let deposed: Vec<String> = before
         .iter()
         .filter(|(_, (leader, _))| leader != node)
         .filter_map(|(g, (leader, term))| {
             let (l2, t2) = after.get(g)?;
+            if handed_over.contains(&(*g, *l2)) {
+                return None;
+            }
             (t2 > term)
                 .then(|| format!("group {g}: leader {leader} term {term} -> leader {l2} term {t2}"))
         })

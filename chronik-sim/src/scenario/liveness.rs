@@ -138,9 +138,13 @@ pub(super) async fn check_replicas(
                 // may not know yet; the deletion has its own checks.
                 continue;
             }
+            // Replicas may still be moving while they converge: the
+            // placement is asked again on every round.
+            let mut replicas = p.replicas.clone();
+            let mut answered_by = md.answered_by;
             let reads = loop {
                 let mut reads = Vec::new();
-                for r in &p.replicas {
+                for r in &replicas {
                     reads.push(ReplicaRead {
                         node: *r,
                         records: crate::read_replica(*r, &t.name, p.partition).await,
@@ -155,7 +159,7 @@ pub(super) async fn check_replicas(
                 }
                 if madsim::time::Instant::now() >= deadline {
                     return Err(format!(
-                        "replicas of {k} did not converge within {}s after healing: record counts by replica {:?}",
+                        "replicas of {k} did not converge within {}s after healing (placement as node {answered_by} applied it): record counts by replica {:?}",
                         bound.as_secs(),
                         reads
                             .iter()
@@ -164,6 +168,20 @@ pub(super) async fn check_replicas(
                     ));
                 }
                 madsim::time::sleep(Duration::from_millis(200)).await;
+                if let Some((by, now)) = admin.metadata().await.ok().and_then(|m| {
+                    let by = m.answered_by;
+                    m.topics
+                        .into_iter()
+                        .find(|x| x.name == t.name)
+                        .and_then(|x| {
+                            x.partitions
+                                .into_iter()
+                                .find(|q| q.partition == p.partition)
+                        })
+                        .map(|q| (by, q.replicas))
+                }) {
+                    (answered_by, replicas) = (by, now);
+                }
             };
             read += reads.iter().filter(|r| r.records.is_some()).count() as u64;
             let empty = Vec::new();
@@ -218,6 +236,52 @@ pub(super) async fn await_membership(nodes: &[u64], bound: Duration) -> Result<V
         "members did not agree on membership {}s after healing: {last}",
         bound.as_secs()
     ))
+}
+
+/// Waits until the latest rebalance run (if any) is over, as `admin`'s
+/// answering node applied it, then checks that every partition kept its
+/// replication factor. Returns the run's id (0: none ran).
+pub(super) async fn await_rebalance(admin: &Client, bound: Duration) -> Result<u64, String> {
+    use chronik_net::proto::rebalance_request::Action;
+    let deadline = madsim::time::Instant::now() + bound;
+    let mut last = String::new();
+    let run = loop {
+        if madsim::time::Instant::now() >= deadline {
+            return Err(format!(
+                "a rebalance was still in flight {}s after healing: {last}",
+                bound.as_secs()
+            ));
+        }
+        match admin.rebalance(Action::Status, 0).await {
+            Ok(s) if s.run == 0 || (s.finished && s.in_flight == 0) => break s.run,
+            Ok(s) => {
+                last = format!(
+                    "run {} ({}), {} in flight, moves {:?}",
+                    s.run,
+                    s.trigger,
+                    s.in_flight,
+                    s.moves
+                        .iter()
+                        .map(|m| format!("{} {}->{} {}", m.group, m.from, m.to, m.state))
+                        .collect::<Vec<_>>()
+                )
+            }
+            Err(e) => last = e.to_string(),
+        }
+        madsim::time::sleep(Duration::from_millis(200)).await;
+    };
+    let md = admin.metadata().await.map_err(|e| e.to_string())?;
+    for t in &md.topics {
+        for p in &t.partitions {
+            if p.replicas.len() != t.replication_factor as usize {
+                return Err(format!(
+                    "replication factor dropped: {}-{} has replicas {:?}, its topic asks for {}",
+                    t.name, p.partition, p.replicas, t.replication_factor
+                ));
+            }
+        }
+    }
+    Ok(run)
 }
 
 /// Waits until every node reports a leader for each group it hosts, the
@@ -338,6 +402,18 @@ pub(super) async fn heal_and_check(
         .expect("liveness task")
     {
         report.liveness.push(e);
+    }
+
+    // Every rebalance run finishes (or rolls back) once healed, and no
+    // partition lost a replica on the way.
+    let a = admin.clone();
+    match client_node
+        .spawn(async move { await_rebalance(&a, LIVENESS_BOUND).await })
+        .await
+        .expect("rebalance task")
+    {
+        Ok(run) => report.rebalance_run = run,
+        Err(e) => report.liveness.push(e),
     }
 
     // A deletion asked during the faults may not have happened: ask again

@@ -44,6 +44,8 @@ pub struct RunReport {
     pub leaves_refused: u64,
     /// Removals tried at the quorum boundary, refused as they must be.
     pub boundary_removals_refused: u64,
+    /// The latest rebalance run's id after healing (0: none ran).
+    pub rebalance_run: u64,
     /// Crash points reached, by kind.
     pub crash_points: BTreeMap<chronik_net::CrashPoint, u64>,
     /// Nodes cut off and let back, and of those the rejoins judged (nothing
@@ -169,6 +171,7 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static [&'static str
         // nobody sent.
         Bug::SegmentCrcUnchecked => &["stored: ", "UnknownValue"],
         Bug::CompactBeforeStateSynced => &["repair without storage damage"],
+        Bug::MoveBeforeIsr => &["move promotes a replica outside the ISR"],
     }
 }
 

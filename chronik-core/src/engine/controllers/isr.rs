@@ -96,6 +96,11 @@ impl<S: StateMachine> Engine<S> {
                         "leader outside the ISR hands leadership over"
                     );
                     g.raw.transfer_leader(*target);
+                    self.sink.event(Event::LeadershipTransfer {
+                        group: *gid,
+                        to: *target,
+                        reason: "leader outside the ISR",
+                    });
                     g.duties.isr_acted_at = Some(now);
                     self.dirty.insert(*gid);
                 }

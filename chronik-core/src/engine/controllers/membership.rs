@@ -24,9 +24,11 @@ impl<S: StateMachine> Engine<S> {
             return;
         }
         let facts = steps::conf_facts(g, me, change.node(), None);
-        let hosts_replicas =
-            g.sm.partitions()
-                .any(|(_, p)| p.replicas.contains(&change.node()));
+        // A replica moving onto the node counts: its move is rolled back
+        // first (or, promoted already, finishes and moves off again).
+        let hosts_replicas = g.sm.partitions().any(|(_, p)| {
+            p.replicas.contains(&change.node()) || p.moving.is_some_and(|m| m.to == change.node())
+        });
         let Some(step) = next_step(
             &change,
             &facts.conf,
@@ -51,6 +53,27 @@ impl<S: StateMachine> Engine<S> {
             }
             steps::Executed::Controller => match step.clone() {
                 Step::MoveReplicasOff(node) => {
+                    // A move onto the leaving node rolls back.
+                    if let Some((group, m)) = g
+                        .sm
+                        .partitions()
+                        .find_map(|(_, p)| p.moving.filter(|m| m.to == node).map(|m| (p.group, m)))
+                    {
+                        if m.rolling_back {
+                            return;
+                        }
+                        let cmd = MetadataCommand::RollBackReplicaMove {
+                            group,
+                            from: m.from,
+                            to: m.to,
+                            reason: format!("node {node} is leaving the cluster"),
+                        };
+                        let data = postcard::to_stdvec(&cmd).expect("metadata commands serialize");
+                        let _ = g.raw.propose(vec![], data);
+                        self.membership_gate.taken(step, now);
+                        self.dirty.insert(METADATA_GROUP);
+                        return;
+                    }
                     // One partition at a time: wait for a move in flight.
                     if g.sm
                         .partitions()

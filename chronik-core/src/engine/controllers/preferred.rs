@@ -30,6 +30,15 @@ impl<S: StateMachine> Engine<S> {
         let now = self.now;
         let me = self.config.node_id;
         let hold = 2 * self.config.tick_interval_ms * self.config.election_ticks as u64;
+        // A new leader serves nothing before a metadata round trip confirms
+        // its view: hand over only while the metadata leader is heard from.
+        let mraft = &self.metadata.raw.raft;
+        let metadata_healthy = mraft.leader_id != 0
+            && (mraft.state == raft::StateRole::Leader
+                || mraft.election_elapsed <= 2 * self.config.heartbeat_ticks);
+        if !metadata_healthy {
+            return;
+        }
         let md = &self.metadata.sm;
         let backoff = &mut self.preferred_backoff;
         backoff.retain(|g, _| self.partitions.get(g).is_some_and(|g| g.is_leader()));
@@ -82,6 +91,11 @@ impl<S: StateMachine> Engine<S> {
                 "leadership goes to the preferred leader"
             );
             g.raw.transfer_leader(target);
+            self.sink.event(Event::LeadershipTransfer {
+                group: *gid,
+                to: target,
+                reason: "preferred leader in sync",
+            });
             b.attempts += 1;
             b.next_at = now.plus_millis(hold << b.attempts.min(BACKOFF_MAX_SHIFT));
             self.dirty.insert(*gid);

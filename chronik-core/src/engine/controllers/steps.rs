@@ -148,6 +148,11 @@ where
         Step::LeaveJoint => g.raw.propose_conf_change(vec![], ConfChangeV2::default()),
         Step::TransferLeadership(to) => {
             g.raw.transfer_leader(*to);
+            sink.event(Event::LeadershipTransfer {
+                group: g.id,
+                to: *to,
+                reason: "leaving the group's configuration",
+            });
             Ok(())
         }
         Step::MoveReplicasOff(_) | Step::Finish | Step::Abort => return Executed::Controller,
