@@ -8,7 +8,7 @@
 //! are applied and answered.
 
 use crate::error::Error;
-use crate::metadata::{MetadataCommand, MetadataResponse, MetadataState};
+use crate::metadata::{MetadataCommand, MetadataState};
 use crate::output::{Event, GroupMessage, Output, Response};
 use crate::persist::GroupUpdate;
 use crate::read_index::ReadQueue;
@@ -609,82 +609,10 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
             }
             EntryType::EntryNormal => {
                 let r = self.sm.apply_data(self.id, index, &entry.data);
-                if let Ok(Response::Metadata(MetadataResponse::IsrUpdated {
-                    partition,
-                    group,
-                    isr,
-                    min_insync_replicas,
-                    reason,
-                })) = &r
-                {
-                    sink.event(Event::IsrChanged {
-                        partition: partition.clone(),
-                        group: *group,
-                        isr: isr.clone(),
-                        min_insync_replicas: *min_insync_replicas,
-                        reason: reason.clone(),
-                    });
-                }
-                if let Ok(Response::Metadata(MetadataResponse::TopicCreated { topic })) = &r {
-                    // Every partition starts with all its replicas in sync:
-                    // reported like any later change, so observers know
-                    // each ISR from its first applied state on.
-                    for p in &topic.partitions {
-                        sink.event(Event::IsrChanged {
-                            partition: crate::types::PartitionId::new(&topic.name, p.partition),
-                            group: p.group,
-                            isr: p.isr.clone(),
-                            min_insync_replicas: topic.min_insync_replicas,
-                            reason: "topic created".into(),
-                        });
+                if let Ok(Response::Metadata(m)) = &r {
+                    for e in m.events() {
+                        sink.event(e);
                     }
-                }
-                if let Ok(Response::Metadata(MetadataResponse::ReplicaMoveFinished {
-                    partition,
-                    group,
-                    from,
-                    to,
-                    isr,
-                    min_insync_replicas,
-                })) = &r
-                {
-                    sink.event(Event::IsrChanged {
-                        partition: partition.clone(),
-                        group: *group,
-                        isr: isr.clone(),
-                        min_insync_replicas: *min_insync_replicas,
-                        reason: format!("replica moved from node {from} to node {to}"),
-                    });
-                }
-                if let Ok(Response::Metadata(
-                    MetadataResponse::ReplicaMoveRollingBack {
-                        partition,
-                        group,
-                        from,
-                        to,
-                        isr,
-                        min_insync_replicas,
-                        ..
-                    }
-                    | MetadataResponse::ReplicaMoveRolledBack {
-                        partition,
-                        group,
-                        from,
-                        to,
-                        isr,
-                        min_insync_replicas,
-                    },
-                )) = &r
-                {
-                    sink.event(Event::IsrChanged {
-                        partition: partition.clone(),
-                        group: *group,
-                        isr: isr.clone(),
-                        min_insync_replicas: *min_insync_replicas,
-                        reason: format!(
-                            "move of a replica from node {from} to node {to} rolled back"
-                        ),
-                    });
                 }
                 Some(r)
             }

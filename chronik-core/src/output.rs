@@ -117,6 +117,14 @@ pub enum Event {
         group: GroupId,
         partition: PartitionId,
     },
+    /// This node's metadata replica applied a rebalancing or replica-move
+    /// decision (`run_started`, `run_cancelled`, `move_started`,
+    /// `move_finished`, `move_rolling_back`, `move_rolled_back`,
+    /// `move_skipped`); `group` is the partition's, for moves.
+    RebalanceDecision {
+        decision: &'static str,
+        group: Option<GroupId>,
+    },
     /// This node, leading the group, started handing leadership to `to`
     /// (a voluntary change, not an election lost).
     LeadershipTransfer {

@@ -135,31 +135,19 @@ fn a_move_whose_new_replica_cannot_catch_up_rolls_back() {
         .expect("a follower");
     // The new replica's node is cut off: it never joins the ISR.
     c.isolate(spare);
-    let r = metadata_command(
-        &mut c,
-        MetadataCommand::StartRebalance {
-            trigger: "test".into(),
-            max_concurrent_moves: 1,
-            moves: vec![(meta.group, from, spare, 0)],
-            leaders_now: vec![],
-            leaders_after: vec![],
-        },
-    );
-    // The metadata leader may be the isolated node: then ask again.
-    if r.is_err() {
+    let start = MetadataCommand::StartRebalance {
+        trigger: "test".into(),
+        max_concurrent_moves: 1,
+        moves: vec![(meta.group, from, spare, 0)],
+        leaders_now: vec![],
+        leaders_after: vec![],
+    };
+    // The metadata leader may be the isolated node: then heal for a new
+    // one to be elected and ask again.
+    if metadata_command(&mut c, start.clone()).is_err() {
         c.heal();
         c.isolate(spare);
-        metadata_command(
-            &mut c,
-            MetadataCommand::StartRebalance {
-                trigger: "test".into(),
-                max_concurrent_moves: 1,
-                moves: vec![(meta.group, from, spare, 0)],
-                leaders_now: vec![],
-                leaders_after: vec![],
-            },
-        )
-        .expect("started");
+        metadata_command(&mut c, start).expect("started");
     }
     let node = (1..=3).find(|n| *n != spare).expect("a node");
     let rolled_back = c.run_until(30_000, |c| {

@@ -40,6 +40,11 @@ pub struct NodeConfig {
     /// with an empty data dir asks it to add this node, then waits to be
     /// caught up. Ignored once the node has state.
     pub join: Option<String>,
+    /// Bytes per second this node fetches for replicas catching up through
+    /// a snapshot (a replica moved here, one rebuilding its state, a
+    /// follower far behind), so a rebalance never starves produce traffic.
+    /// Unset: no limit.
+    pub catch_up_bytes_per_sec: Option<u64>,
     /// This node's failure domain (rack, zone). The rebalancer keeps each
     /// partition's replicas spread over as many racks as they span.
     pub rack: Option<String>,
@@ -67,6 +72,7 @@ impl Default for NodeConfig {
             retention_bytes: None,
             retention_ms: None,
             join: None,
+            catch_up_bytes_per_sec: None,
             rack: None,
             engine: EngineConfig::default(),
         }
@@ -120,6 +126,22 @@ impl NodeConfig {
         }
         if self.peer_queue_max == 0 {
             return bad("peer_queue_max", "must be at least 1");
+        }
+        if self.catch_up_bytes_per_sec == Some(0) {
+            return bad(
+                "catch_up_bytes_per_sec",
+                "must be at least 1 (leave it unset for no limit)",
+            );
+        }
+        if let Some(Err(reason)) = self
+            .rack
+            .as_deref()
+            .map(chronik_core::metadata::validate_rack)
+        {
+            return Err(chronik_core::ConfigError::InvalidField {
+                field: "rack",
+                reason,
+            });
         }
         self.engine_config().validate()
     }

@@ -671,7 +671,19 @@ impl Driver {
                 false
             }
             Event::LeadershipTransfer { group, to, reason } => {
+                self.metrics
+                    .leadership_transfers
+                    .with_label_values(&[reason])
+                    .inc();
                 tracing::info!(group, to, reason, "handing leadership over");
+                false
+            }
+            Event::RebalanceDecision { decision, group } => {
+                self.metrics
+                    .rebalance_decisions
+                    .with_label_values(&[decision])
+                    .inc();
+                tracing::debug!(decision, ?group, "applied a rebalancing decision");
                 false
             }
             Event::ConfChanged {

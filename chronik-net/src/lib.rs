@@ -41,6 +41,7 @@ pub mod proto;
 mod rebalance_rpc;
 pub mod segment_files;
 mod service;
+mod throttle;
 mod transport;
 pub mod wal;
 

@@ -20,6 +20,11 @@ pub struct Metrics {
     pub snapshots_fetched: IntCounter,
     /// ISR changes this node applied (every node applies every change).
     pub isr_changes: IntCounter,
+    /// Rebalancing and replica-move decisions this node applied, by
+    /// decision (every node applies every one).
+    pub rebalance_decisions: IntCounterVec,
+    /// Leadership handoffs this node started, by reason.
+    pub leadership_transfers: IntCounterVec,
     /// Partition storage work or reads that failed (each starts a rebuild
     /// of that replica from its leader).
     pub partition_io_errors: IntCounter,
@@ -95,6 +100,22 @@ impl Metrics {
             "ISR shrinks and expands applied by this node's metadata replica (cluster-wide changes).",
         )
         .expect("valid metric");
+        let rebalance_decisions = IntCounterVec::new(
+            Opts::new(
+                "chronik_rebalance_decisions_total",
+                "Rebalancing and replica-move decisions applied by this node's metadata replica (cluster-wide decisions): run_started, run_cancelled, move_started, move_finished, move_rolling_back, move_rolled_back, move_skipped.",
+            ),
+            &["decision"],
+        )
+        .expect("valid metric");
+        let leadership_transfers = IntCounterVec::new(
+            Opts::new(
+                "chronik_leadership_transfers_total",
+                "Leadership handoffs this node started as a leader, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         let partition_io_errors = IntCounter::new(
             "chronik_partition_io_errors_total",
             "Partition storage operations or reads that failed; each turns that replica unavailable while it rebuilds from its leader.",
@@ -121,6 +142,8 @@ impl Metrics {
             Box::new(peer_messages_dropped.clone()),
             Box::new(snapshots_fetched.clone()),
             Box::new(isr_changes.clone()),
+            Box::new(rebalance_decisions.clone()),
+            Box::new(leadership_transfers.clone()),
             Box::new(partition_io_errors.clone()),
             Box::new(partition_io_seconds.clone()),
             Box::new(node_id_g.clone()),
@@ -138,6 +161,8 @@ impl Metrics {
             peer_messages_dropped,
             snapshots_fetched,
             isr_changes,
+            rebalance_decisions,
+            leadership_transfers,
             partition_io_errors,
             partition_io_seconds,
             node_id: node_id_g,

@@ -160,6 +160,9 @@ impl Node {
             disk: disk.clone(),
             partitions_dir,
             crash: observer.clone().map(|o| (config.node_id, o)),
+            throttle: config
+                .catch_up_bytes_per_sec
+                .map(|r| Arc::new(crate::throttle::Throttle::new(r))),
         };
         let metrics = Metrics::new(config.node_id);
         let (tx, rx) = mpsc::channel(DRIVER_QUEUE_MAX);

@@ -306,6 +306,8 @@ pub(crate) struct SegmentFetch {
     /// This node and its observer, which may crash it mid-stream
     /// (simulation).
     pub crash: Option<(chronik_core::NodeId, Arc<dyn crate::EngineObserver>)>,
+    /// Shared by every fetch of this node (`catch_up_bytes_per_sec`).
+    pub throttle: Option<Arc<crate::throttle::Throttle>>,
 }
 
 impl SegmentFetch {
@@ -360,6 +362,9 @@ impl SegmentFetch {
                     "{} chunk at byte {} after {written}",
                     chunk.file, chunk.offset
                 ));
+            }
+            if let Some(t) = &self.throttle {
+                t.take(chunk.data.len() as u64).await;
             }
             f.write_all(&chunk.data).map_err(|e| e.to_string())?;
             *written += chunk.data.len() as u64;

@@ -249,6 +249,7 @@ client_addr = "127.0.0.1:9001"
             "retention_ms",
             "seed",
             "rack",
+            "catch_up_bytes_per_sec",
         ] {
             assert!(shown(&top, key, None), "{key} is not in docs/operations.md");
         }
@@ -271,6 +272,7 @@ client_addr = "127.0.0.1:9001"
             "retention_ms",
             "seed",
             "rack",
+            "catch_up_bytes_per_sec",
         ];
         for (k, _) in &top {
             assert!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 const NODES: u16 = 3;
 const DEMO_TOPIC: &str = "demo";
 
-pub async fn run(data_dir: PathBuf, base_port: u16) -> ExitCode {
+pub async fn run(data_dir: PathBuf, base_port: u16, auto_rebalance: bool) -> ExitCode {
     let Some(last) = base_port.checked_add(20 + NODES) else {
         eprintln!("error: --base-port {base_port} leaves no room for {NODES} nodes");
         return ExitCode::from(2);
@@ -36,6 +36,7 @@ pub async fn run(data_dir: PathBuf, base_port: u16) -> ExitCode {
             data_dir.join(format!("node{}", i + 1)),
         );
         cfg.metrics_listen = Some(addr(base_port + 20 + i));
+        cfg.engine.rebalance.enabled = auto_rebalance;
         match Node::start(cfg).await {
             Ok(n) => nodes.push(n),
             Err(e) => {

@@ -64,6 +64,10 @@ enum Cmd {
         /// metrics BASE+20...
         #[arg(long, default_value_t = 9092)]
         base_port: u16,
+        /// Start with the background rebalancer off (rebalance by hand
+        /// with `cluster rebalance`).
+        #[arg(long)]
+        no_auto_rebalance: bool,
     },
     /// Creates, lists and describes topics.
     Topic {
@@ -145,9 +149,10 @@ fn main() -> ExitCode {
             Cmd::Dev {
                 data_dir,
                 base_port,
+                no_auto_rebalance,
             } => {
                 init_logs(cli.log_format, "warn,chronik_node=info");
-                dev::run(data_dir, base_port).await
+                dev::run(data_dir, base_port, !no_auto_rebalance).await
             }
             Cmd::Topic { command, addr } => {
                 init_logs(cli.log_format, "warn");

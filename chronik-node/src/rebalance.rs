@@ -119,24 +119,38 @@ fn report(r: proto::RebalanceResponse) -> Report {
     }
 }
 
-fn plan_table(r: &Report) -> String {
-    let moves = Table {
-        header: vec!["PARTITION", "FROM", "TO", "BYTES", "ISR_HEADROOM", "REASON"],
-        rows: r
-            .moves
+type Column = (&'static str, fn(&Move) -> String);
+
+/// Moves with their partition, nodes and bytes, then the `extra` columns.
+fn moves_table(moves: &[Move], extra: &[Column]) -> Table {
+    let mut header = vec!["PARTITION", "FROM", "TO", "BYTES"];
+    header.extend(extra.iter().map(|(h, _)| *h));
+    Table {
+        header,
+        rows: moves
             .iter()
             .map(|m| {
-                vec![
+                let mut row = vec![
                     m.partition.clone(),
                     m.from.to_string(),
                     m.to.to_string(),
                     m.bytes.to_string(),
-                    m.isr_headroom.to_string(),
-                    m.reason.clone(),
-                ]
+                ];
+                row.extend(extra.iter().map(|(_, f)| f(m)));
+                row
             })
             .collect(),
-    };
+    }
+}
+
+fn plan_table(r: &Report) -> String {
+    let moves = moves_table(
+        &r.moves,
+        &[
+            ("ISR_HEADROOM", |m| m.isr_headroom.to_string()),
+            ("REASON", |m| m.reason.clone()),
+        ],
+    );
     let leaders = Table {
         header: vec!["PARTITION", "LEADER_FROM", "LEADER_TO", "WHEN", "REASON"],
         rows: r
@@ -182,22 +196,7 @@ fn run_table(r: &Report) -> String {
             r.current, r.threshold, r.answered_by
         );
     };
-    let moves = Table {
-        header: vec!["PARTITION", "FROM", "TO", "BYTES", "STATE"],
-        rows: r
-            .moves
-            .iter()
-            .map(|m| {
-                vec![
-                    m.partition.clone(),
-                    m.from.to_string(),
-                    m.to.to_string(),
-                    m.bytes.to_string(),
-                    m.state.clone(),
-                ]
-            })
-            .collect(),
-    };
+    let moves = moves_table(&r.moves, &[("STATE", |m| m.state.clone())]);
     format!(
         "{}\n\nrun {id} ({}): {}, {} in flight{}\nimbalance now: {} (threshold {}; answered by node {})",
         moves.render(),

@@ -452,6 +452,20 @@ impl Inner {
     fn check_isr_shape(&mut self, node: NodeId, metadata: &MetadataState) {
         for t in metadata.topics() {
             for p in &t.partitions {
+                let mut hosts = p.replicas.clone();
+                hosts.sort_unstable();
+                hosts.dedup();
+                if hosts.len() != t.replication_factor as usize {
+                    self.core.violation(format!(
+                        "replication factor: node {node} applied replicas {:?} for {}-{} (group {}) at metadata index {}, not {} distinct nodes",
+                        p.replicas,
+                        t.name,
+                        p.partition,
+                        p.group,
+                        metadata.applied_index(),
+                        t.replication_factor
+                    ));
+                }
                 let mut distinct = p.isr.clone();
                 distinct.sort_unstable();
                 distinct.dedup();

@@ -117,9 +117,7 @@ impl MetadataState {
                 }
             }
             MetadataCommand::FinishReplicaMove { group, from, to } => {
-                let min_insync_replicas = self
-                    .partition_of_group(group)
-                    .map_or(1, |(t, _)| t.min_insync_replicas);
+                let min_insync_replicas = self.min_insync_of(group);
                 let (partition, p) = self.partition_mut(group);
                 for r in p.replicas.iter_mut() {
                     if *r == from {
@@ -243,9 +241,7 @@ impl MetadataState {
                 to,
                 reason,
             } => {
-                let min_insync_replicas = self
-                    .partition_of_group(group)
-                    .map_or(1, |(t, _)| t.min_insync_replicas);
+                let min_insync_replicas = self.min_insync_of(group);
                 let (partition, p) = self.partition_mut(group);
                 if let Some(m) = p.moving.as_mut() {
                     m.rolling_back = true;
@@ -275,9 +271,7 @@ impl MetadataState {
                 }
             }
             MetadataCommand::AbortReplicaMove { group, from, to } => {
-                let min_insync_replicas = self
-                    .partition_of_group(group)
-                    .map_or(1, |(t, _)| t.min_insync_replicas);
+                let min_insync_replicas = self.min_insync_of(group);
                 let (partition, p) = self.partition_mut(group);
                 p.moving = None;
                 p.isr.retain(|n| *n != to);
@@ -347,5 +341,13 @@ impl MetadataState {
         };
         self.debug_check_invariants();
         Ok(response)
+    }
+}
+
+impl MetadataState {
+    /// The `min_insync_replicas` of the topic of `group` (1 if none).
+    fn min_insync_of(&self, group: GroupId) -> u32 {
+        self.partition_of_group(group)
+            .map_or(1, |(t, _)| t.min_insync_replicas)
     }
 }

@@ -9,6 +9,7 @@
 
 mod apply;
 mod commands;
+mod events;
 mod placement;
 mod rebalance;
 mod validation;
