@@ -322,7 +322,7 @@ fn balance_bytes(
         ) else {
             return;
         };
-        let (from, to, gap) = (*from, *to, hi - lo);
+        let (from, to, gap, hi, lo) = (*from, *to, hi - lo, *hi, *lo);
         let mut after = counts.clone();
         *after.get_mut(&from).expect("a node of the view") -= 1;
         *after.get_mut(&to).expect("a node of the view") += 1;
@@ -332,30 +332,91 @@ fn balance_bytes(
         );
         let now_spread = counts.values().max().copied().unwrap_or(0)
             - counts.values().min().copied().unwrap_or(0);
-        if amax - amin > spread.max(now_spread) {
+        let reason = format!("node {from} holds {hi} bytes, node {to} {lo}");
+        // One move, closest to half the gap and strictly inside it (so it
+        // narrows), if replica counts stay within their spread...
+        let single = (amax - amin <= spread.max(now_spread))
+            .then(|| {
+                pick(v, from, to, &racks, moved, |p| {
+                    if p.bytes == 0 || p.bytes >= gap {
+                        u64::MAX
+                    } else {
+                        (p.bytes * 2).abs_diff(gap)
+                    }
+                })
+            })
+            .flatten()
+            .filter(|i| v.partitions[*i].bytes > 0 && v.partitions[*i].bytes < gap);
+        if let Some(i) = single {
+            push_move(v, i, from, to, reason, moved, out);
+            continue;
+        }
+        // ... else a swap: a larger partition from the heavy node and a
+        // smaller one back, counts unchanged, the difference closest to
+        // half the gap.
+        if out.len() + 2 > max_moves {
             return;
         }
-        // Closest to half the gap, and strictly inside it (so it narrows).
-        let Some(i) = pick(v, from, to, &racks, moved, |p| {
-            if p.bytes == 0 || p.bytes >= gap {
-                u64::MAX
-            } else {
-                (p.bytes * 2).abs_diff(gap)
-            }
-        })
-        .filter(|i| v.partitions[*i].bytes > 0 && v.partitions[*i].bytes < gap) else {
+        let Some((a, b)) = swap(v, from, to, gap, &racks, moved) else {
             return;
         };
+        push_move(v, a, from, to, reason.clone(), moved, out);
         push_move(
             v,
-            i,
-            from,
+            b,
             to,
-            format!("node {from} holds {hi} bytes, node {to} {lo}"),
+            from,
+            format!("{reason} (swapped back)"),
             moved,
             out,
         );
     }
+}
+
+/// The pair (a partition to move from `from` to `to`, a smaller one to
+/// move back) whose size difference is inside `gap` and closest to half
+/// of it.
+fn swap(
+    v: &ClusterView,
+    from: NodeId,
+    to: NodeId,
+    gap: u64,
+    racks: &BTreeMap<NodeId, String>,
+    moved: &BTreeSet<(GroupId, NodeId)>,
+) -> Option<(usize, usize)> {
+    let eligible = |a: NodeId, b: NodeId| -> Vec<(u64, usize)> {
+        let mut c: Vec<(u64, usize)> = v
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                !p.frozen
+                    && !moved.contains(&(p.group, a))
+                    && p.fully_in_sync()
+                    && v.may_move(p, a, b, racks)
+            })
+            .map(|(i, p)| (p.bytes, i))
+            .collect();
+        c.sort_unstable();
+        c
+    };
+    let (out, back) = (eligible(from, to), eligible(to, from));
+    let mut best: Option<(u64, usize, usize)> = None;
+    for (a_bytes, a) in &out {
+        // The partition coming back ideally weighs a_bytes - gap / 2.
+        let ideal = a_bytes.saturating_sub(gap / 2);
+        let k = back.partition_point(|(b, _)| *b < ideal);
+        for (b_bytes, b) in back[k.saturating_sub(1)..(k + 1).min(back.len())].iter() {
+            if b_bytes >= a_bytes || a_bytes - b_bytes >= gap {
+                continue;
+            }
+            let cost = ((a_bytes - b_bytes) * 2).abs_diff(gap);
+            if best.is_none_or(|(c, _, _)| cost < c) {
+                best = Some((cost, *a, *b));
+            }
+        }
+    }
+    best.map(|(_, a, b)| (a, b))
 }
 
 /// The eligible partition with the lowest `cost` (then the one not led

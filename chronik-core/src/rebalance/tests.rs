@@ -224,3 +224,35 @@ proptest! {
         prop_assert!(p.after.replicas <= t || spread(&counts) <= 1);
     }
 }
+
+#[test]
+fn bytes_are_evened_by_swaps_when_counts_are_already_even() {
+    // Two nodes, one replica each of four partitions: node 1 holds the two
+    // big ones, node 2 the two small ones.
+    let nodes = (1..=2).map(|id| NodeView { id, rack: None }).collect();
+    let part = |i: u32, on: NodeId, bytes: u64| PartitionView {
+        partition: PartitionId::new("t", i),
+        group: u64::from(i) + 1,
+        replicas: vec![on],
+        preferred_leader: on,
+        isr: vec![on],
+        min_insync_replicas: 1,
+        bytes,
+        frozen: false,
+    };
+    let v = ClusterView {
+        nodes,
+        partitions: vec![
+            part(0, 1, 1000),
+            part(1, 1, 900),
+            part(2, 2, 100),
+            part(3, 2, 50),
+        ],
+    };
+    let p = plan(&v, limits(0.2));
+    let after = p.applied_to(&v);
+    assert_eq!(spread(&after.replica_counts()), 0, "counts stay even");
+    assert!(p.after.bytes < p.before.bytes, "{p:#?}");
+    assert!(p.after.bytes <= 0.2, "{}", p.after);
+    assert_eq!(p.moves.len(), 2, "one swap: {:?}", p.moves);
+}
