@@ -282,6 +282,9 @@ struct Inner {
     promotions_checked: u64,
     /// Every voluntary leadership handoff started, in order: (group, to).
     transfers: Vec<(GroupId, NodeId)>,
+    /// Replica-move decisions applied by any node (starts, finishes,
+    /// rollbacks): placement changing under a probe.
+    move_decisions: u64,
     moves_finished: std::collections::BTreeSet<(GroupId, String)>,
     moves_rolled_back: std::collections::BTreeSet<(GroupId, String)>,
     /// Nodes whose partition storage a fault damaged (rot) or failed (a
@@ -576,6 +579,11 @@ impl NodeChecker {
         self.inner.lock().core.trace_hash()
     }
 
+    /// How many replica-move decisions any node applied so far.
+    pub fn move_decisions(&self) -> u64 {
+        self.inner.lock().move_decisions
+    }
+
     /// How many leadership handoffs were started so far.
     pub fn transfer_count(&self) -> usize {
         self.inner.lock().transfers.len()
@@ -866,6 +874,9 @@ impl EngineObserver for NodeChecker {
             }
             Event::LeadershipTransfer { group, to, .. } => {
                 i.transfers.push((*group, *to));
+            }
+            Event::RebalanceDecision { decision, .. } if decision.starts_with("move") => {
+                i.move_decisions += 1;
             }
             // Entering a joint configuration promotes a partition's new
             // replica (and drops the old one): the new one must have been

@@ -381,6 +381,7 @@ async fn rejoin(node: &u64, ms: &u64, st: &mut FaultState, cx: &mut Ctx<'_>) -> 
     let o = others.clone();
     let armed_before = checker.armed_any();
     let transfers_before = checker.transfer_count();
+    let moves_before = checker.move_decisions();
     let fired_before: u64 = checker.crash_points_fired().values().sum();
     // A leader that has not heard from its followers since a
     // heal or a restart yet (their streams still reconnecting)
@@ -431,6 +432,9 @@ async fn rejoin(node: &u64, ms: &u64, st: &mut FaultState, cx: &mut Ctx<'_>) -> 
     let quiet_membership = last_membership_step
         .is_none_or(|at: madsim::time::Instant| at.elapsed() > Duration::from_secs(15));
     let fired_during = checker.crash_points_fired().values().sum::<u64>() > fired_before;
+    // Replica moves (the rebalancer's) change placement and hand
+    // leadership over: a window with one is not judged either.
+    let quiet_moves = checker.move_decisions() == moves_before;
     let clean = !*degraded
         && settled
         && killed.is_empty()
@@ -440,7 +444,8 @@ async fn rejoin(node: &u64, ms: &u64, st: &mut FaultState, cx: &mut Ctx<'_>) -> 
         && !checker.armed_any()
         && !changing_before
         && !changing_after
-        && quiet_membership;
+        && quiet_membership
+        && quiet_moves;
     // A leader that handed leadership over on its own (to a preferred
     // leader back in sync, say) was not deposed.
     let handed_over = checker.transfers_since(transfers_before);
