@@ -526,6 +526,36 @@ async fn follower_reads_and_min_insync_replicas_on_real_nodes() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Produces keep being acknowledged (however slow the machine): five more
+/// within 30 s.
+async fn produces_progress(acks: &std::sync::atomic::AtomicU64) {
+    use std::sync::atomic::Ordering;
+    let from = acks.load(Ordering::Relaxed);
+    for _ in 0..300 {
+        if acks.load(Ordering::Relaxed) >= from + 5 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("produce stopped succeeding");
+}
+
+/// Whether, within 30 s, `addr` lists `n` nodes, all voters, with no
+/// change in flight.
+async fn all_voters(addr: &str, n: usize) -> bool {
+    for _ in 0..300 {
+        let l = list_nodes(addr).await;
+        if l.change_in_flight.is_empty()
+            && l.nodes.len() == n
+            && l.nodes.iter().all(|n| n.role == "voter")
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 async fn list_nodes(addr: &str) -> chronik_net::proto::ListNodesResponse {
     let mut c = chronik_net::proto::admin_client::AdminClient::connect(format!("http://{addr}"))
         .await
@@ -572,36 +602,14 @@ async fn grow_to_four_nodes_and_shrink_back_under_load() {
             (p, acked)
         }));
     }
-    // Produces keep being acknowledged (however slow the machine).
-    let progress = |acks: Arc<std::sync::atomic::AtomicU64>| async move {
-        let from = acks.load(Ordering::Relaxed);
-        for _ in 0..300 {
-            if acks.load(Ordering::Relaxed) >= from + 5 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("produce stopped succeeding");
-    };
-    progress(acks.clone()).await;
+    produces_progress(&acks).await;
 
     // Grow: a fourth node with an empty data dir joins through node 1.
     let mut four = NodeConfig::new(4, free_addr(), free_addr(), vec![], dir.join("n4"));
     four.engine.tick_interval_ms = 20;
     four.join = Some(addrs[0].clone());
     let mut n4 = Node::start(four.clone()).await.unwrap();
-    let mut joined = false;
-    for _ in 0..300 {
-        let l = list_nodes(&addrs[1]).await;
-        if l.change_in_flight.is_empty()
-            && l.nodes.len() == 4
-            && l.nodes.iter().all(|n| n.role == "voter")
-        {
-            joined = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let joined = all_voters(&addrs[1], 4).await;
     assert!(
         joined,
         "node 4 became a voter: {:?}",
@@ -628,7 +636,7 @@ async fn grow_to_four_nodes_and_shrink_back_under_load() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(gone, "node 4 left: {:?}", list_nodes(&addrs[2]).await);
-    progress(acks.clone()).await;
+    produces_progress(&acks).await;
     // The removed node stops and says why.
     let why = tokio::time::timeout(Duration::from_secs(20), n4.stopped())
         .await
@@ -793,35 +801,14 @@ async fn a_joining_node_gets_its_share_through_a_rebalance_under_load() {
             acked
         }));
     }
-    let progress = |acks: Arc<AtomicU64>| async move {
-        let from = acks.load(Ordering::Relaxed);
-        for _ in 0..300 {
-            if acks.load(Ordering::Relaxed) >= from + 5 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("produce stopped succeeding");
-    };
-    progress(acks.clone()).await;
+    produces_progress(&acks).await;
 
     let mut four = NodeConfig::new(4, free_addr(), free_addr(), vec![], dir.join("n4"));
     four.engine.tick_interval_ms = 20;
     four.engine.rebalance.enabled = false;
     four.join = Some(addrs[0].clone());
     let n4 = Node::start(four.clone()).await.unwrap();
-    let mut joined = false;
-    for _ in 0..300 {
-        let l = list_nodes(&addrs[1]).await;
-        if l.change_in_flight.is_empty()
-            && l.nodes.len() == 4
-            && l.nodes.iter().all(|n| n.role == "voter")
-        {
-            joined = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let joined = all_voters(&addrs[1], 4).await;
     assert!(joined, "node 4 joined: {:?}", list_nodes(&addrs[1]).await);
     let placement = |md: &chronik_net::proto::MetadataResponse| {
         md.topics
@@ -882,7 +869,7 @@ async fn a_joining_node_gets_its_share_through_a_rebalance_under_load() {
             .count();
         assert_eq!(hosted, 9, "node {n}");
     }
-    progress(acks.clone()).await;
+    produces_progress(&acks).await;
 
     stop.store(true, Ordering::Relaxed);
     let mut total = 0;

@@ -389,12 +389,7 @@ fn swap(
             .partitions
             .iter()
             .enumerate()
-            .filter(|(_, p)| {
-                !p.frozen
-                    && !moved.contains(&(p.group, a))
-                    && p.fully_in_sync()
-                    && v.may_move(p, a, b, racks)
-            })
+            .filter(|(_, p)| eligible(v, p, a, b, racks, moved))
             .map(|(i, p)| (p.bytes, i))
             .collect();
         c.sort_unstable();
@@ -433,14 +428,26 @@ fn pick(
     v.partitions
         .iter()
         .enumerate()
-        .filter(|(_, p)| {
-            !p.frozen
-                && !moved.contains(&(p.group, from))
-                && p.fully_in_sync()
-                && v.may_move(p, from, to, racks)
-        })
+        .filter(|(_, p)| eligible(v, p, from, to, racks, moved))
         .min_by_key(|(_, p)| (cost(p), p.preferred_leader == from, p.group))
         .map(|(i, _)| i)
+}
+
+/// Whether the plan may move `p`'s replica from `from` to `to`: not
+/// frozen, fully in sync, not a replica the plan moved in, and `to` may
+/// take it.
+fn eligible(
+    v: &ClusterView,
+    p: &super::view::PartitionView,
+    from: NodeId,
+    to: NodeId,
+    racks: &BTreeMap<NodeId, String>,
+    moved: &BTreeSet<(GroupId, NodeId)>,
+) -> bool {
+    !p.frozen
+        && !moved.contains(&(p.group, from))
+        && p.fully_in_sync()
+        && v.may_move(p, from, to, racks)
 }
 
 fn push_move(
