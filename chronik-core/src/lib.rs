@@ -95,6 +95,7 @@ pub mod persist;
 pub mod planted;
 pub mod read_index;
 pub mod rebalance;
+pub mod shutdown;
 pub mod state_machine;
 pub mod storage;
 #[cfg(feature = "testing")]

@@ -92,11 +92,14 @@ pub enum Bug {
     /// A replica move promotes the new replica and drops the old one as
     /// soon as the new one is a learner, before it is in the ISR.
     MoveBeforeIsr,
+    /// A graceful shutdown goes on to stop as soon as it asked for its
+    /// leadership transfers, without waiting for another node to lead.
+    ShutdownSkipsTransfer,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 25] = [
+    pub const ALL: [Bug; 26] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::SkipCrc,
@@ -122,6 +125,7 @@ impl Bug {
         Bug::SegmentCrcUnchecked,
         Bug::CompactBeforeStateSynced,
         Bug::MoveBeforeIsr,
+        Bug::ShutdownSkipsTransfer,
     ];
 
     /// The name used on command lines and in `CHRONIK_BUG`.
@@ -152,6 +156,7 @@ impl Bug {
             Bug::SegmentCrcUnchecked => "segment_crc_unchecked",
             Bug::CompactBeforeStateSynced => "compact_before_state_synced",
             Bug::MoveBeforeIsr => "move_before_isr",
+            Bug::ShutdownSkipsTransfer => "shutdown_skips_transfer",
         }
     }
 

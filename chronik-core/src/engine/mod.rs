@@ -119,6 +119,8 @@ pub struct Engine<S: StateMachine = RecordLog> {
     /// `min_insync_replicas` members of the ISR hold their entry (bounded
     /// by `pending_proposals_max` per group, since each was a proposal).
     awaiting_isr: Vec<AwaitingIsr<S>>,
+    /// Set once the node began leaving (a graceful shutdown).
+    leaving: Option<controllers::Leaving>,
 }
 
 /// A committed produce held back until enough in-sync replicas hold it.
@@ -166,9 +168,15 @@ impl<S: StateMachine> Engine<S> {
         while self.last_tick.plus_millis(interval) <= now && ticks < TICKS_PER_CALL_MAX {
             self.last_tick = self.last_tick.plus_millis(interval);
             ticks += 1;
-            self.metadata.raw.tick();
-            for g in self.partitions.values_mut() {
-                g.raw.tick();
+            let hold = self.holds_elections(&self.metadata.raw);
+            controllers::tick_group(&mut self.metadata.raw, hold);
+            let holds: Vec<bool> = self
+                .partitions
+                .values()
+                .map(|g| self.holds_elections(&g.raw))
+                .collect();
+            for (g, hold) in self.partitions.values_mut().zip(holds) {
+                controllers::tick_group(&mut g.raw, hold);
                 if g.repair.is_none() {
                     continue;
                 }
@@ -251,6 +259,7 @@ impl<S: StateMachine> Engine<S> {
                 self.reconciled_at = u64::MAX;
             }
             self.report_sizes();
+            self.hand_off_leadership();
             self.maintain_preferred_leaders();
             self.dirty.insert(METADATA_GROUP);
         }
@@ -312,6 +321,10 @@ impl<S: StateMachine> Engine<S> {
                 // Planted bug (simulation builds only): every candidate's
                 // log looks at least as up to date as this voter's.
                 message.log_term = u64::MAX;
+            }
+            if self.leaving.is_some() && message.get_msg_type() == MessageType::MsgTimeoutNow {
+                tracing::debug!(from, group, "leaving: not taking leadership");
+                continue;
             }
             let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
             if message.get_msg_type() == MessageType::MsgAppend
@@ -604,7 +617,7 @@ impl<S: StateMachine> Engine<S> {
 
     /// This node and the peers heard from within the last election
     /// timeout.
-    fn alive_nodes(&self) -> BTreeSet<NodeId> {
+    pub fn alive_nodes(&self) -> BTreeSet<NodeId> {
         let window = self.config.tick_interval_ms * self.config.election_ticks as u64;
         self.heard_from
             .iter()

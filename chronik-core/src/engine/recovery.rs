@@ -159,6 +159,7 @@ impl<S: StateMachine> Engine<S> {
             unwanted_voters: Vec::new(),
             heard_from: BTreeMap::new(),
             removed_reported: false,
+            leaving: None,
         };
         engine.dirty.insert(METADATA_GROUP);
         engine.dirty.extend(engine.partitions.keys().copied());

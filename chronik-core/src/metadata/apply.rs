@@ -298,10 +298,20 @@ impl MetadataState {
                     min_insync_replicas,
                 }
             }
+            MetadataCommand::SetMaintenance { node, on } => {
+                if on {
+                    self.maintenance.insert(node);
+                } else {
+                    self.maintenance.remove(&node);
+                }
+                tracing::info!(node, on, "maintenance mode set");
+                MetadataResponse::MaintenanceSet { node, on }
+            }
             MetadataCommand::FinishMembershipChange { change } => {
                 if let crate::membership::MembershipChange::Remove(id) = &change {
                     self.nodes.remove(id);
                     self.removed.insert(*id);
+                    self.maintenance.remove(id);
                 }
                 tracing::info!(%change, "membership change finished");
                 self.membership = None;

@@ -88,6 +88,14 @@ pub enum MetadataCommand {
         from: NodeId,
         to: NodeId,
     },
+    /// Puts a node into maintenance (`on`) or takes it out: a node in
+    /// maintenance stays a voter and a replica, but hands every leadership
+    /// it holds to an in-sync peer and takes none back while a peer can
+    /// lead (operators drain a node this way before taking it down).
+    SetMaintenance {
+        node: NodeId,
+        on: bool,
+    },
     /// Partition sizes a node measured on the partitions it leads.
     ReportSizes {
         sizes: Vec<(GroupId, u64)>,
@@ -138,6 +146,10 @@ pub enum MetadataResponse {
     },
     SizesReported {
         partitions: usize,
+    },
+    MaintenanceSet {
+        node: NodeId,
+        on: bool,
     },
     RebalanceStarted {
         run: u64,

@@ -101,6 +101,9 @@ pub struct MetadataState {
     /// Bytes per partition replica, as partition leaders last reported
     /// them (the rebalancer's bytes dimension).
     sizes: BTreeMap<GroupId, u64>,
+    /// Nodes in maintenance: no leadership goes to them while a peer can
+    /// take it.
+    maintenance: std::collections::BTreeSet<NodeId>,
 }
 
 impl MetadataState {
@@ -189,6 +192,17 @@ impl MetadataState {
     /// Every removed node id.
     pub fn removed_nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.removed.iter().copied()
+    }
+
+    /// Whether `node` is in maintenance (see
+    /// [`MetadataCommand::SetMaintenance`]).
+    pub fn in_maintenance(&self, node: NodeId) -> bool {
+        self.maintenance.contains(&node)
+    }
+
+    /// Every node in maintenance.
+    pub fn maintenance_nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.maintenance.iter().copied()
     }
 
     /// Whether `node` was removed from the cluster.

@@ -213,6 +213,27 @@ impl MetadataState {
                 }
                 Ok(())
             }
+            MetadataCommand::SetMaintenance { node, on } => {
+                if !self.nodes.contains_key(node) {
+                    return Err(if self.removed.contains(node) {
+                        Error::NodeRemoved { node: *node }
+                    } else {
+                        Error::UnknownNode { node: *node }
+                    });
+                }
+                if *on
+                    && !self.maintenance.contains(node)
+                    && self
+                        .nodes
+                        .keys()
+                        .all(|n| n == node || self.maintenance.contains(n))
+                {
+                    return Err(Error::invalid(format!(
+                        "node {node} is the last node out of maintenance: no node could lead"
+                    )));
+                }
+                Ok(())
+            }
             MetadataCommand::ReportSizes { sizes } => {
                 if sizes.is_empty() || sizes.len() > TOPIC_PARTITIONS_HARD_MAX as usize {
                     return Err(Error::invalid(format!(

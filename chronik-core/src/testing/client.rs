@@ -15,6 +15,15 @@ impl Cluster {
         rid
     }
 
+    /// Starts a graceful shutdown's leadership handoff on a node (see
+    /// [`Engine::begin_leaving`]).
+    pub fn begin_leaving(&mut self, node: NodeId) {
+        if let Some(engine) = self.nodes.get_mut(&node).and_then(|n| n.engine.as_mut()) {
+            engine.begin_leaving(Time(self.now));
+            self.drain(node);
+        }
+    }
+
     /// Produces `records` through `node`, remembering them for the checks.
     pub fn produce(
         &mut self,

@@ -4,6 +4,7 @@
 
 use super::*;
 
+mod handoff;
 mod isr;
 mod leadership;
 mod membership;
@@ -13,6 +14,7 @@ mod rebalance;
 mod sizes;
 mod steps;
 
+pub(in crate::engine) use handoff::{tick_group, Leaving};
 pub(in crate::engine) use leadership::PartitionDuties;
 pub(in crate::engine) use preferred::PreferredBackoff;
 pub(in crate::engine) use rebalance::RebalanceDuties;

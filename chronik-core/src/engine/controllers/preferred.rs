@@ -36,9 +36,15 @@ impl<S: StateMachine> Engine<S> {
         let metadata_healthy = mraft.leader_id != 0
             && (mraft.state == raft::StateRole::Leader
                 || mraft.election_elapsed <= 2 * self.config.heartbeat_ticks);
-        if !metadata_healthy {
+        if !metadata_healthy || self.leaving.is_some() {
             return;
         }
+        // Only to a node heard from within two heartbeats: one that just
+        // stopped (a rolling restart) cannot take over, and a transfer to
+        // it would hold proposals for an election timeout.
+        let heard_window = 2 * self.config.tick_interval_ms * self.config.heartbeat_ticks as u64
+            + self.config.tick_interval_ms;
+        let heard_from = &self.heard_from;
         let md = &self.metadata.sm;
         let backoff = &mut self.preferred_backoff;
         backoff.retain(|g, _| self.partitions.get(g).is_some_and(|g| g.is_leader()));
@@ -74,7 +80,11 @@ impl<S: StateMachine> Engine<S> {
                 continue;
             }
             let raft = &g.raw.raft;
-            let ready = meta.isr.contains(&target)
+            let ready = !md.in_maintenance(target)
+                && heard_from
+                    .get(&target)
+                    .is_some_and(|at| now.as_millis() <= at.as_millis() + heard_window)
+                && meta.isr.contains(&target)
                 && meta.replicas.contains(&target)
                 && raft
                     .prs()
