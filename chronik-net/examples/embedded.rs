@@ -35,7 +35,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         String::from_utf8_lossy(&fetched.records[0].1)
     );
 
-    node.shutdown().await?;
+    let report = node.shutdown().await?;
+    println!("stopped gracefully in {} ms", report.total_ms);
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -266,12 +266,16 @@ impl Client {
         // gets if the deadline passes.
         let mut last_refusal: Option<proto::Error> = None;
         let mut hinted: Option<String> = None;
+        // Nodes that answered SHUTTING_DOWN: asked last, and hints that
+        // name them are not followed (their leadership is moving away).
+        let mut stopping: Vec<String> = Vec::new();
         loop {
             let mut addrs = self.candidates(&target);
             if let Some(h) = hinted.take() {
                 addrs.retain(|a| *a != h);
                 addrs.insert(0, h);
             }
+            addrs.sort_by_key(|a| stopping.contains(a));
             // An unknown topic may only be news that has not reached the
             // node asked: believe it once every node says so.
             let mut unknown: Option<proto::Error> = None;
@@ -323,7 +327,12 @@ impl Client {
                             if self.nodes.lock().get(&e.leader_hint).is_none() {
                                 let _ = self.refresh_metadata().await;
                             }
-                            hinted = self.nodes.lock().get(&e.leader_hint).cloned();
+                            hinted = self
+                                .nodes
+                                .lock()
+                                .get(&e.leader_hint)
+                                .filter(|a| !stopping.contains(a))
+                                .cloned();
                             if hinted.is_some() {
                                 break;
                             }
@@ -342,6 +351,13 @@ impl Client {
                         return Err(ClientError::UnknownOutcome {
                             reason: format!("{code}: {}", e.message),
                         })
+                    }
+                    ErrorCode::ShuttingDown => {
+                        other_outcome = true;
+                        last = format!("{addr}: {code}: {}", e.message);
+                        if !stopping.contains(&addr) {
+                            stopping.push(addr.clone());
+                        }
                     }
                     _ if e.retriable || self.retry.also_retry.contains(&code) => {
                         other_outcome = true;
@@ -613,6 +629,40 @@ impl Client {
                     action: action as i32,
                     max_moves,
                 })
+                .await?
+                .into_inner();
+            Ok(in_band(r.error.clone(), r))
+        })
+        .await
+    }
+
+    /// Puts node `id` into maintenance (`on`) or takes it out: in
+    /// maintenance it hands every leadership to in-sync peers and takes
+    /// none back while a peer can lead. Idempotent.
+    pub async fn maintenance(
+        &self,
+        id: NodeId,
+        on: bool,
+    ) -> Result<proto::MaintenanceResponse, ClientError> {
+        self.with_retries(Target::Metadata, true, |ch| async move {
+            let r = AdminClient::new(ch)
+                .maintenance(proto::MaintenanceRequest { id, on })
+                .await?
+                .into_inner();
+            Ok(in_band(r.error.clone(), r))
+        })
+        .await
+    }
+
+    /// Whether stopping node `id` now keeps every group it hosts writable
+    /// (asked of the metadata leader, which knows who is alive).
+    pub async fn restart_check(
+        &self,
+        id: NodeId,
+    ) -> Result<proto::RestartCheckResponse, ClientError> {
+        self.with_retries(Target::Metadata, true, |ch| async move {
+            let r = AdminClient::new(ch)
+                .restart_check(proto::RestartCheckRequest { id })
                 .await?
                 .into_inner();
             Ok(in_band(r.error.clone(), r))

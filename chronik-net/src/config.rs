@@ -51,6 +51,8 @@ pub struct NodeConfig {
     /// Raft and engine tuning; its identity fields are set from the ones
     /// above ([`NodeConfig::engine_config`]).
     pub engine: EngineConfig,
+    /// Time limits of a graceful shutdown's phases (`[shutdown]`).
+    pub shutdown: chronik_core::shutdown::ShutdownConfig,
 }
 
 impl Default for NodeConfig {
@@ -75,6 +77,7 @@ impl Default for NodeConfig {
             catch_up_bytes_per_sec: None,
             rack: None,
             engine: EngineConfig::default(),
+            shutdown: chronik_core::shutdown::ShutdownConfig::default(),
         }
     }
 }
@@ -143,6 +146,7 @@ impl NodeConfig {
                 reason,
             });
         }
+        self.shutdown.validate()?;
         self.engine_config().validate()
     }
 

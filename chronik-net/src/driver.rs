@@ -48,6 +48,18 @@ pub(crate) enum DriverMsg {
     Inspect {
         reply: oneshot::Sender<Inspection>,
     },
+    /// A graceful shutdown's leadership phase starts: hand every group
+    /// over and take none back.
+    BeginLeaving,
+    /// The groups still to hand over.
+    HandOffStatus {
+        reply: oneshot::Sender<Vec<chronik_core::shutdown::LedGroup>>,
+    },
+    /// A graceful shutdown's WAL phase: take no more input, write and sync
+    /// everything handed to the WAL and to partition storage, close, stop.
+    Close {
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// A partition snapshot arrived: its segments must be fetched from the
     /// sender before the engine may see it.
     SnapshotArrived {
@@ -80,6 +92,8 @@ pub struct Inspection {
     pub lags: BTreeMap<GroupId, Vec<chronik_core::ReplicaLag>>,
     /// The metadata group's applied configuration.
     pub membership: chronik_core::membership::ConfView,
+    /// This node and the peers it heard from within an election timeout.
+    pub alive: std::collections::BTreeSet<NodeId>,
 }
 
 impl Inspection {
@@ -139,6 +153,34 @@ impl DriverHandle {
             .map_err(|_| DriverGone { delivered: false })?;
         rx.await.map_err(|_| DriverGone { delivered: true })
     }
+
+    pub async fn begin_leaving(&self) -> Result<(), DriverGone> {
+        self.tx
+            .send(DriverMsg::BeginLeaving)
+            .await
+            .map_err(|_| DriverGone { delivered: false })
+    }
+
+    pub async fn hand_off_status(
+        &self,
+    ) -> Result<Vec<chronik_core::shutdown::LedGroup>, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(DriverMsg::HandOffStatus { reply })
+            .await
+            .map_err(|_| DriverGone { delivered: false })?;
+        rx.await.map_err(|_| DriverGone { delivered: true })
+    }
+
+    /// Closes the driver's storage and stops it (see `DriverMsg::Close`).
+    pub async fn close(&self) -> Result<Result<(), String>, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(DriverMsg::Close { reply })
+            .await
+            .map_err(|_| DriverGone { delivered: false })?;
+        rx.await.map_err(|_| DriverGone { delivered: true })
+    }
 }
 
 /// The driver stopped (shutdown or a fatal WAL error).
@@ -167,6 +209,8 @@ pub(crate) struct Driver {
     peers: BTreeMap<NodeId, mpsc::Sender<Vec<GroupMessage>>>,
     peer_addrs: BTreeMap<NodeId, String>,
     wal_tx: mpsc::Sender<PersistBatch>,
+    /// The WAL writer; it ends once `wal_tx` is dropped.
+    wal_task: tokio::task::JoinHandle<Result<(), String>>,
     durable_rx: watch::Receiver<Result<u64, String>>,
     last_durable: u64,
     metrics: Metrics,
@@ -203,6 +247,8 @@ pub(crate) struct Driver {
     /// Direct replica reads planned while handling an input, submitted
     /// with the outputs.
     local_reads: Vec<Job>,
+    /// A graceful shutdown asked the driver to close its storage and stop.
+    closing: Option<oneshot::Sender<Result<(), String>>>,
 }
 
 /// What a driver is wired to besides its engine and WAL.
@@ -244,7 +290,7 @@ impl Driver {
             metrics.clone(),
             segment_fetch.crash.clone(),
         );
-        tokio::spawn(wal_task(
+        let wal_task = tokio::spawn(wal_task(
             wal,
             wal_rx,
             durable_tx,
@@ -262,6 +308,7 @@ impl Driver {
                 .map(|n| (n.id, n.peer_addr.clone()))
                 .collect(),
             wal_tx,
+            wal_task,
             durable_rx,
             last_durable: 0,
             metrics,
@@ -286,6 +333,7 @@ impl Driver {
             partition_io,
             io_reports,
             local_reads: Vec::new(),
+            closing: None,
         }
     }
 
@@ -408,7 +456,38 @@ impl Driver {
                 tracing::error!("{why}");
                 return Err(why);
             }
+            if let Some(reply) = self.closing.take() {
+                let _ = reply.send(self.close().await);
+                return Ok(());
+            }
         }
+    }
+
+    /// Ends the driver for a graceful shutdown: no more input is taken;
+    /// the WAL writes and syncs what it was handed and closes, partition
+    /// storage runs what it was handed. `Ok` once all of it is on disk.
+    async fn close(self) -> Result<(), String> {
+        let Driver {
+            wal_tx,
+            wal_task,
+            partition_io,
+            io_reports,
+            pending,
+            ..
+        } = self;
+        // After the drain no request waits; any that does learns the node
+        // stopped with it in hand (its outcome unknown).
+        drop(pending);
+        drop(wal_tx);
+        let wal = match wal_task.await {
+            Ok(r) => r,
+            Err(e) => Err(format!("WAL task failed: {e}")),
+        };
+        // Workers stop when their reports have nowhere to go: keep the
+        // receiver until they ran what they were given.
+        partition_io.close().await;
+        drop(io_reports);
+        wal
     }
 
     /// [`Driver::handle`], unless the node crashes first: a snapshot whose
@@ -547,6 +626,11 @@ impl Driver {
                     self.engine.node_id()
                 ));
             }
+            DriverMsg::BeginLeaving => self.engine.begin_leaving(now),
+            DriverMsg::HandOffStatus { reply } => {
+                let _ = reply.send(self.engine.leadership_to_hand_off());
+            }
+            DriverMsg::Close { reply } => self.closing = Some(reply),
             DriverMsg::Inspect { reply } => {
                 let groups = self.engine.status();
                 let lags = groups
@@ -559,6 +643,7 @@ impl Driver {
                     metadata: self.engine.metadata().clone(),
                     lags,
                     membership: self.engine.membership_view(),
+                    alive: self.engine.alive_nodes(),
                 });
             }
         }
@@ -835,13 +920,16 @@ impl Driver {
 /// Writes persist batches to the WAL, folding every batch that is queued
 /// into one write and one fsync (group commit), and publishes the highest
 /// durable ticket.
+/// Writes persist batches as they come (group commit). When the channel
+/// closes (a graceful shutdown), syncs what was written unsynced and ends:
+/// `Ok` once every batch it took is on disk.
 async fn wal_task(
     wal: Wal,
     mut rx: mpsc::Receiver<PersistBatch>,
     durable: watch::Sender<Result<u64, String>>,
     metrics: Metrics,
     observer: Option<(NodeId, Arc<dyn crate::EngineObserver>)>,
-) {
+) -> Result<(), String> {
     let disk = wal.disk();
     let wal = Arc::new(parking_lot::Mutex::new(wal));
     while let Some(first) = rx.recv().await {
@@ -909,12 +997,17 @@ async fn wal_task(
             Ok(Err(e)) => {
                 tracing::error!("WAL append failed: {e}");
                 let _ = durable.send(Err(e.to_string()));
-                return;
+                return Err(e.to_string());
             }
             Err(e) => {
                 let _ = durable.send(Err(format!("WAL task panicked: {e}")));
-                return;
+                return Err(format!("WAL task panicked: {e}"));
             }
         }
     }
+    let result = wal.lock().sync().map_err(|e| e.to_string());
+    if let Err(e) = &result {
+        tracing::error!("WAL sync at close failed: {e}");
+    }
+    result
 }

@@ -31,6 +31,8 @@ pub mod config;
 mod convert;
 pub mod disk;
 mod driver;
+mod gate;
+mod graceful;
 mod join;
 pub mod metrics;
 pub mod node;

@@ -31,6 +31,12 @@ pub struct Metrics {
     /// Time to run one batch of partition storage work (appends, syncs,
     /// manifests, snapshot adoption) off the driver task.
     pub partition_io_seconds: Histogram,
+    /// Graceful shutdown phases ended, by phase and outcome.
+    pub shutdown_phases: IntCounterVec,
+    /// How long the last graceful shutdown spent in each phase.
+    pub shutdown_phase_seconds: prometheus::GaugeVec,
+    /// Client and admin requests refused because the node is draining.
+    pub requests_refused_draining: IntCounter,
     pub node_id: IntGauge,
 }
 
@@ -129,6 +135,27 @@ impl Metrics {
             .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16).expect("valid buckets")),
         )
         .expect("valid metric");
+        let shutdown_phases = IntCounterVec::new(
+            Opts::new(
+                "chronik_shutdown_phases_total",
+                "Graceful shutdown phases ended (drain, transfer_leadership, sync_wal, stop), by outcome (completed, timed_out).",
+            ),
+            &["phase", "outcome"],
+        )
+        .expect("valid metric");
+        let shutdown_phase_seconds = prometheus::GaugeVec::new(
+            Opts::new(
+                "chronik_shutdown_phase_duration_seconds",
+                "Time the last graceful shutdown spent in each phase.",
+            ),
+            &["phase"],
+        )
+        .expect("valid metric");
+        let requests_refused_draining = IntCounter::new(
+            "chronik_requests_refused_draining_total",
+            "Client and admin requests answered SHUTTING_DOWN while the node drained.",
+        )
+        .expect("valid metric");
         let node_id_g = IntGauge::new("chronik_node_id", "This node's id.").expect("valid metric");
         node_id_g.set(node_id as i64);
         for c in [
@@ -146,6 +173,9 @@ impl Metrics {
             Box::new(leadership_transfers.clone()),
             Box::new(partition_io_errors.clone()),
             Box::new(partition_io_seconds.clone()),
+            Box::new(shutdown_phases.clone()),
+            Box::new(shutdown_phase_seconds.clone()),
+            Box::new(requests_refused_draining.clone()),
             Box::new(node_id_g.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -165,6 +195,9 @@ impl Metrics {
             leadership_transfers,
             partition_io_errors,
             partition_io_seconds,
+            shutdown_phases,
+            shutdown_phase_seconds,
+            requests_refused_draining,
             node_id: node_id_g,
         }
     }

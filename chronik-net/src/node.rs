@@ -53,10 +53,12 @@ pub struct NodeHandle {
     pub client_addr: SocketAddr,
     pub peer_addr: SocketAddr,
     pub metrics: Metrics,
-    shutdown: watch::Sender<bool>,
-    handle: DriverHandle,
-    driver: JoinHandle<Result<(), String>>,
-    servers: Vec<JoinHandle<()>>,
+    pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) handle: DriverHandle,
+    pub(crate) driver: JoinHandle<Result<(), String>>,
+    pub(crate) servers: Vec<JoinHandle<()>>,
+    pub(crate) gate: Arc<crate::gate::RequestGate>,
+    pub(crate) shutdown_config: chronik_core::shutdown::ShutdownConfig,
 }
 
 /// Entry points.
@@ -209,10 +211,13 @@ impl Node {
                 tracing::error!(%peer_addr, "peer server failed: {e}");
             }
         }));
+        let gate = Arc::new(crate::gate::RequestGate::default());
         let services = Services {
             driver: handle.clone(),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             rebalance: config.engine.rebalance.clone(),
+            gate: gate.clone(),
+            metrics: metrics.clone(),
         };
         let mut stop = shutdown_rx.clone();
         let client_addr = config.client_listen;
@@ -265,6 +270,8 @@ impl Node {
             handle,
             driver,
             servers,
+            gate,
+            shutdown_config: config.shutdown.clone(),
         })
     }
 }
@@ -296,9 +303,11 @@ impl NodeHandle {
             .map_err(|_| NodeError::Stopped("driver gone".into()))
     }
 
-    /// Stops serving and waits for every task to end. Everything
-    /// acknowledged is already durable (replies follow the fsync).
-    pub async fn shutdown(self) -> Result<(), NodeError> {
+    /// Stops at once, without draining or handing leadership over (the
+    /// groups this node leads wait out an election): what a second signal
+    /// does. Everything acknowledged is already durable (replies follow
+    /// the fsync). See [`NodeHandle::shutdown`] for the graceful way.
+    pub async fn stop(self) -> Result<(), NodeError> {
         let _ = self.shutdown.send(true);
         let result = self.driver.await;
         for s in self.servers {

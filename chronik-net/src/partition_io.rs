@@ -59,6 +59,7 @@ pub(crate) struct IoReport {
 /// The workers, as the driver holds them.
 pub(crate) struct PartitionIo {
     workers: Vec<mpsc::Sender<Job>>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl PartitionIo {
@@ -72,10 +73,10 @@ impl PartitionIo {
         metrics: Metrics,
         crash: Option<Crash>,
     ) -> Self {
-        let workers = (0..WORKERS)
+        let (workers, handles) = (0..WORKERS)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(WORKER_QUEUE_MAX);
-                tokio::spawn(worker(
+                let handle = tokio::spawn(worker(
                     disk.clone(),
                     root.clone(),
                     rx,
@@ -83,10 +84,18 @@ impl PartitionIo {
                     metrics.clone(),
                     crash.clone(),
                 ));
-                tx
+                (tx, handle)
             })
-            .collect();
-        PartitionIo { workers }
+            .unzip();
+        PartitionIo { workers, handles }
+    }
+
+    /// Takes no more jobs and waits until the workers ran those queued.
+    pub async fn close(self) {
+        drop(self.workers);
+        for h in self.handles {
+            let _ = h.await;
+        }
     }
 
     /// Queues a job behind the earlier jobs of its group; waits while that

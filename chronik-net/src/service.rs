@@ -3,6 +3,7 @@
 
 use crate::convert;
 use crate::driver::{DriverGone, DriverHandle, Inspection};
+use crate::gate::RequestGate;
 use crate::partition_store::{DiskLog, Fetch};
 use crate::proto;
 use chronik_core::membership::MembershipChange;
@@ -10,6 +11,7 @@ use chronik_core::{
     Command, ErrorCode, MetadataCommand, MetadataResponse, PartitionId, ReadConsistency,
     RecordCommand, RecordQuery, Response, Role, METADATA_GROUP,
 };
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response as GrpcResponse, Status};
 
@@ -23,6 +25,58 @@ pub(crate) struct Services {
     pub driver: DriverHandle,
     pub request_timeout: Duration,
     pub rebalance: chronik_core::rebalance::RebalanceConfig,
+    /// Closed by a graceful shutdown: requests that change or read cluster
+    /// data are refused from then on. Read-only admin calls (status, node
+    /// and ISR listings, restart checks) stay open until the servers stop,
+    /// so operators can watch a node drain.
+    pub gate: Arc<RequestGate>,
+    pub metrics: crate::metrics::Metrics,
+}
+
+/// Responses that carry an in-band error: what a refused request gets.
+trait Refusable: Default {
+    fn refused(error: proto::Error) -> Self;
+}
+
+macro_rules! refusable {
+    ($($t:ty),* $(,)?) => {
+        $(impl Refusable for $t {
+            fn refused(error: proto::Error) -> Self {
+                Self { error: Some(error), ..Default::default() }
+            }
+        })*
+    };
+}
+
+refusable!(
+    proto::CreateTopicResponse,
+    proto::DeleteTopicResponse,
+    proto::MetadataResponse,
+    proto::ProduceResponse,
+    proto::FetchResponse,
+    proto::MembershipResponse,
+    proto::RebalanceResponse,
+    proto::MaintenanceResponse,
+);
+
+/// Admits a request through the gate, or answers it `SHUTTING_DOWN`
+/// (retriable: nothing happened, another node may take it).
+macro_rules! admit {
+    ($self:ident, $resp:ty) => {
+        match $self.gate.enter() {
+            Some(admitted) => admitted,
+            None => {
+                $self.metrics.requests_refused_draining.inc();
+                return Ok(GrpcResponse::new(<$resp as Refusable>::refused(
+                    convert::local_error(
+                        ErrorCode::ShuttingDown,
+                        "the node is shutting down; ask another node",
+                        true,
+                    ),
+                )));
+            }
+        }
+    };
 }
 
 type Outcome = Result<Response<DiskLog>, proto::Error>;
@@ -88,6 +142,7 @@ impl proto::chronik_server::Chronik for Services {
         &self,
         request: Request<proto::CreateTopicRequest>,
     ) -> Result<GrpcResponse<proto::CreateTopicResponse>, Status> {
+        let _admitted = admit!(self, proto::CreateTopicResponse);
         let r = request.into_inner();
         let min_isr = if r.min_insync_replicas == 0 {
             r.replication_factor.clamp(1, 2)
@@ -124,6 +179,7 @@ impl proto::chronik_server::Chronik for Services {
         &self,
         request: Request<proto::DeleteTopicRequest>,
     ) -> Result<GrpcResponse<proto::DeleteTopicResponse>, Status> {
+        let _admitted = admit!(self, proto::DeleteTopicResponse);
         let cmd = Command::Metadata(MetadataCommand::DeleteTopic {
             name: request.into_inner().name,
         });
@@ -139,6 +195,7 @@ impl proto::chronik_server::Chronik for Services {
         &self,
         request: Request<proto::MetadataRequest>,
     ) -> Result<GrpcResponse<proto::MetadataResponse>, Status> {
+        let _admitted = admit!(self, proto::MetadataResponse);
         let r = request.into_inner();
         let ins = self.inspect().await?;
         let resp = match convert::metadata(&ins.metadata, &r.topics, |g| ins.leader_of(g)) {
@@ -162,6 +219,7 @@ impl proto::chronik_server::Chronik for Services {
         &self,
         request: Request<proto::ProduceRequest>,
     ) -> Result<GrpcResponse<proto::ProduceResponse>, Status> {
+        let _admitted = admit!(self, proto::ProduceResponse);
         let r = request.into_inner();
         let timeout = self.timeout(r.timeout_ms);
         let cmd = Command::Propose {
@@ -193,6 +251,7 @@ impl proto::chronik_server::Chronik for Services {
         &self,
         request: Request<proto::FetchRequest>,
     ) -> Result<GrpcResponse<proto::FetchResponse>, Status> {
+        let _admitted = admit!(self, proto::FetchResponse);
         let r = request.into_inner();
         let max_bytes = match r.max_bytes {
             0 => FETCH_BYTES_DEFAULT,
@@ -284,6 +343,7 @@ impl proto::admin_server::Admin for Services {
         &self,
         request: Request<proto::AddNodeRequest>,
     ) -> Result<GrpcResponse<proto::MembershipResponse>, Status> {
+        let _admitted = admit!(self, proto::MembershipResponse);
         let r = request.into_inner();
         let node = chronik_core::NodeInfo {
             id: r.id,
@@ -317,6 +377,7 @@ impl proto::admin_server::Admin for Services {
         &self,
         request: Request<proto::RemoveNodeRequest>,
     ) -> Result<GrpcResponse<proto::MembershipResponse>, Status> {
+        let _admitted = admit!(self, proto::MembershipResponse);
         let id = request.into_inner().id;
         let change = MembershipChange::Remove(id);
         let result = self
@@ -340,6 +401,10 @@ impl proto::admin_server::Admin for Services {
         let action = Action::try_from(r.action).map_err(|_| {
             Status::invalid_argument(format!("unknown rebalance action {}", r.action))
         })?;
+        let _admitted = match action {
+            Action::Start | Action::Cancel => Some(admit!(self, proto::RebalanceResponse)),
+            Action::Plan | Action::Status => None,
+        };
         let cfg = &self.rebalance;
         let ins = self.inspect().await?;
         let failed = |e: proto::Error| proto::RebalanceResponse {
@@ -448,6 +513,7 @@ impl proto::admin_server::Admin for Services {
                         .partitions()
                         .filter(|(_, p)| p.preferred_leader == n.id)
                         .count() as u32,
+                    maintenance: md.in_maintenance(n.id),
                 }
             })
             .collect();
@@ -459,6 +525,66 @@ impl proto::admin_server::Admin for Services {
             change_in_flight: in_flight.map(|c| c.to_string()).unwrap_or_default(),
             joint: view.is_joint(),
         }))
+    }
+
+    async fn maintenance(
+        &self,
+        request: Request<proto::MaintenanceRequest>,
+    ) -> Result<GrpcResponse<proto::MaintenanceResponse>, Status> {
+        let _admitted = admit!(self, proto::MaintenanceResponse);
+        let r = request.into_inner();
+        let cmd = Command::Metadata(MetadataCommand::SetMaintenance {
+            node: r.id,
+            on: r.on,
+        });
+        let error = match self.run(cmd, self.request_timeout).await {
+            Ok(Response::Metadata(MetadataResponse::MaintenanceSet { .. })) => None,
+            Ok(other) => Some(unexpected(other)),
+            Err(e) => Some(e),
+        };
+        let ins = self.inspect().await?;
+        Ok(GrpcResponse::new(proto::MaintenanceResponse {
+            error,
+            answered_by: ins.node_id,
+            id: r.id,
+            on: r.on,
+        }))
+    }
+
+    async fn restart_check(
+        &self,
+        request: Request<proto::RestartCheckRequest>,
+    ) -> Result<GrpcResponse<proto::RestartCheckResponse>, Status> {
+        let id = request.into_inner().id;
+        let ins = self.inspect().await?;
+        let leader = ins.leader_of(METADATA_GROUP);
+        let failed = |e: chronik_core::Error| proto::RestartCheckResponse {
+            error: Some(convert::error(&e)),
+            answered_by: ins.node_id,
+            id,
+            ..Default::default()
+        };
+        // Only the metadata leader knows which peers are alive.
+        if leader != Some(ins.node_id) {
+            return Ok(GrpcResponse::new(failed(chronik_core::Error::NotLeader {
+                group: METADATA_GROUP,
+                leader_hint: leader,
+            })));
+        }
+        let voters: Vec<_> = ins.membership.voters.iter().copied().collect();
+        let resp =
+            match chronik_core::shutdown::restart_check(&ins.metadata, id, &voters, &ins.alive) {
+                Ok(c) => proto::RestartCheckResponse {
+                    error: None,
+                    answered_by: ins.node_id,
+                    id,
+                    safe: c.safe,
+                    reasons: c.reasons,
+                    partitions: c.partitions as u32,
+                },
+                Err(e) => failed(e),
+            };
+        Ok(GrpcResponse::new(resp))
     }
 
     async fn isr_status(

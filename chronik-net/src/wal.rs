@@ -77,8 +77,9 @@ pub enum WalError {
 }
 
 /// The WAL record format this build writes and reads; every record carries
-/// it first.
-pub const WAL_FORMAT: u32 = 2;
+/// it first. 2: nodes carry a rack; 3: metadata records nodes in
+/// maintenance (`SetMaintenance`).
+pub const WAL_FORMAT: u32 = 3;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
     move |source| WalError::Io {
@@ -425,6 +426,18 @@ impl Wal {
 
     /// Seals the current segment and opens the next; checkpoints when the
     /// sealed segments grew past `checkpoint_bytes`.
+    /// Fsyncs what was written without a sync (batches that did not ask
+    /// for one): after this everything appended is durable.
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        let written = self.segments.last().map_or(0, |(_, b)| *b);
+        if self.synced_up_to < written {
+            let path = self.current_path();
+            self.file.sync().map_err(io_err(&path))?;
+            self.synced_up_to = written;
+        }
+        Ok(())
+    }
+
     fn rotate(&mut self) -> Result<(), WalError> {
         let path = self.current_path();
         self.file.sync().map_err(io_err(&path))?;

@@ -3,86 +3,15 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
+use common::*;
+
 use bytes::Bytes;
-use chronik_core::{ErrorCode, NodeInfo, PartitionId};
+use chronik_core::{ErrorCode, PartitionId};
 use chronik_net::{Client, Node, NodeConfig, NodeHandle};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-
-fn free_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port_below_ephemeral()))
-}
-
-/// A free loopback port below the kernel's ephemeral range, so outgoing
-/// connections (which take ephemeral ports) never grab it between this
-/// check and the node binding it.
-fn free_port_below_ephemeral() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
-    loop {
-        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 2_700;
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
-
-struct Spec {
-    configs: Vec<NodeConfig>,
-}
-
-fn spec(n: u64, dir: &Path) -> Spec {
-    let addrs: Vec<(SocketAddr, SocketAddr)> = (0..n).map(|_| (free_addr(), free_addr())).collect();
-    let infos: Vec<NodeInfo> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, (p, c))| NodeInfo {
-            id: i as u64 + 1,
-            peer_addr: p.to_string(),
-            client_addr: c.to_string(),
-            rack: None,
-        })
-        .collect();
-    let configs = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, (p, c))| {
-            let mut cfg = NodeConfig::new(
-                i as u64 + 1,
-                *p,
-                *c,
-                infos.clone(),
-                dir.join(format!("n{}", i + 1)),
-            );
-            cfg.engine.tick_interval_ms = 20;
-            cfg.engine.log_compact_threshold_entries = 500;
-            cfg
-        })
-        .collect();
-    Spec { configs }
-}
-
-async fn start_all(spec: &Spec) -> Vec<NodeHandle> {
-    let mut nodes = Vec::new();
-    for c in &spec.configs {
-        nodes.push(Node::start(c.clone()).await.unwrap());
-    }
-    nodes
-}
-
-async fn wait_for_nodes(client: &Client, n: usize) {
-    for _ in 0..200 {
-        if let Ok(md) = client.metadata().await {
-            if md.nodes.len() == n {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("cluster did not register its nodes");
-}
 
 async fn read_all_local(node: &NodeHandle, p: &PartitionId, expect: u64) -> Vec<Bytes> {
     // A follower may still be applying the last entries.
@@ -186,7 +115,7 @@ async fn three_nodes_replicate_ten_thousand_records_and_survive_restart() {
 
     // Stop everything, start again from the same data dirs.
     for n in nodes {
-        n.shutdown().await.unwrap();
+        n.stop().await.unwrap();
     }
     let nodes = start_all(&spec).await;
     let client = Client::new(
@@ -209,7 +138,7 @@ async fn three_nodes_replicate_ten_thousand_records_and_survive_restart() {
         .unwrap();
     assert_eq!(base, expected[0].len() as u64);
     for n in nodes {
-        n.shutdown().await.unwrap();
+        n.stop().await.unwrap();
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -260,22 +189,9 @@ async fn bad_requests_get_clear_errors() {
     let f = client.fetch("t", 0, 0, 100).await.unwrap();
     assert_eq!(f.records.len(), 1);
     for n in nodes {
-        n.shutdown().await.unwrap();
+        n.stop().await.unwrap();
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "chronik-test-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// Three nodes that snapshot every 50 entries into 4 KiB segments (so
@@ -303,7 +219,7 @@ async fn lagging_replica_catches_up_through_streamed_segments() {
     let (spec, mut nodes, client) = compacting_cluster(&dir).await;
     client.create_topic("lag", 1, 3, 2).await.unwrap();
     let down = nodes.pop().unwrap();
-    down.shutdown().await.unwrap();
+    down.stop().await.unwrap();
     let mut want = Vec::new();
     for i in 0..300 {
         let recs: Vec<Bytes> = (0..10).map(|k| Bytes::from(format!("b{i}-r{k}"))).collect();
@@ -326,7 +242,7 @@ async fn lagging_replica_catches_up_through_streamed_segments() {
     );
     nodes.push(back);
     for n in nodes {
-        n.shutdown().await.unwrap();
+        n.stop().await.unwrap();
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -355,7 +271,7 @@ async fn a_replica_with_a_corrupt_segment_rebuilds_it_from_the_leader() {
         assert!(st.snapshot_index > 0, "{st:?}");
         g
     };
-    nodes.pop().unwrap().shutdown().await.unwrap();
+    nodes.pop().unwrap().stop().await.unwrap();
     let seg =
         group_dir(&spec.configs[2].data_dir.join("partitions"), group).join(segment_file_name(0));
     let mut bytes = std::fs::read(&seg).unwrap();
@@ -404,7 +320,7 @@ async fn a_replica_with_a_corrupt_segment_rebuilds_it_from_the_leader() {
     assert!(back.metrics.snapshots_fetched.get() > 0);
     nodes.push(back);
     for n in nodes {
-        n.shutdown().await.unwrap();
+        n.stop().await.unwrap();
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -467,7 +383,7 @@ async fn follower_reads_and_min_insync_replicas_on_real_nodes() {
         .await
         .unwrap();
     let down = nodes.pop().unwrap();
-    down.shutdown().await.unwrap();
+    down.stop().await.unwrap();
     let quick = Client::with_retry(
         addrs[..2].to_vec(),
         chronik_net::RetryPolicy {
@@ -521,7 +437,7 @@ async fn follower_reads_and_min_insync_replicas_on_real_nodes() {
         .await
         .unwrap();
     for n in nodes {
-        n.shutdown().await.unwrap();
+        n.stop().await.unwrap();
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -678,7 +594,7 @@ async fn grow_to_four_nodes_and_shrink_back_under_load() {
     }
     assert!(total > 0);
     for n in nodes {
-        n.shutdown().await.unwrap();
+        n.stop().await.unwrap();
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -734,7 +650,7 @@ async fn removing_a_node_moves_its_replicas_to_the_others() {
     }
     // Every record is on the remaining nodes' replicas.
     let four = nodes.pop().unwrap();
-    let _ = four.shutdown().await;
+    let _ = four.stop().await;
     for p in 0..4u32 {
         let f = client.fetch("moved", p, 0, 1 << 20).await.unwrap();
         let got: Vec<Bytes> = f.records.into_iter().map(|(_, v)| v).collect();
@@ -754,7 +670,7 @@ async fn removing_a_node_moves_its_replicas_to_the_others() {
         }
     }
     for n in nodes {
-        n.shutdown().await.unwrap();
+        n.stop().await.unwrap();
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -893,9 +809,9 @@ async fn a_joining_node_gets_its_share_through_a_rebalance_under_load() {
         }
     }
     assert!(total > 0);
-    n4.shutdown().await.unwrap();
+    n4.stop().await.unwrap();
     for n in nodes {
-        n.shutdown().await.unwrap();
+        n.stop().await.unwrap();
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

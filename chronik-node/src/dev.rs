@@ -42,7 +42,7 @@ pub async fn run(data_dir: PathBuf, base_port: u16, auto_rebalance: bool) -> Exi
             Err(e) => {
                 eprintln!("error: node {}: {e}", i + 1);
                 for n in nodes {
-                    let _ = n.shutdown().await;
+                    let _ = n.stop().await;
                 }
                 return ExitCode::FAILURE;
             }
@@ -91,11 +91,23 @@ pub async fn run(data_dir: PathBuf, base_port: u16, auto_rebalance: bool) -> Exi
     println!("Ctrl-C stops the cluster; `chronik-node dev` again resumes it.");
     crate::shutdown_signal().await;
     println!("stopping...");
+    // One at a time, gracefully: each hands its leaderships to the nodes
+    // still up (the last has nobody left to hand them to).
     let mut code = ExitCode::SUCCESS;
     for n in nodes {
-        if let Err(e) = n.shutdown().await {
-            eprintln!("error: {e}");
-            code = ExitCode::FAILURE;
+        match n.shutdown().await {
+            Ok(report) => {
+                for (phase, left) in report.timed_out() {
+                    eprintln!(
+                        "warning: shutdown phase {phase} timed out: {}",
+                        left.join(", ")
+                    );
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                code = ExitCode::FAILURE;
+            }
         }
     }
     code

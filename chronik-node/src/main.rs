@@ -195,17 +195,36 @@ async fn run(cfg: chronik_net::NodeConfig) -> ExitCode {
             ExitCode::FAILURE
         }
         _ = shutdown_signal() => {
-            tracing::info!("stopping");
-            match node.shutdown().await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
+            tracing::info!("stopping gracefully; a second signal stops at once");
+            tokio::select! {
+                r = node.shutdown() => match r {
+                    Ok(report) if report.clean() => ExitCode::SUCCESS,
+                    Ok(report) => {
+                        for (phase, left) in report.timed_out() {
+                            eprintln!("error: shutdown phase {phase} timed out: {}", left.join(", "));
+                        }
+                        ExitCode::from(EXIT_SHUTDOWN_TIMED_OUT)
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                },
+                _ = shutdown_signal() => {
+                    // Everything acknowledged is already durable: stopping
+                    // here costs only the leadership handoff.
+                    eprintln!("second signal: stopping at once");
+                    ExitCode::from(EXIT_STOPPED_AT_ONCE)
                 }
             }
         }
     }
 }
+
+/// Exit codes after a signal: 0 for a clean graceful shutdown, these when
+/// a phase ran out of time or a second signal cut it short.
+const EXIT_SHUTDOWN_TIMED_OUT: u8 = 3;
+const EXIT_STOPPED_AT_ONCE: u8 = 130;
 
 /// Ctrl-C or SIGTERM.
 pub(crate) async fn shutdown_signal() {

@@ -152,7 +152,7 @@ impl LocalCluster {
 
     async fn stop(self) {
         for n in self.nodes {
-            let _ = n.shutdown().await;
+            let _ = n.stop().await;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

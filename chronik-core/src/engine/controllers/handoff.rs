@@ -102,8 +102,16 @@ impl<S: StateMachine> Engine<S> {
                 .as_ref()
                 .is_some_and(|l| l.watched.contains(&g))
         };
-        let transferable =
-            |raw: &RawNode<GroupStorage>| raw.store().conf_state().voters.iter().any(|v| *v != me);
+        // Somebody could take the group: another voter this node hears
+        // from (a group whose peers are all down has nobody to wait for).
+        let alive = self.alive_nodes();
+        let transferable = |raw: &RawNode<GroupStorage>| {
+            raw.store()
+                .conf_state()
+                .voters
+                .iter()
+                .any(|v| *v != me && alive.contains(v))
+        };
         if !self.metadata.removed && pending(&self.metadata.raw, watched(METADATA_GROUP)) {
             out.push(LedGroup {
                 group: METADATA_GROUP,
