@@ -358,6 +358,9 @@ impl Client {
                         if !stopping.contains(&addr) {
                             stopping.push(addr.clone());
                         }
+                        // Its leaderships are moving to a peer within
+                        // milliseconds: keep asking at the shortest pace.
+                        backoff = self.retry.backoff_min;
                     }
                     _ if e.retriable || self.retry.also_retry.contains(&code) => {
                         other_outcome = true;

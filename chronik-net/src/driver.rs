@@ -92,7 +92,7 @@ pub struct Inspection {
     pub lags: BTreeMap<GroupId, Vec<chronik_core::ReplicaLag>>,
     /// The metadata group's applied configuration.
     pub membership: chronik_core::membership::ConfView,
-    /// This node and the peers it heard from within an election timeout.
+    /// This node and the peers it heard from within two heartbeats.
     pub alive: std::collections::BTreeSet<NodeId>,
 }
 
@@ -643,7 +643,7 @@ impl Driver {
                     metadata: self.engine.metadata().clone(),
                     lags,
                     membership: self.engine.membership_view(),
-                    alive: self.engine.alive_nodes(),
+                    alive: self.engine.talking_nodes(),
                 });
             }
         }

@@ -40,7 +40,8 @@ trait Refusable: Default {
 
 macro_rules! refusable {
     ($($t:ty),* $(,)?) => {
-        $(impl Refusable for $t {
+        $(#[allow(clippy::needless_update)] // some answers carry only the error
+        impl Refusable for $t {
             fn refused(error: proto::Error) -> Self {
                 Self { error: Some(error), ..Default::default() }
             }

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 const PARTITIONS: u32 = 3;
 
+/// Acknowledged produces: (partition, when, offset, record).
+type Acks = Mutex<Vec<(u32, Instant, u64, Bytes)>>;
+
 /// Until `pred` holds, checking every 100 ms for 30 s.
 async fn eventually<F, Fut>(what: &str, mut pred: F)
 where
@@ -57,7 +60,7 @@ async fn a_rolling_restart_under_load_loses_nothing_and_clients_see_no_error() {
 
     // One producer and one reader per partition, each with its own client.
     let stop = Arc::new(AtomicBool::new(false));
-    let acks: Arc<Mutex<Vec<(u32, Instant, u64, Bytes)>>> = Arc::default();
+    let acks: Arc<Acks> = Arc::default();
     let errors: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut tasks = Vec::new();
     for p in 0..PARTITIONS {
@@ -86,7 +89,7 @@ async fn a_rolling_restart_under_load_loses_nothing_and_clients_see_no_error() {
             }
         }));
     }
-    let acked = |acks: &Mutex<Vec<(u32, Instant, u64, Bytes)>>| acks.lock().len();
+    let acked = |acks: &Acks| acks.lock().len();
     eventually("produces acknowledged", || async { acked(&acks) >= 30 }).await;
 
     let started = Instant::now();

@@ -57,6 +57,29 @@ pub enum ClusterCmd {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Maintenance mode: moves every leadership off the node and keeps it
+    /// off (it stays a voter and a replica), recorded in metadata so it
+    /// survives restarts. Waits until the node leads nothing.
+    Drain {
+        #[arg(long)]
+        id: u64,
+        /// Return once recorded instead of waiting for the handoffs.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Ends maintenance mode: the node takes its preferred leaderships
+    /// back once in sync.
+    Undrain {
+        #[arg(long)]
+        id: u64,
+    },
+    /// Whether restarting the node now keeps every partition it hosts
+    /// writable (enough in-sync replicas elsewhere), with the reasons if
+    /// not. Exits non-zero when it is not safe.
+    RollingRestartCheck {
+        #[arg(long)]
+        id: u64,
+    },
     /// Replicas, ISR, leader and per-replica lag of every partition.
     IsrStatus {
         /// Only this topic.
@@ -150,6 +173,13 @@ pub async fn run(cmd: ClusterCmd, addr: &str, format: OutputFormat) -> Result<()
             };
             crate::rebalance::run(&c, ask, format).await
         }
+        ClusterCmd::Drain { id, no_wait } => {
+            crate::maintenance::set(&c, id, true, !no_wait, format).await
+        }
+        ClusterCmd::Undrain { id } => crate::maintenance::set(&c, id, false, false, format).await,
+        ClusterCmd::RollingRestartCheck { id } => {
+            crate::maintenance::restart_check(&c, id, format).await
+        }
         ClusterCmd::IsrStatus {
             topic,
             under_min_isr,
@@ -216,6 +246,8 @@ struct NodeRow {
     client_addr: String,
     role: String,
     replicas: u32,
+    /// In maintenance (`cluster drain`): leads nothing while a peer can.
+    maintenance: bool,
 }
 
 async fn list_nodes(c: &Client, format: OutputFormat) -> Result<(), CliError> {
@@ -234,6 +266,7 @@ async fn list_nodes(c: &Client, format: OutputFormat) -> Result<(), CliError> {
                 client_addr: n.client_addr,
                 role: n.role,
                 replicas: n.replicas,
+                maintenance: n.maintenance,
             })
             .collect(),
     };
@@ -246,6 +279,7 @@ async fn list_nodes(c: &Client, format: OutputFormat) -> Result<(), CliError> {
                 "ROLE",
                 "REPLICAS",
                 "LEADER",
+                "MAINTENANCE",
             ],
             rows: r
                 .nodes
@@ -259,6 +293,11 @@ async fn list_nodes(c: &Client, format: OutputFormat) -> Result<(), CliError> {
                         n.replicas.to_string(),
                         if r.metadata_leader == Some(n.id) {
                             "*".into()
+                        } else {
+                            String::new()
+                        },
+                        if n.maintenance {
+                            "yes".into()
                         } else {
                             String::new()
                         },

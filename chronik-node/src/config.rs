@@ -192,6 +192,7 @@ client_addr = "127.0.0.1:9001"
         let (top, rest) = block.split_once("[engine]").unwrap();
         let engine = rest.split("[[initial_cluster]]").next().unwrap();
         let (engine, rebalance) = engine.split_once("[engine.rebalance]").unwrap();
+        let (rebalance, shutdown) = rebalance.split_once("[shutdown]").unwrap();
         // `key = value` lines, commented out or not, trailing comments cut.
         let settings = |part: &str| -> Vec<(String, String)> {
             part.lines()
@@ -203,7 +204,12 @@ client_addr = "127.0.0.1:9001"
                 })
                 .collect()
         };
-        let (top, engine, rebalance) = (settings(top), settings(engine), settings(rebalance));
+        let (top, engine, rebalance, shutdown) = (
+            settings(top),
+            settings(engine),
+            settings(rebalance),
+            settings(shutdown),
+        );
         let shown = |part: &[(String, String)], key: &str, value: Option<String>| {
             part.iter()
                 .any(|(k, v)| k == key && value.as_ref().is_none_or(|want| v == want))
@@ -232,6 +238,13 @@ client_addr = "127.0.0.1:9001"
                     assert!(
                         shown(&engine, k, Some(v.to_string())),
                         "[engine] {k} = {v} is not in docs/operations.md"
+                    );
+                }
+            } else if key == "shutdown" {
+                for (k, v) in value.as_table().unwrap() {
+                    assert!(
+                        shown(&shutdown, k, Some(v.to_string())),
+                        "[shutdown] {k} = {v} is not in docs/operations.md"
                     );
                 }
             } else if !identity.contains(&key.as_str()) {
@@ -264,6 +277,10 @@ client_addr = "127.0.0.1:9001"
                 rebalance_keys.contains_key(k),
                 "[engine.rebalance] {k} is not a setting"
             );
+        }
+        let shutdown_keys = defaults["shutdown"].as_table().unwrap();
+        for (k, _) in &shutdown {
+            assert!(shutdown_keys.contains_key(k), "[shutdown] {k} is not a setting");
         }
         let known = [
             "metrics_listen",

@@ -19,4 +19,7 @@ pub enum CliError {
     /// (e.g. for a removed node to leave) ran out.
     #[error("{0}")]
     WaitTimedOut(String),
+    /// A check answered no (the answer was printed first).
+    #[error("{0}")]
+    Unsafe(String),
 }

@@ -5,6 +5,7 @@ mod cluster;
 mod config;
 mod dev;
 mod error;
+mod maintenance;
 mod output;
 mod rebalance;
 mod tools;

@@ -1,5 +1,6 @@
 //! Real processes: `kill -9` of a node under load, restart and catch-up;
 //! all three killed and restarted with every acknowledged record intact;
+//! a rolling restart with SIGTERM under load that clients do not notice;
 //! bad config refused with exit code 2.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chronik-node");
 
@@ -104,6 +105,27 @@ impl Cluster {
             c.kill().unwrap();
             c.wait().unwrap();
         }
+    }
+
+    /// SIGTERM: the graceful shutdown runs; returns the exit status.
+    fn sigterm(&mut self, id: u64) -> std::process::ExitStatus {
+        let mut c = self.children.remove(&id).expect("running");
+        let sent = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM");
+        c.wait().unwrap()
+    }
+
+    /// `chronik-node cluster ARGS --addr (node 1's client address)`.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .arg("cluster")
+            .args(args)
+            .args(["--addr", &self.client_addrs[0]])
+            .output()
+            .unwrap()
     }
 
     fn client(&self) -> Client {
@@ -235,6 +257,133 @@ async fn kill9_under_load_then_restart_loses_nothing() {
                 base + i as u64
             );
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_with_sigterm_under_load_loses_nothing() {
+    const PARTITIONS: u32 = 3;
+    let mut c = Cluster::new(3);
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let client = c.client();
+    wait_ready(&client, 3).await;
+    client.create_topic("rr", PARTITIONS, 3, 2).await.unwrap();
+
+    // Per partition a producer and a reader, each with its own client.
+    type Acks = Arc<std::sync::Mutex<Vec<(u32, Instant, u64, Bytes)>>>;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks: Acks = Arc::default();
+    let errors: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for p in 0..PARTITIONS {
+        let (st, ac, er, cl) = (stop.clone(), acks.clone(), errors.clone(), c.client());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !st.load(Ordering::Relaxed) {
+                let v = Bytes::from(format!("p{p}-{i}"));
+                match cl.produce("rr", p, vec![v.clone()]).await {
+                    Ok(offset) => ac.lock().unwrap().push((p, Instant::now(), offset, v)),
+                    Err(e) => er.lock().unwrap().push(format!("produce p{p}: {e}")),
+                }
+                i += 1;
+            }
+        }));
+        let (st, er, cl) = (stop.clone(), errors.clone(), c.client());
+        tasks.push(tokio::spawn(async move {
+            while !st.load(Ordering::Relaxed) {
+                if let Err(e) = cl.fetch("rr", p, 0, 4096).await {
+                    er.lock().unwrap().push(format!("fetch p{p}: {e}"));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let safe = |c: &Cluster, id: u64| c.cli(&["rolling-restart-check", "--id", &id.to_string()]);
+    let started = Instant::now();
+    for id in 1..=3u64 {
+        // One node at a time: the next goes once the check says so (its
+        // peers' replicas back in every ISR).
+        let mut ok = false;
+        for _ in 0..300 {
+            if safe(&c, id).status.success() {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            ok,
+            "node {id}: {}",
+            String::from_utf8_lossy(&safe(&c, id).stdout)
+        );
+        let t = Instant::now();
+        println!("node {id}: SIGTERM at {} ms", started.elapsed().as_millis());
+        let status = c.sigterm(id);
+        assert_eq!(status.code(), Some(0), "node {id} shut down cleanly");
+        println!(
+            "node {id}: SIGTERM to exit in {} ms",
+            t.elapsed().as_millis()
+        );
+        c.start(id);
+    }
+    // Everything back in sync.
+    for id in 1..=3u64 {
+        let mut ok = false;
+        for _ in 0..300 {
+            if safe(&c, id).status.success() {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ok, "node {id} back in sync");
+    }
+    let finished = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let errors = errors.lock().unwrap().clone();
+    assert!(errors.is_empty(), "clients saw errors: {errors:?}");
+    let acks = acks.lock().unwrap().clone();
+    for p in 0..PARTITIONS {
+        // From the last acknowledgement before the restarts to the first
+        // after them.
+        let all: Vec<Instant> = acks.iter().filter(|a| a.0 == p).map(|a| a.1).collect();
+        let from = all.iter().rposition(|t| *t < started).unwrap_or(0);
+        let to = all
+            .iter()
+            .position(|t| *t > finished)
+            .unwrap_or(all.len() - 1);
+        let times = &all[from..=to];
+        let gap = times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
+        println!(
+            "partition {p}: {} produces acknowledged during the rolling restart, longest gap between two: {} ms",
+            times.len(),
+            gap.as_millis()
+        );
+        assert!(
+            all.last().is_some_and(|t| *t > finished),
+            "partition {p} acknowledged produces after the restarts"
+        );
+    }
+    for (p, _, offset, value) in &acks {
+        let f = match client.fetch("rr", *p, *offset, 1).await {
+            Ok(f) => f,
+            Err(e) => panic!("fetch p{p} at {offset}: {e}"),
+        };
+        assert_eq!(
+            f.records.first().map(|r| (&r.0, &r.1)),
+            Some((offset, value))
+        );
     }
 }
 

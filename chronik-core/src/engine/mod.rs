@@ -618,7 +618,19 @@ impl<S: StateMachine> Engine<S> {
     /// This node and the peers heard from within the last election
     /// timeout.
     pub fn alive_nodes(&self) -> BTreeSet<NodeId> {
-        let window = self.config.tick_interval_ms * self.config.election_ticks as u64;
+        self.heard_within(self.config.tick_interval_ms * self.config.election_ticks as u64)
+    }
+
+    /// This node and the peers heard from within two heartbeat intervals:
+    /// those up and talking now (a node that restarted moments ago is not
+    /// among them until it is back).
+    pub fn talking_nodes(&self) -> BTreeSet<NodeId> {
+        self.heard_within(
+            self.config.tick_interval_ms * (2 * self.config.heartbeat_ticks as u64 + 1),
+        )
+    }
+
+    fn heard_within(&self, window: u64) -> BTreeSet<NodeId> {
         self.heard_from
             .iter()
             .filter(|(_, at)| self.now.as_millis() <= at.as_millis() + window)
