@@ -350,6 +350,16 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
     /// Starts a ReadIndex round for the queued reads, if none is in flight;
     /// `ctx` must be unique. Returns whether it did.
     pub fn start_read_round(&mut self, ctx: Vec<u8>, timeout_ms: u64, now: Time) -> bool {
+        // A leader drops a read index request until it has committed an
+        // entry of its term (raft-rs answers nothing; the round would
+        // wait out its whole timeout, an election timeout, right after
+        // every leadership change). This replica sees that commit too
+        // (its commit index reaches an entry of the current term): start
+        // the round only then.
+        let raft = &self.raw.raft;
+        if raft.raft_log.term(raft.raft_log.committed).ok() != Some(raft.term) {
+            return false;
+        }
         if self.reads.start_round(ctx.clone(), timeout_ms, now) {
             self.raw.read_index(ctx);
             return true;

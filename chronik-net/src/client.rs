@@ -657,20 +657,57 @@ impl Client {
         .await
     }
 
-    /// Whether stopping node `id` now keeps every group it hosts writable
-    /// (asked of the metadata leader, which knows who is alive).
+    /// Whether stopping node `id` now keeps every group it hosts writable:
+    /// the metadata leader's verdict (enough in-sync replicas elsewhere,
+    /// among the nodes it hears from), and every other member answering
+    /// itself with a leader known for each group it hosts. The metadata
+    /// leader alone cannot tell a node restarted moments ago, still
+    /// recovering, from one that never stopped; the node itself can.
     pub async fn restart_check(
         &self,
         id: NodeId,
     ) -> Result<proto::RestartCheckResponse, ClientError> {
-        self.with_retries(Target::Metadata, true, |ch| async move {
-            let r = AdminClient::new(ch)
-                .restart_check(proto::RestartCheckRequest { id })
-                .await?
-                .into_inner();
-            Ok(in_band(r.error.clone(), r))
-        })
-        .await
+        let mut r = self
+            .with_retries(Target::Metadata, true, |ch| async move {
+                let r = AdminClient::new(ch)
+                    .restart_check(proto::RestartCheckRequest { id })
+                    .await?
+                    .into_inner();
+                Ok(in_band(r.error.clone(), r))
+            })
+            .await?;
+        let members = self.list_nodes().await?;
+        for n in members.nodes.iter().filter(|n| n.id != id) {
+            let status = self
+                .ask_node(&n.client_addr, |mut a| async move {
+                    a.node_status(proto::NodeStatusRequest {})
+                        .await
+                        .map(|r| r.into_inner())
+                })
+                .await;
+            match status {
+                Err(e) => r
+                    .reasons
+                    .push(format!("node {} does not answer: {e}", n.id)),
+                Ok(s) => {
+                    let leaderless: Vec<String> = s
+                        .groups
+                        .iter()
+                        .filter(|g| g.leader == 0)
+                        .map(|g| g.name.clone())
+                        .collect();
+                    if !leaderless.is_empty() {
+                        r.reasons.push(format!(
+                            "node {} knows no leader yet for {} (still starting?)",
+                            n.id,
+                            leaderless.join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+        r.safe = r.reasons.is_empty();
+        Ok(r)
     }
 
     /// The members and the change in flight, as the first node that

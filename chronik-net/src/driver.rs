@@ -22,6 +22,8 @@ use tokio::time::Instant;
 pub(crate) enum DriverMsg {
     Peer {
         from: NodeId,
+        /// The sender's incarnation (see `PeerBatch.incarnation`).
+        incarnation: u64,
         messages: Vec<GroupMessage>,
     },
     /// Where a member this node had not heard of listens for peers, as the
@@ -207,6 +209,12 @@ pub(crate) struct Driver {
     next_request: RequestId,
     pending: HashMap<RequestId, oneshot::Sender<Result<Response<DiskLog>, Error>>>,
     peers: BTreeMap<NodeId, mpsc::Sender<Vec<GroupMessage>>>,
+    /// Per peer: rung when it is heard from, so a sender waiting out a
+    /// reconnect backoff tries again at once.
+    peer_wake: BTreeMap<NodeId, Arc<tokio::sync::Notify>>,
+    /// This process's incarnation, and each peer's last seen.
+    incarnation: u64,
+    peer_incarnations: BTreeMap<NodeId, u64>,
     peer_addrs: BTreeMap<NodeId, String>,
     wal_tx: mpsc::Sender<PersistBatch>,
     /// The WAL writer; it ends once `wal_tx` is dropped.
@@ -303,6 +311,9 @@ impl Driver {
             next_request: 1,
             pending: HashMap::new(),
             peers: BTreeMap::new(),
+            peer_wake: BTreeMap::new(),
+            incarnation: new_incarnation(),
+            peer_incarnations: BTreeMap::new(),
             peer_addrs: initial_cluster
                 .iter()
                 .map(|n| (n.id, n.peer_addr.clone()))
@@ -509,7 +520,26 @@ impl Driver {
     fn handle(&mut self, msg: DriverMsg) {
         let now = self.now();
         match msg {
-            DriverMsg::Peer { from, messages } => {
+            DriverMsg::Peer {
+                from,
+                incarnation,
+                messages,
+            } => {
+                if self
+                    .peer_incarnations
+                    .insert(from, incarnation)
+                    .is_some_and(|before| before != incarnation)
+                {
+                    // It restarted: the stream to it may still look open
+                    // while everything sent on it is lost (a peer this
+                    // node rarely talks to would not fill it up and so
+                    // never look stalled). A new one carries on.
+                    tracing::debug!(peer = from, "peer restarted; reconnecting to it");
+                    self.peers.remove(&from);
+                }
+                if let Some(w) = self.peer_wake.get(&from) {
+                    w.notify_one();
+                }
                 if self.peer_addr(from).is_none() {
                     // A member this node has not heard of yet (its metadata
                     // lags a membership change, a new leader even): ask the
@@ -900,12 +930,14 @@ impl Driver {
                 return;
             };
             let (tx, rx) = mpsc::channel(self.peer_queue_max);
+            let wake = self.peer_wake.entry(to).or_default().clone();
             tokio::spawn(crate::transport::peer_sender(
-                self.engine.node_id(),
+                (self.engine.node_id(), self.incarnation),
                 to,
                 addr,
                 rx,
                 self.self_tx.clone(),
+                wake,
             ));
             self.peers.insert(to, tx);
         }
@@ -915,6 +947,15 @@ impl Driver {
             self.metrics.peer_messages_dropped.inc();
         }
     }
+}
+
+/// A value that differs at every start of the process: the wall clock in
+/// nanoseconds (simulated, and so seeded, under madsim).
+fn new_incarnation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        .max(1)
 }
 
 /// Writes persist batches to the WAL, folding every batch that is queued

@@ -11,6 +11,23 @@ use chronik_core::Time;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// A node through the phases before its stop (see
+/// [`NodeHandle::shutdown_phases`]).
+pub struct Stopping {
+    pub shutdown: Shutdown,
+    /// The WAL was synced and closed.
+    pub wal_synced: bool,
+    started: Instant,
+}
+
+impl Stopping {
+    /// The report, as of a stop now.
+    pub fn report(&mut self) -> ShutdownReport {
+        self.shutdown
+            .stopped(Time(self.started.elapsed().as_millis() as u64))
+    }
+}
+
 /// How often a phase looks again at what it waits for.
 const POLL: Duration = Duration::from_millis(5);
 
@@ -28,6 +45,21 @@ impl NodeHandle {
 
     /// [`NodeHandle::shutdown`] with other phase limits.
     pub async fn shutdown_with(self, config: ShutdownConfig) -> Result<ShutdownReport, NodeError> {
+        let Stopping {
+            shutdown: mut sd,
+            wal_synced,
+            started,
+        } = self.shutdown_phases(config).await;
+        let now = move || Time(started.elapsed().as_millis() as u64);
+        self.stop_after_phases(&mut sd, wal_synced, now).await
+    }
+
+    /// The phases before the stop: drains, hands leadership over, closes
+    /// the WAL. Returns the shutdown in its stop phase and whether the WAL
+    /// was synced; the node then serves nothing (its servers answer
+    /// `SHUTTING_DOWN`) until stopped. A simulator ends the process here
+    /// (a process exit) rather than through the stop phase.
+    pub async fn shutdown_phases(&self, config: ShutdownConfig) -> Stopping {
         let node = self.node_id;
         let start = Instant::now();
         let now = || Time(start.elapsed().as_millis() as u64);
@@ -79,6 +111,20 @@ impl NodeHandle {
                 Phase::Stop => break,
             }
         }
+        Stopping {
+            shutdown: sd,
+            wal_synced,
+            started: start,
+        }
+    }
+
+    async fn stop_after_phases(
+        self,
+        sd: &mut Shutdown,
+        wal_synced: bool,
+        now: impl Fn() -> Time,
+    ) -> Result<ShutdownReport, NodeError> {
+        let node = self.node_id;
         let _ = self.shutdown.send(true);
         if !wal_synced {
             // Stuck in its close: nothing more it holds can be saved.

@@ -50,5 +50,6 @@ pub mod wal;
 pub use client::{Client, ClientError, FetchResult, RetryPolicy};
 pub use config::NodeConfig;
 pub use driver::Inspection;
+pub use graceful::Stopping;
 pub use node::{Node, NodeError, NodeHandle};
 pub use observer::{CrashPoint, EngineObserver};

@@ -21,9 +21,15 @@ const STREAM_BUFFER: usize = 64;
 /// How long a stream may stay full before it is replaced.
 const STREAM_STALL_MAX: Duration = Duration::from_millis(1000);
 
-fn encode(me: NodeId, to: NodeId, messages: Vec<GroupMessage>) -> proto::PeerBatch {
+fn encode(
+    me: NodeId,
+    incarnation: u64,
+    to: NodeId,
+    messages: Vec<GroupMessage>,
+) -> proto::PeerBatch {
     proto::PeerBatch {
         from: me,
+        incarnation,
         to,
         messages: messages
             .into_iter()
@@ -40,13 +46,27 @@ fn encode(me: NodeId, to: NodeId, messages: Vec<GroupMessage>) -> proto::PeerBat
 }
 
 /// Streams the batches queued for `to` until the queue's sender is dropped.
+/// `wake` cuts a reconnect backoff short: the driver rings it when `to`
+/// is heard from (a peer that restarted is back, and waiting out a backoff
+/// of up to a second would lose its votes and appends meanwhile).
 pub(crate) async fn peer_sender(
-    me: NodeId,
+    (me, incarnation): (NodeId, u64),
     to: NodeId,
     addr: String,
     mut rx: mpsc::Receiver<Vec<GroupMessage>>,
     driver: mpsc::Sender<crate::driver::DriverMsg>,
+    wake: Arc<tokio::sync::Notify>,
 ) {
+    let pause = |d: Duration| {
+        let wake = wake.clone();
+        async move {
+            tokio::select! {
+                biased;
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(d) => {}
+            }
+        }
+    };
     let mut backoff = BACKOFF_MIN;
     loop {
         let endpoint = format!("http://{addr}");
@@ -58,7 +78,7 @@ pub(crate) async fn peer_sender(
                 // Drop what queued up meanwhile: it is stale by the time
                 // the peer is back, and Raft resends what matters.
                 while rx.try_recv().is_ok() {}
-                tokio::time::sleep(backoff).await;
+                pause(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 if rx.is_closed() {
                     return;
@@ -104,7 +124,7 @@ pub(crate) async fn peer_sender(
                 }
                 batch = rx.recv() => {
                     let Some(messages) = batch else { return };
-                    match stx.try_send(encode(me, to, messages)) {
+                    match stx.try_send(encode(me, incarnation, to, messages)) {
                         Ok(()) => full_since = None,
                         Err(mpsc::error::TrySendError::Closed(_)) => break,
                         Err(mpsc::error::TrySendError::Full(_)) => {
@@ -122,7 +142,7 @@ pub(crate) async fn peer_sender(
                 }
             }
         }
-        tokio::time::sleep(backoff).await;
+        pause(backoff).await;
     }
 }
 
@@ -228,6 +248,7 @@ impl proto::raft_server::Raft for RaftService {
             }
             let msg = DriverMsg::Peer {
                 from: batch.from,
+                incarnation: batch.incarnation,
                 messages,
             };
             if self.driver.tx.send(msg).await.is_err() {

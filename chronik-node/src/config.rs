@@ -280,7 +280,10 @@ client_addr = "127.0.0.1:9001"
         }
         let shutdown_keys = defaults["shutdown"].as_table().unwrap();
         for (k, _) in &shutdown {
-            assert!(shutdown_keys.contains_key(k), "[shutdown] {k} is not a setting");
+            assert!(
+                shutdown_keys.contains_key(k),
+                "[shutdown] {k} is not a setting"
+            );
         }
         let known = [
             "metrics_listen",

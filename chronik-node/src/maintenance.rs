@@ -113,42 +113,10 @@ struct RestartCheckReport {
 /// reported as an error (non-zero exit) for scripts.
 pub async fn restart_check(c: &Client, id: u64, format: OutputFormat) -> Result<(), CliError> {
     let r = c.restart_check(id).await?;
-    let mut reasons = r.reasons;
-    // The metadata leader counts a peer it heard from moments ago; a peer
-    // restarted moments ago may still be recovering. Every other member
-    // must answer itself, with a leader known for every group it hosts.
-    let members = c.list_nodes().await?;
-    for n in members.nodes.iter().filter(|n| n.id != id) {
-        let status = c
-            .ask_node(&n.client_addr, |mut a| async move {
-                a.node_status(proto::NodeStatusRequest {})
-                    .await
-                    .map(|r| r.into_inner())
-            })
-            .await;
-        match status {
-            Err(e) => reasons.push(format!("node {} does not answer: {e}", n.id)),
-            Ok(s) => {
-                let leaderless: Vec<String> = s
-                    .groups
-                    .iter()
-                    .filter(|g| g.leader == 0)
-                    .map(|g| g.name.clone())
-                    .collect();
-                if !leaderless.is_empty() {
-                    reasons.push(format!(
-                        "node {} knows no leader yet for {} (still starting?)",
-                        n.id,
-                        leaderless.join(", ")
-                    ));
-                }
-            }
-        }
-    }
     let report = RestartCheckReport {
         node: id,
-        safe: reasons.is_empty(),
-        reasons,
+        safe: r.safe,
+        reasons: r.reasons,
         partitions: r.partitions,
         answered_by: r.answered_by,
     };

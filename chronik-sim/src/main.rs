@@ -178,6 +178,11 @@ mod runner {
         untouched_probe_sends: u64,
         untouched_sends_judged: u64,
         rotted: u64,
+        graceful_stops: u64,
+        rolled: u64,
+        roll_skipped: u64,
+        roll_seeds: u64,
+        roll_longest_gap_ms: u64,
     }
 
     impl Totals {
@@ -204,6 +209,11 @@ mod runner {
             self.untouched_probe_sends += r.untouched_probe_sends;
             self.untouched_sends_judged += r.untouched_sends_judged;
             self.rotted += r.rotted;
+            self.graceful_stops += r.graceful_stops;
+            self.rolled += r.rolled;
+            self.roll_skipped += r.roll_skipped;
+            self.roll_seeds += u64::from(r.rolled > 0);
+            self.roll_longest_gap_ms = self.roll_longest_gap_ms.max(r.roll_longest_gap_ms);
             self.deletions_checked += r.deletions_checked;
             for (k, v) in &r.crash_points {
                 *self.crash_points.entry(*k).or_default() += v;
@@ -259,6 +269,10 @@ mod runner {
                     "no ISR member checked against the lag bound",
                 ),
                 (self.rotted, "no synced partition segment rotted"),
+                (
+                    n.graceful_stops_checked,
+                    "no graceful shutdown checked to leave its node leading nothing",
+                ),
                 (
                     n.replicas_rebuilt,
                     "no replica rebuilt its damaged state from a peer",
@@ -338,6 +352,16 @@ mod runner {
             println!(
                 "rot: {} synced partition segment bytes flipped on a down replica, {} replicas rebuilt from a peer",
                 self.rotted, n.replicas_rebuilt
+            );
+            println!(
+                "graceful shutdown: {} shutdowns ran their phases, {} of them checked to leave the node leading nothing; rolling restarts after healing: {} nodes restarted in {} seeds, {} skipped (never safe); longest a partition went without an acknowledged produce during a rolling restart: {} ms (bound {} ms)",
+                self.graceful_stops,
+                n.graceful_stops_checked,
+                self.rolled,
+                self.roll_seeds,
+                self.roll_skipped,
+                self.roll_longest_gap_ms,
+                chronik_sim::scenario::ROLL_GAP_BOUND.as_millis()
             );
             println!(
                 "crash points reached: {:?}",

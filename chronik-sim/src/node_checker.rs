@@ -194,6 +194,8 @@ pub struct NodeCounts {
     /// Replicas whose state did not recover from their disk, rebuilt from
     /// a peer's snapshot.
     pub replicas_rebuilt: u64,
+    /// Graceful shutdowns checked to leave the node leading nothing.
+    pub graceful_stops_checked: u64,
 }
 
 impl std::ops::AddAssign for NodeCounts {
@@ -219,6 +221,7 @@ impl std::ops::AddAssign for NodeCounts {
         self.promotions_checked += b.promotions_checked;
         self.moves_finished += b.moves_finished;
         self.moves_rolled_back += b.moves_rolled_back;
+        self.graceful_stops_checked += b.graceful_stops_checked;
     }
 }
 
@@ -287,6 +290,7 @@ struct Inner {
     move_decisions: u64,
     moves_finished: std::collections::BTreeSet<(GroupId, String)>,
     moves_rolled_back: std::collections::BTreeSet<(GroupId, String)>,
+    graceful_stops_checked: u64,
     /// Nodes whose partition storage a fault damaged (rot) or failed (a
     /// partition disk error): the only ones with a reason to rebuild a
     /// replica. Anywhere else a rebuild means the engine let its files
@@ -619,7 +623,43 @@ impl NodeChecker {
             promotions_checked: i.promotions_checked,
             moves_finished: i.moves_finished.len() as u64,
             moves_rolled_back: i.moves_rolled_back.len() as u64,
+            graceful_stops_checked: i.graceful_stops_checked,
         }
+    }
+
+    /// Node `node` finished a graceful shutdown's phases (`report`) and is
+    /// about to stop. With `judged` (every other node up and connected, so
+    /// an in-sync peer could take every group), it must lead nothing, by
+    /// the roles it reported itself: the stop would leave those groups
+    /// without a leader for an election timeout. Returns the groups it
+    /// still led.
+    pub fn on_graceful_stop(
+        &self,
+        node: NodeId,
+        report: &chronik_core::shutdown::ShutdownReport,
+        judged: bool,
+    ) -> Vec<GroupId> {
+        let mut i = self.inner.lock();
+        let leads: Vec<GroupId> = i
+            .leaderships
+            .keys()
+            .filter(|(n, _)| *n == node)
+            .map(|(_, g)| *g)
+            .collect();
+        if judged {
+            i.graceful_stops_checked += 1;
+            if !leads.is_empty() {
+                let phases: Vec<String> = report
+                    .phases
+                    .iter()
+                    .map(|p| format!("{} {} ms {:?}", p.phase, p.duration_ms, p.outcome))
+                    .collect();
+                i.core.violation(format!(
+                    "graceful shutdown: node {node} stopped while still leading groups {leads:?} with every peer up (phases: {phases:?})"
+                ));
+            }
+        }
+        leads
     }
 
     /// Node `node` was killed and `disk` now holds what survived (call it

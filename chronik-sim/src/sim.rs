@@ -1,4 +1,5 @@
 use crate::node_checker::NodeChecker;
+use chronik_core::shutdown::{ShutdownConfig, ShutdownReport};
 use chronik_core::NodeInfo;
 use chronik_net::disk::{Disk, MemDisk};
 use chronik_net::{Client, EngineObserver, Node, NodeConfig, RetryPolicy};
@@ -18,6 +19,35 @@ pub struct SimNode {
     pub node: madsim::runtime::NodeHandle,
     pub disk: MemDisk,
     pub up: bool,
+    pub graceful: Arc<GracefulCtl>,
+}
+
+/// How the harness asks a running node to shut down gracefully, and how
+/// the report comes back. The node runs the phases up to the stop; the
+/// harness then ends its process (a process exit).
+pub struct GracefulCtl {
+    /// Bumped per request: an incarnation acts only on a bump after it
+    /// started (a request the previous one never took is not replayed).
+    ask: tokio::sync::watch::Sender<u64>,
+    reply: parking_lot::Mutex<Option<tokio::sync::oneshot::Sender<ShutdownReport>>>,
+}
+
+impl Default for GracefulCtl {
+    fn default() -> Self {
+        GracefulCtl {
+            ask: tokio::sync::watch::channel(0).0,
+            reply: parking_lot::Mutex::new(None),
+        }
+    }
+}
+
+/// Phase limits of graceful shutdowns in the simulation.
+pub fn sim_shutdown_config() -> ShutdownConfig {
+    ShutdownConfig {
+        drain_timeout_ms: 3_000,
+        transfer_timeout_ms: 5_000,
+        sync_timeout_ms: 2_000,
+    }
 }
 
 /// A simulated cluster of real Chronik nodes.
@@ -38,6 +68,7 @@ fn spawn_node(
     cfg: NodeConfig,
     disk: MemDisk,
     checker: Arc<NodeChecker>,
+    graceful: Arc<GracefulCtl>,
 ) -> madsim::runtime::NodeHandle {
     Handle::current()
         .create_node()
@@ -49,32 +80,52 @@ fn spawn_node(
             let disk: Arc<dyn chronik_net::disk::Disk> = Arc::new(disk.clone());
             let observer: Arc<dyn EngineObserver> = checker.clone();
             let faulty = mem.clone();
+            let graceful = graceful.clone();
             async move {
+                let mut asked = graceful.ask.subscribe();
+                asked.borrow_and_update();
                 match Node::start_observed(cfg, disk, Some(observer)).await {
-                    Ok(mut h) => match h.stopped().await {
-                        Err(e) if e.to_string().contains("removed from the cluster") => {
-                            tracing::info!(id, "removed node stopped: {e}");
-                            // Kept as it is rather than dropped: dropping the
-                            // handle shuts the gRPC servers down gracefully,
-                            // and madsim-tonic's graceful shutdown is not
-                            // deterministic (found by running seeds 4 and 28
-                            // twice in one process).
+                    Ok(mut h) => match tokio::select! {
+                        r = h.stopped() => Some(r),
+                        _ = asked.changed() => None,
+                    } {
+                        None => {
+                            let mut stopping = h.shutdown_phases(sim_shutdown_config()).await;
+                            let report = stopping.report();
+                            if let Some(tx) = graceful.reply.lock().take() {
+                                let _ = tx.send(report);
+                            }
+                            // The harness ends the process now (kept, not
+                            // dropped: a graceful server shutdown is not
+                            // deterministic under madsim, see below).
                             let _keep = h;
                             std::future::pending::<()>().await;
                         }
-                        // Fail-stop on an injected disk error: the node stops
-                        // rather than acknowledge what it could not write.
-                        Err(e) if faulty.fault().is_some() => {
-                            tracing::info!(id, "node stopped on a disk error: {e}");
-                            // The process stays (its servers refuse with the
-                            // driver gone) until the harness kills and
-                            // restarts it once the disk is back (and a
-                            // graceful server shutdown is not deterministic
-                            // under madsim, see above).
-                            let _keep = h;
-                            std::future::pending::<()>().await;
-                        }
-                        r => panic!("node stopped on its own: {r:?}"),
+                        Some(r) => match r {
+                            Err(e) if e.to_string().contains("removed from the cluster") => {
+                                tracing::info!(id, "removed node stopped: {e}");
+                                // Kept as it is rather than dropped: dropping the
+                                // handle shuts the gRPC servers down gracefully,
+                                // and madsim-tonic's graceful shutdown is not
+                                // deterministic (found by running seeds 4 and 28
+                                // twice in one process).
+                                let _keep = h;
+                                std::future::pending::<()>().await;
+                            }
+                            // Fail-stop on an injected disk error: the node stops
+                            // rather than acknowledge what it could not write.
+                            Err(e) if faulty.fault().is_some() => {
+                                tracing::info!(id, "node stopped on a disk error: {e}");
+                                // The process stays (its servers refuse with the
+                                // driver gone) until the harness kills and
+                                // restarts it once the disk is back (and a
+                                // graceful server shutdown is not deterministic
+                                // under madsim, see above).
+                                let _keep = h;
+                                std::future::pending::<()>().await;
+                            }
+                            r => panic!("node stopped on its own: {r:?}"),
+                        },
                     },
                     // A removed node restarted by a fault: peers refuse it.
                     Err(e) if e.to_string().contains("removed from the cluster") => {}
@@ -103,6 +154,7 @@ fn node_config(id: u64, members: Vec<NodeInfo>) -> NodeConfig {
     cfg.engine.rebalance.check_interval_ms = 2_000;
     cfg.engine.rebalance.migration_timeout_ms = 8_000;
     cfg.engine.rebalance.max_concurrent_moves = 2;
+    cfg.shutdown = sim_shutdown_config();
     cfg
 }
 
@@ -137,12 +189,14 @@ impl SimCluster {
         for id in 1..=n {
             let disk = MemDisk::new();
             let cfg = node_config(id, members.clone());
-            let node = spawn_node(id, cfg, disk.clone(), checker.clone());
+            let graceful = Arc::new(GracefulCtl::default());
+            let node = spawn_node(id, cfg, disk.clone(), checker.clone(), graceful.clone());
             nodes.push(SimNode {
                 id,
                 node,
                 disk,
                 up: true,
+                graceful,
             });
         }
         SimCluster {
@@ -159,12 +213,20 @@ impl SimCluster {
         let disk = MemDisk::new();
         let mut cfg = node_config(id, vec![]);
         cfg.join = Some(via);
-        let node = spawn_node(id, cfg, disk.clone(), self.checker.clone());
+        let graceful = Arc::new(GracefulCtl::default());
+        let node = spawn_node(
+            id,
+            cfg,
+            disk.clone(),
+            self.checker.clone(),
+            graceful.clone(),
+        );
         self.nodes.push(SimNode {
             id,
             node,
             disk,
             up: true,
+            graceful,
         });
         self.client_addrs.push(client_addr(id));
     }
@@ -223,6 +285,19 @@ impl SimCluster {
         let len = n.disk.len(&file)?;
         let byte = (at % len as u64) as usize;
         n.disk.corrupt(&file, byte).then_some((file, byte))
+    }
+
+    /// Shuts node `id` down gracefully up to its stop (the caller kills
+    /// it next); `None` if it did not finish within 15 s (phases take 10 s at most).
+    pub async fn graceful_stop(&self, id: u64) -> Option<ShutdownReport> {
+        let n = &self.nodes[id as usize - 1];
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *n.graceful.reply.lock() = Some(tx);
+        n.graceful.ask.send_modify(|v| *v += 1);
+        madsim::time::timeout(Duration::from_secs(15), rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
     }
 
     pub fn restart(&mut self, id: u64) {

@@ -195,6 +195,15 @@ pub(super) async fn inject(fault: &Fault, st: &mut FaultState, cx: &mut Ctx<'_>)
             isolated.clear();
         }
         Fault::Rejoin { node, ms } => executed = rejoin(node, ms, st, cx).await,
+        Fault::GracefulRestart { node, ms } => {
+            executed = if killed.contains(node) || paused.contains(node) {
+                format!("graceful restart of node {node}: skipped, it is down")
+            } else {
+                let judged =
+                    killed.is_empty() && paused.is_empty() && isolated.is_empty() && !*degraded;
+                graceful_restart(cluster, checker, report, *node, *ms, judged).await
+            };
+        }
         Fault::Join { node, via } => {
             report.joins += 1;
             cluster.start_joining(*node, crate::client_addr(*via));
@@ -509,6 +518,56 @@ async fn rejoin(node: &u64, ms: &u64, st: &mut FaultState, cx: &mut Ctx<'_>) -> 
             ""
         } else {
             " (not judged: other faults in force)"
+        }
+    )
+}
+
+/// Shuts `node` down gracefully, stops it (a process exit), restarts it
+/// `ms` later; with `judged`, the checker requires it to lead nothing at
+/// the stop. Returns what happened.
+pub(super) async fn graceful_restart(
+    cluster: &mut SimCluster,
+    checker: &NodeChecker,
+    report: &mut RunReport,
+    node: u64,
+    ms: u64,
+    judged: bool,
+) -> String {
+    let outcome = match cluster.graceful_stop(node).await {
+        Some(r) => {
+            report.graceful_stops += 1;
+            let led = checker.on_graceful_stop(node, &r, judged);
+            let phases: Vec<String> = r
+                .phases
+                .iter()
+                .map(|p| format!("{} {} ms", p.phase, p.duration_ms))
+                .collect();
+            format!(
+                "{}, {}{}",
+                phases.join(", "),
+                if r.clean() {
+                    "clean"
+                } else {
+                    "a phase timed out"
+                },
+                if led.is_empty() {
+                    String::new()
+                } else {
+                    format!(", still leading {led:?}")
+                }
+            )
+        }
+        None => "the phases did not finish (node not serving)".into(),
+    };
+    cluster.kill(node, None, false);
+    madsim::time::sleep(Duration::from_millis(ms)).await;
+    cluster.restart(node);
+    format!(
+        "graceful restart of node {node}{}: {outcome}; restarted {ms} ms later",
+        if judged {
+            ""
+        } else {
+            " (cluster degraded: not judged)"
         }
     )
 }

@@ -430,6 +430,17 @@ pub(super) async fn heal_and_check(
         }
     }
 
+    // A rolling restart of every member under load.
+    let roll = rolling::Roll {
+        cluster: &mut *cluster,
+        checker: cx.checker,
+        report: &mut *report,
+        work,
+        admin,
+        client_node,
+    };
+    rolling::rolling_restart(roll, &members).await;
+
     // Liveness: once healed, every partition commits a write within the
     // client's deadline (recorded like any send, so the final reads must
     // show it too).

@@ -56,6 +56,7 @@ mod liveness;
 mod plan;
 mod probes;
 mod report;
+mod rolling;
 mod workload;
 
 use faults::*;
@@ -64,6 +65,7 @@ pub use plan::{Fault, Plan};
 use probes::*;
 use report::judge;
 pub use report::{expected_catch, replay_command, RunReport};
+pub use rolling::ROLL_GAP_BOUND;
 use workload::*;
 
 /// Runs the current seed. With `verbose`, prints the plan before the run.
@@ -233,6 +235,7 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
                 | Fault::DiskError { .. }
                 | Fault::Rot { .. }
                 | Fault::Rejoin { .. }
+                | Fault::GracefulRestart { .. }
                 | Fault::Join { .. }
         ) {
             st.returned_at = Some(madsim::time::Instant::now());

@@ -66,6 +66,12 @@ pub enum Fault {
         node: u64,
         via: u64,
     },
+    /// Shut `node` down gracefully (drain, hand its leaderships to in-sync
+    /// peers, sync the WAL), stop it, and restart it `ms` later.
+    GracefulRestart {
+        node: u64,
+        ms: u64,
+    },
     /// Kill a node and restart it `ms` later (during the election its
     /// absence starts): what was only in its page cache is gone.
     Bounce {
@@ -181,6 +187,7 @@ impl Fault {
             Fault::DeleteTopic { .. } => "delete-topic",
             Fault::Rejoin { .. } => "rejoin",
             Fault::Rot { .. } => "rot",
+            Fault::GracefulRestart { .. } => "graceful-restart",
         }
     }
 }
@@ -264,6 +271,10 @@ impl fmt::Display for Fault {
             Fault::DeleteTopic { pick } => {
                 write!(f, "delete topic #{pick} of those created during the faults")
             }
+            Fault::GracefulRestart { node, ms } => write!(
+                f,
+                "shut node {node} down gracefully, restart it {ms} ms later"
+            ),
             Fault::Rejoin { node, ms } => write!(
                 f,
                 "cut node {node} off for {ms} ms, then let it back: it must depose no leader"
@@ -526,6 +537,18 @@ impl Plan {
                 (Duration::from_millis(rng.gen_range(100..1_000)), rejoin),
             );
         }
+        // Graceful restarts (an upgrade, a config change) under the faults.
+        for _ in 0..rng.gen_range(0..=2) {
+            let at = rng.gen_range(0..=steps.len());
+            let restart = Fault::GracefulRestart {
+                node: rng.gen_range(1..=nodes),
+                ms: rng.gen_range(100..=1_500),
+            };
+            steps.insert(
+                at,
+                (Duration::from_millis(rng.gen_range(100..1_000)), restart),
+            );
+        }
         // Crash points: armed at some step, they fire whenever the node
         // next reaches that protocol step (later faults included).
         for _ in 0..rng.gen_range(0..=2) {
@@ -636,6 +659,7 @@ impl Plan {
                     leaders_cut = 0;
                 }
                 Fault::Join { .. }
+                | Fault::GracefulRestart { .. }
                 | Fault::Bounce { .. }
                 | Fault::Rot { .. }
                 | Fault::DiskError { .. }

@@ -58,6 +58,16 @@ pub struct RunReport {
     pub untouched_sends_judged: u64,
     /// Partition segment bytes flipped on a down replica.
     pub rotted: u64,
+    /// Graceful shutdowns that ran their phases (fault plans and the
+    /// rolling restart).
+    pub graceful_stops: u64,
+    /// The rolling restart after healing: nodes restarted, nodes skipped
+    /// (never safe: a topic whose min_insync_replicas needs every
+    /// replica), and the longest time a partition went without an
+    /// acknowledged produce while producers tried, in simulated ms.
+    pub rolled: u64,
+    pub roll_skipped: u64,
+    pub roll_longest_gap_ms: u64,
     /// Topics whose deletion was asked during the faults, and of those the
     /// ones checked gone everywhere after healing.
     pub topics_deleted: u64,
@@ -172,6 +182,7 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static [&'static str
         Bug::SegmentCrcUnchecked => &["stored: ", "UnknownValue"],
         Bug::CompactBeforeStateSynced => &["repair without storage damage"],
         Bug::MoveBeforeIsr => &["move promotes a replica outside the ISR"],
+        Bug::ShutdownSkipsTransfer => &["graceful shutdown: node"],
     }
 }
 

@@ -154,30 +154,21 @@ impl<S: StateMachine> Engine<S> {
         let alive = self.alive_nodes();
         let md = &self.metadata.sm;
         let mut asked = Vec::new();
-        let mraw = &mut self.metadata.raw;
-        if !self.metadata.removed && mraw.raft.state == raft::StateRole::Leader {
-            asked.push(METADATA_GROUP);
-        }
-        if !self.metadata.removed
-            && mraw.raft.state == raft::StateRole::Leader
-            && mraw.raft.lead_transferee.is_none()
-        {
-            if let Some(to) = handoff_target(mraw, me, None, &alive, md, only_out) {
-                mraw.transfer_leader(to);
-                self.sink.event(Event::LeadershipTransfer {
-                    group: METADATA_GROUP,
-                    to,
-                    reason,
-                });
-                self.dirty.insert(METADATA_GROUP);
-            }
-        }
+        // Partition leaderships move first: each new partition leader
+        // confirms its metadata with the metadata leader before it serves,
+        // which is quickest while this node still leads the metadata group
+        // (a metadata election in between would hold them up).
+        let mut partitions_moving = 0;
         for (gid, g) in self.partitions.iter_mut() {
             if g.removed || !g.is_leader() {
                 continue;
             }
             asked.push(*gid);
-            if g.repair.is_some() || g.raw.raft.lead_transferee.is_some() {
+            if g.raw.raft.lead_transferee.is_some() {
+                partitions_moving += 1;
+                continue;
+            }
+            if g.repair.is_some() {
                 // A rebuilding replica hands leadership on by itself.
                 continue;
             }
@@ -196,6 +187,7 @@ impl<S: StateMachine> Engine<S> {
             };
             if let Some(to) = handoff_target(&g.raw, me, Some(&isr), &alive, md, only_out) {
                 tracing::info!(group = gid, %pid, to, reason, "handing leadership over");
+                partitions_moving += 1;
                 g.raw.transfer_leader(to);
                 self.sink.event(Event::LeadershipTransfer {
                     group: *gid,
@@ -203,6 +195,21 @@ impl<S: StateMachine> Engine<S> {
                     reason,
                 });
                 self.dirty.insert(*gid);
+            }
+        }
+        let mraw = &mut self.metadata.raw;
+        if !self.metadata.removed && mraw.raft.state == raft::StateRole::Leader {
+            asked.push(METADATA_GROUP);
+            if partitions_moving == 0 && mraw.raft.lead_transferee.is_none() {
+                if let Some(to) = handoff_target(mraw, me, None, &alive, md, only_out) {
+                    mraw.transfer_leader(to);
+                    self.sink.event(Event::LeadershipTransfer {
+                        group: METADATA_GROUP,
+                        to,
+                        reason,
+                    });
+                    self.dirty.insert(METADATA_GROUP);
+                }
             }
         }
         if let Some(l) = &mut self.leaving {
