@@ -95,11 +95,14 @@ pub enum Bug {
     /// A graceful shutdown goes on to stop as soon as it asked for its
     /// leadership transfers, without waiting for another node to lead.
     ShutdownSkipsTransfer,
+    /// A node in maintenance keeps the leaderships it holds (it hands none
+    /// over).
+    MaintenanceKeepsLeadership,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 26] = [
+    pub const ALL: [Bug; 27] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::SkipCrc,
@@ -126,6 +129,7 @@ impl Bug {
         Bug::CompactBeforeStateSynced,
         Bug::MoveBeforeIsr,
         Bug::ShutdownSkipsTransfer,
+        Bug::MaintenanceKeepsLeadership,
     ];
 
     /// The name used on command lines and in `CHRONIK_BUG`.
@@ -157,6 +161,7 @@ impl Bug {
             Bug::CompactBeforeStateSynced => "compact_before_state_synced",
             Bug::MoveBeforeIsr => "move_before_isr",
             Bug::ShutdownSkipsTransfer => "shutdown_skips_transfer",
+            Bug::MaintenanceKeepsLeadership => "maintenance_keeps_leadership",
         }
     }
 

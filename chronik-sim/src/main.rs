@@ -183,6 +183,8 @@ mod runner {
         roll_skipped: u64,
         roll_seeds: u64,
         roll_longest_gap_ms: u64,
+        drains: u64,
+        drains_judged: u64,
     }
 
     impl Totals {
@@ -214,6 +216,8 @@ mod runner {
             self.roll_skipped += r.roll_skipped;
             self.roll_seeds += u64::from(r.rolled > 0);
             self.roll_longest_gap_ms = self.roll_longest_gap_ms.max(r.roll_longest_gap_ms);
+            self.drains += r.drains;
+            self.drains_judged += r.drains_judged;
             self.deletions_checked += r.deletions_checked;
             for (k, v) in &r.crash_points {
                 *self.crash_points.entry(*k).or_default() += v;
@@ -272,6 +276,10 @@ mod runner {
                 (
                     n.graceful_stops_checked,
                     "no graceful shutdown checked to leave its node leading nothing",
+                ),
+                (
+                    self.drains_judged,
+                    "no node in maintenance checked to lead nothing",
                 ),
                 (
                     n.replicas_rebuilt,
@@ -362,6 +370,10 @@ mod runner {
                 self.roll_skipped,
                 self.roll_longest_gap_ms,
                 chronik_sim::scenario::ROLL_GAP_BOUND.as_millis()
+            );
+            println!(
+                "maintenance: {} nodes put into maintenance, {} of them checked to lead nothing within 10 s with every peer up",
+                self.drains, self.drains_judged
             );
             println!(
                 "crash points reached: {:?}",

@@ -393,7 +393,7 @@ const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The harness's admin client: the node client's retry loop, with a
 /// deadline that fits the harness's waits.
-fn admin_client(addr: &str, deadline: Duration) -> chronik_net::Client {
+pub fn admin_client(addr: &str, deadline: Duration) -> chronik_net::Client {
     chronik_net::Client::with_retry(
         vec![addr.to_string()],
         chronik_net::RetryPolicy {

@@ -121,6 +121,9 @@ pub struct Engine<S: StateMachine = RecordLog> {
     awaiting_isr: Vec<AwaitingIsr<S>>,
     /// Set once the node began leaving (a graceful shutdown).
     leaving: Option<controllers::Leaving>,
+    /// Per group a node in maintenance leads: transfers asked, and when
+    /// it may ask again.
+    handoff_backoff: BTreeMap<GroupId, (u32, Time)>,
 }
 
 /// A committed produce held back until enough in-sync replicas hold it.

@@ -160,6 +160,7 @@ impl<S: StateMachine> Engine<S> {
             heard_from: BTreeMap::new(),
             removed_reported: false,
             leaving: None,
+            handoff_backoff: BTreeMap::new(),
         };
         engine.dirty.insert(METADATA_GROUP);
         engine.dirty.extend(engine.partitions.keys().copied());

@@ -195,6 +195,32 @@ pub(super) async fn inject(fault: &Fault, st: &mut FaultState, cx: &mut Ctx<'_>)
             isolated.clear();
         }
         Fault::Rejoin { node, ms } => executed = rejoin(node, ms, st, cx).await,
+        Fault::Maintenance { node, ms } => {
+            let (ask, id, ms) = (live_addrs(n, killed, paused), *node, *ms);
+            report.drains += 1;
+            executed = client_node
+                .spawn(async move {
+                    let Some(addr) = ask.first().cloned() else {
+                        return format!("maintenance of node {id}: no live node to ask");
+                    };
+                    let c = crate::admin_client(&addr, Duration::from_millis(2_500));
+                    let on = match c.maintenance(id, true).await {
+                        Ok(_) => "in maintenance".to_string(),
+                        Err(e) => format!("not put into maintenance ({e})"),
+                    };
+                    madsim::time::sleep(Duration::from_millis(ms)).await;
+                    // Out again, if the cluster can say so within 2.5 s (a
+                    // node left in maintenance is taken out after healing).
+                    match c.maintenance(id, false).await {
+                        Ok(_) => format!("node {id} {on} for {ms} ms, then out of it"),
+                        Err(e) => format!(
+                            "node {id} {on} for {ms} ms; not taken out of it during the faults ({e})"
+                        ),
+                    }
+                })
+                .await
+                .expect("maintenance task");
+        }
         Fault::GracefulRestart { node, ms } => {
             executed = if killed.contains(node) || paused.contains(node) {
                 format!("graceful restart of node {node}: skipped, it is down")
@@ -475,6 +501,12 @@ async fn rejoin(node: &u64, ms: &u64, st: &mut FaultState, cx: &mut Ctx<'_>) -> 
     for task in probes {
         let (target, sends) = task.await.expect("probe task");
         probe_sends += sends.len() as u64;
+        // A leader that handed the group over on its own (a preferred
+        // leader back in sync) leaves its proposals in flight with an
+        // unknown outcome: not the cut's doing (seed 1448).
+        if handed_over.iter().any(|(g, _)| *g == target.group) {
+            continue;
+        }
         if let Some((at, took, outcome)) = sends
             .iter()
             .find(|(_, took, outcome)| *took > UNTOUCHED_ACK_BOUND || outcome.is_err())

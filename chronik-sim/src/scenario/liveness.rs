@@ -440,6 +440,16 @@ pub(super) async fn heal_and_check(
         client_node,
     };
     rolling::rolling_restart(roll, &members).await;
+    // Then maintenance of the node leading the most, judged.
+    let roll = rolling::Roll {
+        cluster: &mut *cluster,
+        checker: cx.checker,
+        report: &mut *report,
+        work,
+        admin,
+        client_node,
+    };
+    drain::drain_check(roll, &members).await;
 
     // Liveness: once healed, every partition commits a write within the
     // client's deadline (recorded like any send, so the final reads must

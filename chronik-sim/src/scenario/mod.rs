@@ -51,6 +51,7 @@ pub const UNTOUCHED_ACK_BOUND: Duration = Duration::from_millis(750);
 /// of check-quorum to have heard from its followers again.
 const NETWORK_SETTLE: Duration = Duration::from_millis(2_500);
 
+mod drain;
 mod faults;
 mod liveness;
 mod plan;

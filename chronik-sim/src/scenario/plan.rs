@@ -72,6 +72,13 @@ pub enum Fault {
         node: u64,
         ms: u64,
     },
+    /// Put `node` into maintenance (it hands its leaderships over and
+    /// takes none back) for `ms`, then take it out, while the other faults
+    /// strike.
+    Maintenance {
+        node: u64,
+        ms: u64,
+    },
     /// Kill a node and restart it `ms` later (during the election its
     /// absence starts): what was only in its page cache is gone.
     Bounce {
@@ -188,6 +195,7 @@ impl Fault {
             Fault::Rejoin { .. } => "rejoin",
             Fault::Rot { .. } => "rot",
             Fault::GracefulRestart { .. } => "graceful-restart",
+            Fault::Maintenance { .. } => "maintenance",
         }
     }
 }
@@ -270,6 +278,9 @@ impl fmt::Display for Fault {
             ),
             Fault::DeleteTopic { pick } => {
                 write!(f, "delete topic #{pick} of those created during the faults")
+            }
+            Fault::Maintenance { node, ms } => {
+                write!(f, "put node {node} into maintenance for {ms} ms")
             }
             Fault::GracefulRestart { node, ms } => write!(
                 f,
@@ -549,6 +560,18 @@ impl Plan {
                 (Duration::from_millis(rng.gen_range(100..1_000)), restart),
             );
         }
+        // Maintenance (an operator draining a node) under the faults.
+        if rng.gen_bool(0.5) {
+            let at = rng.gen_range(0..=steps.len());
+            let drain = Fault::Maintenance {
+                node: rng.gen_range(1..=nodes),
+                ms: rng.gen_range(500..=3_000),
+            };
+            steps.insert(
+                at,
+                (Duration::from_millis(rng.gen_range(100..1_000)), drain),
+            );
+        }
         // Crash points: armed at some step, they fire whenever the node
         // next reaches that protocol step (later faults included).
         for _ in 0..rng.gen_range(0..=2) {
@@ -660,6 +683,7 @@ impl Plan {
                 }
                 Fault::Join { .. }
                 | Fault::GracefulRestart { .. }
+                | Fault::Maintenance { .. }
                 | Fault::Bounce { .. }
                 | Fault::Rot { .. }
                 | Fault::DiskError { .. }

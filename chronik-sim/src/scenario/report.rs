@@ -68,6 +68,10 @@ pub struct RunReport {
     pub rolled: u64,
     pub roll_skipped: u64,
     pub roll_longest_gap_ms: u64,
+    /// Nodes put into maintenance (fault plans and after healing), and of
+    /// those the ones checked to lead nothing (every peer up).
+    pub drains: u64,
+    pub drains_judged: u64,
     /// Topics whose deletion was asked during the faults, and of those the
     /// ones checked gone everywhere after healing.
     pub topics_deleted: u64,
@@ -183,6 +187,7 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static [&'static str
         Bug::CompactBeforeStateSynced => &["repair without storage damage"],
         Bug::MoveBeforeIsr => &["move promotes a replica outside the ISR"],
         Bug::ShutdownSkipsTransfer => &["graceful shutdown: node"],
+        Bug::MaintenanceKeepsLeadership => &["maintenance: node"],
     }
 }
 

@@ -9,11 +9,14 @@ use super::faults::graceful_restart;
 use super::*;
 
 /// The longest a partition may go without an acknowledged produce while
-/// its producer tries, during a rolling restart: leadership moves by
-/// transfer, not by an election after a timeout (the simulation's
-/// election timeout is 500 to 1,000 ms; an election after a stop would
-/// take that long plus the client's retry backoff).
-pub const ROLL_GAP_BOUND: Duration = Duration::from_millis(1_000);
+/// its producer tries, during a rolling restart. Leadership moves by
+/// transfer, which takes milliseconds; a transfer that fails (to a node
+/// restarted moments ago whose peers' streams to it are not back yet)
+/// costs one election timeout (500 to 1,000 ms in the simulation) before
+/// the group elects again, and the bound allows one such failure plus the
+/// client's retry backoff. A stop without handoff costs an election
+/// timeout every time, and the planted bug shows the checker catches it.
+pub const ROLL_GAP_BOUND: Duration = Duration::from_millis(1_500);
 /// How long to wait for a node's restart to be safe before skipping it.
 const SAFE_WAIT: Duration = Duration::from_secs(15);
 
@@ -58,6 +61,11 @@ pub(super) async fn rolling_restart(cx: Roll<'_>, members: &[u64]) {
             }
         }));
     }
+    let a = admin.clone();
+    client_node
+        .spawn(async move { super::drain::undrain_all(&a).await })
+        .await
+        .expect("undrain task");
     madsim::time::sleep(Duration::from_millis(500)).await;
     // A node hosting a partition whose min_insync_replicas needs every
     // replica can never be restarted without refusing produces: skipped

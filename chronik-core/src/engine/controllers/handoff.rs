@@ -6,6 +6,10 @@
 use super::*;
 use crate::shutdown::LedGroup;
 
+/// Doubling the wait between a node in maintenance's transfers of one
+/// group caps at 2^5 election timeouts.
+const HANDOFF_BACKOFF_MAX_SHIFT: u32 = 5;
+
 /// A node in maintenance holds its elections this many election timeouts
 /// without a leader; past that it campaigns (nobody else could lead).
 const MAINTENANCE_HOLD_TIMEOUTS: usize = 3;
@@ -142,7 +146,10 @@ impl<S: StateMachine> Engine<S> {
     /// tick then asks again, maybe of another node).
     pub(in crate::engine) fn hand_off_leadership(&mut self) {
         let me = self.config.node_id;
-        let in_maintenance = self.metadata.sm.in_maintenance(me);
+        // Planted bug (simulation builds only): maintenance hands nothing
+        // over.
+        let in_maintenance = self.metadata.sm.in_maintenance(me)
+            && !crate::planted::active(crate::planted::Bug::MaintenanceKeepsLeadership);
         let reason = match (&self.leaving, in_maintenance) {
             (Some(_), _) => SHUTTING_DOWN,
             (None, true) => IN_MAINTENANCE,
@@ -151,7 +158,34 @@ impl<S: StateMachine> Engine<S> {
         // A node in maintenance keeps leading when only nodes in
         // maintenance could take over; a leaving node hands over anyway.
         let only_out = self.leaving.is_none();
+        // A transfer holds the group's proposals until it completes or
+        // raft-rs gives it up (an election timeout): a node in maintenance
+        // whose transfers keep failing (a target that cannot win) tries
+        // again later and later, never in a loop that would keep the group
+        // from taking writes. A leaving node stops serving anyway.
+        let now = self.now;
         let alive = self.alive_nodes();
+        let timeout = self.config.tick_interval_ms * self.config.election_ticks as u64;
+        let backoff = &mut self.handoff_backoff;
+        backoff.retain(|g, _| {
+            if *g == METADATA_GROUP {
+                self.metadata.raw.raft.state == raft::StateRole::Leader
+            } else {
+                self.partitions.get(g).is_some_and(|g| g.is_leader())
+            }
+        });
+        let mut may_ask = |g: GroupId| -> bool {
+            if !only_out {
+                return true;
+            }
+            let (attempts, next_at) = backoff.entry(g).or_insert((0, now));
+            if now < *next_at {
+                return false;
+            }
+            *attempts += 1;
+            *next_at = now.plus_millis(timeout << (*attempts).min(HANDOFF_BACKOFF_MAX_SHIFT));
+            true
+        };
         let md = &self.metadata.sm;
         let mut asked = Vec::new();
         // Partition leaderships move first: each new partition leader
@@ -185,7 +219,10 @@ impl<S: StateMachine> Engine<S> {
             else {
                 continue;
             };
-            if let Some(to) = handoff_target(&g.raw, me, Some(&isr), &alive, md, only_out) {
+            let Some(to) = handoff_target(&g.raw, me, Some(&isr), &alive, md, only_out) else {
+                continue;
+            };
+            if may_ask(*gid) {
                 tracing::info!(group = gid, %pid, to, reason, "handing leadership over");
                 partitions_moving += 1;
                 g.raw.transfer_leader(to);
@@ -201,7 +238,8 @@ impl<S: StateMachine> Engine<S> {
         if !self.metadata.removed && mraw.raft.state == raft::StateRole::Leader {
             asked.push(METADATA_GROUP);
             if partitions_moving == 0 && mraw.raft.lead_transferee.is_none() {
-                if let Some(to) = handoff_target(mraw, me, None, &alive, md, only_out) {
+                let to = handoff_target(mraw, me, None, &alive, md, only_out);
+                if let Some(to) = to.filter(|_| may_ask(METADATA_GROUP)) {
                     mraw.transfer_leader(to);
                     self.sink.event(Event::LeadershipTransfer {
                         group: METADATA_GROUP,
