@@ -45,12 +45,7 @@ async fn three_nodes_replicate_ten_thousand_records_and_survive_restart() {
     let dir = tempdir();
     let spec = spec(3, &dir);
     let nodes = start_all(&spec).await;
-    let client = Client::new(
-        spec.configs
-            .iter()
-            .map(|c| c.client_listen.to_string())
-            .collect(),
-    );
+    let client = spec.client();
     wait_for_nodes(&client, 3).await;
     let topic = client.create_topic("events", 2, 3, 2).await.unwrap();
     assert_eq!(topic.partitions.len(), 2);
@@ -118,12 +113,7 @@ async fn three_nodes_replicate_ten_thousand_records_and_survive_restart() {
         n.stop().await.unwrap();
     }
     let nodes = start_all(&spec).await;
-    let client = Client::new(
-        spec.configs
-            .iter()
-            .map(|c| c.client_listen.to_string())
-            .collect(),
-    );
+    let client = spec.client();
     for (p, exp) in expected.iter().enumerate() {
         let f = client.fetch("events", p as u32, 0, 1 << 30).await.unwrap();
         assert_eq!(f.high_watermark, exp.len() as u64);
@@ -203,12 +193,7 @@ async fn compacting_cluster(dir: &Path) -> (Spec, Vec<NodeHandle>, Client) {
         c.segment_bytes_max = 4096;
     }
     let nodes = start_all(&spec).await;
-    let client = Client::new(
-        spec.configs
-            .iter()
-            .map(|c| c.client_listen.to_string())
-            .collect(),
-    );
+    let client = spec.client();
     wait_for_nodes(&client, 3).await;
     (spec, nodes, client)
 }

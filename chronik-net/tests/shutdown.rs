@@ -196,12 +196,7 @@ async fn a_node_in_maintenance_leads_nothing_and_is_listed_so() {
     let dir = tempdir();
     let spec = spec(3, &dir);
     let nodes = start_all(&spec).await;
-    let client = Client::new(
-        spec.configs
-            .iter()
-            .map(|c| c.client_listen.to_string())
-            .collect(),
-    );
+    let client = spec.client();
     wait_for_nodes(&client, 3).await;
     client.create_topic("m", 3, 3, 2).await.unwrap();
     // Whoever leads the metadata group goes into maintenance.

@@ -260,6 +260,20 @@ async fn kill9_under_load_then_restart_loses_nothing() {
     }
 }
 
+/// Whether `cluster rolling-restart-check --id ID` says yes within 30 s.
+async fn until_safe(c: &Cluster, id: u64) -> bool {
+    for _ in 0..300 {
+        if c.cli(&["rolling-restart-check", "--id", &id.to_string()])
+            .status
+            .success()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_with_sigterm_under_load_loses_nothing() {
     const PARTITIONS: u32 = 3;
@@ -307,16 +321,8 @@ async fn rolling_restart_with_sigterm_under_load_loses_nothing() {
     for id in 1..=3u64 {
         // One node at a time: the next goes once the check says so (its
         // peers' replicas back in every ISR).
-        let mut ok = false;
-        for _ in 0..300 {
-            if safe(&c, id).status.success() {
-                ok = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         assert!(
-            ok,
+            until_safe(&c, id).await,
             "node {id}: {}",
             String::from_utf8_lossy(&safe(&c, id).stdout)
         );
@@ -332,15 +338,7 @@ async fn rolling_restart_with_sigterm_under_load_loses_nothing() {
     }
     // Everything back in sync.
     for id in 1..=3u64 {
-        let mut ok = false;
-        for _ in 0..300 {
-            if safe(&c, id).status.success() {
-                ok = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(ok, "node {id} back in sync");
+        assert!(until_safe(&c, id).await, "node {id} back in sync");
     }
     let finished = Instant::now();
     stop.store(true, Ordering::Relaxed);

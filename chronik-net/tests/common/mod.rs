@@ -32,6 +32,18 @@ pub struct Spec {
     pub configs: Vec<NodeConfig>,
 }
 
+impl Spec {
+    /// A client that knows every node's client address.
+    pub fn client(&self) -> Client {
+        Client::new(
+            self.configs
+                .iter()
+                .map(|c| c.client_listen.to_string())
+                .collect(),
+        )
+    }
+}
+
 pub fn spec(n: u64, dir: &Path) -> Spec {
     let addrs: Vec<(SocketAddr, SocketAddr)> = (0..n).map(|_| (free_addr(), free_addr())).collect();
     let infos: Vec<NodeInfo> = addrs

@@ -20,7 +20,7 @@ pub(super) async fn undrain_all(admin: &Client) {
     }
 }
 
-pub(super) async fn drain_check(cx: Roll<'_>, members: &[u64]) {
+pub(super) async fn drain_check(cx: &mut Roll<'_>, members: &[u64]) {
     let (admin, client_node) = (cx.admin.clone(), cx.client_node);
     let members = members.to_vec();
     let outcome = client_node

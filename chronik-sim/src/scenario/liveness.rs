@@ -431,7 +431,7 @@ pub(super) async fn heal_and_check(
     }
 
     // A rolling restart of every member under load.
-    let roll = rolling::Roll {
+    let mut roll = rolling::Roll {
         cluster: &mut *cluster,
         checker: cx.checker,
         report: &mut *report,
@@ -439,17 +439,9 @@ pub(super) async fn heal_and_check(
         admin,
         client_node,
     };
-    rolling::rolling_restart(roll, &members).await;
+    rolling::rolling_restart(&mut roll, &members).await;
     // Then maintenance of the node leading the most, judged.
-    let roll = rolling::Roll {
-        cluster: &mut *cluster,
-        checker: cx.checker,
-        report: &mut *report,
-        work,
-        admin,
-        client_node,
-    };
-    drain::drain_check(roll, &members).await;
+    drain::drain_check(&mut roll, &members).await;
 
     // Liveness: once healed, every partition commits a write within the
     // client's deadline (recorded like any send, so the final reads must

@@ -13,10 +13,10 @@ use super::*;
 /// transfer, which takes milliseconds; a transfer that fails (to a node
 /// restarted moments ago whose peers' streams to it are not back yet)
 /// costs one election timeout (500 to 1,000 ms in the simulation) before
-/// the group elects again, and the bound allows one such failure plus the
-/// client's retry backoff. A stop without handoff costs an election
+/// the group elects again, and the bound allows two such failures in a
+/// row plus the client's retry backoff. A stop without handoff costs an election
 /// timeout every time, and the planted bug shows the checker catches it.
-pub const ROLL_GAP_BOUND: Duration = Duration::from_millis(1_500);
+pub const ROLL_GAP_BOUND: Duration = Duration::from_millis(2_500);
 /// How long to wait for a node's restart to be safe before skipping it.
 const SAFE_WAIT: Duration = Duration::from_secs(15);
 
@@ -33,7 +33,7 @@ pub(super) struct Roll<'a> {
     pub(super) client_node: &'a madsim::runtime::NodeHandle,
 }
 
-pub(super) async fn rolling_restart(cx: Roll<'_>, members: &[u64]) {
+pub(super) async fn rolling_restart(cx: &mut Roll<'_>, members: &[u64]) {
     let (work, admin, client_node) = (cx.work, cx.admin, cx.client_node);
     let deleted = work.deleted.lock().clone();
     let parts: Vec<(String, u32)> = work
