@@ -3,14 +3,11 @@
 //! a move that cannot finish rolls back, and a plan is refused while a
 //! membership change is in flight.
 
-use bytes::Bytes;
 use chronik_core::membership::MembershipChange;
 use chronik_core::metadata::MoveState;
 use chronik_core::rebalance::{Imbalance, RebalanceConfig};
 use chronik_core::testing::{Cluster, ClusterConfig};
-use chronik_core::{
-    Command, Error, MetadataCommand, MetadataResponse, PartitionId, Response, METADATA_GROUP,
-};
+use chronik_core::{Command, Error, MetadataCommand, METADATA_GROUP};
 
 fn cluster(seed: u64, rebalance: RebalanceConfig) -> Cluster {
     let mut cfg = ClusterConfig::new(3, seed);
@@ -26,28 +23,6 @@ fn fast() -> RebalanceConfig {
     }
 }
 
-fn metadata_command(c: &mut Cluster, cmd: MetadataCommand) -> Result<MetadataResponse, Error> {
-    let leader = c.elect(METADATA_GROUP, 10_000).expect("metadata leader");
-    let rid = c.command(leader, Command::Metadata(cmd));
-    assert!(c.run_until(10_000, |c| c.replies.contains_key(&rid)));
-    match c.replies[&rid].clone() {
-        Ok(Response::Metadata(r)) => Ok(r),
-        Ok(other) => panic!("unexpected reply {other:?}"),
-        Err(e) => Err(e),
-    }
-}
-
-fn produce_ok(c: &mut Cluster, p: &PartitionId, v: &str) {
-    let leader = c.serving(p, 10_000).expect("partition leader");
-    let rid = c.produce(leader, p, vec![Bytes::from(v.to_string())]);
-    assert!(c.run_until(10_000, |c| c.replies.contains_key(&rid)));
-    assert!(
-        matches!(c.replies[&rid], Ok(Response::Applied(_))),
-        "{p}: {:?}",
-        c.replies[&rid]
-    );
-}
-
 fn imbalance(c: &Cluster, node: u64) -> Imbalance {
     let e = c.engine(node).expect("up");
     Imbalance::of(&e.rebalance_view())
@@ -59,7 +34,7 @@ fn a_joining_node_gets_replicas_and_leaders_while_produces_go_on() {
         let mut c = cluster(seed, fast());
         let parts = c.create_topic_with("t", 12, 3, 2, false).expect("topic");
         for (i, p) in parts.iter().enumerate() {
-            produce_ok(&mut c, p, &format!("before-{i}"));
+            c.produce_ok(p, &format!("before-{i}"));
         }
         let four = c.add_node();
         let leader = c.elect(METADATA_GROUP, 10_000).expect("leader");
@@ -80,7 +55,7 @@ fn a_joining_node_gets_replicas_and_leaders_while_produces_go_on() {
         assert!(balanced, "seed {seed}: balanced: {}", imbalance(&c, 1));
         for p in &parts {
             round += 1;
-            produce_ok(&mut c, p, &format!("after-{round}"));
+            c.produce_ok(p, &format!("after-{round}"));
         }
         let md = c.engine(1).expect("up").metadata().clone();
         let on_four = md
@@ -122,7 +97,7 @@ fn a_move_whose_new_replica_cannot_catch_up_rolls_back() {
     let mut c = cluster(7, cfg);
     let parts = c.create_topic("t", 1, 2).expect("topic");
     let p = &parts[0];
-    produce_ok(&mut c, p, "a");
+    c.produce_ok(p, "a");
     let md = c.engine(1).expect("up").metadata().clone();
     let meta = md.partition(p).expect("exists").clone();
     let spare = (1..=3)
@@ -144,10 +119,10 @@ fn a_move_whose_new_replica_cannot_catch_up_rolls_back() {
     };
     // The metadata leader may be the isolated node: then heal for a new
     // one to be elected and ask again.
-    if metadata_command(&mut c, start.clone()).is_err() {
+    if c.metadata_command(start.clone()).is_err() {
         c.heal();
         c.isolate(spare);
-        metadata_command(&mut c, start).expect("started");
+        c.metadata_command(start).expect("started");
     }
     let node = (1..=3).find(|n| *n != spare).expect("a node");
     let rolled_back = c.run_until(30_000, |c| {
@@ -174,7 +149,7 @@ fn a_move_whose_new_replica_cannot_catch_up_rolls_back() {
     assert!(after.moving.is_none());
     assert!(!after.isr.contains(&spare));
     c.heal();
-    produce_ok(&mut c, p, "b");
+    c.produce_ok(p, "b");
     assert!(c.converge(20_000));
     // The learner is out of the group's configuration everywhere.
     let leader = c.group_of(p).and_then(|g| c.leader_of(g)).expect("leader");
@@ -205,15 +180,12 @@ fn plans_are_refused_during_a_membership_change_and_dry_runs_change_nothing() {
     let leader = c.elect(METADATA_GROUP, 10_000).expect("leader");
     let rid = c.command(leader, Command::Membership(MembershipChange::Add(four)));
     assert!(c.run_until(10_000, |c| c.replies.contains_key(&rid)));
-    let r = metadata_command(
-        &mut c,
-        MetadataCommand::StartRebalance {
-            trigger: "test".into(),
-            max_concurrent_moves: 1,
-            moves: vec![],
-            leaders_now: vec![],
-            leaders_after: vec![],
-        },
-    );
+    let r = c.metadata_command(MetadataCommand::StartRebalance {
+        trigger: "test".into(),
+        max_concurrent_moves: 1,
+        moves: vec![],
+        leaders_now: vec![],
+        leaders_after: vec![],
+    });
     assert!(matches!(r, Err(Error::ChangeInProgress { .. })), "{r:?}");
 }

@@ -3,33 +3,8 @@
 //! maintenance does the same until it leaves maintenance, and produces go
 //! on throughout.
 
-use bytes::Bytes;
 use chronik_core::testing::{Cluster, ClusterConfig};
-use chronik_core::{
-    Command, Error, MetadataCommand, MetadataResponse, PartitionId, Response, Role, METADATA_GROUP,
-};
-
-fn metadata_command(c: &mut Cluster, cmd: MetadataCommand) -> Result<MetadataResponse, Error> {
-    let leader = c.elect(METADATA_GROUP, 10_000).expect("metadata leader");
-    let rid = c.command(leader, Command::Metadata(cmd));
-    assert!(c.run_until(10_000, |c| c.replies.contains_key(&rid)));
-    match c.replies[&rid].clone() {
-        Ok(Response::Metadata(r)) => Ok(r),
-        Ok(other) => panic!("unexpected reply {other:?}"),
-        Err(e) => Err(e),
-    }
-}
-
-fn produce_ok(c: &mut Cluster, p: &PartitionId, v: &str) {
-    let leader = c.serving(p, 10_000).expect("partition leader");
-    let rid = c.produce(leader, p, vec![Bytes::from(v.to_string())]);
-    assert!(c.run_until(10_000, |c| c.replies.contains_key(&rid)));
-    assert!(
-        matches!(c.replies[&rid], Ok(Response::Applied(_))),
-        "{p}: {:?}",
-        c.replies[&rid]
-    );
-}
+use chronik_core::{Error, MetadataCommand, MetadataResponse, Role};
 
 /// Groups `node` leads, by its own account.
 fn led_by(c: &Cluster, node: u64) -> Vec<u64> {
@@ -50,7 +25,7 @@ fn a_leaving_node_hands_every_group_over_and_takes_none_back() {
         let mut c = Cluster::with_config(ClusterConfig::new(3, seed));
         let parts = c.create_topic_with("t", 6, 3, 2, false).expect("topic");
         for p in &parts {
-            produce_ok(&mut c, p, "before");
+            c.produce_ok(p, "before");
         }
         // The node leading the most groups leaves (the metadata group too
         // if it leads it).
@@ -84,12 +59,12 @@ fn a_leaving_node_hands_every_group_over_and_takes_none_back() {
             }
         }
         for p in &parts {
-            produce_ok(&mut c, p, "after");
+            c.produce_ok(p, "after");
         }
         // Once it is gone (the driver stops it), nothing is lost.
         c.crash(node);
         for p in &parts {
-            produce_ok(&mut c, p, "without");
+            c.produce_ok(p, "without");
         }
         c.restart(node);
         assert!(c.converge(60_000), "seed {seed}");
@@ -113,7 +88,7 @@ fn a_node_in_maintenance_leads_nothing_until_it_leaves_maintenance() {
         .count();
     assert!(preferred > 0, "node 2 is some partition's preferred leader");
     assert_eq!(
-        metadata_command(&mut c, MetadataCommand::SetMaintenance { node, on: true }),
+        c.metadata_command(MetadataCommand::SetMaintenance { node, on: true }),
         Ok(MetadataResponse::MaintenanceSet { node, on: true })
     );
     assert!(c.run_until(5_000, |c| led_by(c, node).is_empty()));
@@ -122,36 +97,28 @@ fn a_node_in_maintenance_leads_nothing_until_it_leaves_maintenance() {
         assert!(led_by(&c, node).is_empty(), "leadership came back");
     }
     for p in &parts {
-        produce_ok(&mut c, p, "during");
+        c.produce_ok(p, "during");
     }
     // The last node out of maintenance cannot go in too.
-    assert!(metadata_command(
-        &mut c,
-        MetadataCommand::SetMaintenance { node: 1, on: true }
-    )
-    .is_ok());
-    let refused = metadata_command(
-        &mut c,
-        MetadataCommand::SetMaintenance { node: 3, on: true },
-    );
+    assert!(c
+        .metadata_command(MetadataCommand::SetMaintenance { node: 1, on: true })
+        .is_ok());
+    let refused = c.metadata_command(MetadataCommand::SetMaintenance { node: 3, on: true });
     assert!(
         matches!(&refused, Err(Error::InvalidRequest { reason }) if reason.contains("last node out of maintenance")),
         "{refused:?}"
     );
-    assert!(metadata_command(
-        &mut c,
-        MetadataCommand::SetMaintenance { node: 1, on: false }
-    )
-    .is_ok());
+    assert!(c
+        .metadata_command(MetadataCommand::SetMaintenance { node: 1, on: false })
+        .is_ok());
     assert_eq!(
-        metadata_command(
-            &mut c,
-            MetadataCommand::SetMaintenance { node: 9, on: true }
-        ),
+        c.metadata_command(MetadataCommand::SetMaintenance { node: 9, on: true }),
         Err(Error::UnknownNode { node: 9 })
     );
     // Out of maintenance: its preferred leaderships come back.
-    assert!(metadata_command(&mut c, MetadataCommand::SetMaintenance { node, on: false }).is_ok());
+    assert!(c
+        .metadata_command(MetadataCommand::SetMaintenance { node, on: false })
+        .is_ok());
     assert!(
         c.run_until(30_000, |c| led_by(c, node).len() >= preferred),
         "node 2 leads {:?}",

@@ -15,6 +15,44 @@ impl Cluster {
         rid
     }
 
+    /// Runs a metadata command on the metadata leader and waits (10 s of
+    /// simulated time at most) for its answer.
+    ///
+    /// # Panics
+    /// If no metadata leader is elected or no answer comes in time, or the
+    /// answer is not a metadata one: the test's failure.
+    pub fn metadata_command(
+        &mut self,
+        cmd: crate::MetadataCommand,
+    ) -> Result<crate::MetadataResponse, Error> {
+        let leader = self
+            .elect(METADATA_GROUP, 10_000)
+            .expect("a metadata leader");
+        let rid = self.command(leader, Command::Metadata(cmd));
+        assert!(self.run_until(10_000, |c| c.replies.contains_key(&rid)));
+        match self.replies[&rid].clone() {
+            Ok(Response::Metadata(r)) => Ok(r),
+            Ok(other) => panic!("unexpected reply {other:?}"),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Produces one record through the partition's serving leader and
+    /// requires it acknowledged (within 10 s of simulated time).
+    ///
+    /// # Panics
+    /// If nobody serves the partition or the produce fails.
+    pub fn produce_ok(&mut self, p: &PartitionId, v: &str) {
+        let leader = self.serving(p, 10_000).expect("a partition leader");
+        let rid = self.produce(leader, p, vec![Bytes::from(v.to_string())]);
+        assert!(self.run_until(10_000, |c| c.replies.contains_key(&rid)));
+        assert!(
+            matches!(self.replies[&rid], Ok(Response::Applied(_))),
+            "{p}: {:?}",
+            self.replies[&rid]
+        );
+    }
+
     /// Starts a graceful shutdown's leadership handoff on a node (see
     /// [`Engine::begin_leaving`]).
     pub fn begin_leaving(&mut self, node: NodeId) {
