@@ -24,6 +24,11 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Where `/metrics` is served over HTTP; `None` disables it.
     pub metrics_listen: Option<SocketAddr>,
+    /// Export per-partition series (leader, ISR size, applied index, and
+    /// lag per follower). Off by default: each hosted partition adds 3
+    /// series and each led partition one per follower, which at thousands
+    /// of partitions costs the scraper more than the node.
+    pub metrics_per_partition: bool,
     /// How long a produce or fetch waits before answering TIMEOUT.
     pub request_timeout_ms: u64,
     /// Batches queued per peer before new ones are dropped (Raft resends).
@@ -67,6 +72,7 @@ impl Default for NodeConfig {
             initial_cluster: Vec::new(),
             data_dir: PathBuf::new(),
             metrics_listen: None,
+            metrics_per_partition: false,
             request_timeout_ms: 10_000,
             peer_queue_max: 1024,
             seed: None,

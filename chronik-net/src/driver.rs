@@ -9,9 +9,9 @@ use crate::partition_io::{IoReport, Job, PartitionIo};
 use crate::partition_store::{DiskLog, Fetch};
 use crate::wal::Wal;
 use chronik_core::{
-    Command, Engine, Error, Event, Fetched, GroupId, GroupKind, GroupMessage, GroupStatus,
-    MetadataState, NodeId, NodeInfo, Output, PartitionId, PersistBatch, RecordQuery, RequestId,
-    Response, Role, StateMachine, Time, METADATA_GROUP,
+    Command, Engine, Error, Event, Fetched, GroupId, GroupMessage, GroupStatus, MetadataState,
+    NodeId, NodeInfo, Output, PartitionId, PersistBatch, RecordQuery, RequestId, Response, Role,
+    StateMachine, Time, METADATA_GROUP,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -68,11 +68,12 @@ pub(crate) enum DriverMsg {
         from: NodeId,
         message: GroupMessage,
     },
-    /// The segments of a snapshot were fetched (or not).
+    /// The segments of a snapshot were fetched (bytes received, time
+    /// taken) or not.
     SnapshotFetched {
         from: NodeId,
         message: GroupMessage,
-        result: Result<(), String>,
+        result: Result<(u64, std::time::Duration), String>,
     },
     /// Reads this node's replica directly, without a ReadIndex round: may
     /// lag the leader (what `follower-stale` reads will build on).
@@ -224,6 +225,11 @@ pub(crate) struct Driver {
     metrics: Metrics,
     peer_queue_max: usize,
     leaders: BTreeMap<GroupId, Option<NodeId>>,
+    /// This node's role in each group, as last reported (elections won and
+    /// lost are role transitions).
+    roles: BTreeMap<GroupId, Role>,
+    /// Samples engine state into gauges once a second.
+    sampler: crate::metrics::refresh::Sampler,
     /// Groups whose snapshot segments are being fetched.
     fetching: std::collections::BTreeSet<GroupId>,
     self_tx: mpsc::Sender<DriverMsg>,
@@ -345,6 +351,8 @@ impl Driver {
             io_reports,
             local_reads: Vec::new(),
             closing: None,
+            roles: BTreeMap::new(),
+            sampler: Default::default(),
         }
     }
 
@@ -504,7 +512,7 @@ impl Driver {
     /// [`Driver::handle`], unless the node crashes first: a snapshot whose
     /// segments arrived is a crash point before its install.
     async fn handle_or_crash(&mut self, msg: DriverMsg) {
-        if matches!(&msg, DriverMsg::SnapshotFetched { result: Ok(()), .. })
+        if matches!(&msg, DriverMsg::SnapshotFetched { result: Ok(_), .. })
             && self.crash_here(CrashPoint::SnapshotSegmentsFetched)
         {
             return std::future::pending().await;
@@ -607,6 +615,7 @@ impl Driver {
                 let fetch = self.segment_fetch.clone();
                 let tx = self.self_tx.clone();
                 tokio::spawn(async move {
+                    let started = Instant::now();
                     // Bounded: a transfer stuck on a dead peer must not
                     // block this group's next snapshot forever.
                     let result = match tokio::time::timeout(
@@ -615,7 +624,7 @@ impl Driver {
                     )
                     .await
                     {
-                        Ok(r) => r,
+                        Ok(r) => r.map(|bytes| (bytes, started.elapsed())),
                         Err(_) => Err(format!("no progress within {SNAPSHOT_FETCH_TIMEOUT:?}")),
                     };
                     let _ = tx
@@ -634,8 +643,12 @@ impl Driver {
             } => {
                 self.fetching.remove(&message.group);
                 match result {
-                    Ok(()) => {
+                    Ok((bytes, took)) => {
                         self.metrics.snapshots_fetched.inc();
+                        self.metrics.snapshot_transfer_bytes.observe(bytes as f64);
+                        self.metrics
+                            .snapshot_transfer_seconds
+                            .observe(took.as_secs_f64());
                         if let Err(e) = self.engine.handle_messages(now, from, vec![message]) {
                             tracing::warn!(from, "refused snapshot: {e}");
                         }
@@ -692,7 +705,6 @@ impl Driver {
                 *self.removed.write() = now;
             }
         }
-        let mut status_changed = false;
         // Planned once every earlier output was submitted (see
         // `handle_or_crash`), before the outputs still queued.
         for job in std::mem::take(&mut self.local_reads) {
@@ -734,17 +746,31 @@ impl Driver {
                         let _ = tx.send(result);
                     }
                 }
-                Output::Event(ev) => {
-                    status_changed |= self.event(ev);
-                }
+                Output::Event(ev) => self.event(ev),
             }
         }
-        if status_changed {
-            self.update_group_gauges();
+        let now = self.now();
+        self.sampler.maybe_refresh(&self.metrics, &self.engine, now);
+    }
+
+    fn kind_of(group: GroupId) -> &'static str {
+        if group == METADATA_GROUP {
+            "metadata"
+        } else {
+            "partition"
         }
     }
 
-    fn event(&mut self, ev: Event) -> bool {
+    /// Whether this node leads the metadata group: cluster-wide decisions
+    /// that every node applies are logged at info on this one only.
+    fn leads_metadata(&self) -> bool {
+        self.roles.get(&METADATA_GROUP) == Some(&Role::Leader)
+    }
+
+    /// Counts and logs one engine event. Control-plane decisions (elections
+    /// won and lost, leadership handoffs, ISR proposals, configuration and
+    /// membership steps, moves) are one info line each with their reason.
+    fn event(&mut self, ev: Event) {
         if let Some(o) = &self.observer {
             o.on_event(self.engine.node_id(), &ev);
         }
@@ -755,35 +781,85 @@ impl Driver {
                 role,
                 leader,
             } => {
-                let kind = if group == METADATA_GROUP {
-                    "metadata"
-                } else {
-                    "partition"
-                };
+                let kind = Self::kind_of(group);
                 let prev = self.leaders.insert(group, leader);
                 if prev.flatten() != leader && leader.is_some() {
                     self.metrics.leader_changes.with_label_values(&[kind]).inc();
                 }
-                if role == Role::Leader {
-                    tracing::info!(group, term, "became leader");
-                } else {
-                    tracing::debug!(group, term, %role, ?leader, "role changed");
+                let before = self.roles.insert(group, role).unwrap_or(Role::Follower);
+                let campaigning = |r: Role| matches!(r, Role::PreCandidate | Role::Candidate);
+                if campaigning(role) && !campaigning(before) {
+                    self.metrics.raft_campaigns.with_label_values(&[kind]).inc();
+                    tracing::info!(
+                        group,
+                        kind,
+                        term,
+                        reason = "no leader heard within the election timeout",
+                        "election started"
+                    );
                 }
-                true
+                match (before, role) {
+                    (Role::Leader, Role::Leader) => {}
+                    (_, Role::Leader) => {
+                        self.metrics
+                            .raft_elections_won
+                            .with_label_values(&[kind])
+                            .inc();
+                        tracing::info!(
+                            group,
+                            kind,
+                            term,
+                            reason = "won the election",
+                            "became leader"
+                        );
+                    }
+                    (Role::Leader, _) => tracing::info!(
+                        group,
+                        kind,
+                        term,
+                        ?leader,
+                        reason = "saw a higher term",
+                        "stepped down"
+                    ),
+                    (b, Role::Follower) if campaigning(b) => tracing::info!(
+                        group,
+                        kind,
+                        term,
+                        ?leader,
+                        reason = if leader.is_some() {
+                            "another node won"
+                        } else {
+                            "no quorum of votes"
+                        },
+                        "election lost"
+                    ),
+                    _ => tracing::debug!(group, term, %role, ?leader, "role changed"),
+                }
             }
             Event::GroupCreated { group, partition } => {
-                tracing::info!(group, %partition, "partition replica created");
-                true
+                tracing::info!(group, %partition, reason = "assigned by metadata", "partition replica created");
             }
             Event::GroupDropped { group } => {
-                tracing::info!(group, "partition replica dropped");
+                tracing::info!(
+                    group,
+                    reason = "unassigned by metadata",
+                    "partition replica dropped"
+                );
                 self.leaders.remove(&group);
+                self.roles.remove(&group);
                 self.dropped = true;
-                true
             }
             Event::SnapshotInstalled { group, index, .. } => {
-                tracing::info!(group, index, "installed snapshot from leader");
-                false
+                self.metrics
+                    .snapshots_installed
+                    .with_label_values(&[Self::kind_of(group)])
+                    .inc();
+                tracing::info!(
+                    group,
+                    index,
+                    reason = "behind the leader's log",
+                    "installed snapshot from leader"
+                );
             }
             Event::LeadershipTransfer { group, to, reason } => {
                 self.metrics
@@ -791,15 +867,39 @@ impl Driver {
                     .with_label_values(&[reason])
                     .inc();
                 tracing::info!(group, to, reason, "handing leadership over");
-                false
             }
             Event::RebalanceDecision { decision, group } => {
                 self.metrics
                     .rebalance_decisions
                     .with_label_values(&[decision])
                     .inc();
-                tracing::debug!(decision, ?group, "applied a rebalancing decision");
-                false
+                let now = self.now();
+                let outcome = match decision {
+                    "move_started" => {
+                        if let Some(g) = group {
+                            self.sampler.move_started(g, now);
+                        }
+                        Some("started")
+                    }
+                    "move_finished" => Some("finished"),
+                    "move_rolling_back" => Some("failed"),
+                    "move_rolled_back" => Some("rolled_back"),
+                    "move_skipped" => Some("skipped"),
+                    _ => None,
+                };
+                if let Some(o) = outcome {
+                    self.metrics.rebalance_moves.with_label_values(&[o]).inc();
+                }
+                if matches!(decision, "move_finished" | "move_rolled_back") {
+                    if let Some(secs) = group.and_then(|g| self.sampler.move_ended(g, now)) {
+                        self.metrics.rebalance_move_seconds.observe(secs);
+                    }
+                }
+                if self.leads_metadata() {
+                    tracing::info!(decision, ?group, "rebalancing decision applied");
+                } else {
+                    tracing::debug!(decision, ?group, "rebalancing decision applied");
+                }
             }
             Event::ConfChanged {
                 group,
@@ -812,13 +912,22 @@ impl Driver {
                     ?voters,
                     ?outgoing,
                     ?learners,
+                    joint = !outgoing.is_empty(),
+                    reason = "configuration change committed",
                     "configuration changed"
                 );
-                false
             }
             Event::SnapshotCreated { group, index } => {
+                self.metrics
+                    .snapshots_created
+                    .with_label_values(&[Self::kind_of(group)])
+                    .inc();
+                if group == METADATA_GROUP {
+                    self.metrics
+                        .metadata_snapshot_bytes
+                        .set(self.engine.metadata().snapshot().len() as i64);
+                }
                 tracing::debug!(group, index, "compacted log behind snapshot");
-                false
             }
             Event::IsrChanged {
                 partition,
@@ -827,50 +936,31 @@ impl Driver {
                 ..
             } => {
                 // Every node applies every change: counted once per node.
-                self.metrics.isr_changes.inc();
+                for (change, why) in isr_change_labels(&reason) {
+                    self.metrics
+                        .isr_changes
+                        .with_label_values(&[change, why])
+                        .inc();
+                }
                 tracing::debug!(%partition, ?isr, %reason, "applied ISR change");
-                false
             }
             Event::RemovedFromCluster => {
                 self.stop_reason = Some(format!(
                     "node {} was removed from the cluster (its metadata configuration no longer lists it); it stops serving. Its data dir cannot rejoin: start a new node with a new id and an empty data dir.",
                     self.engine.node_id()
                 ));
-                false
             }
             // Logged by the engine, which knows the partition.
-            Event::ReplicaRepairing { .. } => true,
+            Event::ReplicaRepairing { .. } => {}
             Event::IsrProposed { group, isr, reason } => {
-                tracing::debug!(group, ?isr, %reason, "proposed an ISR change");
-                false
+                // The partition leader's decision: one line, with the lag
+                // that caused it.
+                tracing::info!(group, ?isr, %reason, "ISR change proposed");
             }
             Event::EntryApplied { .. }
             | Event::ProduceAccepted { .. }
             | Event::ProduceAcked { .. }
-            | Event::ReadServed { .. } => false,
-        }
-    }
-
-    fn update_group_gauges(&self) {
-        let mut counts: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-        for s in self.engine.status() {
-            let kind = match s.kind {
-                GroupKind::Metadata => "metadata",
-                GroupKind::Partition(_) => "partition",
-            };
-            let c = counts.entry(kind).or_default();
-            c.0 += 1;
-            if s.leader.is_some() {
-                c.1 += 1;
-            }
-        }
-        for kind in ["metadata", "partition"] {
-            let (n, l) = counts.get(kind).copied().unwrap_or_default();
-            self.metrics.groups.with_label_values(&[kind]).set(n);
-            self.metrics
-                .groups_with_leader
-                .with_label_values(&[kind])
-                .set(l);
+            | Event::ReadServed { .. } => {}
         }
     }
 
@@ -972,6 +1062,7 @@ async fn wal_task(
     observer: Option<(NodeId, Arc<dyn crate::EngineObserver>)>,
 ) -> Result<(), String> {
     let disk = wal.disk();
+    let mut written_before = wal.bytes_written();
     let wal = Arc::new(parking_lot::Mutex::new(wal));
     while let Some(first) = rx.recv().await {
         let mut batches = vec![first];
@@ -1031,6 +1122,11 @@ async fn wal_task(
             .wal_fsync_seconds
             .observe(started.elapsed().as_secs_f64());
         metrics.wal_batches.inc();
+        let total = wal.lock().bytes_written();
+        metrics
+            .wal_bytes_written
+            .inc_by(total.saturating_sub(written_before));
+        written_before = total;
         match result {
             Ok(Ok(_)) => {
                 let _ = durable.send(Ok(last));
@@ -1051,4 +1147,24 @@ async fn wal_task(
         tracing::error!("WAL sync at close failed: {e}");
     }
     result
+}
+
+/// The `(change, reason)` labels of an applied ISR change, from the reason
+/// its proposer gave (see `chronik_core::isr`): a change can both shrink
+/// and expand. Partition creation is no change.
+fn isr_change_labels(reason: &str) -> Vec<(&'static str, &'static str)> {
+    if reason.starts_with("unclean election") {
+        return vec![("shrink", "unclean_election")];
+    }
+    if reason.starts_with("replica moved") || reason.contains("move") {
+        return vec![("shrink", "replica_move")];
+    }
+    let mut out = Vec::new();
+    if reason.contains("shrink:") {
+        out.push(("shrink", "lag"));
+    }
+    if reason.contains("expand:") {
+        out.push(("expand", "caught_up"));
+    }
+    out
 }

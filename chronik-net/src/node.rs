@@ -166,7 +166,7 @@ impl Node {
                 .catch_up_bytes_per_sec
                 .map(|r| Arc::new(crate::throttle::Throttle::new(r))),
         };
-        let metrics = Metrics::new(config.node_id);
+        let metrics = Metrics::with_options(config.node_id, config.metrics_per_partition);
         let (tx, rx) = mpsc::channel(DRIVER_QUEUE_MAX);
         let handle = DriverHandle { tx };
         let (shutdown, shutdown_rx) = watch::channel(false);

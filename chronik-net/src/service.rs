@@ -4,6 +4,7 @@
 use crate::convert;
 use crate::driver::{DriverGone, DriverHandle, Inspection};
 use crate::gate::RequestGate;
+use crate::metrics::requests::{code_label, status_label, InBandError, Op};
 use crate::partition_store::{DiskLog, Fetch};
 use crate::proto;
 use chronik_core::membership::MembershipChange;
@@ -83,7 +84,33 @@ macro_rules! admit {
 type Outcome = Result<Response<DiskLog>, proto::Error>;
 
 impl Services {
+    /// Runs one call's handler and counts it by method and outcome code.
+    async fn observe<T: InBandError>(
+        &self,
+        method: &'static str,
+        handler: impl std::future::Future<Output = Result<GrpcResponse<T>, Status>>,
+    ) -> Result<GrpcResponse<T>, Status> {
+        let started = tokio::time::Instant::now();
+        let result = handler.await;
+        let code = match &result {
+            Ok(r) => code_label(r.get_ref().in_band_error()),
+            Err(status) => status_label(status),
+        };
+        self.metrics
+            .observe_call(method, code, started.elapsed().as_secs_f64());
+        result
+    }
+
     async fn run(&self, command: Command<DiskLog>, timeout: Duration) -> Outcome {
+        let op = Op::of(&command);
+        let started = tokio::time::Instant::now();
+        let outcome = self.run_unobserved(command, timeout).await;
+        self.metrics
+            .observe_command(&op, started.elapsed().as_secs_f64(), &outcome);
+        outcome
+    }
+
+    async fn run_unobserved(&self, command: Command<DiskLog>, timeout: Duration) -> Outcome {
         match tokio::time::timeout(timeout, self.driver.command(command)).await {
             Err(_) => Err(convert::local_error(
                 ErrorCode::Timeout,
@@ -143,164 +170,179 @@ impl proto::chronik_server::Chronik for Services {
         &self,
         request: Request<proto::CreateTopicRequest>,
     ) -> Result<GrpcResponse<proto::CreateTopicResponse>, Status> {
-        let _admitted = admit!(self, proto::CreateTopicResponse);
-        let r = request.into_inner();
-        let min_isr = if r.min_insync_replicas == 0 {
-            r.replication_factor.clamp(1, 2)
-        } else {
-            r.min_insync_replicas
-        };
-        let cmd = Command::Metadata(MetadataCommand::CreateTopic {
-            name: r.name,
-            partitions: r.partitions,
-            replication_factor: r.replication_factor,
-            min_insync_replicas: min_isr,
-            unclean_leader_election: r.unclean_leader_election,
-        });
-        let resp = match self.run(cmd, self.request_timeout).await {
-            Ok(Response::Metadata(MetadataResponse::TopicCreated { topic })) => {
-                proto::CreateTopicResponse {
-                    error: None,
-                    topic: Some(convert::topic(&topic, |_| None)),
+        self.observe("CreateTopic", async move {
+            let _admitted = admit!(self, proto::CreateTopicResponse);
+            let r = request.into_inner();
+            let min_isr = if r.min_insync_replicas == 0 {
+                r.replication_factor.clamp(1, 2)
+            } else {
+                r.min_insync_replicas
+            };
+            let cmd = Command::Metadata(MetadataCommand::CreateTopic {
+                name: r.name,
+                partitions: r.partitions,
+                replication_factor: r.replication_factor,
+                min_insync_replicas: min_isr,
+                unclean_leader_election: r.unclean_leader_election,
+            });
+            let resp = match self.run(cmd, self.request_timeout).await {
+                Ok(Response::Metadata(MetadataResponse::TopicCreated { topic })) => {
+                    proto::CreateTopicResponse {
+                        error: None,
+                        topic: Some(convert::topic(&topic, |_| None)),
+                    }
                 }
-            }
-            Ok(other) => proto::CreateTopicResponse {
-                error: Some(unexpected(other)),
-                topic: None,
-            },
-            Err(e) => proto::CreateTopicResponse {
-                error: Some(e),
-                topic: None,
-            },
-        };
-        Ok(GrpcResponse::new(resp))
+                Ok(other) => proto::CreateTopicResponse {
+                    error: Some(unexpected(other)),
+                    topic: None,
+                },
+                Err(e) => proto::CreateTopicResponse {
+                    error: Some(e),
+                    topic: None,
+                },
+            };
+            Ok(GrpcResponse::new(resp))
+        })
+        .await
     }
 
     async fn delete_topic(
         &self,
         request: Request<proto::DeleteTopicRequest>,
     ) -> Result<GrpcResponse<proto::DeleteTopicResponse>, Status> {
-        let _admitted = admit!(self, proto::DeleteTopicResponse);
-        let cmd = Command::Metadata(MetadataCommand::DeleteTopic {
-            name: request.into_inner().name,
-        });
-        let error = match self.run(cmd, self.request_timeout).await {
-            Ok(Response::Metadata(MetadataResponse::TopicDeleted { .. })) => None,
-            Ok(other) => Some(unexpected(other)),
-            Err(e) => Some(e),
-        };
-        Ok(GrpcResponse::new(proto::DeleteTopicResponse { error }))
+        self.observe("DeleteTopic", async move {
+            let _admitted = admit!(self, proto::DeleteTopicResponse);
+            let cmd = Command::Metadata(MetadataCommand::DeleteTopic {
+                name: request.into_inner().name,
+            });
+            let error = match self.run(cmd, self.request_timeout).await {
+                Ok(Response::Metadata(MetadataResponse::TopicDeleted { .. })) => None,
+                Ok(other) => Some(unexpected(other)),
+                Err(e) => Some(e),
+            };
+            Ok(GrpcResponse::new(proto::DeleteTopicResponse { error }))
+        })
+        .await
     }
 
     async fn metadata(
         &self,
         request: Request<proto::MetadataRequest>,
     ) -> Result<GrpcResponse<proto::MetadataResponse>, Status> {
-        let _admitted = admit!(self, proto::MetadataResponse);
-        let r = request.into_inner();
-        let ins = self.inspect().await?;
-        let resp = match convert::metadata(&ins.metadata, &r.topics, |g| ins.leader_of(g)) {
-            Ok((nodes, topics)) => proto::MetadataResponse {
-                error: None,
-                nodes,
-                topics,
-                answered_by: ins.node_id,
-            },
-            Err(e) => proto::MetadataResponse {
-                error: Some(convert::error(&e)),
-                nodes: vec![],
-                topics: vec![],
-                answered_by: ins.node_id,
-            },
-        };
-        Ok(GrpcResponse::new(resp))
+        self.observe("Metadata", async move {
+            let _admitted = admit!(self, proto::MetadataResponse);
+            let r = request.into_inner();
+            let ins = self.inspect().await?;
+            let resp = match convert::metadata(&ins.metadata, &r.topics, |g| ins.leader_of(g)) {
+                Ok((nodes, topics)) => proto::MetadataResponse {
+                    error: None,
+                    nodes,
+                    topics,
+                    answered_by: ins.node_id,
+                },
+                Err(e) => proto::MetadataResponse {
+                    error: Some(convert::error(&e)),
+                    nodes: vec![],
+                    topics: vec![],
+                    answered_by: ins.node_id,
+                },
+            };
+            Ok(GrpcResponse::new(resp))
+        })
+        .await
     }
 
     async fn produce(
         &self,
         request: Request<proto::ProduceRequest>,
     ) -> Result<GrpcResponse<proto::ProduceResponse>, Status> {
-        let _admitted = admit!(self, proto::ProduceResponse);
-        let r = request.into_inner();
-        let timeout = self.timeout(r.timeout_ms);
-        let cmd = Command::Propose {
-            partition: PartitionId::new(r.topic, r.partition),
-            command: RecordCommand::Append {
-                records: r.records,
-                timestamp_ms: wall_clock_ms(),
-            },
-        };
-        let resp = match self.run(cmd, timeout).await {
-            Ok(Response::Applied(a)) => proto::ProduceResponse {
-                error: None,
-                base_offset: a.base_offset,
-                count: a.count as u32,
-            },
-            Ok(other) => proto::ProduceResponse {
-                error: Some(unexpected(other)),
-                ..Default::default()
-            },
-            Err(e) => proto::ProduceResponse {
-                error: Some(e),
-                ..Default::default()
-            },
-        };
-        Ok(GrpcResponse::new(resp))
+        self.observe("Produce", async move {
+            let _admitted = admit!(self, proto::ProduceResponse);
+            let r = request.into_inner();
+            let timeout = self.timeout(r.timeout_ms);
+            let cmd = Command::Propose {
+                partition: PartitionId::new(r.topic, r.partition),
+                command: RecordCommand::Append {
+                    records: r.records,
+                    timestamp_ms: wall_clock_ms(),
+                },
+            };
+            let resp = match self.run(cmd, timeout).await {
+                Ok(Response::Applied(a)) => proto::ProduceResponse {
+                    error: None,
+                    base_offset: a.base_offset,
+                    count: a.count as u32,
+                },
+                Ok(other) => proto::ProduceResponse {
+                    error: Some(unexpected(other)),
+                    ..Default::default()
+                },
+                Err(e) => proto::ProduceResponse {
+                    error: Some(e),
+                    ..Default::default()
+                },
+            };
+            Ok(GrpcResponse::new(resp))
+        })
+        .await
     }
 
     async fn fetch(
         &self,
         request: Request<proto::FetchRequest>,
     ) -> Result<GrpcResponse<proto::FetchResponse>, Status> {
-        let _admitted = admit!(self, proto::FetchResponse);
-        let r = request.into_inner();
-        let max_bytes = match r.max_bytes {
-            0 => FETCH_BYTES_DEFAULT,
-            n => n.min(FETCH_BYTES_MAX),
-        };
-        let consistency = match proto::ReadConsistency::try_from(r.consistency) {
-            Ok(proto::ReadConsistency::Leader) => ReadConsistency::Leader,
-            Ok(proto::ReadConsistency::Follower) => ReadConsistency::Follower,
-            Ok(proto::ReadConsistency::FollowerStale) => ReadConsistency::FollowerStale,
-            Err(_) => {
-                return Ok(GrpcResponse::new(proto::FetchResponse {
-                    error: Some(convert::local_error(
-                        ErrorCode::InvalidRequest,
-                        format!("unknown read consistency {}", r.consistency),
-                        false,
-                    )),
+        self.observe("Fetch", async move {
+            let _admitted = admit!(self, proto::FetchResponse);
+            let r = request.into_inner();
+            let max_bytes = match r.max_bytes {
+                0 => FETCH_BYTES_DEFAULT,
+                n => n.min(FETCH_BYTES_MAX),
+            };
+            let consistency = match proto::ReadConsistency::try_from(r.consistency) {
+                Ok(proto::ReadConsistency::Leader) => ReadConsistency::Leader,
+                Ok(proto::ReadConsistency::Follower) => ReadConsistency::Follower,
+                Ok(proto::ReadConsistency::FollowerStale) => ReadConsistency::FollowerStale,
+                Err(_) => {
+                    return Ok(GrpcResponse::new(proto::FetchResponse {
+                        error: Some(convert::local_error(
+                            ErrorCode::InvalidRequest,
+                            format!("unknown read consistency {}", r.consistency),
+                            false,
+                        )),
+                        ..Default::default()
+                    }))
+                }
+            };
+            let cmd = Command::Query {
+                partition: PartitionId::new(r.topic, r.partition),
+                query: RecordQuery::Fetch {
+                    offset: r.offset,
+                    max_bytes,
+                },
+                consistency,
+            };
+            let resp = match self.run(cmd, self.request_timeout).await {
+                Ok(Response::Query(Fetch::Read(f))) => proto::FetchResponse {
+                    error: None,
+                    records: f
+                        .records
+                        .into_iter()
+                        .map(|(offset, value)| proto::Record { offset, value })
+                        .collect(),
+                    high_watermark: f.high_watermark,
+                },
+                Ok(other) => proto::FetchResponse {
+                    error: Some(unexpected(other)),
                     ..Default::default()
-                }))
-            }
-        };
-        let cmd = Command::Query {
-            partition: PartitionId::new(r.topic, r.partition),
-            query: RecordQuery::Fetch {
-                offset: r.offset,
-                max_bytes,
-            },
-            consistency,
-        };
-        let resp = match self.run(cmd, self.request_timeout).await {
-            Ok(Response::Query(Fetch::Read(f))) => proto::FetchResponse {
-                error: None,
-                records: f
-                    .records
-                    .into_iter()
-                    .map(|(offset, value)| proto::Record { offset, value })
-                    .collect(),
-                high_watermark: f.high_watermark,
-            },
-            Ok(other) => proto::FetchResponse {
-                error: Some(unexpected(other)),
-                ..Default::default()
-            },
-            Err(e) => proto::FetchResponse {
-                error: Some(e),
-                ..Default::default()
-            },
-        };
-        Ok(GrpcResponse::new(resp))
+                },
+                Err(e) => proto::FetchResponse {
+                    error: Some(e),
+                    ..Default::default()
+                },
+            };
+            Ok(GrpcResponse::new(resp))
+        })
+        .await
     }
 }
 
@@ -310,335 +352,367 @@ impl proto::admin_server::Admin for Services {
         &self,
         _request: Request<proto::NodeStatusRequest>,
     ) -> Result<GrpcResponse<proto::NodeStatusResponse>, Status> {
-        let ins = self.inspect().await?;
-        Ok(GrpcResponse::new(proto::NodeStatusResponse {
-            node_id: ins.node_id,
-            groups: ins.groups.iter().map(convert::group_status).collect(),
-            metadata_applied: ins.metadata.applied_index(),
-        }))
+        self.observe("NodeStatus", async move {
+            let ins = self.inspect().await?;
+            Ok(GrpcResponse::new(proto::NodeStatusResponse {
+                node_id: ins.node_id,
+                groups: ins.groups.iter().map(convert::group_status).collect(),
+                metadata_applied: ins.metadata.applied_index(),
+            }))
+        })
+        .await
     }
 
     async fn cluster_status(
         &self,
         _request: Request<proto::ClusterStatusRequest>,
     ) -> Result<GrpcResponse<proto::ClusterStatusResponse>, Status> {
-        let ins = self.inspect().await?;
-        let md = &ins.metadata;
-        Ok(GrpcResponse::new(proto::ClusterStatusResponse {
-            answered_by: ins.node_id,
-            metadata_leader: ins.leader_of(METADATA_GROUP).unwrap_or(0),
-            nodes: md.nodes().map(convert::node).collect(),
-            topics: md.topics().count() as u32,
-            partitions: md.partitions().count() as u32,
-            leaderless_local_partitions: ins
-                .groups
-                .iter()
-                .filter(|g| {
-                    g.group != METADATA_GROUP && g.leader.is_none() && g.role != Role::Leader
-                })
-                .count() as u32,
-        }))
+        self.observe("ClusterStatus", async move {
+            let ins = self.inspect().await?;
+            let md = &ins.metadata;
+            Ok(GrpcResponse::new(proto::ClusterStatusResponse {
+                answered_by: ins.node_id,
+                metadata_leader: ins.leader_of(METADATA_GROUP).unwrap_or(0),
+                nodes: md.nodes().map(convert::node).collect(),
+                topics: md.topics().count() as u32,
+                partitions: md.partitions().count() as u32,
+                leaderless_local_partitions: ins
+                    .groups
+                    .iter()
+                    .filter(|g| {
+                        g.group != METADATA_GROUP && g.leader.is_none() && g.role != Role::Leader
+                    })
+                    .count() as u32,
+            }))
+        })
+        .await
     }
 
     async fn add_node(
         &self,
         request: Request<proto::AddNodeRequest>,
     ) -> Result<GrpcResponse<proto::MembershipResponse>, Status> {
-        let _admitted = admit!(self, proto::MembershipResponse);
-        let r = request.into_inner();
-        let node = chronik_core::NodeInfo {
-            id: r.id,
-            peer_addr: r.peer_addr,
-            client_addr: r.client_addr,
-            rack: crate::convert::rack(r.rack),
-        };
-        let change = MembershipChange::Add(node.clone());
-        // Asking again for a node already registered with the same
-        // addresses (a joining node retrying after a lost answer, or one
-        // pre-added with the CLI) succeeds: the change carries on.
-        let before = self.inspect().await?;
-        if before.metadata.node(node.id) == Some(&node) {
-            return Ok(GrpcResponse::new(membership_response(
-                &before, &change, None,
-            )));
-        }
-        let result = self
-            .run(Command::Membership(change.clone()), self.request_timeout)
-            .await;
-        let ins = self.inspect().await?;
-        let error = match result {
-            Ok(_) => None,
-            Err(_) if ins.metadata.node(node.id) == Some(&node) => None,
-            Err(e) => Some(e),
-        };
-        Ok(GrpcResponse::new(membership_response(&ins, &change, error)))
+        self.observe("AddNode", async move {
+            let _admitted = admit!(self, proto::MembershipResponse);
+            let r = request.into_inner();
+            let node = chronik_core::NodeInfo {
+                id: r.id,
+                peer_addr: r.peer_addr,
+                client_addr: r.client_addr,
+                rack: crate::convert::rack(r.rack),
+            };
+            let change = MembershipChange::Add(node.clone());
+            // Asking again for a node already registered with the same
+            // addresses (a joining node retrying after a lost answer, or one
+            // pre-added with the CLI) succeeds: the change carries on.
+            let before = self.inspect().await?;
+            if before.metadata.node(node.id) == Some(&node) {
+                return Ok(GrpcResponse::new(membership_response(
+                    &before, &change, None,
+                )));
+            }
+            let result = self
+                .run(Command::Membership(change.clone()), self.request_timeout)
+                .await;
+            let ins = self.inspect().await?;
+            let error = match result {
+                Ok(_) => None,
+                Err(_) if ins.metadata.node(node.id) == Some(&node) => None,
+                Err(e) => Some(e),
+            };
+            Ok(GrpcResponse::new(membership_response(&ins, &change, error)))
+        })
+        .await
     }
 
     async fn remove_node(
         &self,
         request: Request<proto::RemoveNodeRequest>,
     ) -> Result<GrpcResponse<proto::MembershipResponse>, Status> {
-        let _admitted = admit!(self, proto::MembershipResponse);
-        let id = request.into_inner().id;
-        let change = MembershipChange::Remove(id);
-        let result = self
-            .run(Command::Membership(change.clone()), self.request_timeout)
-            .await;
-        let ins = self.inspect().await?;
-        Ok(GrpcResponse::new(membership_response(
-            &ins,
-            &change,
-            result.err(),
-        )))
+        self.observe("RemoveNode", async move {
+            let _admitted = admit!(self, proto::MembershipResponse);
+            let id = request.into_inner().id;
+            let change = MembershipChange::Remove(id);
+            let result = self
+                .run(Command::Membership(change.clone()), self.request_timeout)
+                .await;
+            let ins = self.inspect().await?;
+            Ok(GrpcResponse::new(membership_response(
+                &ins,
+                &change,
+                result.err(),
+            )))
+        })
+        .await
     }
 
     async fn rebalance(
         &self,
         request: Request<proto::RebalanceRequest>,
     ) -> Result<GrpcResponse<proto::RebalanceResponse>, Status> {
-        use crate::rebalance_rpc as rpc;
-        use proto::rebalance_request::Action;
-        let r = request.into_inner();
-        let action = Action::try_from(r.action).map_err(|_| {
-            Status::invalid_argument(format!("unknown rebalance action {}", r.action))
-        })?;
-        let _admitted = match action {
-            Action::Start | Action::Cancel => Some(admit!(self, proto::RebalanceResponse)),
-            Action::Plan | Action::Status => None,
-        };
-        let cfg = &self.rebalance;
-        let ins = self.inspect().await?;
-        let failed = |e: proto::Error| proto::RebalanceResponse {
-            error: Some(e),
-            answered_by: ins.node_id,
-            ..Default::default()
-        };
-        let resp = match action {
-            Action::Plan => {
-                let p = rpc::plan(&ins.metadata, cfg, r.max_moves);
-                rpc::plan_response(&p, cfg, ins.node_id)
-            }
-            Action::Status => rpc::run_response(
-                &ins.metadata,
-                ins.metadata.rebalance_run(),
-                cfg,
-                ins.node_id,
-            ),
-            Action::Start => {
-                let p = rpc::plan(&ins.metadata, cfg, r.max_moves);
-                if p.is_empty() {
-                    let mut resp = rpc::plan_response(&p, cfg, ins.node_id);
-                    resp.finished = true;
-                    resp
-                } else {
-                    let trigger = format!(
-                        "operator: {} ({})",
-                        match p.before.exceeding(cfg.imbalance_threshold).join(", ") {
-                            s if s.is_empty() => "nothing".to_string(),
-                            s => format!("{s} over {}", cfg.imbalance_threshold),
-                        },
-                        p.before
-                    );
-                    let cmd = Command::Metadata(p.start_command(trigger, cfg.max_concurrent_moves));
+        self.observe("Rebalance", async move {
+            use crate::rebalance_rpc as rpc;
+            use proto::rebalance_request::Action;
+            let r = request.into_inner();
+            let action = Action::try_from(r.action).map_err(|_| {
+                Status::invalid_argument(format!("unknown rebalance action {}", r.action))
+            })?;
+            let _admitted = match action {
+                Action::Start | Action::Cancel => Some(admit!(self, proto::RebalanceResponse)),
+                Action::Plan | Action::Status => None,
+            };
+            let cfg = &self.rebalance;
+            let ins = self.inspect().await?;
+            let failed = |e: proto::Error| proto::RebalanceResponse {
+                error: Some(e),
+                answered_by: ins.node_id,
+                ..Default::default()
+            };
+            let resp = match action {
+                Action::Plan => {
+                    let p = rpc::plan(&ins.metadata, cfg, r.max_moves);
+                    rpc::plan_response(&p, cfg, ins.node_id)
+                }
+                Action::Status => rpc::run_response(
+                    &ins.metadata,
+                    ins.metadata.rebalance_run(),
+                    cfg,
+                    ins.node_id,
+                ),
+                Action::Start => {
+                    let p = rpc::plan(&ins.metadata, cfg, r.max_moves);
+                    if p.is_empty() {
+                        let mut resp = rpc::plan_response(&p, cfg, ins.node_id);
+                        resp.finished = true;
+                        resp
+                    } else {
+                        let trigger = format!(
+                            "operator: {} ({})",
+                            match p.before.exceeding(cfg.imbalance_threshold).join(", ") {
+                                s if s.is_empty() => "nothing".to_string(),
+                                s => format!("{s} over {}", cfg.imbalance_threshold),
+                            },
+                            p.before
+                        );
+                        let cmd =
+                            Command::Metadata(p.start_command(trigger, cfg.max_concurrent_moves));
+                        match self.run(cmd, self.request_timeout).await {
+                            Ok(Response::Metadata(MetadataResponse::RebalanceStarted {
+                                run,
+                                ..
+                            })) => {
+                                let mut resp = rpc::plan_response(&p, cfg, ins.node_id);
+                                resp.run = run;
+                                resp
+                            }
+                            Ok(other) => failed(unexpected(other)),
+                            Err(e) => failed(e),
+                        }
+                    }
+                }
+                Action::Cancel => {
+                    let cmd = Command::Metadata(MetadataCommand::CancelRebalance {
+                        reason: "cancelled by an operator".into(),
+                    });
                     match self.run(cmd, self.request_timeout).await {
-                        Ok(Response::Metadata(MetadataResponse::RebalanceStarted {
-                            run, ..
-                        })) => {
-                            let mut resp = rpc::plan_response(&p, cfg, ins.node_id);
-                            resp.run = run;
-                            resp
+                        Ok(Response::Metadata(MetadataResponse::RebalanceCancelled { .. })) => {
+                            let after = self.inspect().await?;
+                            rpc::run_response(
+                                &after.metadata,
+                                after.metadata.rebalance_run(),
+                                cfg,
+                                after.node_id,
+                            )
                         }
                         Ok(other) => failed(unexpected(other)),
                         Err(e) => failed(e),
                     }
                 }
-            }
-            Action::Cancel => {
-                let cmd = Command::Metadata(MetadataCommand::CancelRebalance {
-                    reason: "cancelled by an operator".into(),
-                });
-                match self.run(cmd, self.request_timeout).await {
-                    Ok(Response::Metadata(MetadataResponse::RebalanceCancelled { .. })) => {
-                        let after = self.inspect().await?;
-                        rpc::run_response(
-                            &after.metadata,
-                            after.metadata.rebalance_run(),
-                            cfg,
-                            after.node_id,
-                        )
-                    }
-                    Ok(other) => failed(unexpected(other)),
-                    Err(e) => failed(e),
-                }
-            }
-        };
-        Ok(GrpcResponse::new(resp))
+            };
+            Ok(GrpcResponse::new(resp))
+        })
+        .await
     }
 
     async fn list_nodes(
         &self,
         _request: Request<proto::ListNodesRequest>,
     ) -> Result<GrpcResponse<proto::ListNodesResponse>, Status> {
-        let ins = self.inspect().await?;
-        let md = &ins.metadata;
-        let view = &ins.membership;
-        let in_flight = md.membership_in_flight();
-        let nodes = md
-            .nodes()
-            .map(|n| {
-                let role = match (
-                    view.voters.contains(&n.id),
-                    view.outgoing.contains(&n.id),
-                    view.learners.contains(&n.id),
-                ) {
-                    (true, false, _) if view.is_joint() => "voter (joining)",
-                    (true, _, _) => "voter",
-                    (false, true, _) => "voter (leaving)",
-                    (false, false, true) => "learner",
-                    (false, false, false) if in_flight.is_some_and(|c| c.node() == n.id) => {
-                        "registered (joining)"
+        self.observe("ListNodes", async move {
+            let ins = self.inspect().await?;
+            let md = &ins.metadata;
+            let view = &ins.membership;
+            let in_flight = md.membership_in_flight();
+            let nodes = md
+                .nodes()
+                .map(|n| {
+                    let role = match (
+                        view.voters.contains(&n.id),
+                        view.outgoing.contains(&n.id),
+                        view.learners.contains(&n.id),
+                    ) {
+                        (true, false, _) if view.is_joint() => "voter (joining)",
+                        (true, _, _) => "voter",
+                        (false, true, _) => "voter (leaving)",
+                        (false, false, true) => "learner",
+                        (false, false, false) if in_flight.is_some_and(|c| c.node() == n.id) => {
+                            "registered (joining)"
+                        }
+                        (false, false, false) => "not in configuration",
+                    };
+                    proto::NodeMember {
+                        id: n.id,
+                        peer_addr: n.peer_addr.clone(),
+                        client_addr: n.client_addr.clone(),
+                        role: role.into(),
+                        replicas: md
+                            .partitions()
+                            .filter(|(_, p)| p.replicas.contains(&n.id))
+                            .count() as u32,
+                        rack: n.rack.clone().unwrap_or_default(),
+                        leaders: md
+                            .partitions()
+                            .filter(|(_, p)| p.preferred_leader == n.id)
+                            .count() as u32,
+                        maintenance: md.in_maintenance(n.id),
                     }
-                    (false, false, false) => "not in configuration",
-                };
-                proto::NodeMember {
-                    id: n.id,
-                    peer_addr: n.peer_addr.clone(),
-                    client_addr: n.client_addr.clone(),
-                    role: role.into(),
-                    replicas: md
-                        .partitions()
-                        .filter(|(_, p)| p.replicas.contains(&n.id))
-                        .count() as u32,
-                    rack: n.rack.clone().unwrap_or_default(),
-                    leaders: md
-                        .partitions()
-                        .filter(|(_, p)| p.preferred_leader == n.id)
-                        .count() as u32,
-                    maintenance: md.in_maintenance(n.id),
-                }
-            })
-            .collect();
-        Ok(GrpcResponse::new(proto::ListNodesResponse {
-            error: None,
-            answered_by: ins.node_id,
-            metadata_leader: ins.leader_of(METADATA_GROUP).unwrap_or(0),
-            nodes,
-            change_in_flight: in_flight.map(|c| c.to_string()).unwrap_or_default(),
-            joint: view.is_joint(),
-        }))
+                })
+                .collect();
+            Ok(GrpcResponse::new(proto::ListNodesResponse {
+                error: None,
+                answered_by: ins.node_id,
+                metadata_leader: ins.leader_of(METADATA_GROUP).unwrap_or(0),
+                nodes,
+                change_in_flight: in_flight.map(|c| c.to_string()).unwrap_or_default(),
+                joint: view.is_joint(),
+            }))
+        })
+        .await
     }
 
     async fn maintenance(
         &self,
         request: Request<proto::MaintenanceRequest>,
     ) -> Result<GrpcResponse<proto::MaintenanceResponse>, Status> {
-        let _admitted = admit!(self, proto::MaintenanceResponse);
-        let r = request.into_inner();
-        let cmd = Command::Metadata(MetadataCommand::SetMaintenance {
-            node: r.id,
-            on: r.on,
-        });
-        let error = match self.run(cmd, self.request_timeout).await {
-            Ok(Response::Metadata(MetadataResponse::MaintenanceSet { .. })) => None,
-            Ok(other) => Some(unexpected(other)),
-            Err(e) => Some(e),
-        };
-        let ins = self.inspect().await?;
-        Ok(GrpcResponse::new(proto::MaintenanceResponse {
-            error,
-            answered_by: ins.node_id,
-            id: r.id,
-            on: r.on,
-        }))
+        self.observe("Maintenance", async move {
+            let _admitted = admit!(self, proto::MaintenanceResponse);
+            let r = request.into_inner();
+            let cmd = Command::Metadata(MetadataCommand::SetMaintenance {
+                node: r.id,
+                on: r.on,
+            });
+            let error = match self.run(cmd, self.request_timeout).await {
+                Ok(Response::Metadata(MetadataResponse::MaintenanceSet { .. })) => None,
+                Ok(other) => Some(unexpected(other)),
+                Err(e) => Some(e),
+            };
+            let ins = self.inspect().await?;
+            Ok(GrpcResponse::new(proto::MaintenanceResponse {
+                error,
+                answered_by: ins.node_id,
+                id: r.id,
+                on: r.on,
+            }))
+        })
+        .await
     }
 
     async fn restart_check(
         &self,
         request: Request<proto::RestartCheckRequest>,
     ) -> Result<GrpcResponse<proto::RestartCheckResponse>, Status> {
-        let id = request.into_inner().id;
-        let ins = self.inspect().await?;
-        let leader = ins.leader_of(METADATA_GROUP);
-        let failed = |e: chronik_core::Error| proto::RestartCheckResponse {
-            error: Some(convert::error(&e)),
-            answered_by: ins.node_id,
-            id,
-            ..Default::default()
-        };
-        // Only the metadata leader knows which peers are alive.
-        if leader != Some(ins.node_id) {
-            return Ok(GrpcResponse::new(failed(chronik_core::Error::NotLeader {
-                group: METADATA_GROUP,
-                leader_hint: leader,
-            })));
-        }
-        let voters: Vec<_> = ins.membership.voters.iter().copied().collect();
-        let resp =
-            match chronik_core::shutdown::restart_check(&ins.metadata, id, &voters, &ins.alive) {
-                Ok(c) => proto::RestartCheckResponse {
-                    error: None,
-                    answered_by: ins.node_id,
-                    id,
-                    safe: c.safe,
-                    reasons: c.reasons,
-                    partitions: c.partitions as u32,
-                },
-                Err(e) => failed(e),
+        self.observe("RestartCheck", async move {
+            let id = request.into_inner().id;
+            let ins = self.inspect().await?;
+            let leader = ins.leader_of(METADATA_GROUP);
+            let failed = |e: chronik_core::Error| proto::RestartCheckResponse {
+                error: Some(convert::error(&e)),
+                answered_by: ins.node_id,
+                id,
+                ..Default::default()
             };
-        Ok(GrpcResponse::new(resp))
+            // Only the metadata leader knows which peers are alive.
+            if leader != Some(ins.node_id) {
+                return Ok(GrpcResponse::new(failed(chronik_core::Error::NotLeader {
+                    group: METADATA_GROUP,
+                    leader_hint: leader,
+                })));
+            }
+            let voters: Vec<_> = ins.membership.voters.iter().copied().collect();
+            let resp =
+                match chronik_core::shutdown::restart_check(&ins.metadata, id, &voters, &ins.alive)
+                {
+                    Ok(c) => proto::RestartCheckResponse {
+                        error: None,
+                        answered_by: ins.node_id,
+                        id,
+                        safe: c.safe,
+                        reasons: c.reasons,
+                        partitions: c.partitions as u32,
+                    },
+                    Err(e) => failed(e),
+                };
+            Ok(GrpcResponse::new(resp))
+        })
+        .await
     }
 
     async fn isr_status(
         &self,
         request: Request<proto::IsrStatusRequest>,
     ) -> Result<GrpcResponse<proto::IsrStatusResponse>, Status> {
-        let r = request.into_inner();
-        let ins = self.inspect().await?;
-        let md = &ins.metadata;
-        if !r.topic.is_empty() && md.topic(&r.topic).is_none() {
-            return Ok(GrpcResponse::new(proto::IsrStatusResponse {
-                error: Some(convert::error(&chronik_core::Error::UnknownTopic {
-                    topic: r.topic,
-                })),
-                answered_by: ins.node_id,
-                ..Default::default()
-            }));
-        }
-        let mut partitions = Vec::new();
-        for t in md.topics() {
-            if !r.topic.is_empty() && t.name != r.topic {
-                continue;
+        self.observe("IsrStatus", async move {
+            let r = request.into_inner();
+            let ins = self.inspect().await?;
+            let md = &ins.metadata;
+            if !r.topic.is_empty() && md.topic(&r.topic).is_none() {
+                return Ok(GrpcResponse::new(proto::IsrStatusResponse {
+                    error: Some(convert::error(&chronik_core::Error::UnknownTopic {
+                        topic: r.topic,
+                    })),
+                    answered_by: ins.node_id,
+                    ..Default::default()
+                }));
             }
-            for p in &t.partitions {
-                if r.under_min_isr && p.isr.len() as u32 >= t.min_insync_replicas {
+            let mut partitions = Vec::new();
+            for t in md.topics() {
+                if !r.topic.is_empty() && t.name != r.topic {
                     continue;
                 }
-                let leader = ins.leader_of(p.group).unwrap_or(0);
-                partitions.push(proto::PartitionIsr {
-                    topic: t.name.clone(),
-                    partition: p.partition,
-                    group: p.group,
-                    replicas: p.replicas.clone(),
-                    isr: p.isr.clone(),
-                    min_insync_replicas: t.min_insync_replicas,
-                    leader,
-                    available: leader == 0 || p.isr.contains(&leader) || t.unclean_leader_election,
-                    lags: ins
-                        .lags
-                        .get(&p.group)
-                        .map(|l| l.iter().map(convert::replica_lag).collect())
-                        .unwrap_or_default(),
-                });
+                for p in &t.partitions {
+                    if r.under_min_isr && p.isr.len() as u32 >= t.min_insync_replicas {
+                        continue;
+                    }
+                    let leader = ins.leader_of(p.group).unwrap_or(0);
+                    partitions.push(proto::PartitionIsr {
+                        topic: t.name.clone(),
+                        partition: p.partition,
+                        group: p.group,
+                        replicas: p.replicas.clone(),
+                        isr: p.isr.clone(),
+                        min_insync_replicas: t.min_insync_replicas,
+                        leader,
+                        available: leader == 0
+                            || p.isr.contains(&leader)
+                            || t.unclean_leader_election,
+                        lags: ins
+                            .lags
+                            .get(&p.group)
+                            .map(|l| l.iter().map(convert::replica_lag).collect())
+                            .unwrap_or_default(),
+                    });
+                }
             }
-        }
-        let (isr_shrinks, isr_expands) = md.isr_change_counts();
-        Ok(GrpcResponse::new(proto::IsrStatusResponse {
-            error: None,
-            answered_by: ins.node_id,
-            partitions,
-            isr_shrinks,
-            isr_expands,
-        }))
+            let (isr_shrinks, isr_expands) = md.isr_change_counts();
+            Ok(GrpcResponse::new(proto::IsrStatusResponse {
+                error: None,
+                answered_by: ins.node_id,
+                partitions,
+                isr_shrinks,
+                isr_expands,
+            }))
+        })
+        .await
     }
 }
 

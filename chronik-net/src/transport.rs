@@ -332,7 +332,8 @@ pub(crate) struct SegmentFetch {
 }
 
 impl SegmentFetch {
-    pub async fn fetch(&self, addr: &str, message: &GroupMessage) -> Result<(), String> {
+    /// Returns the bytes received.
+    pub async fn fetch(&self, addr: &str, message: &GroupMessage) -> Result<u64, String> {
         let data = &message.message.get_snapshot().data;
         let manifest = Manifest::decode(data)?;
         let wanted: Vec<String> = manifest
@@ -357,6 +358,7 @@ impl SegmentFetch {
             .map_err(|e| format!("{addr}: {e}"))?
             .into_inner();
         let mut open: Option<(String, u64, Box<dyn DiskFile>)> = None;
+        let mut received = 0u64;
         while let Some(chunk) = stream.message().await.map_err(|e| format!("{addr}: {e}"))? {
             // Only files the manifest names, never a path from the wire.
             if !wanted.contains(&chunk.file) {
@@ -389,6 +391,7 @@ impl SegmentFetch {
             }
             f.write_all(&chunk.data).map_err(|e| e.to_string())?;
             *written += chunk.data.len() as u64;
+            received += chunk.data.len() as u64;
             if self.crash.as_ref().is_some_and(|(node, o)| {
                 o.crash_here(*node, crate::observer::CrashPoint::MidSegmentStream)
             }) {
@@ -417,6 +420,6 @@ impl SegmentFetch {
                 ));
             }
         }
-        Ok(())
+        Ok(received)
     }
 }

@@ -113,6 +113,9 @@ pub struct Wal {
     /// Verify checksums on recovery. Always on, except where a test plants
     /// the "skip the CRC check" bug to prove the simulator catches it.
     verify_crc: bool,
+    /// Bytes written since the WAL was opened (records and snapshot
+    /// files), for the metrics.
+    bytes_written: u64,
 }
 
 fn segment_name(seq: u64) -> String {
@@ -305,6 +308,7 @@ impl Wal {
             snap_files,
             synced_up_to: 0,
             verify_crc,
+            bytes_written: 0,
         };
         wal.synced_up_to = wal.segments.last().map_or(0, |(_, b)| *b);
         Ok((wal, full, report))
@@ -347,6 +351,7 @@ impl Wal {
                     data.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
                     data.extend_from_slice(&body);
                     write_atomic(self.disk.as_ref(), &path, &data).map_err(io_err(&path))?;
+                    self.bytes_written += data.len() as u64;
                 }
                 updates.push(to_wal(u, |g, s| {
                     format!(
@@ -389,6 +394,7 @@ impl Wal {
         must_sync |= !superseded.is_empty();
         let path = self.current_path();
         self.file.write_all(&buf).map_err(io_err(&path))?;
+        self.bytes_written += buf.len() as u64;
         if must_sync && stop_before_sync() {
             return Ok(false);
         }
@@ -417,6 +423,11 @@ impl Wal {
             self.rotate()?;
         }
         Ok(true)
+    }
+
+    /// Bytes written since the WAL was opened, records and snapshot files.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
     }
 
     fn current_path(&self) -> PathBuf {

@@ -5,155 +5,19 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
 use bytes::Bytes;
 use chronik_net::proto::admin_client::AdminClient;
 use chronik_net::proto::NodeStatusRequest;
-use chronik_net::Client;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
+use common::{until_safe, wait_ready, Cluster, BIN};
+
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_chronik-node");
-
-fn free_port() -> u16 {
-    free_port_below_ephemeral()
-}
-
-/// A free loopback port below the kernel's ephemeral range, so outgoing
-/// connections (which take ephemeral ports) never grab it between this
-/// check and the node binding it.
-fn free_port_below_ephemeral() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
-    loop {
-        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 2_700;
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
-
-struct Cluster {
-    dir: PathBuf,
-    configs: Vec<PathBuf>,
-    client_addrs: Vec<String>,
-    children: BTreeMap<u64, Child>,
-}
-
-impl Cluster {
-    fn new(n: u64) -> Cluster {
-        let dir = std::env::temp_dir().join(format!(
-            "chronik-proc-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        let mut members = String::new();
-        for (i, (p, c)) in ports.iter().enumerate() {
-            members.push_str(&format!(
-                "[[initial_cluster]]\nid = {}\npeer_addr = \"127.0.0.1:{p}\"\nclient_addr = \"127.0.0.1:{c}\"\n",
-                i + 1
-            ));
-        }
-        let mut configs = Vec::new();
-        for (i, (p, c)) in ports.iter().enumerate() {
-            let path = dir.join(format!("node{}.toml", i + 1));
-            let text = format!(
-                "node_id = {}\npeer_listen = \"127.0.0.1:{p}\"\nclient_listen = \"127.0.0.1:{c}\"\n\
-                 data_dir = \"{}\"\n[engine]\ntick_interval_ms = 20\nlog_compact_threshold_entries = 200\n{members}",
-                i + 1,
-                dir.join(format!("data{}", i + 1)).display()
-            );
-            std::fs::write(&path, text).unwrap();
-            configs.push(path);
-        }
-        Cluster {
-            dir,
-            configs,
-            client_addrs: ports
-                .iter()
-                .map(|(_, c)| format!("127.0.0.1:{c}"))
-                .collect(),
-            children: BTreeMap::new(),
-        }
-    }
-
-    fn start(&mut self, id: u64) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("node{id}.log")))
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&self.configs[id as usize - 1])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.children.insert(id, child);
-    }
-
-    /// SIGKILL: no shutdown path runs.
-    fn kill9(&mut self, id: u64) {
-        if let Some(mut c) = self.children.remove(&id) {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    /// SIGTERM: the graceful shutdown runs; returns the exit status.
-    fn sigterm(&mut self, id: u64) -> std::process::ExitStatus {
-        let mut c = self.children.remove(&id).expect("running");
-        let sent = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success(), "kill -TERM");
-        c.wait().unwrap()
-    }
-
-    /// `chronik-node cluster ARGS --addr (node 1's client address)`.
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .arg("cluster")
-            .args(args)
-            .args(["--addr", &self.client_addrs[0]])
-            .output()
-            .unwrap()
-    }
-
-    fn client(&self) -> Client {
-        Client::new(self.client_addrs.clone())
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let ids: Vec<u64> = self.children.keys().copied().collect();
-        for id in ids {
-            self.kill9(id);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn wait_ready(client: &Client, nodes: usize) {
-    for _ in 0..300 {
-        if let Ok(md) = client.metadata().await {
-            if md.nodes.len() == nodes {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("cluster did not come up");
-}
 
 /// (commit, applied) of a partition group on one node, by admin API.
 async fn group_progress(addr: &str, group: u64) -> Option<(u64, u64)> {
@@ -258,20 +122,6 @@ async fn kill9_under_load_then_restart_loses_nothing() {
             );
         }
     }
-}
-
-/// Whether `cluster rolling-restart-check --id ID` says yes within 30 s.
-async fn until_safe(c: &Cluster, id: u64) -> bool {
-    for _ in 0..300 {
-        if c.cli(&["rolling-restart-check", "--id", &id.to_string()])
-            .status
-            .success()
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,6 +112,7 @@ impl MetadataState {
                 tracing::info!(%partition, from, to, "replica move started");
                 MetadataResponse::ReplicaMoveStarted {
                     partition,
+                    group,
                     from,
                     to,
                 }

@@ -112,6 +112,31 @@ pub enum MetadataCommand {
     },
 }
 
+impl MetadataCommand {
+    /// A stable snake_case name of the command's kind: a metric label and
+    /// a log field, never parsed back.
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            MetadataCommand::Bootstrap { .. } => "bootstrap",
+            MetadataCommand::RegisterNode { .. } => "register_node",
+            MetadataCommand::CreateTopic { .. } => "create_topic",
+            MetadataCommand::DeleteTopic { .. } => "delete_topic",
+            MetadataCommand::BeginMembershipChange { .. } => "begin_membership_change",
+            MetadataCommand::FinishMembershipChange { .. } => "finish_membership_change",
+            MetadataCommand::BeginReplicaMove { .. } => "begin_replica_move",
+            MetadataCommand::FinishReplicaMove { .. } => "finish_replica_move",
+            MetadataCommand::StartRebalance { .. } => "start_rebalance",
+            MetadataCommand::CancelRebalance { .. } => "cancel_rebalance",
+            MetadataCommand::SkipPlannedMove { .. } => "skip_planned_move",
+            MetadataCommand::RollBackReplicaMove { .. } => "roll_back_replica_move",
+            MetadataCommand::AbortReplicaMove { .. } => "abort_replica_move",
+            MetadataCommand::SetMaintenance { .. } => "set_maintenance",
+            MetadataCommand::ReportSizes { .. } => "report_sizes",
+            MetadataCommand::UpdateIsr { .. } => "update_isr",
+        }
+    }
+}
+
 /// What an applied [`MetadataCommand`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetadataResponse {
@@ -132,6 +157,7 @@ pub enum MetadataResponse {
     },
     ReplicaMoveStarted {
         partition: PartitionId,
+        group: GroupId,
         from: NodeId,
         to: NodeId,
     },

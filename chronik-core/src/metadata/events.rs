@@ -100,7 +100,9 @@ impl MetadataResponse {
             }
             MetadataResponse::RebalanceStarted { .. } => vec![decision("run_started", None)],
             MetadataResponse::RebalanceCancelled { .. } => vec![decision("run_cancelled", None)],
-            MetadataResponse::ReplicaMoveStarted { .. } => vec![decision("move_started", None)],
+            MetadataResponse::ReplicaMoveStarted { group, .. } => {
+                vec![decision("move_started", Some(*group))]
+            }
             MetadataResponse::PlannedMoveSkipped { group } => {
                 vec![decision("move_skipped", Some(*group))]
             }
