@@ -228,6 +228,8 @@ pub(crate) struct Driver {
     /// This node's role in each group, as last reported (elections won and
     /// lost are role transitions).
     roles: BTreeMap<GroupId, Role>,
+    /// Groups that lost their leader, since when.
+    leaderless_since: BTreeMap<GroupId, Instant>,
     /// Samples engine state into gauges once a second.
     sampler: crate::metrics::refresh::Sampler,
     /// Groups whose snapshot segments are being fetched.
@@ -352,6 +354,7 @@ impl Driver {
             local_reads: Vec::new(),
             closing: None,
             roles: BTreeMap::new(),
+            leaderless_since: BTreeMap::new(),
             sampler: Default::default(),
         }
     }
@@ -786,6 +789,21 @@ impl Driver {
                 if prev.flatten() != leader && leader.is_some() {
                     self.metrics.leader_changes.with_label_values(&[kind]).inc();
                 }
+                match leader {
+                    None => {
+                        self.leaderless_since
+                            .entry(group)
+                            .or_insert_with(Instant::now);
+                    }
+                    Some(_) => {
+                        if let Some(since) = self.leaderless_since.remove(&group) {
+                            self.metrics
+                                .raft_leaderless_seconds
+                                .with_label_values(&[kind])
+                                .observe(since.elapsed().as_secs_f64());
+                        }
+                    }
+                }
                 let before = self.roles.insert(group, role).unwrap_or(Role::Follower);
                 let campaigning = |r: Role| matches!(r, Role::PreCandidate | Role::Candidate);
                 if campaigning(role) && !campaigning(before) {
@@ -847,6 +865,7 @@ impl Driver {
                 );
                 self.leaders.remove(&group);
                 self.roles.remove(&group);
+                self.leaderless_since.remove(&group);
                 self.dropped = true;
             }
             Event::SnapshotInstalled { group, index, .. } => {

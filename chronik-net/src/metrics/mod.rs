@@ -37,6 +37,10 @@ const IO_BUCKETS: &[f64] = &[
 const SLOW_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
+/// Elections: 10 ms to 1 min.
+const ELECTION_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0,
+];
 /// Transfer sizes: 1 KiB to 16 GiB, by fours.
 const SIZE_BUCKETS: &[f64] = &[
     1024.0,
@@ -100,6 +104,8 @@ pub struct Metrics {
     pub raft_campaigns: IntCounterVec,
     /// Elections this node won.
     pub raft_elections_won: IntCounterVec,
+    /// How long groups went without a known leader, per election.
+    pub raft_leaderless_seconds: HistogramVec,
     /// Proposals by group kind and outcome (submitted, committed, dropped).
     pub raft_proposals: IntCounterVec,
     /// Kept for dashboards that predate `chronik_raft_proposals_total`.
@@ -405,6 +411,12 @@ impl Metrics {
                 "Elections this node won (it became leader), by group kind.",
                 &["kind"],
             ),
+            raft_leaderless_seconds: r.histogram_vec(
+                "chronik_raft_leaderless_duration_seconds",
+                "Time a hosted group went without a known leader, from losing it to learning the next one (one observation per election this node saw end).",
+                &["kind"],
+                ELECTION_BUCKETS,
+            ),
             raft_proposals: r.counter_vec(
                 "chronik_raft_proposals_total",
                 "Proposals asked of this node by group kind and outcome (submitted, committed, dropped).",
@@ -642,6 +654,7 @@ impl Metrics {
             ] {
                 c.with_label_values(&[kind]);
             }
+            self.raft_leaderless_seconds.with_label_values(&[kind]);
             for outcome in ["submitted", "committed", "dropped"] {
                 self.raft_proposals.with_label_values(&[kind, outcome]);
             }
