@@ -162,6 +162,7 @@ pub fn group_status(s: &GroupStatus) -> proto::GroupStatus {
         snapshot_index: s.snapshot_index,
         voters: s.voters.clone(),
         repairing: s.repairing.clone().unwrap_or_default(),
+        ..Default::default()
     }
 }
 

@@ -9,9 +9,9 @@ use crate::partition_io::{IoReport, Job, PartitionIo};
 use crate::partition_store::{DiskLog, Fetch};
 use crate::wal::Wal;
 use chronik_core::{
-    Command, Engine, Error, Event, Fetched, GroupId, GroupMessage, GroupStatus, MetadataState,
-    NodeId, NodeInfo, Output, PartitionId, PersistBatch, RecordQuery, RequestId, Response, Role,
-    StateMachine, Time, METADATA_GROUP,
+    Command, Engine, Error, Event, Fetched, GroupId, GroupKind, GroupMessage, GroupStatus,
+    MetadataState, NodeId, NodeInfo, Output, PartitionId, PersistBatch, RecordQuery, RequestId,
+    Response, Role, StateMachine, Time, METADATA_GROUP,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -97,6 +97,17 @@ pub struct Inspection {
     pub membership: chronik_core::membership::ConfView,
     /// This node and the peers it heard from within two heartbeats.
     pub alive: std::collections::BTreeSet<NodeId>,
+    /// The record log of each hosted partition replica.
+    pub storage: BTreeMap<GroupId, LogSummary>,
+}
+
+/// A partition replica's record log at a glance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogSummary {
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    pub size_bytes: u64,
+    pub segments: u32,
 }
 
 impl Inspection {
@@ -230,6 +241,7 @@ pub(crate) struct Driver {
     roles: BTreeMap<GroupId, Role>,
     /// Groups that lost their leader, since when.
     leaderless_since: BTreeMap<GroupId, Instant>,
+    ready: watch::Sender<bool>,
     /// Samples engine state into gauges once a second.
     sampler: crate::metrics::refresh::Sampler,
     /// Groups whose snapshot segments are being fetched.
@@ -277,6 +289,9 @@ pub(crate) struct DriverLinks<'a> {
     pub self_tx: mpsc::Sender<DriverMsg>,
     pub segment_fetch: crate::transport::SegmentFetch,
     pub observer: Option<Arc<dyn crate::EngineObserver>>,
+    /// Set while the node has its metadata and knows a metadata leader:
+    /// what the gRPC health service reports.
+    pub ready: watch::Sender<bool>,
 }
 
 impl Driver {
@@ -294,6 +309,7 @@ impl Driver {
             self_tx,
             segment_fetch,
             observer,
+            ready,
         } = links;
         let (wal_tx, wal_rx) = mpsc::channel(WAL_QUEUE_MAX);
         let (durable_tx, durable_rx) = watch::channel(Ok(0));
@@ -355,6 +371,7 @@ impl Driver {
             closing: None,
             roles: BTreeMap::new(),
             leaderless_since: BTreeMap::new(),
+            ready,
             sampler: Default::default(),
         }
     }
@@ -690,6 +707,7 @@ impl Driver {
                     lags,
                     membership: self.engine.membership_view(),
                     alive: self.engine.talking_nodes(),
+                    storage: self.log_summaries(),
                 });
             }
         }
@@ -754,6 +772,15 @@ impl Driver {
         }
         let now = self.now();
         self.sampler.maybe_refresh(&self.metrics, &self.engine, now);
+        let ready = self.engine.metadata().is_bootstrapped()
+            && self
+                .leaders
+                .get(&METADATA_GROUP)
+                .copied()
+                .flatten()
+                .is_some();
+        self.ready
+            .send_if_modified(|r| std::mem::replace(r, ready) != ready);
     }
 
     fn kind_of(group: GroupId) -> &'static str {
@@ -981,6 +1008,28 @@ impl Driver {
             | Event::ProduceAcked { .. }
             | Event::ReadServed { .. } => {}
         }
+    }
+
+    fn log_summaries(&self) -> BTreeMap<GroupId, LogSummary> {
+        self.engine
+            .status()
+            .iter()
+            .filter_map(|g| {
+                let GroupKind::Partition(pid) = &g.kind else {
+                    return None;
+                };
+                let log = self.engine.partition_state(pid)?;
+                Some((
+                    g.group,
+                    LogSummary {
+                        high_watermark: log.high_watermark(),
+                        log_start_offset: log.log_start_offset(),
+                        size_bytes: log.size_bytes(),
+                        segments: log.segment_count() as u32,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// Looks up where `node` listens for peers in the committed metadata of

@@ -38,6 +38,13 @@ impl RequestGate {
         self.closed.store(true, Ordering::SeqCst);
     }
 
+    /// Whether a graceful shutdown closed the gate (the node drains): the
+    /// gRPC health service reports it (not built in simulation).
+    #[cfg_attr(madsim, allow(dead_code))]
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
     /// Requests admitted and not answered yet.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)

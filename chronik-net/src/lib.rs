@@ -33,6 +33,8 @@ pub mod disk;
 mod driver;
 mod gate;
 mod graceful;
+#[cfg(not(madsim))]
+mod health;
 mod join;
 pub mod metrics;
 pub mod node;

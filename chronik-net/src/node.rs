@@ -171,6 +171,7 @@ impl Node {
         let handle = DriverHandle { tx };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let removed = Arc::new(parking_lot::RwLock::new(std::collections::BTreeSet::new()));
+        let (ready_tx, ready_rx) = watch::channel(false);
         let driver = Driver::new(
             engine,
             wal,
@@ -183,6 +184,7 @@ impl Node {
                 self_tx: handle.tx.clone(),
                 segment_fetch: segment_fetch.clone(),
                 observer,
+                ready: ready_tx,
             },
         );
         let driver = tokio::spawn(driver.run(rx, shutdown_rx.clone()));
@@ -218,18 +220,28 @@ impl Node {
             rebalance: config.engine.rebalance.clone(),
             gate: gate.clone(),
             metrics: metrics.clone(),
+            started: tokio::time::Instant::now(),
         };
         let mut stop = shutdown_rx.clone();
         let client_addr = config.client_listen;
         let message_max = (config.engine.record_size_max_bytes * 4).max(64 * 1024 * 1024);
+        let router = tonic::transport::Server::builder()
+            .add_service(
+                proto::chronik_server::ChronikServer::new(services.clone())
+                    .max_decoding_message_size(message_max)
+                    .max_encoding_message_size(message_max),
+            )
+            .add_service(proto::admin_server::AdminServer::new(services));
+        // grpc.health.v1 and server reflection, for tools that are not ours
+        // (not in simulation).
+        #[cfg(not(madsim))]
+        let router =
+            crate::health::add_services(router, ready_rx, gate.clone(), shutdown_rx.clone())
+                .map_err(|e| NodeError::Stopped(format!("gRPC reflection: {e}")))?;
+        #[cfg(madsim)]
+        drop(ready_rx);
         servers.push(tokio::spawn(async move {
-            let res = tonic::transport::Server::builder()
-                .add_service(
-                    proto::chronik_server::ChronikServer::new(services.clone())
-                        .max_decoding_message_size(message_max)
-                        .max_encoding_message_size(message_max),
-                )
-                .add_service(proto::admin_server::AdminServer::new(services))
+            let res = router
                 .serve_with_shutdown(client_addr, async move {
                     let _ = stop.changed().await;
                 })

@@ -367,6 +367,11 @@ impl DiskLog {
         self.log_start_offset
     }
 
+    /// Segment files.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
     /// Total bytes of segments.
     pub fn size_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.meta.size).sum()

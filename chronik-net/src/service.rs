@@ -32,6 +32,8 @@ pub(crate) struct Services {
     /// so operators can watch a node drain.
     pub gate: Arc<RequestGate>,
     pub metrics: crate::metrics::Metrics,
+    /// When the node started (uptime in NodeStatus).
+    pub started: tokio::time::Instant,
 }
 
 /// Responses that carry an in-band error: what a refused request gets.
@@ -354,10 +356,29 @@ impl proto::admin_server::Admin for Services {
     ) -> Result<GrpcResponse<proto::NodeStatusResponse>, Status> {
         self.observe("NodeStatus", async move {
             let ins = self.inspect().await?;
+            let groups = ins
+                .groups
+                .iter()
+                .map(|g| {
+                    let mut s = convert::group_status(g);
+                    if let Some(l) = ins.storage.get(&g.group) {
+                        s.high_watermark = l.high_watermark;
+                        s.log_start_offset = l.log_start_offset;
+                        s.size_bytes = l.size_bytes;
+                        s.segments = l.segments;
+                    }
+                    s
+                })
+                .collect();
             Ok(GrpcResponse::new(proto::NodeStatusResponse {
                 node_id: ins.node_id,
-                groups: ins.groups.iter().map(convert::group_status).collect(),
+                groups,
                 metadata_applied: ins.metadata.applied_index(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                uptime_ms: self.started.elapsed().as_millis() as u64,
+                storage_errors: self.metrics.partition_io_errors.get(),
+                alive: ins.alive.iter().copied().collect(),
+                metadata_snapshot_bytes: ins.metadata.snapshot().len() as u64,
             }))
         })
         .await

@@ -3,7 +3,7 @@
 use crate::error::CliError;
 use crate::output::{ids, print, OutputFormat, Table};
 use chronik_net::proto;
-use chronik_net::{Client, ClientError, RetryPolicy};
+use chronik_net::{Client, RetryPolicy};
 use clap::Subcommand;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -11,6 +11,42 @@ use std::time::Duration;
 
 #[derive(Subcommand)]
 pub enum ClusterCmd {
+    /// Nodes (healthy, unhealthy), the metadata leader and term, topics and
+    /// partitions (without leader, under-replicated, under min ISR), and
+    /// the membership change in flight.
+    Status {
+        /// Add a row per node: addresses, health, groups led and hosted,
+        /// metadata applied index and lag, version, uptime.
+        #[arg(long)]
+        detailed: bool,
+    },
+    /// One line and an exit code for scripts: 0 healthy, 1 degraded (a
+    /// node down, partitions under-replicated or under min ISR, storage
+    /// errors), 2 unavailable (metadata without quorum, partitions without
+    /// a leader).
+    Health,
+    /// One row per partition: leader, replicas, ISR, high watermark, size.
+    ListPartitions {
+        /// Only this topic.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Only partitions with a replica on this node.
+        #[arg(long)]
+        node: Option<u64>,
+        /// Only partitions whose ISR is smaller than their replica set.
+        #[arg(long)]
+        under_replicated: bool,
+        /// Only partitions whose ISR is below min_insync_replicas.
+        #[arg(long)]
+        under_min_isr: bool,
+        /// Only partitions that refuse produces now (no leader, or led
+        /// from outside the ISR).
+        #[arg(long)]
+        unavailable: bool,
+    },
+    /// The metadata group: leader, term, each member's commit and applied
+    /// index, configuration, snapshot and log length.
+    MetadataStatus,
     /// Adds a node: it joins as a learner, catches up, then becomes a voter
     /// through joint consensus. Start it with `run --join` to let it catch up.
     AddNode {
@@ -107,14 +143,6 @@ fn client(addr: &str) -> Client {
     )
 }
 
-/// An answer's in-band error, typed.
-fn refused(e: proto::Error) -> CliError {
-    CliError::Client(ClientError::Server {
-        code: e.error_code(),
-        message: e.message,
-    })
-}
-
 fn output(e: String) -> CliError {
     CliError::Output(e)
 }
@@ -122,6 +150,28 @@ fn output(e: String) -> CliError {
 pub async fn run(cmd: ClusterCmd, addr: &str, format: OutputFormat) -> Result<(), CliError> {
     let c = client(addr);
     match cmd {
+        ClusterCmd::Status { detailed } => crate::status::status(&c, detailed, format).await,
+        ClusterCmd::Health => match crate::status::health(&c, format).await? {
+            crate::status::Verdict::Healthy => Ok(()),
+            v => Err(CliError::Unhealthy(v)),
+        },
+        ClusterCmd::ListPartitions {
+            topic,
+            node,
+            under_replicated,
+            under_min_isr,
+            unavailable,
+        } => {
+            let f = crate::status::PartitionFilter {
+                topic,
+                node,
+                under_replicated,
+                under_min_isr,
+                unavailable,
+            };
+            crate::status::list_partitions(&c, f, format).await
+        }
+        ClusterCmd::MetadataStatus => crate::status::metadata_status(&c, format).await,
         ClusterCmd::AddNode {
             id,
             peer_addr,
@@ -361,18 +411,7 @@ async fn isr_status(
         topic: topic.clone(),
         under_min_isr,
     };
-    let r = c
-        .ask_node(addr, |mut a| {
-            let req = req.clone();
-            async move { a.isr_status(req).await }
-        })
-        .await?
-        .into_inner();
-    if let Some(e) = r.error {
-        return Err(refused(e));
-    }
-    // Only a leader knows its followers' progress: ask each leader for the
-    // partitions it leads.
+    let mut r = crate::survey::isr_status(c, addr, &req).await?;
     let nodes: BTreeMap<u64, String> = c
         .ask_node(addr, |mut a| async move {
             a.cluster_status(proto::ClusterStatusRequest {}).await
@@ -383,34 +422,7 @@ async fn isr_status(
         .into_iter()
         .map(|n| (n.id, n.client_addr))
         .collect();
-    let mut lags: BTreeMap<u64, Vec<proto::ReplicaLag>> = r
-        .partitions
-        .iter()
-        .filter(|p| !p.lags.is_empty())
-        .map(|p| (p.group, p.lags.clone()))
-        .collect();
-    let leaders: std::collections::BTreeSet<u64> = r
-        .partitions
-        .iter()
-        .filter(|p| p.leader != 0 && p.leader != r.answered_by && !lags.contains_key(&p.group))
-        .map(|p| p.leader)
-        .collect();
-    for leader in leaders {
-        let Some(a) = nodes.get(&leader) else {
-            continue;
-        };
-        let ask = c.ask_node(a, |mut lc| {
-            let req = req.clone();
-            async move { lc.isr_status(req).await }
-        });
-        if let Ok(lr) = ask.await {
-            for p in lr.into_inner().partitions {
-                if !p.lags.is_empty() {
-                    lags.entry(p.group).or_insert(p.lags);
-                }
-            }
-        }
-    }
+    crate::survey::fill_lags(c, &mut r, &nodes, &req).await;
     let report = IsrReport {
         answered_by: r.answered_by,
         isr_shrinks: r.isr_shrinks,
@@ -420,20 +432,17 @@ async fn isr_status(
             .into_iter()
             .map(|p| PartitionIsr {
                 under_min_isr: (p.isr.len() as u32) < p.min_insync_replicas,
-                lags: lags
-                    .get(&p.group)
-                    .map(|l| {
-                        l.iter()
-                            .map(|l| ReplicaLag {
-                                node: l.node,
-                                matched_index: l.matched_index,
-                                lag_entries: l.lag_entries,
-                                lag_ms: (l.lag_ms != u64::MAX).then_some(l.lag_ms),
-                                in_sync: l.in_sync,
-                            })
-                            .collect()
+                lags: p
+                    .lags
+                    .iter()
+                    .map(|l| ReplicaLag {
+                        node: l.node,
+                        matched_index: l.matched_index,
+                        lag_entries: l.lag_entries,
+                        lag_ms: (l.lag_ms != u64::MAX).then_some(l.lag_ms),
+                        in_sync: l.in_sync,
                     })
-                    .unwrap_or_default(),
+                    .collect(),
                 topic: p.topic,
                 partition: p.partition,
                 leader: (p.leader != 0).then_some(p.leader),

@@ -22,4 +22,30 @@ pub enum CliError {
     /// A check answered no (the answer was printed first).
     #[error("{0}")]
     Unsafe(String),
+    #[error("unknown node {0}")]
+    UnknownNode(u64),
+    /// `health` found the cluster degraded or unavailable (its report was
+    /// printed).
+    #[error("cluster is {0:?}")]
+    Unhealthy(crate::status::Verdict),
+}
+
+/// Exit code when no node could be reached.
+pub const EXIT_UNREACHABLE: u8 = 3;
+
+impl CliError {
+    /// The documented exit code: 1 refused or degraded, 2 unavailable
+    /// (health), 3 no node reachable. (Bad usage, 2, is clap's.)
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Client(ClientError::Unreachable { .. }) => EXIT_UNREACHABLE,
+            CliError::Unhealthy(crate::status::Verdict::Unavailable) => 2,
+            _ => 1,
+        }
+    }
+
+    /// Whether the command already printed what went wrong.
+    pub fn reported(&self) -> bool {
+        matches!(self, CliError::Unhealthy(_))
+    }
 }

@@ -8,6 +8,8 @@ mod error;
 mod maintenance;
 mod output;
 mod rebalance;
+mod status;
+mod survey;
 mod tools;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -75,19 +77,38 @@ enum Cmd {
         #[command(subcommand)]
         command: tools::TopicCmd,
         /// Client address of any node.
-        #[arg(long, global = true, default_value = "127.0.0.1:9092")]
+        #[arg(
+            long,
+            global = true,
+            env = "CHRONIK_ADDR",
+            default_value = "127.0.0.1:9092"
+        )]
         addr: String,
+    },
+    /// Prints a shell completion script: `source <(chronik-node
+    /// completions bash)`, or save it where your shell loads completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Produces stdin, one record per line.
     Produce(tools::ProduceArgs),
     /// Prints records, one per line.
     Consume(tools::ConsumeArgs),
-    /// Operator commands: membership and ISR status.
+    /// Operator commands: cluster status and health, membership,
+    /// partitions and ISR, rebalancing, maintenance. Exit codes: 0 ok, 1
+    /// refused or degraded (health: 1 degraded, 2 unavailable), 2 bad
+    /// usage, 3 no node reachable.
     Cluster {
         #[command(subcommand)]
         command: cluster::ClusterCmd,
         /// Client address of the node to ask.
-        #[arg(long, global = true, default_value = "127.0.0.1:9092")]
+        #[arg(
+            long,
+            global = true,
+            env = "CHRONIK_ADDR",
+            default_value = "127.0.0.1:9092"
+        )]
         addr: String,
         #[arg(long, global = true, value_enum, default_value_t = output::OutputFormat::Table)]
         output: output::OutputFormat,
@@ -171,6 +192,13 @@ fn main() -> ExitCode {
             Cmd::Consume(a) => {
                 init_logs(cli.log_format, "warn");
                 tools::exit(tools::consume(a).await)
+            }
+            Cmd::Completions { shell } => {
+                let mut cmd = <Cli as clap::CommandFactory>::command();
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut cmd, "chronik-node", &mut script);
+                output::write_stdout(&script);
+                ExitCode::SUCCESS
             }
             Cmd::Cluster {
                 command,

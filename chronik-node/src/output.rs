@@ -58,8 +58,33 @@ pub fn print<T: Serialize>(
         OutputFormat::Json => serde_json::to_string_pretty(value).map_err(|e| e.to_string())?,
         OutputFormat::Yaml => yaml_serde::to_string(value).map_err(|e| e.to_string())?,
     };
-    println!("{}", text.trim_end());
+    write_stdout(format!("{}\n", text.trim_end()).as_bytes());
     Ok(())
+}
+
+/// Writes to stdout; a reader that went away (`| head`) ends the command
+/// quietly with exit code 0 instead of a broken-pipe panic.
+pub fn write_stdout(bytes: &[u8]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` through [`write_stdout`].
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(b"\n")
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format!("{}\n", format_args!($($arg)*)).as_bytes())
+    };
 }
 
 /// `1,2,3`.

@@ -245,7 +245,7 @@ pub async fn run(c: &Client, ask: Ask, format: OutputFormat) -> Result<(), CliEr
         return print(format, &plan, plan_table).map_err(out);
     }
     if format == OutputFormat::Table {
-        println!("{}\n", plan_table(&plan));
+        crate::outln!("{}\n", plan_table(&plan));
     }
     // Follow the run until it is over, printing each move's state change.
     let mut seen: Vec<String> = Vec::new();
@@ -262,14 +262,14 @@ pub async fn run(c: &Client, ask: Ask, format: OutputFormat) -> Result<(), CliEr
         if format == OutputFormat::Table {
             for (i, m) in r.moves.iter().enumerate() {
                 if seen.get(i) != Some(&m.state) {
-                    println!("{} {} -> {}: {}", m.partition, m.from, m.to, m.state);
+                    crate::outln!("{} {} -> {}: {}", m.partition, m.from, m.to, m.state);
                 }
             }
         }
         seen = states;
         if r.finished {
             if format == OutputFormat::Table {
-                println!();
+                crate::outln!();
             }
             return print(format, &r, run_table).map_err(out);
         }

@@ -86,8 +86,10 @@ pub fn exit(r: Result<(), CliError>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+            if !e.reported() {
+                eprintln!("error: {e}");
+            }
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -115,7 +117,7 @@ pub async fn topic(cmd: TopicCmd, addr: &str) -> Result<(), CliError> {
                     unclean_leader_election,
                 })
                 .await?;
-            println!(
+            crate::outln!(
                 "created topic {} ({} partitions, replication factor {}, min in-sync replicas {})",
                 t.name,
                 t.partitions.len(),
@@ -125,12 +127,15 @@ pub async fn topic(cmd: TopicCmd, addr: &str) -> Result<(), CliError> {
         }
         TopicCmd::List => {
             let md = c.metadata().await?;
-            println!(
+            crate::outln!(
                 "{:<30} {:>10} {:>8} {:>8}",
-                "TOPIC", "PARTITIONS", "RF", "MIN_ISR"
+                "TOPIC",
+                "PARTITIONS",
+                "RF",
+                "MIN_ISR"
             );
             for t in md.topics {
-                println!(
+                crate::outln!(
                     "{:<30} {:>10} {:>8} {:>8}",
                     t.name,
                     t.partitions.len(),
@@ -146,13 +151,19 @@ pub async fn topic(cmd: TopicCmd, addr: &str) -> Result<(), CliError> {
                 .into_iter()
                 .find(|t| t.name == name)
                 .ok_or_else(|| CliError::UnknownTopic(name.clone()))?;
-            println!(
+            crate::outln!(
                 "topic {} (replication factor {}, min in-sync replicas {})",
-                t.name, t.replication_factor, t.min_insync_replicas
+                t.name,
+                t.replication_factor,
+                t.min_insync_replicas
             );
-            println!(
+            crate::outln!(
                 "{:>9} {:>6} {:>8} {:<16} {:<16}",
-                "PARTITION", "GROUP", "LEADER", "REPLICAS", "ISR"
+                "PARTITION",
+                "GROUP",
+                "LEADER",
+                "REPLICAS",
+                "ISR"
             );
             let list = |v: &[u64]| {
                 v.iter()
@@ -166,7 +177,7 @@ pub async fn topic(cmd: TopicCmd, addr: &str) -> Result<(), CliError> {
                 } else {
                     p.leader.to_string()
                 };
-                println!(
+                crate::outln!(
                     "{:>9} {:>6} {:>8} {:<16} {:<16}",
                     p.partition,
                     p.group,
@@ -231,9 +242,9 @@ pub async fn consume(a: ConsumeArgs) -> Result<(), CliError> {
         for (o, v) in &f.records {
             let text = String::from_utf8_lossy(v);
             if a.print_offsets {
-                println!("{o}\t{text}");
+                crate::outln!("{o}\t{text}");
             } else {
-                println!("{text}");
+                crate::outln!("{text}");
             }
             offset = o + 1;
         }

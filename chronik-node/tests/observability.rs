@@ -6,7 +6,7 @@
 //!
 //! Needs `promtool` and `prometheus` on the PATH (Debian's `prometheus`
 //! package; `.ci/run` installs it). Without them these tests say so and
-//! pass, unless `CHRONIK_REQUIRE_PROMETHEUS` is set, as CI sets it.
+//! pass, unless `CHRONIK_REQUIRE_TOOLS` is set, as CI sets it.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -32,7 +32,7 @@ fn tool(name: &str) -> Option<PathBuf> {
     });
     if found.is_none() {
         assert!(
-            std::env::var_os("CHRONIK_REQUIRE_PROMETHEUS").is_none(),
+            std::env::var_os("CHRONIK_REQUIRE_TOOLS").is_none(),
             "{name} is not installed (apt-get install prometheus)"
         );
         eprintln!("SKIPPED: {name} is not installed (apt-get install prometheus)");
@@ -54,7 +54,7 @@ fn get(url: &str) -> String {
 async fn loaded_cluster(
     json_logs_on: Option<u64>,
 ) -> (Cluster, Arc<AtomicBool>, Vec<tokio::task::JoinHandle<()>>) {
-    let mut c = Cluster::with_settings(3, "metrics_per_partition = true");
+    let mut c = Cluster::with_settings(3, "metrics_per_partition = true", "");
     for id in 1..=3 {
         if json_logs_on == Some(id) {
             c.start_with(id, &["--log-format", "json"]);

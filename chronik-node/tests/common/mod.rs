@@ -41,11 +41,12 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(n: u64) -> Cluster {
-        Cluster::with_settings(n, "")
+        Cluster::with_settings(n, "", "")
     }
 
-    /// `settings` go into every node's config file, top level.
-    pub fn with_settings(n: u64, settings: &str) -> Cluster {
+    /// `settings` go into every node's config file at the top level,
+    /// `engine` into its `[engine]` table.
+    pub fn with_settings(n: u64, settings: &str, engine: &str) -> Cluster {
         let dir = std::env::temp_dir().join(format!(
             "chronik-proc-{}-{}",
             std::process::id(),
@@ -67,7 +68,7 @@ impl Cluster {
             let text = format!(
                 "node_id = {}\npeer_listen = \"127.0.0.1:{p}\"\nclient_listen = \"127.0.0.1:{c}\"\n\
                  metrics_listen = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\n{settings}\n\
-                 [engine]\ntick_interval_ms = 20\nlog_compact_threshold_entries = 200\n{members}",
+                 [engine]\ntick_interval_ms = 20\nlog_compact_threshold_entries = 200\n{engine}\n{members}",
                 i + 1,
                 metrics_ports[i],
                 dir.join(format!("data{}", i + 1)).display()
@@ -132,6 +133,16 @@ impl Cluster {
     }
 
     /// `chronik-node cluster ARGS --addr (node 1's client address)`.
+    /// `chronik-node cluster ARGS --addr ADDR`.
+    pub fn cli_at(&self, addr: &str, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .arg("cluster")
+            .args(args)
+            .args(["--addr", addr])
+            .output()
+            .unwrap()
+    }
+
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(BIN)
             .arg("cluster")
