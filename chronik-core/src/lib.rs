@@ -103,7 +103,7 @@ pub mod testing;
 pub mod types;
 
 pub use config::EngineConfig;
-pub use engine::{Engine, GroupStatus};
+pub use engine::{Engine, GroupStatus, MemberReplication, ReplicateNow};
 pub use error::{ConfigError, Error, ErrorCode};
 pub use isr::{IsrPolicy, ReplicaLag};
 pub use metadata::{MetadataCommand, MetadataResponse, MetadataState, PartitionMeta, TopicMeta};

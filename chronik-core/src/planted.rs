@@ -98,11 +98,15 @@ pub enum Bug {
     /// A node in maintenance keeps the leaderships it holds (it hands none
     /// over).
     MaintenanceKeepsLeadership,
+    /// `metadata-replicate` reports as its target the index the member
+    /// already has, not the leader's commit: a caller waiting for it
+    /// returns before the member caught up.
+    ReplicateTargetTooLow,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 27] = [
+    pub const ALL: [Bug; 28] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::SkipCrc,
@@ -130,6 +134,7 @@ impl Bug {
         Bug::MoveBeforeIsr,
         Bug::ShutdownSkipsTransfer,
         Bug::MaintenanceKeepsLeadership,
+        Bug::ReplicateTargetTooLow,
     ];
 
     /// The name used on command lines and in `CHRONIK_BUG`.
@@ -162,6 +167,7 @@ impl Bug {
             Bug::MoveBeforeIsr => "move_before_isr",
             Bug::ShutdownSkipsTransfer => "shutdown_skips_transfer",
             Bug::MaintenanceKeepsLeadership => "maintenance_keeps_leadership",
+            Bug::ReplicateTargetTooLow => "replicate_target_too_low",
         }
     }
 

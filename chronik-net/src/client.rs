@@ -657,6 +657,25 @@ impl Client {
         .await
     }
 
+    /// Asks the metadata leader to send node `to` (every member when
+    /// `None`) the metadata it misses now; returns the commit index it
+    /// must reach to be up to date.
+    pub async fn metadata_replicate(
+        &self,
+        to: Option<NodeId>,
+    ) -> Result<proto::MetadataReplicateResponse, ClientError> {
+        self.with_retries(Target::Metadata, true, |ch| async move {
+            let r = AdminClient::new(ch)
+                .metadata_replicate(proto::MetadataReplicateRequest {
+                    to: to.unwrap_or(0),
+                })
+                .await?
+                .into_inner();
+            Ok(in_band(r.error.clone(), r))
+        })
+        .await
+    }
+
     /// Whether stopping node `id` now keeps every group it hosts writable:
     /// the metadata leader's verdict (enough in-sync replicas elsewhere,
     /// among the nodes it hears from), and every other member answering

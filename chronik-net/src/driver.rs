@@ -50,6 +50,16 @@ pub(crate) enum DriverMsg {
     Inspect {
         reply: oneshot::Sender<Inspection>,
     },
+    /// Send the metadata a lagging member misses now (metadata leader).
+    ReplicateMetadata {
+        to: Option<NodeId>,
+        reply: oneshot::Sender<Result<chronik_core::ReplicateNow, Error>>,
+    },
+    /// The recent decisions about a group (oldest first).
+    History {
+        group: GroupId,
+        reply: oneshot::Sender<Vec<crate::history::Decision>>,
+    },
     /// A graceful shutdown's leadership phase starts: hand every group
     /// over and take none back.
     BeginLeaving,
@@ -168,6 +178,30 @@ impl DriverHandle {
         rx.await.map_err(|_| DriverGone { delivered: true })
     }
 
+    pub async fn replicate_metadata(
+        &self,
+        to: Option<NodeId>,
+    ) -> Result<Result<chronik_core::ReplicateNow, Error>, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(DriverMsg::ReplicateMetadata { to, reply })
+            .await
+            .map_err(|_| DriverGone { delivered: false })?;
+        rx.await.map_err(|_| DriverGone { delivered: true })
+    }
+
+    pub async fn history(
+        &self,
+        group: GroupId,
+    ) -> Result<Vec<crate::history::Decision>, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(DriverMsg::History { group, reply })
+            .await
+            .map_err(|_| DriverGone { delivered: false })?;
+        rx.await.map_err(|_| DriverGone { delivered: true })
+    }
+
     pub async fn begin_leaving(&self) -> Result<(), DriverGone> {
         self.tx
             .send(DriverMsg::BeginLeaving)
@@ -241,6 +275,10 @@ pub(crate) struct Driver {
     roles: BTreeMap<GroupId, Role>,
     /// Groups that lost their leader, since when.
     leaderless_since: BTreeMap<GroupId, Instant>,
+    /// The last leader each group had (kept while it has none).
+    last_leader: BTreeMap<GroupId, NodeId>,
+    /// Recent decisions about each hosted group, with reasons.
+    history: crate::history::History,
     ready: watch::Sender<bool>,
     /// Samples engine state into gauges once a second.
     sampler: crate::metrics::refresh::Sampler,
@@ -371,6 +409,8 @@ impl Driver {
             closing: None,
             roles: BTreeMap::new(),
             leaderless_since: BTreeMap::new(),
+            last_leader: BTreeMap::new(),
+            history: Default::default(),
             ready,
             sampler: Default::default(),
         }
@@ -694,6 +734,12 @@ impl Driver {
                 let _ = reply.send(self.engine.leadership_to_hand_off());
             }
             DriverMsg::Close { reply } => self.closing = Some(reply),
+            DriverMsg::ReplicateMetadata { to, reply } => {
+                let _ = reply.send(self.engine.replicate_metadata_now(now, to));
+            }
+            DriverMsg::History { group, reply } => {
+                let _ = reply.send(self.history.of(group));
+            }
             DriverMsg::Inspect { reply } => {
                 let groups = self.engine.status();
                 let lags = groups
@@ -832,16 +878,24 @@ impl Driver {
                     }
                 }
                 let before = self.roles.insert(group, role).unwrap_or(Role::Follower);
+                let me = self.engine.node_id();
+                let was = self.last_leader.get(&group).copied();
+                let was_text = was.map_or("none known".to_string(), |l| format!("node {l}"));
                 let campaigning = |r: Role| matches!(r, Role::PreCandidate | Role::Candidate);
                 if campaigning(role) && !campaigning(before) {
                     self.metrics.raft_campaigns.with_label_values(&[kind]).inc();
-                    tracing::info!(
-                        group,
-                        kind,
-                        term,
-                        reason = "no leader heard within the election timeout",
-                        "election started"
-                    );
+                    // With pre-vote on, a timed-out follower first becomes a
+                    // pre-candidate; only a leadership transfer (the leader's
+                    // MsgTimeoutNow) makes it a candidate at once.
+                    let reason = if role == Role::Candidate && before == Role::Follower {
+                        format!("asked to take over by the leader (leadership transfer from {was_text})")
+                    } else {
+                        format!(
+                            "no leader heard within the election timeout (last leader: {was_text})"
+                        )
+                    };
+                    tracing::info!(group, kind, term, %reason, "election started");
+                    self.history.note(group, "election_started", term, reason);
                 }
                 match (before, role) {
                     (Role::Leader, Role::Leader) => {}
@@ -850,39 +904,52 @@ impl Driver {
                             .raft_elections_won
                             .with_label_values(&[kind])
                             .inc();
-                        tracing::info!(
-                            group,
-                            kind,
-                            term,
-                            reason = "won the election",
-                            "became leader"
+                        let reason = format!(
+                            "won the election (a quorum voted for node {me}; previous leader: {was_text})"
                         );
+                        tracing::info!(group, kind, term, %reason, "became leader");
+                        self.history.note(group, "leader_elected", term, reason);
                     }
-                    (Role::Leader, _) => tracing::info!(
-                        group,
-                        kind,
-                        term,
-                        ?leader,
-                        reason = "saw a higher term",
-                        "stepped down"
-                    ),
-                    (b, Role::Follower) if campaigning(b) => tracing::info!(
-                        group,
-                        kind,
-                        term,
-                        ?leader,
-                        reason = if leader.is_some() {
-                            "another node won"
-                        } else {
-                            "no quorum of votes"
-                        },
-                        "election lost"
-                    ),
+                    (Role::Leader, _) => {
+                        let reason = format!(
+                            "saw term {term}{}",
+                            leader.map_or(String::new(), |l| format!(", led by node {l}"))
+                        );
+                        tracing::info!(group, kind, term, ?leader, %reason, "stepped down");
+                        self.history.note(group, "stepped_down", term, reason);
+                    }
+                    (b, Role::Follower) if campaigning(b) => {
+                        let reason = match leader {
+                            Some(l) => format!("node {l} won term {term}"),
+                            None => "no quorum of votes".to_string(),
+                        };
+                        tracing::info!(group, kind, term, ?leader, %reason, "election lost");
+                        self.history.note(group, "election_lost", term, reason);
+                    }
                     _ => tracing::debug!(group, term, %role, ?leader, "role changed"),
+                }
+                if let Some(l) = leader {
+                    if was != Some(l) {
+                        self.last_leader.insert(group, l);
+                        if l != me {
+                            self.history.note(
+                                group,
+                                "leader_changed",
+                                term,
+                                format!("node {l} leads term {term} (previous leader: {was_text})"),
+                            );
+                        }
+                    }
                 }
             }
             Event::GroupCreated { group, partition } => {
                 tracing::info!(group, %partition, reason = "assigned by metadata", "partition replica created");
+                self.history.note(
+                    group,
+                    "created",
+                    0,
+                    format!("replica of {partition} created on this node (assigned by metadata)"),
+                );
             }
             Event::GroupDropped { group } => {
                 tracing::info!(
@@ -893,6 +960,8 @@ impl Driver {
                 self.leaders.remove(&group);
                 self.roles.remove(&group);
                 self.leaderless_since.remove(&group);
+                self.last_leader.remove(&group);
+                self.history.forget(group);
                 self.dropped = true;
             }
             Event::SnapshotInstalled { group, index, .. } => {
@@ -900,6 +969,12 @@ impl Driver {
                     .snapshots_installed
                     .with_label_values(&[Self::kind_of(group)])
                     .inc();
+                self.history.note(
+                    group,
+                    "snapshot_installed",
+                    0,
+                    format!("installed the leader's snapshot at index {index} (this replica was behind the leader's log)"),
+                );
                 tracing::info!(
                     group,
                     index,
@@ -913,6 +988,12 @@ impl Driver {
                     .with_label_values(&[reason])
                     .inc();
                 tracing::info!(group, to, reason, "handing leadership over");
+                self.history.note(
+                    group,
+                    "leadership_transfer",
+                    0,
+                    format!("handing leadership to node {to} ({reason})"),
+                );
             }
             Event::RebalanceDecision { decision, group } => {
                 self.metrics
@@ -941,6 +1022,12 @@ impl Driver {
                         self.metrics.rebalance_move_seconds.observe(secs);
                     }
                 }
+                if let Some(g) = group {
+                    if self.leaders.contains_key(&g) {
+                        self.history
+                            .note(g, "move", 0, format!("replica move: {decision}"));
+                    }
+                }
                 if self.leads_metadata() {
                     tracing::info!(decision, ?group, "rebalancing decision applied");
                 } else {
@@ -962,6 +1049,24 @@ impl Driver {
                     reason = "configuration change committed",
                     "configuration changed"
                 );
+                self.history.note(
+                    group,
+                    "configuration",
+                    0,
+                    format!(
+                        "voters {voters:?}{}{}",
+                        if outgoing.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (joint with outgoing {outgoing:?})")
+                        },
+                        if learners.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", learners {learners:?}")
+                        }
+                    ),
+                );
             }
             Event::SnapshotCreated { group, index } => {
                 self.metrics
@@ -977,10 +1082,19 @@ impl Driver {
             }
             Event::IsrChanged {
                 partition,
+                group,
                 isr,
                 reason,
                 ..
             } => {
+                if self.leaders.contains_key(&group) {
+                    self.history.note(
+                        group,
+                        "isr_changed",
+                        0,
+                        format!("ISR is now {isr:?}: {reason}"),
+                    );
+                }
                 // Every node applies every change: counted once per node.
                 for (change, why) in isr_change_labels(&reason) {
                     self.metrics
@@ -997,11 +1111,19 @@ impl Driver {
                 ));
             }
             // Logged by the engine, which knows the partition.
-            Event::ReplicaRepairing { .. } => {}
+            Event::ReplicaRepairing { group, reason } => {
+                self.history.note(group, "repairing", 0, reason);
+            }
             Event::IsrProposed { group, isr, reason } => {
                 // The partition leader's decision: one line, with the lag
                 // that caused it.
                 tracing::info!(group, ?isr, %reason, "ISR change proposed");
+                self.history.note(
+                    group,
+                    "isr_proposed",
+                    0,
+                    format!("proposed ISR {isr:?}: {reason}"),
+                );
             }
             Event::EntryApplied { .. }
             | Event::ProduceAccepted { .. }

@@ -35,6 +35,7 @@ mod gate;
 mod graceful;
 #[cfg(not(madsim))]
 mod health;
+pub mod history;
 mod join;
 pub mod metrics;
 pub mod node;

@@ -53,6 +53,9 @@ macro_rules! refusable {
 }
 
 refusable!(
+    proto::MetadataReplicateResponse,
+    proto::PartitionInfoResponse,
+    proto::PingNodeResponse,
     proto::CreateTopicResponse,
     proto::DeleteTopicResponse,
     proto::MetadataResponse,
@@ -678,6 +681,117 @@ impl proto::admin_server::Admin for Services {
         .await
     }
 
+    async fn partition_info(
+        &self,
+        request: Request<proto::PartitionInfoRequest>,
+    ) -> Result<GrpcResponse<proto::PartitionInfoResponse>, Status> {
+        self.observe("PartitionInfo", async move {
+            let r = request.into_inner();
+            let ins = self.inspect().await?;
+            let pid = PartitionId::new(r.topic, r.partition);
+            let group = match ins.metadata.partition(&pid) {
+                Ok(p) => p.group,
+                Err(e) => {
+                    return Ok(GrpcResponse::new(proto::PartitionInfoResponse::refused(
+                        convert::error(&e),
+                    )))
+                }
+            };
+            let replica = ins.groups.iter().find(|g| g.group == group).map(|g| {
+                let mut s = convert::group_status(g);
+                if let Some(l) = ins.storage.get(&group) {
+                    s.high_watermark = l.high_watermark;
+                    s.log_start_offset = l.log_start_offset;
+                    s.size_bytes = l.size_bytes;
+                    s.segments = l.segments;
+                }
+                s
+            });
+            let decisions = self
+                .driver
+                .history(group)
+                .await
+                .map_err(|_| Status::unavailable("the node is stopping"))?;
+            Ok(GrpcResponse::new(proto::PartitionInfoResponse {
+                error: None,
+                node_id: ins.node_id,
+                replica,
+                decisions: decisions
+                    .into_iter()
+                    .map(|d| proto::Decision {
+                        at_ms: d.at_ms,
+                        kind: d.kind.to_string(),
+                        term: d.term,
+                        detail: d.detail,
+                    })
+                    .collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn metadata_replicate(
+        &self,
+        request: Request<proto::MetadataReplicateRequest>,
+    ) -> Result<GrpcResponse<proto::MetadataReplicateResponse>, Status> {
+        self.observe("MetadataReplicate", async move {
+            let _admitted = admit!(self, proto::MetadataReplicateResponse);
+            let to = request.into_inner().to;
+            let r = self
+                .driver
+                .replicate_metadata((to != 0).then_some(to))
+                .await
+                .map_err(|_| Status::unavailable("the node is stopping"))?;
+            let ins = self.inspect().await?;
+            Ok(GrpcResponse::new(match r {
+                Ok(now) => proto::MetadataReplicateResponse {
+                    error: None,
+                    answered_by: ins.node_id,
+                    target: now.target,
+                    members: now
+                        .members
+                        .iter()
+                        .map(|m| proto::MemberReplication {
+                            node: m.node,
+                            matched: m.matched,
+                            snapshot: m.snapshot,
+                            sent: m.sent,
+                        })
+                        .collect(),
+                },
+                Err(e) => proto::MetadataReplicateResponse {
+                    error: Some(convert::error(&e)),
+                    answered_by: ins.node_id,
+                    ..Default::default()
+                },
+            }))
+        })
+        .await
+    }
+
+    async fn ping_node(
+        &self,
+        request: Request<proto::PingNodeRequest>,
+    ) -> Result<GrpcResponse<proto::PingNodeResponse>, Status> {
+        self.observe("PingNode", async move {
+            let r = request.into_inner();
+            let ins = self.inspect().await?;
+            let Some(target) = ins.metadata.node(r.id) else {
+                return Ok(GrpcResponse::new(proto::PingNodeResponse::refused(
+                    convert::error(&chronik_core::Error::UnknownNode { node: r.id }),
+                )));
+            };
+            let count = match r.count {
+                0 => PING_COUNT_DEFAULT,
+                n => n.min(PING_COUNT_MAX),
+            };
+            Ok(GrpcResponse::new(
+                ping(ins.node_id, r.id, &target.peer_addr, count).await,
+            ))
+        })
+        .await
+    }
+
     async fn isr_status(
         &self,
         request: Request<proto::IsrStatusRequest>,
@@ -760,4 +874,63 @@ fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+const PING_COUNT_DEFAULT: u32 = 3;
+const PING_COUNT_MAX: u32 = 100;
+/// Longest a connection or one ping may take before it counts as lost.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Opens a connection to `peer_addr` and pings it `count` times over the
+/// peer transport.
+async fn ping(from: u64, to: u64, peer_addr: &str, count: u32) -> proto::PingNodeResponse {
+    use proto::raft_client::RaftClient;
+    let mut resp = proto::PingNodeResponse {
+        from,
+        to,
+        peer_addr: peer_addr.to_string(),
+        ..Default::default()
+    };
+    let started = tokio::time::Instant::now();
+    let connect = RaftClient::connect(format!("http://{peer_addr}"));
+    let mut client = match tokio::time::timeout(PING_TIMEOUT, connect).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            resp.problem = format!("cannot connect to {peer_addr}: {e}");
+            return resp;
+        }
+        Err(_) => {
+            resp.problem = format!("no connection to {peer_addr} within {PING_TIMEOUT:?}");
+            return resp;
+        }
+    };
+    resp.connect_us = started.elapsed().as_micros() as u64;
+    let mut lost = 0;
+    for _ in 0..count {
+        let t = tokio::time::Instant::now();
+        match tokio::time::timeout(PING_TIMEOUT, client.ping(proto::PingRequest { from })).await {
+            Ok(Ok(r)) if r.get_ref().node_id == to => {
+                resp.rtt_us.push(t.elapsed().as_micros() as u64)
+            }
+            Ok(Ok(r)) => {
+                resp.problem = format!(
+                    "{peer_addr} answered as node {}, not node {to}",
+                    r.get_ref().node_id
+                );
+                return resp;
+            }
+            Ok(Err(e)) => {
+                lost += 1;
+                resp.problem = format!("ping failed: {}", e.message());
+            }
+            Err(_) => {
+                lost += 1;
+                resp.problem = format!("no answer within {PING_TIMEOUT:?}");
+            }
+        }
+    }
+    if lost > 0 {
+        resp.problem = format!("{lost} of {count} pings lost ({})", resp.problem);
+    }
+    resp
 }

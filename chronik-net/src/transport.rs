@@ -181,6 +181,15 @@ pub(crate) struct RaftService {
 
 #[tonic::async_trait]
 impl proto::raft_server::Raft for RaftService {
+    async fn ping(
+        &self,
+        _request: tonic::Request<proto::PingRequest>,
+    ) -> Result<tonic::Response<proto::PingResponse>, tonic::Status> {
+        Ok(tonic::Response::new(proto::PingResponse {
+            node_id: self.me,
+        }))
+    }
+
     async fn stream(
         &self,
         request: tonic::Request<tonic::Streaming<proto::PeerBatch>>,

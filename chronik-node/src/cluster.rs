@@ -47,6 +47,39 @@ pub enum ClusterCmd {
     /// The metadata group: leader, term, each member's commit and applied
     /// index, configuration, snapshot and log length.
     MetadataStatus,
+    /// Sends a lagging or recovered member the metadata it misses now (a
+    /// snapshot if the entries were compacted) and waits until its applied
+    /// index reaches the metadata leader's commit index at the time of the
+    /// request, printing progress.
+    MetadataReplicate {
+        /// Only this member (default: every member).
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// One partition across its replicas: leader and term, ISR, and per
+    /// replica its matched index and lag, high watermark, log start,
+    /// segments and bytes.
+    PartitionInfo {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: u32,
+        /// Also the recent decisions about the partition from every replica
+        /// (elections and why, leadership handoffs, ISR shrinks and expands
+        /// with the lag behind them, moves), oldest first.
+        #[arg(long)]
+        why: bool,
+    },
+    /// Round trips from the asked node to node ID over the peer transport,
+    /// and from here to node ID's client port. Exits 1 if either lost
+    /// pings.
+    PingNode {
+        #[arg(long)]
+        id: u64,
+        /// Pings per path (at most 100).
+        #[arg(long, default_value_t = 3)]
+        count: u32,
+    },
     /// Adds a node: it joins as a learner, catches up, then becomes a voter
     /// through joint consensus. Start it with `run --join` to let it catch up.
     AddNode {
@@ -172,6 +205,17 @@ pub async fn run(cmd: ClusterCmd, addr: &str, format: OutputFormat) -> Result<()
             crate::status::list_partitions(&c, f, format).await
         }
         ClusterCmd::MetadataStatus => crate::status::metadata_status(&c, format).await,
+        ClusterCmd::MetadataReplicate { to } => {
+            crate::replicate::metadata_replicate(&c, to, format).await
+        }
+        ClusterCmd::PartitionInfo {
+            topic,
+            partition,
+            why,
+        } => crate::diagnose::partition_info(&c, addr, topic, partition, why, format).await,
+        ClusterCmd::PingNode { id, count } => {
+            crate::diagnose::ping_node(&c, addr, id, count, format).await
+        }
         ClusterCmd::AddNode {
             id,
             peer_addr,

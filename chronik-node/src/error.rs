@@ -24,6 +24,8 @@ pub enum CliError {
     Unsafe(String),
     #[error("unknown node {0}")]
     UnknownNode(u64),
+    #[error("unknown partition {0}-{1}")]
+    UnknownPartition(String, u32),
     /// `health` found the cluster degraded or unavailable (its report was
     /// printed).
     #[error("cluster is {0:?}")]

@@ -4,10 +4,12 @@
 mod cluster;
 mod config;
 mod dev;
+mod diagnose;
 mod error;
 mod maintenance;
 mod output;
 mod rebalance;
+mod replicate;
 mod status;
 mod survey;
 mod tools;

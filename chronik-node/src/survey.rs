@@ -29,24 +29,32 @@ pub fn refused(e: proto::Error) -> CliError {
     })
 }
 
-/// Asks one node, no redirect, bounded by [`NODE_DEADLINE`].
-fn one_node(addr: &str) -> Client {
+/// A client for one node, no redirect, each call bounded by `deadline`.
+pub fn one_node(addr: &str, deadline: Duration) -> Client {
     Client::with_retry(
         vec![addr.to_string()],
         RetryPolicy {
-            deadline: NODE_DEADLINE,
+            deadline,
             ..RetryPolicy::default()
         },
     )
 }
 
-pub async fn node_status(addr: &str) -> Result<proto::NodeStatusResponse, ClientError> {
-    one_node(addr)
+/// `addr`'s own status through `client` (which keeps its connection).
+pub async fn node_status_with(
+    client: &Client,
+    addr: &str,
+) -> Result<proto::NodeStatusResponse, ClientError> {
+    client
         .ask_node(addr, |mut a| async move {
             a.node_status(proto::NodeStatusRequest {}).await
         })
         .await
         .map(|r| r.into_inner())
+}
+
+pub async fn node_status(addr: &str) -> Result<proto::NodeStatusResponse, ClientError> {
+    node_status_with(&one_node(addr, NODE_DEADLINE), addr).await
 }
 
 /// ISR of every partition as `addr` knows it.

@@ -144,6 +144,20 @@ async fn read_commands_in_every_format_and_health_exit_codes() {
     assert!(members.iter().all(|m| m["applied"].is_u64()));
     assert!(table.contains("configuration: voters 1,2,3"), "{table}");
 
+    let (table, v) = every_format(&c, &["metadata-replicate"]);
+    assert!(v["target"].as_u64().unwrap() >= 1, "{v}");
+    let members = v["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "every member but the leader: {v}");
+    assert!(members.iter().all(|m| m["caught_up"] == true), "{v}");
+    assert!(table.contains("up to date"), "{table}");
+    let o = c.cli(&["metadata-replicate", "--to", "9"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("UNKNOWN_NODE"),
+        "{}",
+        show(&o)
+    );
+
     // Refusals exit 1 and say why; usage errors exit 2.
     let o = c.cli(&["list-partitions", "--topic", "nope"]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
@@ -153,16 +167,104 @@ async fn read_commands_in_every_format_and_health_exit_codes() {
     let o = c.cli(&["list-partitions", "--no-such-flag"]);
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
 
-    // A node stops: degraded (exit 1), naming it; its partitions shrink
-    // their ISRs and show as under-replicated.
-    c.kill9(3);
+    let (table, v) = every_format(
+        &c,
+        &["partition-info", "--topic", "cli", "--partition", "0"],
+    );
+    assert_eq!(v["replicas"].as_array().unwrap().len(), 3);
+    assert_eq!(v["high_watermark"], 5, "{v}");
+    for r in v["replica_details"].as_array().unwrap() {
+        assert_eq!(r["high_watermark"], 5, "{r}");
+        assert!(r["segments"].as_u64().unwrap() >= 1, "{r}");
+        assert!(r["matched_index"].is_u64(), "lag from the leader: {r}");
+    }
+    assert!(table.contains("LOG_START"), "{table}");
+    let o = c.cli(&["partition-info", "--topic", "cli", "--partition", "7"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let (table, v) = every_format(&c, &["ping-node", "--id", "2"]);
+    for p in v["paths"].as_array().unwrap() {
+        assert_eq!(p["rtt_us"].as_array().unwrap().len(), 3, "{p}");
+        assert_eq!(p["problem"], "", "{p}");
+    }
+    assert!(table.contains("peer transport"), "{table}");
+
+    // A node leading a partition (not node 1, which answers) stops first:
+    // that partition's history must say why its leadership moved.
+    let leaders: Vec<(u64, u64)> = serde_json::from_slice::<serde_json::Value>(
+        &c.cli(&["list-partitions", "--output", "json"]).stdout,
+    )
+    .unwrap()
+    .as_array()
+    .unwrap()
+    .iter()
+    .map(|p| {
+        (
+            p["partition"].as_u64().unwrap(),
+            p["leader"].as_u64().unwrap(),
+        )
+    })
+    .collect();
+    let (led, first) = leaders
+        .iter()
+        .copied()
+        .find(|(_, l)| *l != 1)
+        .expect("nodes 2 or 3 lead something");
+    let second = 5 - first; // the other of nodes 2 and 3
+
+    // Degraded (exit 1), naming the node; its partitions shrink their
+    // ISRs and show as under-replicated.
+    c.kill9(first);
     let o = health_until(&c, &c.client_addrs[0], 1).await;
     let out = stdout(&o);
     assert!(
-        out.starts_with("DEGRADED") && out.contains("node 3"),
+        out.starts_with("DEGRADED") && out.contains(&format!("node {first}")),
         "{out}"
     );
-    println!("$ chronik-node cluster health   # node 3 stopped\n{out}");
+    println!("$ chronik-node cluster health   # node {first} stopped\n{out}");
+    let ping = c.cli(&["ping-node", "--id", &first.to_string()]);
+    assert_eq!(ping.status.code(), Some(1), "{}", show(&ping));
+    println!(
+        "$ chronik-node cluster ping-node --id {first}   # stopped\n{}",
+        stdout(&ping)
+    );
+    let led_s = led.to_string();
+    let why = |output: &str| {
+        c.cli(&[
+            "partition-info",
+            "--topic",
+            "cli",
+            "--partition",
+            &led_s,
+            "--why",
+            "--output",
+            output,
+        ])
+    };
+    let mut v = serde_json::Value::Null;
+    for _ in 0..60 {
+        v = serde_json::from_slice(&why("json").stdout).unwrap();
+        if v["leader"].as_u64().is_some_and(|l| l != first) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let decisions = v["decisions"].as_array().unwrap();
+    let cause = format!("last leader: node {first}");
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d["kind"] == "election_started"
+                && d["detail"].as_str().unwrap().contains(&cause)),
+        "no election blamed on node {first}: {v:#}"
+    );
+    assert!(
+        decisions.iter().any(|d| d["kind"] == "leader_elected"),
+        "no election won: {v:#}"
+    );
+    println!(
+        "$ chronik-node cluster partition-info --topic cli --partition {led} --why   # node {first} stopped\n{}",
+        stdout(&why("table"))
+    );
     let v: serde_json::Value =
         serde_json::from_slice(&c.cli(&["status", "--output", "json"]).stdout).unwrap();
     assert_eq!(v["unhealthy"], 1, "{v}");
@@ -179,7 +281,7 @@ async fn read_commands_in_every_format_and_health_exit_codes() {
 
     // A second one stops: no metadata quorum, no partition leader:
     // unavailable (exit 2).
-    c.kill9(2);
+    c.kill9(second);
     let o = health_until(&c, &c.client_addrs[0], 2).await;
     assert!(stdout(&o).starts_with("UNAVAILABLE"), "{}", show(&o));
     println!(

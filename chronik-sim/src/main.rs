@@ -185,6 +185,9 @@ mod runner {
         roll_longest_gap_ms: u64,
         drains: u64,
         drains_judged: u64,
+        replicates: u64,
+        replicates_judged: u64,
+        replicate_longest_ms: u64,
     }
 
     impl Totals {
@@ -218,6 +221,9 @@ mod runner {
             self.roll_longest_gap_ms = self.roll_longest_gap_ms.max(r.roll_longest_gap_ms);
             self.drains += r.drains;
             self.drains_judged += r.drains_judged;
+            self.replicates += r.replicates;
+            self.replicates_judged += r.replicates_judged;
+            self.replicate_longest_ms = self.replicate_longest_ms.max(r.replicate_longest_ms);
             self.deletions_checked += r.deletions_checked;
             for (k, v) in &r.crash_points {
                 *self.crash_points.entry(*k).or_default() += v;
@@ -280,6 +286,10 @@ mod runner {
                 (
                     self.drains_judged,
                     "no node in maintenance checked to lead nothing",
+                ),
+                (
+                    self.replicates_judged,
+                    "no metadata-replicate checked against the leader's commit",
                 ),
                 (
                     n.replicas_rebuilt,
@@ -374,6 +384,13 @@ mod runner {
             println!(
                 "maintenance: {} nodes put into maintenance, {} of them checked to lead nothing within 10 s with every peer up",
                 self.drains, self.drains_judged
+            );
+            println!(
+                "metadata replicate: {} requests, {} after a member was cut off checked to target the leader's commit and to catch up within {} s (longest: {} ms)",
+                self.replicates,
+                self.replicates_judged,
+                chronik_sim::scenario::REPLICATE_BOUND.as_secs(),
+                self.replicate_longest_ms
             );
             println!(
                 "crash points reached: {:?}",

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 mod acks;
 mod admission;
 mod controllers;
+pub use controllers::{MemberReplication, ReplicateNow};
 mod ready;
 mod recovery;
 

@@ -57,6 +57,9 @@ macro_rules! in_band {
 
 in_band!(
     with error:
+    proto::MetadataReplicateResponse,
+    proto::PartitionInfoResponse,
+    proto::PingNodeResponse,
     proto::CreateTopicResponse,
     proto::DeleteTopicResponse,
     proto::MetadataResponse,

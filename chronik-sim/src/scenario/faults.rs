@@ -221,6 +221,26 @@ pub(super) async fn inject(fault: &Fault, st: &mut FaultState, cx: &mut Ctx<'_>)
                 .await
                 .expect("maintenance task");
         }
+        Fault::MetadataReplicate { node } => {
+            let (ask, id) = (live_addrs(n, killed, paused), *node);
+            report.replicates += 1;
+            executed = client_node
+                .spawn(async move {
+                    let Some(addr) = ask.first().cloned() else {
+                        return format!("metadata replicate to node {id}: no live node to ask");
+                    };
+                    let c = crate::admin_client(&addr, Duration::from_millis(2_500));
+                    match c.metadata_replicate(Some(id)).await {
+                        Ok(r) => format!(
+                            "metadata replicate to node {id}: node {} sent it what it missed, target {}",
+                            r.answered_by, r.target
+                        ),
+                        Err(e) => format!("metadata replicate to node {id}: not done ({e})"),
+                    }
+                })
+                .await
+                .expect("replicate task");
+        }
         Fault::GracefulRestart { node, ms } => {
             executed = if killed.contains(node) || paused.contains(node) {
                 format!("graceful restart of node {node}: skipped, it is down")

@@ -442,6 +442,9 @@ pub(super) async fn heal_and_check(
     rolling::rolling_restart(&mut roll, &members).await;
     // Then maintenance of the node leading the most, judged.
     drain::drain_check(&mut roll, &members).await;
+    // Then a member cut off while ISRs change, brought up to date on
+    // request.
+    replicate::replicate_check(&mut roll, &members).await;
 
     // Liveness: once healed, every partition commits a write within the
     // client's deadline (recorded like any send, so the final reads must

@@ -79,6 +79,11 @@ pub enum Fault {
         node: u64,
         ms: u64,
     },
+    /// Ask (through any live node) for `node`'s metadata to be brought up
+    /// to date now, while the other faults strike.
+    MetadataReplicate {
+        node: u64,
+    },
     /// Kill a node and restart it `ms` later (during the election its
     /// absence starts): what was only in its page cache is gone.
     Bounce {
@@ -196,6 +201,7 @@ impl Fault {
             Fault::Rot { .. } => "rot",
             Fault::GracefulRestart { .. } => "graceful-restart",
             Fault::Maintenance { .. } => "maintenance",
+            Fault::MetadataReplicate { .. } => "metadata-replicate",
         }
     }
 }
@@ -281,6 +287,9 @@ impl fmt::Display for Fault {
             }
             Fault::Maintenance { node, ms } => {
                 write!(f, "put node {node} into maintenance for {ms} ms")
+            }
+            Fault::MetadataReplicate { node } => {
+                write!(f, "ask for node {node}'s metadata to be brought up to date")
             }
             Fault::GracefulRestart { node, ms } => write!(
                 f,
@@ -572,6 +581,18 @@ impl Plan {
                 (Duration::from_millis(rng.gen_range(100..1_000)), drain),
             );
         }
+        // An operator bringing a member's metadata up to date under the
+        // faults.
+        if rng.gen_bool(0.5) {
+            let at = rng.gen_range(0..=steps.len());
+            let replicate = Fault::MetadataReplicate {
+                node: rng.gen_range(1..=nodes),
+            };
+            steps.insert(
+                at,
+                (Duration::from_millis(rng.gen_range(100..1_000)), replicate),
+            );
+        }
         // Crash points: armed at some step, they fire whenever the node
         // next reaches that protocol step (later faults included).
         for _ in 0..rng.gen_range(0..=2) {
@@ -684,6 +705,7 @@ impl Plan {
                 Fault::Join { .. }
                 | Fault::GracefulRestart { .. }
                 | Fault::Maintenance { .. }
+                | Fault::MetadataReplicate { .. }
                 | Fault::Bounce { .. }
                 | Fault::Rot { .. }
                 | Fault::DiskError { .. }

@@ -30,8 +30,10 @@ pub struct RunReport {
     pub anomalies: Vec<Anomaly>,
     /// Node-side invariant violations (election safety, apply order...).
     pub violations: Vec<String>,
-    /// Replicas read directly at checkpoints and at the end, and what
-    /// they were found to lack (moved into `violations` at the end).
+    /// Replicas read directly at checkpoints and at the end; what they
+    /// were found to lack, and what scenario checks found wrong (a
+    /// metadata-replicate target below the leader's commit), moved into
+    /// `violations` at the end.
     pub replicas_read: u64,
     pub violations_stored: Vec<String>,
     /// Liveness failures: no leader after healing, a final read that failed.
@@ -72,6 +74,13 @@ pub struct RunReport {
     /// those the ones checked to lead nothing (every peer up).
     pub drains: u64,
     pub drains_judged: u64,
+    /// `metadata-replicate` requests (fault plans and after healing), and
+    /// of those the ones judged (target against the leader's commit, the
+    /// member caught up within the bound).
+    pub replicates: u64,
+    pub replicates_judged: u64,
+    /// The longest a judged member took to apply the target, simulated ms.
+    pub replicate_longest_ms: u64,
     /// Topics whose deletion was asked during the faults, and of those the
     /// ones checked gone everywhere after healing.
     pub topics_deleted: u64,
@@ -188,6 +197,7 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static [&'static str
         Bug::MoveBeforeIsr => &["move promotes a replica outside the ISR"],
         Bug::ShutdownSkipsTransfer => &["graceful shutdown: node"],
         Bug::MaintenanceKeepsLeadership => &["maintenance: node"],
+        Bug::ReplicateTargetTooLow => &["metadata replicate: node"],
     }
 }
 

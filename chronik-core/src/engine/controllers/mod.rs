@@ -11,6 +11,7 @@ mod membership;
 mod moves;
 mod preferred;
 mod rebalance;
+mod replicate;
 mod sizes;
 mod steps;
 
@@ -18,4 +19,5 @@ pub(in crate::engine) use handoff::{tick_group, Leaving};
 pub(in crate::engine) use leadership::PartitionDuties;
 pub(in crate::engine) use preferred::PreferredBackoff;
 pub(in crate::engine) use rebalance::RebalanceDuties;
+pub use replicate::{MemberReplication, ReplicateNow};
 pub(in crate::engine) use steps::StepGate;
