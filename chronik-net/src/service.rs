@@ -41,12 +41,19 @@ trait Refusable: Default {
     fn refused(error: proto::Error) -> Self;
 }
 
+/// Answers with an in-band error: they can be refused, and their
+/// metrics are counted by that error's code.
 macro_rules! refusable {
     ($($t:ty),* $(,)?) => {
         $(#[allow(clippy::needless_update)] // some answers carry only the error
         impl Refusable for $t {
             fn refused(error: proto::Error) -> Self {
                 Self { error: Some(error), ..Default::default() }
+            }
+        }
+        impl InBandError for $t {
+            fn in_band_error(&self) -> Option<&proto::Error> {
+                self.error.as_ref()
             }
         })*
     };
@@ -64,6 +71,9 @@ refusable!(
     proto::MembershipResponse,
     proto::RebalanceResponse,
     proto::MaintenanceResponse,
+    proto::ListNodesResponse,
+    proto::IsrStatusResponse,
+    proto::RestartCheckResponse,
 );
 
 /// Admits a request through the gate, or answers it `SHUTTING_DOWN`

@@ -62,6 +62,24 @@ impl Cluster {
         }
     }
 
+    /// Asks `node` to send metadata member `to` (every member if `None`)
+    /// what it misses now (see [`Engine::replicate_metadata_now`]).
+    pub fn replicate_metadata(
+        &mut self,
+        node: NodeId,
+        to: Option<NodeId>,
+    ) -> Result<crate::ReplicateNow, crate::Error> {
+        let now = Time(self.now);
+        let engine = self
+            .nodes
+            .get_mut(&node)
+            .and_then(|n| n.engine.as_mut())
+            .ok_or(crate::Error::UnknownNode { node })?;
+        let r = engine.replicate_metadata_now(now, to);
+        self.drain(node);
+        r
+    }
+
     /// Produces `records` through `node`, remembering them for the checks.
     pub fn produce(
         &mut self,

@@ -40,14 +40,11 @@ pub trait InBandError {
     fn in_band_error(&self) -> Option<&proto::Error>;
 }
 
-macro_rules! in_band {
-    (with error: $($t:ty),* ; without: $($u:ty),* $(,)?) => {
+/// Answers without an in-band error (the ones with one implement this
+/// where they are made refusable, in the service).
+macro_rules! no_in_band_error {
+    ($($t:ty),* $(,)?) => {
         $(impl InBandError for $t {
-            fn in_band_error(&self) -> Option<&proto::Error> {
-                self.error.as_ref()
-            }
-        })*
-        $(impl InBandError for $u {
             fn in_band_error(&self) -> Option<&proto::Error> {
                 None
             }
@@ -55,26 +52,7 @@ macro_rules! in_band {
     };
 }
 
-in_band!(
-    with error:
-    proto::MetadataReplicateResponse,
-    proto::PartitionInfoResponse,
-    proto::PingNodeResponse,
-    proto::CreateTopicResponse,
-    proto::DeleteTopicResponse,
-    proto::MetadataResponse,
-    proto::ProduceResponse,
-    proto::FetchResponse,
-    proto::MembershipResponse,
-    proto::RebalanceResponse,
-    proto::MaintenanceResponse;
-    without:
-    proto::NodeStatusResponse,
-    proto::ClusterStatusResponse,
-    proto::ListNodesResponse,
-    proto::RestartCheckResponse,
-    proto::IsrStatusResponse,
-);
+no_in_band_error!(proto::NodeStatusResponse, proto::ClusterStatusResponse);
 
 /// What an engine command is, for its metrics.
 pub(crate) enum Op {

@@ -442,9 +442,6 @@ pub(super) async fn heal_and_check(
     rolling::rolling_restart(&mut roll, &members).await;
     // Then maintenance of the node leading the most, judged.
     drain::drain_check(&mut roll, &members).await;
-    // Then a member cut off while ISRs change, brought up to date on
-    // request.
-    replicate::replicate_check(&mut roll, &members).await;
 
     // Liveness: once healed, every partition commits a write within the
     // client's deadline (recorded like any send, so the final reads must
@@ -591,6 +588,19 @@ pub(super) async fn heal_and_check(
             report.deletions_checked += 1;
         }
     }
+
+    // Last, once every read is done: a member cut off while ISRs change,
+    // brought up to date on request (its produces are not part of the
+    // checked history).
+    let mut roll = rolling::Roll {
+        cluster: &mut *cluster,
+        checker: cx.checker,
+        report: &mut *report,
+        work,
+        admin,
+        client_node,
+    };
+    replicate::replicate_check(&mut roll, &members).await;
 
     if !report.liveness.is_empty() {
         let a = addrs.to_vec();

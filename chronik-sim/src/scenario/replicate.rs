@@ -1,6 +1,7 @@
-//! `metadata-replicate` after healing: a follower of the metadata group is
-//! cut off while produces shrink ISRs (metadata entries it misses), let
-//! back, and at once asked to be brought up to date. Judged: the target
+//! `metadata-replicate` after healing, once every read was checked: a
+//! follower of the metadata group is cut off while produces shrink ISRs
+//! (metadata entries it misses), let back, and at once asked to be brought
+//! up to date. Judged: the target
 //! the metadata leader answers is at least the commit index it reported
 //! just before the request (what a caller waits for must cover what was
 //! committed when it asked), and the member applies that far within
@@ -14,7 +15,7 @@ use super::*;
 /// streams of a node cut off stay open while what was sent on them
 /// waits out the network's retransmission backoff (like TCP's), and a
 /// sender gives up on a stream only once it stalls. Over seeds 1-1,000
-/// the longest was about 10 s (the run's report prints it).
+/// the longest was 10.6 s (the run's report prints it).
 pub const REPLICATE_BOUND: Duration = Duration::from_secs(20);
 /// How long to wait afterwards for every ISR to be full again.
 const ISR_REFILL_WAIT: Duration = Duration::from_secs(20);
@@ -52,22 +53,18 @@ pub(super) async fn replicate_check(cx: &mut Roll<'_>, members: &[u64]) {
     // Produces while it is away: ISRs shrink without it (metadata entries
     // it misses).
     let work = cx.work.clone();
-    let deleted = work.deleted.lock().clone();
-    let parts: Vec<(String, u32)> = work
-        .partitions
-        .lock()
-        .iter()
-        .filter(|(t, _)| !deleted.contains(t))
-        .cloned()
-        .collect();
+    let parts = work.live_partitions();
     client_node
         .spawn(async move {
+            // After the final reads: not recorded in the checked history.
             let client = work.client(false);
-            let mut process = work.next_process.fetch_add(1, Ordering::Relaxed);
             let until = madsim::time::Instant::now() + CUT_FOR;
+            let mut n = 0u64;
             while madsim::time::Instant::now() < until {
                 for (t, p) in &parts {
-                    let _ = work.send(&client, &mut process, t, *p).await;
+                    n += 1;
+                    let value = bytes::Bytes::from(format!("replicate-check-{n}"));
+                    let _ = client.produce(t, *p, vec![value]).await;
                 }
                 madsim::time::sleep(Duration::from_millis(50)).await;
             }

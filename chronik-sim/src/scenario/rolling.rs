@@ -35,14 +35,7 @@ pub(super) struct Roll<'a> {
 
 pub(super) async fn rolling_restart(cx: &mut Roll<'_>, members: &[u64]) {
     let (work, admin, client_node) = (cx.work, cx.admin, cx.client_node);
-    let deleted = work.deleted.lock().clone();
-    let parts: Vec<(String, u32)> = work
-        .partitions
-        .lock()
-        .iter()
-        .filter(|(t, _)| !deleted.contains(t))
-        .cloned()
-        .collect();
+    let parts = work.live_partitions();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let acks: Arc<AckTimes> = Arc::default();
     let mut producers = Vec::new();

@@ -69,6 +69,12 @@ impl Workload {
         Some(name)
     }
 
+    /// The partitions the workload writes to (a deleted topic's are taken
+    /// out when its deletion is asked).
+    pub(super) fn live_partitions(&self) -> Vec<(String, u32)> {
+        self.partitions.lock().clone()
+    }
+
     pub(super) fn pick(&self, rng: &mut impl Rng) -> (String, u32) {
         let parts = self.partitions.lock();
         parts[rng.gen_range(0..parts.len())].clone()
