@@ -176,10 +176,6 @@ fn client(addr: &str) -> Client {
     )
 }
 
-fn output(e: String) -> CliError {
-    CliError::Output(e)
-}
-
 pub async fn run(cmd: ClusterCmd, addr: &str, format: OutputFormat) -> Result<(), CliError> {
     let c = client(addr);
     match cmd {
@@ -321,7 +317,7 @@ fn print_change(
             r.change, r.status, r.answered_by
         )
     })
-    .map_err(output)
+    .map_err(CliError::Output)
 }
 
 #[derive(Serialize)]
@@ -408,7 +404,7 @@ change in flight: {} (answered by node {})",
             r.answered_by
         )
     })
-    .map_err(output)
+    .map_err(CliError::Output)
 }
 
 #[derive(Serialize)]
@@ -542,5 +538,5 @@ async fn isr_status(
             r.answered_by
         )
     })
-    .map_err(output)
+    .map_err(CliError::Output)
 }

@@ -2,17 +2,13 @@
 //! partition across its replicas, and into the paths between nodes.
 
 use crate::error::CliError;
-use crate::output::{ids, print, OutputFormat, Table};
+use crate::output::{ids, opt, print, OutputFormat, Table};
 use crate::status::bytes;
 use crate::survey::{fill_lags, isr_status, refused};
 use chronik_net::{proto, Client};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-fn output(e: String) -> CliError {
-    CliError::Output(e)
-}
 
 /// Every member's client address.
 async fn addresses(c: &Client) -> Result<BTreeMap<u64, String>, CliError> {
@@ -190,7 +186,6 @@ pub async fn partition_info(
         decisions,
     };
     print(format, &report, |r| {
-        let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
         let mut out = format!(
             "{}-{} (group {}): leader {}, term {}; replicas {}, ISR {}, min ISR {}; high watermark {}, log start {}\n\n",
             r.topic,
@@ -260,7 +255,7 @@ pub async fn partition_info(
         }
         out
     })
-    .map_err(output)
+    .map_err(CliError::Output)
 }
 
 #[derive(Serialize)]
@@ -388,7 +383,7 @@ pub async fn ping_node(
         }
         .render()
     })
-    .map_err(output)?;
+    .map_err(CliError::Output)?;
     if failed.is_empty() {
         Ok(())
     } else {

@@ -87,6 +87,11 @@ macro_rules! outln {
     };
 }
 
+/// A value, or `-` when unknown.
+pub fn opt(v: Option<u64>) -> String {
+    v.map_or("-".into(), |v| v.to_string())
+}
+
 /// `1,2,3`.
 pub fn ids(v: &[u64]) -> String {
     v.iter().map(u64::to_string).collect::<Vec<_>>().join(",")

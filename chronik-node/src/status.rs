@@ -2,18 +2,10 @@
 //! read-only views of one [`Survey`].
 
 use crate::error::CliError;
-use crate::output::{ids, print, OutputFormat, Table};
+use crate::output::{ids, opt, print, OutputFormat, Table};
 use crate::survey::Survey;
 use chronik_net::{proto, Client};
 use serde::Serialize;
-
-fn output(e: String) -> CliError {
-    CliError::Output(e)
-}
-
-fn opt(v: Option<u64>) -> String {
-    v.map_or("-".into(), |v| v.to_string())
-}
 
 #[derive(Serialize)]
 struct StatusReport {
@@ -180,7 +172,7 @@ pub async fn status(c: &Client, detailed: bool, format: OutputFormat) -> Result<
         }
         out
     })
-    .map_err(output)
+    .map_err(CliError::Output)
 }
 
 /// `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
@@ -331,7 +323,7 @@ pub async fn health(c: &Client, format: OutputFormat) -> Result<Verdict, CliErro
             format!("{head}: {}", r.reasons.join("; "))
         }
     })
-    .map_err(output)?;
+    .map_err(CliError::Output)?;
     Ok(report.status)
 }
 
@@ -448,7 +440,7 @@ pub async fn list_partitions(
         }
         .render()
     })
-    .map_err(output)
+    .map_err(CliError::Output)
 }
 
 /// `512 B`, `3.4 KiB`, `1.2 MiB`, `7.0 GiB`.
@@ -597,7 +589,7 @@ pub async fn metadata_status(c: &Client, format: OutputFormat) -> Result<(), Cli
             t.render()
         )
     })
-    .map_err(output)
+    .map_err(CliError::Output)
 }
 
 #[cfg(test)]
