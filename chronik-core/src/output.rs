@@ -195,6 +195,16 @@ pub enum Event {
         group: GroupId,
         reason: String,
     },
+    /// This node's replica of the group may have lost log entries it had
+    /// acknowledged (recovery cut a corrupt WAL record away): it neither
+    /// votes nor campaigns until `VotingResumed`.
+    VotingSuspended {
+        group: GroupId,
+    },
+    /// The replica holds a commit of its leader's current term again.
+    VotingResumed {
+        group: GroupId,
+    },
 }
 
 /// One thing for the driver to do. Poll with `Engine::poll_output` until it

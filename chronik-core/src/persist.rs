@@ -33,6 +33,11 @@ pub enum GroupUpdate {
     },
     /// The group is gone (its topic was deleted): all its state may go.
     Drop { group: GroupId },
+    /// A replica in [`DurableState::repair`] holds a commit of its leader's
+    /// current term again, so every entry it may once have acknowledged and
+    /// lost is back in its log: it may vote and campaign again. Losing this
+    /// update only keeps the replica abstaining a little longer.
+    CaughtUp { group: GroupId },
 }
 
 impl GroupUpdate {
@@ -42,7 +47,8 @@ impl GroupUpdate {
             | GroupUpdate::Snapshot { group, .. }
             | GroupUpdate::Entries { group, .. }
             | GroupUpdate::HardState { group, .. }
-            | GroupUpdate::Drop { group } => *group,
+            | GroupUpdate::Drop { group }
+            | GroupUpdate::CaughtUp { group } => *group,
         }
     }
 }
@@ -78,6 +84,15 @@ pub struct DurableGroup {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DurableState {
     pub groups: BTreeMap<GroupId, DurableGroup>,
+    /// Groups whose log on this node may have lost entries the node had
+    /// acknowledged (a corrupt WAL record was cut away with everything
+    /// after it), each with the term and vote it must keep. Such a replica
+    /// neither votes nor campaigns until it holds a commit of its leader's
+    /// current term: a quorum counted on its acknowledgements, so its vote
+    /// could elect a leader without them. A group listed here but absent
+    /// from `groups` was lost whole; it is created abstaining, at that
+    /// term, if metadata still places a replica here.
+    pub repair: BTreeMap<GroupId, HardState>,
 }
 
 impl DurableState {
@@ -102,6 +117,11 @@ impl DurableState {
         }
         if let GroupUpdate::Drop { .. } = update {
             self.groups.remove(&group);
+            self.repair.remove(&group);
+            return Ok(());
+        }
+        if let GroupUpdate::CaughtUp { .. } = update {
+            self.repair.remove(&group);
             return Ok(());
         }
         let g = self
@@ -154,7 +174,9 @@ impl DurableState {
             GroupUpdate::HardState { hard_state, .. } => {
                 g.hard_state = hard_state.clone();
             }
-            GroupUpdate::Create { .. } | GroupUpdate::Drop { .. } => {
+            GroupUpdate::Create { .. }
+            | GroupUpdate::Drop { .. }
+            | GroupUpdate::CaughtUp { .. } => {
                 unreachable!("handled above")
             }
         }

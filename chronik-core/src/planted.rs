@@ -102,11 +102,21 @@ pub enum Bug {
     /// already has, not the leader's commit: a caller waiting for it
     /// returns before the member caught up.
     ReplicateTargetTooLow,
+    /// A replica whose log lost entries to a corrupt WAL record votes
+    /// again as soon as it hears of a leader, before it holds any commit
+    /// of that leader's term.
+    VoteBeforeRepaired,
+    /// A corrupt last WAL record is cut away as a torn write even when a
+    /// later record proves it was synced: no repair, no abstention.
+    CorruptTailTakenForTorn,
+    /// Recovery after a corrupt WAL record ignores the term and vote file
+    /// and keeps the older term and vote of the cut log.
+    RepairForgetsTerm,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 28] = [
+    pub const ALL: [Bug; 31] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::SkipCrc,
@@ -135,6 +145,9 @@ impl Bug {
         Bug::ShutdownSkipsTransfer,
         Bug::MaintenanceKeepsLeadership,
         Bug::ReplicateTargetTooLow,
+        Bug::VoteBeforeRepaired,
+        Bug::CorruptTailTakenForTorn,
+        Bug::RepairForgetsTerm,
     ];
 
     /// The name used on command lines and in `CHRONIK_BUG`.
@@ -168,6 +181,9 @@ impl Bug {
             Bug::ShutdownSkipsTransfer => "shutdown_skips_transfer",
             Bug::MaintenanceKeepsLeadership => "maintenance_keeps_leadership",
             Bug::ReplicateTargetTooLow => "replicate_target_too_low",
+            Bug::VoteBeforeRepaired => "vote_before_repaired",
+            Bug::CorruptTailTakenForTorn => "corrupt_tail_taken_for_torn",
+            Bug::RepairForgetsTerm => "repair_forgets_term",
         }
     }
 

@@ -1114,6 +1114,23 @@ impl Driver {
             Event::ReplicaRepairing { group, reason } => {
                 self.history.note(group, "repairing", 0, reason);
             }
+            // Logged by the engine with the term and index.
+            Event::VotingSuspended { group } => {
+                self.history.note(
+                    group,
+                    "voting_suspended",
+                    0,
+                    "log may have lost acknowledged entries (corrupt WAL record cut away): not voting until caught up".into(),
+                );
+            }
+            Event::VotingResumed { group } => {
+                self.history.note(
+                    group,
+                    "voting_resumed",
+                    0,
+                    "log holds a commit of the leader's term: voting again".into(),
+                );
+            }
             Event::IsrProposed { group, isr, reason } => {
                 // The partition leader's decision: one line, with the lag
                 // that caused it.
@@ -1254,7 +1271,35 @@ async fn wal_task(
     let disk = wal.disk();
     let mut written_before = wal.bytes_written();
     let wal = Arc::new(parking_lot::Mutex::new(wal));
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = if wal.lock().needs_seal() {
+            match tokio::time::timeout(crate::wal::IDLE_SEAL, rx.recv()).await {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(_) => {
+                    // Idle: prove the last batch synced (see `Wal::seal`).
+                    let w = wal.clone();
+                    #[cfg(not(madsim))]
+                    let sealed = tokio::task::spawn_blocking(move || w.lock().seal())
+                        .await
+                        .map_err(|e| format!("WAL task panicked: {e}"))
+                        .and_then(|r| r.map_err(|e| e.to_string()));
+                    #[cfg(madsim)]
+                    let sealed = w.lock().seal().map_err(|e| e.to_string());
+                    if let Err(e) = sealed {
+                        tracing::error!("WAL sync failed: {e}");
+                        let _ = durable.send(Err(e.clone()));
+                        return Err(e);
+                    }
+                    continue;
+                }
+            }
+        } else {
+            match rx.recv().await {
+                Some(b) => b,
+                None => break,
+            }
+        };
         let mut batches = vec![first];
         while batches.len() < GROUP_COMMIT_BATCHES_MAX {
             match rx.try_recv() {

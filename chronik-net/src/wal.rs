@@ -10,12 +10,27 @@
 //! deletes the older ones.
 //!
 //! Recovery replays every segment in order. A torn tail (the last record of
-//! the last segment cut short or failing its checksum) is truncated away;
-//! anything else that fails to decode refuses recovery with the file and
-//! byte offset, rather than silently dropping acknowledged data.
+//! the last segment cut short or failing its checksum, with no later record
+//! saying it had been synced) is truncated away. Damage to synced data (a
+//! bad record in a sealed segment, or one a later record proves synced) is
+//! corruption: the WAL is cut at the damaged record, every group is marked
+//! for repair (`DurableState::repair`: its replica abstains from elections
+//! until it holds a commit of its leader's term, and fetches what it lost
+//! from the leader), term and vote come from the separate [`votes`] file,
+//! and the cut state is written as a checkpoint before the node goes on.
+//! A record that fails to decode whole, or contradicts the records before
+//! it, refuses recovery with the file and byte offset: that is a bug, not
+//! a disk fault.
+//!
+//! While idle, the WAL syncs an empty record after its last batch, so that
+//! batch too is proven synced by a later record: damage to it then reads as
+//! corruption rather than a torn write. Only a batch synced within
+//! [`IDLE_SEAL`] before a crash, with nothing written after it, stays
+//! ambiguous (and is taken for torn).
 
 pub mod codec;
 pub mod record;
+pub mod votes;
 
 use crate::disk::{write_atomic, Disk, DiskFile};
 use chronik_core::persist::{DurableState, GroupUpdate, PersistBatch};
@@ -26,6 +41,7 @@ use record::Frame;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use votes::Kept;
 
 /// Where and how the WAL writes.
 #[derive(Clone, Debug)]
@@ -88,6 +104,10 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
     }
 }
 
+/// How long the WAL waits idle after a batch before it syncs a record
+/// proving that batch synced (see the module docs).
+pub const IDLE_SEAL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// What recovery found, for logs and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
@@ -95,6 +115,18 @@ pub struct RecoveryReport {
     pub records: u64,
     /// Bytes cut from the end of the last segment (a torn write).
     pub truncated_bytes: u64,
+    /// Synced data found damaged: the WAL was cut there.
+    pub damage: Option<WalDamage>,
+    /// Groups whose replica repairs its log (abstaining from elections).
+    pub repairing_groups: usize,
+}
+
+/// Where recovery found synced WAL data damaged, and cut the WAL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalDamage {
+    pub file: PathBuf,
+    pub offset: u64,
+    pub reason: String,
 }
 
 /// The open WAL of one node.
@@ -116,6 +148,10 @@ pub struct Wal {
     /// Bytes written since the WAL was opened (records and snapshot
     /// files), for the metrics.
     bytes_written: u64,
+    /// What the votes file holds.
+    kept: BTreeMap<GroupId, Kept>,
+    /// Synced records are not yet proven synced by a later synced record.
+    unproven: bool,
 }
 
 fn segment_name(seq: u64) -> String {
@@ -180,10 +216,20 @@ impl Wal {
             ..Default::default()
         };
         let mut segments = Vec::new();
-        for (i, seq) in seqs.iter().enumerate() {
+        // (segment position, offset, reason) of the first damaged record.
+        let mut damage: Option<(usize, usize, String)> = None;
+        'segments: for (i, seq) in seqs.iter().enumerate() {
             let path = cfg.dir.join(segment_name(*seq));
             let data = disk.read(&path).map_err(io_err(&path))?;
             let last = i + 1 == seqs.len();
+            // A bad record at the end of the last segment is a torn write
+            // unless an intact record after it says it was synced.
+            let torn = |offset: usize| {
+                last && (!synced_later(&data, offset)
+                    || chronik_core::planted::active(
+                        chronik_core::planted::Bug::CorruptTailTakenForTorn,
+                    ))
+            };
             let mut offset = 0usize;
             loop {
                 let corrupt = |offset: usize, reason: String| WalError::Corrupt {
@@ -207,9 +253,14 @@ impl Wal {
                         }
                         let frame: WalFrame = match postcard::from_bytes(payload) {
                             Ok(f) => f,
-                            Err(_) if last && verify_crc && !synced_later(&data, offset) => {
+                            Err(_) if verify_crc && torn(offset) => {
                                 report.truncated_bytes = (data.len() - offset) as u64;
                                 break;
+                            }
+                            // A checksum only a planted bug skips: damage.
+                            Err(e) if !verify_crc => {
+                                damage = Some((i, offset, format!("undecodable record: {e}")));
+                                break 'segments;
                             }
                             Err(e) => {
                                 return Err(corrupt(offset, format!("undecodable record: {e}")))
@@ -220,23 +271,23 @@ impl Wal {
                         report.records += 1;
                         offset = next;
                     }
-                    Frame::Truncated if last => {
-                        report.truncated_bytes = (data.len() - offset) as u64;
-                        break;
-                    }
-                    // A bad record in the last segment is a torn write if
-                    // no intact record after it says it was synced.
-                    Frame::Corrupt { .. } if last && !synced_later(&data, offset) => {
+                    Frame::Truncated | Frame::Corrupt { .. } if torn(offset) => {
                         report.truncated_bytes = (data.len() - offset) as u64;
                         break;
                     }
                     Frame::Truncated => {
-                        return Err(corrupt(
-                            offset,
-                            "sealed segment ends inside a record".into(),
-                        ))
+                        let reason = if last {
+                            "record cut short, though a later record says it was synced"
+                        } else {
+                            "sealed segment ends inside a record"
+                        };
+                        damage = Some((i, offset, reason.into()));
+                        break 'segments;
                     }
-                    Frame::Corrupt { reason, .. } => return Err(corrupt(offset, reason)),
+                    Frame::Corrupt { reason, .. } => {
+                        damage = Some((i, offset, reason));
+                        break 'segments;
+                    }
                 }
             }
             if report.truncated_bytes > 0 {
@@ -249,6 +300,108 @@ impl Wal {
                 disk.truncate(&path, offset as u64).map_err(io_err(&path))?;
             }
             segments.push((*seq, offset as u64));
+        }
+        let (mut kept, votes_damage) = match votes::read(disk.as_ref(), &cfg.dir) {
+            Ok(k) => (k.unwrap_or_default(), None),
+            Err(reason) => (BTreeMap::new(), Some(reason)),
+        };
+        if let Some((i, offset, reason)) = &damage {
+            let file = cfg.dir.join(segment_name(seqs[*i]));
+            if let Some(why) = &votes_damage {
+                return Err(WalError::Corrupt {
+                    file: votes::path(&cfg.dir),
+                    offset: 0,
+                    reason: format!(
+                        "{why}; the WAL is damaged too ({} at byte {offset}: {reason}), so neither the log nor the votes can be trusted: this node's data must be rebuilt from its peers (remove the node and add it again)",
+                        file.display()
+                    ),
+                });
+            }
+            tracing::error!(
+                file = %file.display(),
+                offset,
+                %reason,
+                "synced WAL data is damaged: cutting the WAL there and repairing every group's log from its leader"
+            );
+            report.damage = Some(WalDamage {
+                file,
+                offset: *offset as u64,
+                reason: reason.clone(),
+            });
+            // Every segment stays listed until the checkpoint below
+            // replaces them all.
+            segments = seqs.iter().map(|s| (*s, 0)).collect();
+            // Term and vote: the log that carried the latest ones may be
+            // cut; the votes file was written before any of them left.
+            if !chronik_core::planted::active(chronik_core::planted::Bug::RepairForgetsTerm) {
+                for (group, k) in &kept {
+                    if let Some(g) = state.groups.get_mut(group) {
+                        let hs = &mut g.hard_state;
+                        if k.term > hs.term {
+                            hs.term = k.term;
+                            hs.vote = k.vote;
+                        } else if k.term == hs.term && hs.vote == 0 {
+                            hs.vote = k.vote;
+                        }
+                    }
+                }
+            }
+            let mut repair: BTreeMap<GroupId, HardState> = kept
+                .iter()
+                .map(|(g, k)| {
+                    let hs = HardState {
+                        term: k.term,
+                        vote: k.vote,
+                        ..Default::default()
+                    };
+                    (*g, hs)
+                })
+                .collect();
+            for (g, d) in &state.groups {
+                let hs = HardState {
+                    term: d.hard_state.term,
+                    vote: d.hard_state.vote,
+                    ..Default::default()
+                };
+                repair.insert(*g, hs);
+            }
+            state.repair = repair;
+            adopt_newer_snapshots(disk.as_ref(), &snap_dir, &mut state, &mut snap_files)?;
+        } else {
+            if let Some(why) = &votes_damage {
+                tracing::warn!(
+                    file = %votes::path(&cfg.dir).display(),
+                    "votes file damaged ({why}); the WAL is intact, rewriting it from the WAL"
+                );
+            }
+            // The WAL is whole: its terms and votes are the ones that
+            // left (the file may be ahead by a batch never synced).
+            state.repair = kept
+                .iter()
+                .filter(|(_, k)| k.repair)
+                .map(|(g, k)| {
+                    let hs = state.groups.get(g).map_or(
+                        HardState {
+                            term: k.term,
+                            vote: k.vote,
+                            ..Default::default()
+                        },
+                        |d| HardState {
+                            term: d.hard_state.term,
+                            vote: d.hard_state.vote,
+                            ..Default::default()
+                        },
+                    );
+                    (*g, hs)
+                })
+                .collect();
+        }
+        report.repairing_groups = state.repair.len();
+        let want = kept_of(&state);
+        if want != kept || votes_damage.is_some() {
+            let p = votes::path(&cfg.dir);
+            votes::write(disk.as_ref(), &cfg.dir, &want).map_err(io_err(&p))?;
+            kept = want;
         }
 
         // Full snapshots for the engine; the WAL keeps only their metadata.
@@ -279,13 +432,6 @@ impl Wal {
             }
             g.snapshot = Some(snap);
         }
-        // Snapshot files no record refers to any more.
-        for n in disk.list(&snap_dir).map_err(io_err(&snap_dir))? {
-            if !snap_files.values().any(|f| *f == n) {
-                let p = snap_dir.join(&n);
-                disk.remove(&p).map_err(io_err(&p))?;
-            }
-        }
 
         if segments.is_empty() {
             segments.push((1, 0));
@@ -309,8 +455,24 @@ impl Wal {
             synced_up_to: 0,
             verify_crc,
             bytes_written: 0,
+            kept,
+            unproven: false,
         };
         wal.synced_up_to = wal.segments.last().map_or(0, |(_, b)| *b);
+        wal.unproven = wal.synced_up_to > 0;
+        if damage.is_some() {
+            // The cut state, whole, in a new segment; then the damaged
+            // segments go.
+            wal.checkpoint()?;
+        }
+        // Snapshot files no record refers to any more.
+        let snap_dir = wal.snap_dir.clone();
+        for n in wal.disk.list(&snap_dir).map_err(io_err(&snap_dir))? {
+            if !wal.snap_files.values().any(|f| *f == n) {
+                let p = snap_dir.join(&n);
+                wal.disk.remove(&p).map_err(io_err(&p))?;
+            }
+        }
         Ok((wal, full, report))
     }
 
@@ -333,6 +495,7 @@ impl Wal {
         let mut buf = Vec::new();
         let mut superseded = Vec::new();
         let mut must_sync = false;
+        let mut votes_changed = false;
         for batch in batches {
             must_sync |= batch.must_sync;
             if chronik_core::planted::active(chronik_core::planted::Bug::GroupCommitSkipSync) {
@@ -342,6 +505,14 @@ impl Wal {
             }
             let mut updates = Vec::with_capacity(batch.updates.len());
             for u in &batch.updates {
+                if let GroupUpdate::CaughtUp { .. } = u {
+                    // Kept in the votes file only.
+                    self.state
+                        .apply(u)
+                        .map_err(|reason| WalError::Inconsistent { reason })?;
+                    votes_changed |= self.fold_kept(u.group());
+                    continue;
+                }
                 if let GroupUpdate::Snapshot { group, snapshot } = u {
                     let meta = snapshot.get_metadata();
                     let name = format!("g{group}-i{}-t{}.snap", meta.index, meta.term);
@@ -379,6 +550,17 @@ impl Wal {
                     &updates[updates.len() - 1],
                     &mut superseded,
                 );
+                match u {
+                    GroupUpdate::HardState { group, .. } => {
+                        votes_changed |= self.fold_kept(*group);
+                    }
+                    GroupUpdate::Drop { group } => {
+                        // Written with the next change; a stale entry only
+                        // names a group that no longer exists.
+                        self.kept.remove(group);
+                    }
+                    _ => {}
+                }
             }
             let payload = postcard::to_stdvec(&WalFrame {
                 format: WAL_FORMAT,
@@ -392,6 +574,12 @@ impl Wal {
         // it is durable: a crash before that would leave the WAL pointing
         // at a deleted file.
         must_sync |= !superseded.is_empty();
+        if votes_changed {
+            // Before the batch: a vote may leave once the batch is durable.
+            let p = votes::path(&self.cfg.dir);
+            self.bytes_written +=
+                votes::write(self.disk.as_ref(), &self.cfg.dir, &self.kept).map_err(io_err(&p))?;
+        }
         let path = self.current_path();
         self.file.write_all(&buf).map_err(io_err(&path))?;
         self.bytes_written += buf.len() as u64;
@@ -412,6 +600,7 @@ impl Wal {
         self.segments.last_mut().expect("a segment is open").1 += buf.len() as u64;
         if must_sync {
             self.synced_up_to = self.segments.last().expect("open").1;
+            self.unproven = true;
         }
         for f in superseded {
             let p = self.snap_dir.join(&f);
@@ -450,44 +639,98 @@ impl Wal {
     }
 
     fn rotate(&mut self) -> Result<(), WalError> {
+        let sealed: u64 = self.segments.iter().map(|(_, b)| b).sum();
+        if sealed >= self.cfg.checkpoint_bytes {
+            return self.checkpoint();
+        }
+        self.open_next_segment()?;
+        self.disk
+            .sync_dir(&self.cfg.dir)
+            .map_err(io_err(&self.cfg.dir))
+    }
+
+    /// Syncs the open segment and opens the next one; returns its number.
+    fn open_next_segment(&mut self) -> Result<u64, WalError> {
         let path = self.current_path();
         self.file.sync().map_err(io_err(&path))?;
-        let sealed: u64 = self.segments.iter().map(|(_, b)| b).sum();
         let seq = self.segments.last().expect("open").0 + 1;
         let next = self.cfg.dir.join(segment_name(seq));
         self.file = self.disk.open_append(&next).map_err(io_err(&next))?;
         self.segments.push((seq, 0));
         self.synced_up_to = 0;
-        if sealed >= self.cfg.checkpoint_bytes {
-            let mut buf = Vec::new();
-            let payload = postcard::to_stdvec(&WalFrame {
-                format: WAL_FORMAT,
-                synced_up_to: 0,
-                record: WalRecord::Checkpoint(self.checkpoint_groups()),
-            })
-            .expect("WAL records encode");
-            record::encode(&payload, &mut buf);
-            self.file.write_all(&buf).map_err(io_err(&next))?;
-            self.file.sync().map_err(io_err(&next))?;
-            self.segments.last_mut().expect("open").1 += buf.len() as u64;
-            self.disk
-                .sync_dir(&self.cfg.dir)
-                .map_err(io_err(&self.cfg.dir))?;
-            let old: Vec<u64> = self
-                .segments
-                .iter()
-                .map(|(s, _)| *s)
-                .filter(|s| *s < seq)
-                .collect();
-            for s in old {
-                let p = self.cfg.dir.join(segment_name(s));
-                self.disk.remove(&p).map_err(io_err(&p))?;
-            }
-            self.segments.retain(|(s, _)| *s >= seq);
+        self.unproven = false;
+        Ok(seq)
+    }
+
+    /// Writes everything durable as one record at the head of a new
+    /// segment, syncs it, and deletes every older segment.
+    fn checkpoint(&mut self) -> Result<(), WalError> {
+        let seq = self.open_next_segment()?;
+        let next = self.current_path();
+        let mut buf = Vec::new();
+        let payload = postcard::to_stdvec(&WalFrame {
+            format: WAL_FORMAT,
+            synced_up_to: 0,
+            record: WalRecord::Checkpoint(self.checkpoint_groups()),
+        })
+        .expect("WAL records encode");
+        record::encode(&payload, &mut buf);
+        self.file.write_all(&buf).map_err(io_err(&next))?;
+        self.file.sync().map_err(io_err(&next))?;
+        self.bytes_written += buf.len() as u64;
+        self.segments.last_mut().expect("open").1 += buf.len() as u64;
+        self.synced_up_to = buf.len() as u64;
+        self.disk
+            .sync_dir(&self.cfg.dir)
+            .map_err(io_err(&self.cfg.dir))?;
+        let old: Vec<u64> = self
+            .segments
+            .iter()
+            .map(|(s, _)| *s)
+            .filter(|s| *s < seq)
+            .collect();
+        for s in old {
+            let p = self.cfg.dir.join(segment_name(s));
+            self.disk.remove(&p).map_err(io_err(&p))?;
         }
+        self.segments.retain(|(s, _)| *s >= seq);
         self.disk
             .sync_dir(&self.cfg.dir)
             .map_err(io_err(&self.cfg.dir))
+    }
+
+    /// Whether the last synced batch is not yet proven synced by a later
+    /// synced record (see [`Wal::seal`]).
+    pub fn needs_seal(&self) -> bool {
+        self.unproven
+    }
+
+    /// Syncs an empty record claiming everything before it synced, so
+    /// that damage to the last batch reads as corruption, not a torn
+    /// write. For idle moments ([`IDLE_SEAL`]); a busy WAL's next batch
+    /// does the same.
+    pub fn seal(&mut self) -> Result<(), WalError> {
+        if !self.needs_seal() {
+            return Ok(());
+        }
+        self.sync()?;
+        let claim = self.synced_up_to;
+        let payload = postcard::to_stdvec(&WalFrame {
+            format: WAL_FORMAT,
+            synced_up_to: claim,
+            record: WalRecord::Batch(Vec::new()),
+        })
+        .expect("WAL records encode");
+        let mut buf = Vec::new();
+        record::encode(&payload, &mut buf);
+        let path = self.current_path();
+        self.file.write_all(&buf).map_err(io_err(&path))?;
+        self.file.sync().map_err(io_err(&path))?;
+        self.bytes_written += buf.len() as u64;
+        self.segments.last_mut().expect("open").1 += buf.len() as u64;
+        self.synced_up_to = self.segments.last().expect("open").1;
+        self.unproven = false;
+        Ok(())
     }
 
     fn checkpoint_groups(&self) -> Vec<WalGroup> {
@@ -507,6 +750,21 @@ impl Wal {
                 entries: g.entries.iter().map(pb).collect(),
             })
             .collect()
+    }
+
+    /// Brings `kept` up to date with `group`'s durable term, vote and
+    /// repair mark; true when that changed it.
+    fn fold_kept(&mut self, group: GroupId) -> bool {
+        let now = kept_of_group(&self.state, group);
+        let before = self.kept.get(&group).copied().unwrap_or_default();
+        match now {
+            Some(k) if k != before => {
+                self.kept.insert(group, k);
+                true
+            }
+            None if self.kept.remove(&group).is_some() => true,
+            _ => false,
+        }
     }
 
     /// Segment files currently on disk.
@@ -531,6 +789,80 @@ fn synced_later(data: &[u8], offset: usize) -> bool {
             .unwrap_or(false),
         _ => false,
     })
+}
+
+/// What the votes file must hold for `state`.
+fn kept_of(state: &DurableState) -> BTreeMap<GroupId, Kept> {
+    state
+        .groups
+        .keys()
+        .chain(state.repair.keys())
+        .filter_map(|g| Some((*g, kept_of_group(state, *g)?)))
+        .collect()
+}
+
+/// One group's entry of [`kept_of`]; `None` when there is nothing to keep.
+fn kept_of_group(state: &DurableState, group: GroupId) -> Option<Kept> {
+    let repair = state.repair.get(&group);
+    let (term, vote) = match (state.groups.get(&group), repair) {
+        (Some(g), _) => (g.hard_state.term, g.hard_state.vote),
+        (None, Some(hs)) => (hs.term, hs.vote),
+        (None, None) => return None,
+    };
+    Some(Kept {
+        term,
+        vote,
+        repair: repair.is_some(),
+    })
+    .filter(|k| *k != Kept::default())
+}
+
+/// After a cut, a group's snapshot file may be gone (a record in the cut
+/// tail replaced it) while the newer one that replaced it is still there:
+/// each group takes the newest intact snapshot file it has, if newer than
+/// the one the cut log refers to. Every snapshot is of committed state, so
+/// adopting one only recovers more of what was cut.
+fn adopt_newer_snapshots(
+    disk: &dyn Disk,
+    snap_dir: &Path,
+    state: &mut DurableState,
+    snap_files: &mut BTreeMap<GroupId, String>,
+) -> Result<(), WalError> {
+    let mut newest: BTreeMap<GroupId, (u64, u64, String)> = BTreeMap::new();
+    for n in disk.list(snap_dir).map_err(io_err(snap_dir))? {
+        let Some((group, index, term)) = parse_snapshot_name(&n) else {
+            continue;
+        };
+        if newest.get(&group).is_none_or(|(i, _, _)| index > *i) {
+            newest.insert(group, (index, term, n));
+        }
+    }
+    for (group, (index, term, name)) in newest {
+        let Some(g) = state.groups.get(&group) else {
+            continue;
+        };
+        let current = g.snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
+        if index <= current || load_snapshot(disk, snap_dir, &name).is_err() {
+            continue;
+        }
+        tracing::warn!(group, index, term, file = %name, "adopting a snapshot the cut WAL tail referred to");
+        state
+            .apply(&GroupUpdate::Snapshot {
+                group,
+                snapshot: snapshot_stub(index, term),
+            })
+            .map_err(|reason| WalError::Inconsistent { reason })?;
+        snap_files.insert(group, name);
+    }
+    Ok(())
+}
+
+/// `(group, index, term)` of a snapshot file's name.
+fn parse_snapshot_name(name: &str) -> Option<(GroupId, u64, u64)> {
+    let rest = name.strip_prefix('g')?.strip_suffix(".snap")?;
+    let (group, rest) = rest.split_once("-i")?;
+    let (index, term) = rest.split_once("-t")?;
+    Some((group.parse().ok()?, index.parse().ok()?, term.parse().ok()?))
 }
 
 fn track_snapshot_file(

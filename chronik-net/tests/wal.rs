@@ -138,30 +138,230 @@ fn a_recovered_engine_holds_every_record() {
     assert_eq!(log.get(59).unwrap(), "record-59");
 }
 
-#[test]
-fn corrupt_record_in_the_middle_is_refused_with_file_and_offset() {
-    let batches = engine_batches(20);
+/// Appends `batches` one by one, each synced, and returns the disk.
+fn appended(batches: &[PersistBatch]) -> Arc<MemDisk> {
     let disk = Arc::new(MemDisk::new());
     let (mut wal, _, _) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
-    for b in &batches {
-        wal.append(std::slice::from_ref(b)).unwrap();
+    for b in batches {
+        let mut b = b.clone();
+        b.must_sync = true;
+        wal.append(&[b]).unwrap();
     }
-    drop(wal);
+    disk
+}
+
+/// The first batch after the last one carrying a snapshot: a cut there
+/// leaves no newer snapshot file to adopt.
+fn after_last_snapshot(batches: &[PersistBatch]) -> usize {
+    1 + batches
+        .iter()
+        .rposition(|b| {
+            b.updates
+                .iter()
+                .any(|u| matches!(u, chronik_core::GroupUpdate::Snapshot { .. }))
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_corrupt_synced_record_cuts_the_wal_there_and_marks_every_group_for_repair() {
+    let batches = engine_batches(36);
+    let k = after_last_snapshot(&batches) + 1;
+    assert!(k + 2 < batches.len(), "{k} of {}", batches.len());
+    let disk = appended(&batches);
     let seg = segment(&disk);
-    // Flip a payload byte of the first record (offset 0, header is 8 bytes).
-    assert!(disk.corrupt(&seg, 10));
+    let ends = record_ends(&disk.read(&seg).unwrap());
+    // A payload byte of record k (its header is 8 bytes).
+    assert!(disk.corrupt(&seg, ends[k - 1] + 10));
+    let (_, rec, report) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
+    let damage = report.damage.expect("damage reported");
+    assert_eq!((damage.file, damage.offset), (seg, ends[k - 1] as u64));
+    assert!(damage.reason.contains("checksum"), "{}", damage.reason);
+    let want = fold(&batches[..k]);
+    assert_eq!(rec.groups, want.groups, "the log up to the damaged record");
+    let groups: Vec<u64> = want.groups.keys().copied().collect();
+    assert_eq!(rec.repair.keys().copied().collect::<Vec<_>>(), groups);
+    assert_eq!(report.repairing_groups, groups.len());
+
+    // The cut is durable: the damage is gone, the repair marks stay.
+    let (mut wal, again, report) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
+    assert_eq!(report.damage, None);
+    assert_eq!(again, rec);
+    // Each group that caught up leaves the repair list, durably.
+    let caught_up = PersistBatch {
+        ticket: 1_000,
+        updates: groups
+            .iter()
+            .map(|g| chronik_core::GroupUpdate::CaughtUp { group: *g })
+            .collect(),
+        must_sync: true,
+    };
+    wal.append(&[caught_up]).unwrap();
+    drop(wal);
+    let (_, last, _) = Wal::open(disk, WalConfig::new(dir())).unwrap();
+    assert!(last.repair.is_empty(), "{:?}", last.repair);
+    assert_eq!(last.groups, want.groups);
+}
+
+#[test]
+fn a_cut_before_a_snapshot_adopts_the_newer_snapshot_file_and_recovers_an_engine() {
+    let batches = engine_batches(60);
+    let disk = appended(&batches);
+    let seg = segment(&disk);
+    let ends = record_ends(&disk.read(&seg).unwrap());
+    // Early: later records replaced the snapshot files this prefix names.
+    let k = batches.len() / 3;
+    assert!(disk.corrupt(&seg, ends[k - 1] + 10));
+    let (_, rec, report) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
+    assert!(report.damage.is_some());
+    let prefix = fold(&batches[..k]);
+    let snap_index = |s: &DurableState, g: u64| {
+        s.groups[&g]
+            .snapshot
+            .as_ref()
+            .map_or(0, |s| s.get_metadata().index)
+    };
+    let adopted = prefix
+        .groups
+        .keys()
+        .filter(|g| snap_index(&rec, **g) > snap_index(&prefix, **g))
+        .count();
+    assert!(adopted > 0, "no newer snapshot adopted");
+    // What was recovered starts an engine, and again after a restart.
+    let node = NodeInfo {
+        id: 1,
+        client_addr: "127.0.0.1:1".into(),
+        peer_addr: "127.0.0.1:2".into(),
+        rack: None,
+    };
+    Engine::new_record_log(EngineConfig::new(1, vec![node.clone()]), rec, Time(0)).unwrap();
+    let (_, again, _) = Wal::open(disk, WalConfig::new(dir())).unwrap();
+    Engine::new_record_log(EngineConfig::new(1, vec![node]), again, Time(0)).unwrap();
+}
+
+#[test]
+fn the_last_synced_record_is_corruption_once_sealed_and_torn_before() {
+    let batches = engine_batches(10);
+    for seal in [true, false] {
+        let disk = appended(&batches);
+        if seal {
+            let (mut wal, _, _) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
+            assert!(wal.needs_seal());
+            wal.seal().unwrap();
+            assert!(!wal.needs_seal());
+        }
+        let seg = segment(&disk);
+        let ends = record_ends(&disk.read(&seg).unwrap());
+        // The last batch's record (the seal, if any, comes after it).
+        let last = batches.len() - 1;
+        assert!(disk.corrupt(&seg, ends[last - 1] + 10));
+        let (_, rec, report) = Wal::open(disk, WalConfig::new(dir())).unwrap();
+        assert_eq!(rec.groups, fold(&batches[..last]).groups);
+        if seal {
+            let damage = report.damage.expect("proven synced: corruption");
+            assert_eq!(damage.offset, ends[last - 1] as u64);
+            assert!(!rec.repair.is_empty());
+        } else {
+            // Nothing after it proves it synced: a torn write.
+            assert_eq!(report.damage, None);
+            assert!(report.truncated_bytes > 0);
+            assert!(rec.repair.is_empty());
+        }
+    }
+}
+
+/// Batches of one group whose term and vote change along the way.
+fn elections() -> Vec<PersistBatch> {
+    use chronik_core::raft::eraftpb::{ConfState, Entry, HardState};
+    use chronik_core::{GroupKind, GroupUpdate};
+    let hs = |term, vote, commit| GroupUpdate::HardState {
+        group: 0,
+        hard_state: HardState {
+            term,
+            vote,
+            commit,
+            ..Default::default()
+        },
+    };
+    let entry = |index, term| Entry {
+        index,
+        term,
+        ..Default::default()
+    };
+    let mut updates = vec![
+        vec![GroupUpdate::Create {
+            group: 0,
+            kind: GroupKind::Metadata,
+            conf_state: ConfState::from((vec![1, 2, 3], vec![])),
+        }],
+        vec![hs(1, 1, 0)],
+    ];
+    for i in 1..=5u64 {
+        updates.push(vec![GroupUpdate::Entries {
+            group: 0,
+            entries: vec![entry(i, 1)],
+        }]);
+    }
+    updates.push(vec![hs(4, 2, 5)]);
+    updates.push(vec![hs(6, 3, 5)]);
+    updates
+        .into_iter()
+        .enumerate()
+        .map(|(i, updates)| PersistBatch {
+            ticket: i as u64 + 1,
+            updates,
+            must_sync: true,
+        })
+        .collect()
+}
+
+#[test]
+fn a_cut_keeps_the_term_and_vote_from_the_votes_file() {
+    let batches = elections();
+    let disk = appended(&batches);
+    let seg = segment(&disk);
+    let ends = record_ends(&disk.read(&seg).unwrap());
+    // Cut inside the entries: both later elections go with the log.
+    assert!(disk.corrupt(&seg, ends[3] + 10));
+    let (_, rec, report) = Wal::open(disk, WalConfig::new(dir())).unwrap();
+    assert!(report.damage.is_some());
+    let g = &rec.groups[&0];
+    assert_eq!(g.entries.len(), 2, "entries 1 and 2 survive");
+    assert_eq!(
+        (g.hard_state.term, g.hard_state.vote),
+        (6, 3),
+        "the latest promise survives the cut"
+    );
+    assert_eq!((rec.repair[&0].term, rec.repair[&0].vote), (6, 3));
+}
+
+#[test]
+fn a_damaged_votes_file_is_rebuilt_from_an_intact_wal_and_refused_with_a_damaged_one() {
+    let batches = elections();
+    let votes = dir().join(chronik_net::wal::votes::VOTES_FILE);
+    // Intact WAL: the file is rewritten from it.
+    let disk = appended(&batches);
+    assert!(disk.corrupt(&votes, 6));
+    let (_, rec, report) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
+    assert_eq!(report.damage, None);
+    assert_eq!(rec, fold(&batches));
+    let kept = chronik_net::wal::votes::read(disk.as_ref(), &dir())
+        .unwrap()
+        .unwrap();
+    assert_eq!((kept[&0].term, kept[&0].vote), (6, 3));
+    // Both damaged: nothing says which promises were made.
+    let disk = appended(&batches);
+    assert!(disk.corrupt(&votes, 6));
+    let seg = segment(&disk);
+    let ends = record_ends(&disk.read(&seg).unwrap());
+    assert!(disk.corrupt(&seg, ends[3] + 10));
     match Wal::open(disk, WalConfig::new(dir())) {
-        Err(WalError::Corrupt {
-            file,
-            offset,
-            reason,
-        }) => {
-            assert_eq!(file, seg);
-            assert_eq!(offset, 0);
-            assert!(reason.contains("checksum"), "{reason}");
+        Err(WalError::Corrupt { file, reason, .. }) => {
+            assert_eq!(file, votes);
+            assert!(reason.contains("rebuilt from its peers"), "{reason}");
         }
         Err(e) => panic!("wrong error {e}"),
-        Ok(_) => panic!("corrupt WAL was accepted"),
+        Ok(_) => panic!("recovered without trustworthy votes"),
     }
 }
 

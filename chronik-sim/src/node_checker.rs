@@ -1146,6 +1146,7 @@ mod tests {
             voters: vec![],
             state: None,
             repairing: None,
+            abstaining: false,
         };
         c.on_start(1, std::slice::from_ref(&status));
         assert!(c.violations().is_empty(), "{:?}", c.violations());
@@ -1191,6 +1192,7 @@ mod tests {
                 voters: vec![],
                 state: None,
                 repairing: None,
+                abstaining: false,
             }],
         );
         let v = c.violations();

@@ -15,7 +15,7 @@ use crate::storage::GroupStorage;
 use crate::types::{
     GroupId, GroupKind, NodeId, PartitionId, ReadConsistency, RequestId, Role, Time, METADATA_GROUP,
 };
-use raft::eraftpb::{ConfState, MessageType};
+use raft::eraftpb::{ConfState, HardState, MessageType};
 use raft::RawNode;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 mod acks;
 mod admission;
 mod controllers;
+mod log_repair;
 pub use controllers::{MemberReplication, ReplicateNow};
 mod ready;
 mod recovery;
@@ -58,6 +59,10 @@ pub struct GroupStatus {
     /// snapshot (it did not recover from local storage); it serves no
     /// reads and does not campaign until the snapshot is installed.
     pub repairing: Option<String>,
+    /// This replica's log may have lost entries it acknowledged (a corrupt
+    /// WAL record was cut away): it votes and campaigns again once it
+    /// holds a commit of its leader's current term.
+    pub abstaining: bool,
 }
 
 struct Inflight<S> {
@@ -125,6 +130,13 @@ pub struct Engine<S: StateMachine = RecordLog> {
     /// Per group a node in maintenance leads: transfers asked, and when
     /// it may ask again.
     handoff_backoff: BTreeMap<GroupId, (u32, Time)>,
+    /// Replicas that abstain from elections until their log is repaired
+    /// (see `log_repair`), with the highest commit index a leader
+    /// reported to each since.
+    abstaining: BTreeMap<GroupId, u64>,
+    /// Groups lost whole from this node's WAL, with the term and vote each
+    /// must keep if metadata places it here again.
+    lost: BTreeMap<GroupId, HardState>,
 }
 
 /// A committed produce held back until enough in-sync replicas hold it.
@@ -172,12 +184,12 @@ impl<S: StateMachine> Engine<S> {
         while self.last_tick.plus_millis(interval) <= now && ticks < TICKS_PER_CALL_MAX {
             self.last_tick = self.last_tick.plus_millis(interval);
             ticks += 1;
-            let hold = self.holds_elections(&self.metadata.raw);
+            let hold = self.holds_elections(&self.metadata.raw) || self.abstains(METADATA_GROUP);
             controllers::tick_group(&mut self.metadata.raw, hold);
             let holds: Vec<bool> = self
                 .partitions
                 .values()
-                .map(|g| self.holds_elections(&g.raw))
+                .map(|g| self.holds_elections(&g.raw) || self.abstains(g.id))
                 .collect();
             for (g, hold) in self.partitions.values_mut().zip(holds) {
                 controllers::tick_group(&mut g.raw, hold);
@@ -330,6 +342,23 @@ impl<S: StateMachine> Engine<S> {
                 tracing::debug!(from, group, "leaving: not taking leadership");
                 continue;
             }
+            if self.abstains(group)
+                && matches!(
+                    message.get_msg_type(),
+                    MessageType::MsgRequestVote
+                        | MessageType::MsgRequestPreVote
+                        | MessageType::MsgTimeoutNow
+                )
+            {
+                tracing::debug!(from, group, "log not repaired yet: not voting");
+                continue;
+            }
+            if !self.abstaining.is_empty() {
+                self.note_leader_commit(group, &message);
+            }
+            if let Some(raw) = self.raw_mut(group) {
+                log_repair::forget_lost_progress(group, raw, &message);
+            }
             let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
             if message.get_msg_type() == MessageType::MsgAppend
                 && message.index == 0
@@ -386,7 +415,25 @@ impl<S: StateMachine> Engine<S> {
                     continue;
                 }
                 let last = raw.raft.raft_log.last_index();
-                if message.get_msg_type() == MessageType::MsgHeartbeat && message.commit > last {
+                if message.get_msg_type() == MessageType::MsgHeartbeat
+                    && message.commit > last
+                    && message.term >= raw.raft.term
+                {
+                    // The leader takes this log to be longer than it is:
+                    // tell it, or an idle leader never sends what is
+                    // missing (see `log_repair::forget_lost_progress`).
+                    let reject = log_repair::shorter_log_reply(raw, &message);
+                    self.sink.send_now.push((
+                        from,
+                        GroupMessage {
+                            group,
+                            message: reject,
+                        },
+                    ));
+                    message.commit = last;
+                } else if message.get_msg_type() == MessageType::MsgHeartbeat
+                    && message.commit > last
+                {
                     message.commit = last;
                 }
             }
@@ -591,10 +638,15 @@ impl<S: StateMachine> Engine<S> {
 
     /// Raft status of a hosted group.
     pub fn group_status(&self, group: GroupId) -> Option<GroupStatus> {
-        if group == METADATA_GROUP {
-            return Some(status_of(&self.metadata));
-        }
-        self.partitions.get(&group).map(status_of)
+        let status = if group == METADATA_GROUP {
+            Some(status_of(&self.metadata))
+        } else {
+            self.partitions.get(&group).map(status_of)
+        };
+        status.map(|s| GroupStatus {
+            abstaining: self.abstains(group),
+            ..s
+        })
     }
 
     /// Raft status of every hosted group, metadata first.
@@ -604,6 +656,10 @@ impl<S: StateMachine> Engine<S> {
                 state: g.sm.0.fingerprint().filter(|_| g.repair.is_none()),
                 ..status_of(g)
             }))
+            .map(|s| GroupStatus {
+                abstaining: self.abstains(s.group),
+                ..s
+            })
             .collect()
     }
 
@@ -738,5 +794,6 @@ fn status_of<M, Q, D: crate::group::Duties>(g: &Group<M, Q, D>) -> GroupStatus {
         },
         state: None,
         repairing: g.repair.clone(),
+        abstaining: false,
     }
 }

@@ -80,6 +80,9 @@ impl<S: StateMachine> Engine<S> {
                     self.dirty.insert(group);
                 }
             }
+            // After the ready: the update ending an abstention follows
+            // the entries it relies on.
+            self.maybe_end_abstention(group);
         }
         self.observe_groups(&visited);
         self.flush();
@@ -138,7 +141,13 @@ impl<S: StateMachine> Engine<S> {
             .collect();
         for (group, pid, replicas) in wanted {
             let conf = ConfState::from((replicas, vec![]));
-            let storage = GroupStorage::new_with_conf_state(conf.clone());
+            let mut storage = GroupStorage::new_with_conf_state(conf.clone());
+            // A replica this node's WAL lost whole keeps its term and vote
+            // and abstains until repaired (see `log_repair`).
+            let lost = self.take_lost(group);
+            if let Some(hs) = &lost {
+                storage.set_hard_state(hs.clone());
+            }
             let raw = match new_raw(&self.config, &self.logger, group, storage, 0) {
                 Ok(raw) => raw,
                 Err(e) => {
@@ -151,6 +160,11 @@ impl<S: StateMachine> Engine<S> {
                 kind: GroupKind::Partition(pid.clone()),
                 conf_state: conf,
             });
+            if let Some(hard_state) = lost.clone() {
+                self.sink
+                    .updates
+                    .push(GroupUpdate::HardState { group, hard_state });
+            }
             self.sink.must_sync = true;
             let mut sm = S::new(group, &pid, &self.options);
             if let Err(e) = sm.recover(None) {
@@ -169,6 +183,9 @@ impl<S: StateMachine> Engine<S> {
                 group,
                 partition: pid,
             });
+            if lost.is_some() {
+                self.begin_abstaining(group);
+            }
         }
         let md = &self.metadata.sm;
         let now = self.now;

@@ -28,7 +28,7 @@ impl<S: StateMachine> Engine<S> {
             to_destroy: Vec::new(),
             next_io_ticket: 1,
         };
-        let mut groups = durable.groups;
+        let DurableState { mut groups, repair } = durable;
         let metadata = match groups.remove(&METADATA_GROUP) {
             Some(g) => {
                 if g.kind != GroupKind::Metadata {
@@ -65,7 +65,18 @@ impl<S: StateMachine> Engine<S> {
                     conf_state: conf.clone(),
                 });
                 sink.must_sync = true;
-                let storage = GroupStorage::new_with_conf_state(conf);
+                let mut storage = GroupStorage::new_with_conf_state(conf);
+                if let Some(kept) = repair.get(&METADATA_GROUP) {
+                    // The whole metadata log was cut away: keep the term
+                    // and vote, and abstain (below) until a leader's
+                    // snapshot brings the rest.
+                    let hard_state = lost_hard_state(kept);
+                    storage.set_hard_state(hard_state.clone());
+                    sink.updates.push(GroupUpdate::HardState {
+                        group: METADATA_GROUP,
+                        hard_state,
+                    });
+                }
                 let raw = new_raw(&config, &logger, METADATA_GROUP, storage, 0)?;
                 Group::new(
                     METADATA_GROUP,
@@ -161,7 +172,16 @@ impl<S: StateMachine> Engine<S> {
             removed_reported: false,
             leaving: None,
             handoff_backoff: BTreeMap::new(),
+            abstaining: BTreeMap::new(),
+            lost: BTreeMap::new(),
         };
+        for (group, kept) in repair {
+            if engine.raw_mut(group).is_some() {
+                engine.begin_abstaining(group);
+            } else {
+                engine.lost.insert(group, lost_hard_state(&kept));
+            }
+        }
         engine.dirty.insert(METADATA_GROUP);
         engine.dirty.extend(engine.partitions.keys().copied());
         engine.observe_all();
@@ -266,3 +286,14 @@ impl<S: StateMachine> Engine<S> {
 /// How long a replica whose state cannot even be cleared waits before
 /// trying again.
 const REPAIR_RETRY_MS: u64 = 1_000;
+
+/// The hard state a replica lost whole restarts from: its term and vote,
+/// and nothing committed.
+pub(in crate::engine) fn lost_hard_state(kept: &HardState) -> HardState {
+    HardState {
+        term: kept.term,
+        vote: kept.vote,
+        commit: 0,
+        ..Default::default()
+    }
+}

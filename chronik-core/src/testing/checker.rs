@@ -526,6 +526,7 @@ mod tests {
             voters: vec![],
             state: Some(10),
             repairing: None,
+            abstaining: false,
         };
         c.on_recovered(5, &[status]);
         let v = c.violations();

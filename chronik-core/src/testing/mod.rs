@@ -248,6 +248,29 @@ impl Cluster {
         n.unsynced.clear();
     }
 
+    /// A crashed node's WAL lost its tail to a corrupt record, as the real
+    /// WAL's recovery cuts it: each group keeps its first `keep` log
+    /// entries after its snapshot (the commit index no further), term and
+    /// vote survive (they live in a file of their own), and every group
+    /// is marked for repair.
+    pub fn cut_log(&mut self, id: NodeId, keep: usize) {
+        let n = self.nodes.get_mut(&id).expect("known node");
+        assert!(n.engine.is_none(), "cut the log of a crashed node");
+        let disk = &mut n.disk;
+        for (gid, g) in disk.groups.iter_mut() {
+            g.entries.truncate(keep);
+            let snap = g.snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
+            let last = g.entries.last().map_or(snap, |e| e.index);
+            g.hard_state.commit = g.hard_state.commit.min(last);
+            let kept = raft::eraftpb::HardState {
+                term: g.hard_state.term,
+                vote: g.hard_state.vote,
+                ..Default::default()
+            };
+            disk.repair.insert(*gid, kept);
+        }
+    }
+
     /// Restarts a crashed node from its disk.
     pub fn restart(&mut self, id: NodeId) {
         if !self.is_up(id) {

@@ -102,6 +102,9 @@ pub fn to_wal(
             file: snapshot_file(*group, snapshot),
         },
         GroupUpdate::Drop { group } => WalUpdate::Drop { group: *group },
+        GroupUpdate::CaughtUp { .. } => {
+            unreachable!("the WAL keeps repair marks in the votes file, never in a record")
+        }
     }
 }
 
