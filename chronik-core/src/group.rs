@@ -801,6 +801,23 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
     }
 
     /// Whether a snapshot waits for its storage work.
+    /// A leader whose follower needs a snapshot that the stored one cannot
+    /// serve (taken before the follower was added, which then lost what
+    /// it had since, to a cut WAL): a fresh one is due, if there is
+    /// anything applied past the stored one.
+    pub fn needs_fresh_snapshot(&self) -> bool {
+        let store = self.raw.store();
+        let snapshot_index = store.snapshot_index();
+        self.is_leader()
+            && self.applied > snapshot_index
+            && !self.is_compacting()
+            && self.raw.raft.prs().iter().any(|(id, pr)| {
+                *id != self.raw.raft.id
+                    && pr.next_idx <= snapshot_index
+                    && !store.snapshot_lists(*id)
+            })
+    }
+
     pub fn is_compacting(&self) -> bool {
         self.compacting.is_some()
     }

@@ -102,9 +102,8 @@ pub enum Bug {
     /// already has, not the leader's commit: a caller waiting for it
     /// returns before the member caught up.
     ReplicateTargetTooLow,
-    /// A replica whose log lost entries to a corrupt WAL record votes
-    /// again as soon as it hears of a leader, before it holds any commit
-    /// of that leader's term.
+    /// A replica whose log lost entries to a corrupt WAL record votes and
+    /// campaigns again at once, before it fetched what it lost.
     VoteBeforeRepaired,
     /// A corrupt last WAL record is cut away as a torn write even when a
     /// later record proves it was synced: no repair, no abstention.

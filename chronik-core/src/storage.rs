@@ -81,6 +81,16 @@ impl GroupStorage {
         self.snapshot.get_metadata().index
     }
 
+    /// Whether the stored snapshot's configuration lists `node` (a node it
+    /// does not list refuses to restore it).
+    pub fn snapshot_lists(&self, node: u64) -> bool {
+        let cs = self.snapshot.get_metadata().get_conf_state();
+        cs.voters.contains(&node)
+            || cs.learners.contains(&node)
+            || cs.voters_outgoing.contains(&node)
+            || cs.learners_next.contains(&node)
+    }
+
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state
     }
@@ -243,10 +253,14 @@ impl raft::Storage for GroupStorage {
         Ok(self.last_index_())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        if self.snapshot_index() < request_index || self.snapshot_index() == 0 {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        if self.snapshot_index() < request_index
+            || self.snapshot_index() == 0
+            || !self.snapshot_lists(to)
+        {
             // The engine compacts right after applying, so a snapshot at
-            // least as new as requested exists once apply catches up.
+            // least as new as requested exists once apply catches up; and
+            // one that lists `to` once the leader compacts for it.
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
             ));

@@ -821,7 +821,8 @@ fn kept_of_group(state: &DurableState, group: GroupId) -> Option<Kept> {
 /// tail replaced it) while the newer one that replaced it is still there:
 /// each group takes the newest intact snapshot file it has, if newer than
 /// the one the cut log refers to. Every snapshot is of committed state, so
-/// adopting one only recovers more of what was cut.
+/// adopting one only recovers more of what was cut. A group left with no
+/// snapshot file at all is dropped (lost whole).
 fn adopt_newer_snapshots(
     disk: &dyn Disk,
     snap_dir: &Path,
@@ -836,6 +837,25 @@ fn adopt_newer_snapshots(
         if newest.get(&group).is_none_or(|(i, _, _)| index > *i) {
             newest.insert(group, (index, term, n));
         }
+    }
+    // A group whose snapshot file went with a record of the cut tail (its
+    // topic deleted, say) and has no newer one is lost whole: its term and
+    // vote stay in the repair list, and metadata recreates it if it still
+    // exists.
+    let gone: Vec<GroupId> = snap_files
+        .iter()
+        .filter(|(g, f)| {
+            disk.read(&snap_dir.join(f)).is_err() && newest.get(*g).is_none_or(|(_, _, n)| n == *f)
+        })
+        .map(|(g, _)| *g)
+        .collect();
+    for group in gone {
+        tracing::warn!(
+            group,
+            "the cut WAL refers to a snapshot file that is gone: recreating the group from its leader"
+        );
+        state.groups.remove(&group);
+        snap_files.remove(&group);
     }
     for (group, (index, term, name)) in newest {
         let Some(g) = state.groups.get(&group) else {

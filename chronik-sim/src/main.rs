@@ -178,6 +178,7 @@ mod runner {
         untouched_probe_sends: u64,
         untouched_sends_judged: u64,
         rotted: u64,
+        wal_rotted: u64,
         graceful_stops: u64,
         rolled: u64,
         roll_skipped: u64,
@@ -214,6 +215,7 @@ mod runner {
             self.untouched_probe_sends += r.untouched_probe_sends;
             self.untouched_sends_judged += r.untouched_sends_judged;
             self.rotted += r.rotted;
+            self.wal_rotted += r.wal_rotted;
             self.graceful_stops += r.graceful_stops;
             self.rolled += r.rolled;
             self.roll_skipped += r.roll_skipped;
@@ -279,6 +281,12 @@ mod runner {
                     "no ISR member checked against the lag bound",
                 ),
                 (self.rotted, "no synced partition segment rotted"),
+                (self.wal_rotted, "no synced WAL record rotted"),
+                (n.wal_cuts_checked, "no WAL cut checked"),
+                (
+                    n.owed_votes_checked,
+                    "no vote checked against the entries a WAL cut lost",
+                ),
                 (
                     n.graceful_stops_checked,
                     "no graceful shutdown checked to leave its node leading nothing",
@@ -370,6 +378,10 @@ mod runner {
             println!(
                 "rot: {} synced partition segment bytes flipped on a down replica, {} replicas rebuilt from a peer",
                 self.rotted, n.replicas_rebuilt
+            );
+            println!(
+                "WAL rot: {} bytes flipped in WAL records proven synced on a down node, {} cuts checked (detected, every term and vote kept, every group abstaining), {} votes of repairing replicas checked against the committed entries they lost",
+                self.wal_rotted, n.wal_cuts_checked, n.owed_votes_checked
             );
             println!(
                 "graceful shutdown: {} shutdowns ran their phases, {} of them checked to leave the node leading nothing; rolling restarts after healing: {} nodes restarted in {} seeds, {} skipped (never safe); longest a partition went without an acknowledged produce during a rolling restart: {} ms (bound {} ms)",

@@ -120,6 +120,17 @@ struct NodeModel {
     /// with what it held of each when it dropped it: an acknowledgement
     /// the replica counted towards may be checked after the drop.
     dropped: BTreeMap<GroupId, DurableGroup>,
+    /// After a WAL cut: per group, the `(index, term)` of every entry the
+    /// node had durable before the cut and lost with it. Once one of them
+    /// is known committed, the node may not vote in that group until its
+    /// log holds it again: a quorum may have counted its acknowledgement.
+    owed: BTreeMap<GroupId, Vec<(u64, u64)>>,
+    /// The term and vote of each group a WAL cut lost whole: recreating
+    /// the group persists them again, which casts no new vote.
+    kept_votes: BTreeMap<GroupId, (u64, u64)>,
+    /// What the disk held before a WAL cut, for the restart after it: the
+    /// node must keep every term and vote (they were promises).
+    promised: Option<BTreeMap<GroupId, Mark>>,
 }
 
 /// The ISR timing the simulated nodes run with, for the lag-bound check.
@@ -196,6 +207,8 @@ pub struct NodeCounts {
     pub replicas_rebuilt: u64,
     /// Graceful shutdowns checked to leave the node leading nothing.
     pub graceful_stops_checked: u64,
+    pub wal_cuts_checked: u64,
+    pub owed_votes_checked: u64,
 }
 
 impl std::ops::AddAssign for NodeCounts {
@@ -222,6 +235,8 @@ impl std::ops::AddAssign for NodeCounts {
         self.moves_finished += b.moves_finished;
         self.moves_rolled_back += b.moves_rolled_back;
         self.graceful_stops_checked += b.graceful_stops_checked;
+        self.wal_cuts_checked += b.wal_cuts_checked;
+        self.owed_votes_checked += b.owed_votes_checked;
     }
 }
 
@@ -233,6 +248,11 @@ struct Inner {
     votes: BTreeMap<(NodeId, GroupId, u64), NodeId>,
     crashes_checked: u64,
     restarts_checked: u64,
+    /// WAL cuts checked (detection, kept promises, abstention).
+    wal_cuts_checked: u64,
+    /// Votes a node cast while it still owed entries from a WAL cut,
+    /// checked against the committed ones.
+    owed_votes_checked: u64,
     /// Term of each applied (group, index), as any node applied it.
     applied_term: BTreeMap<(GroupId, u64), u64>,
     /// (ISR, min_insync_replicas) of each group as each node last applied.
@@ -308,26 +328,13 @@ impl Inner {
     /// Whether `node`'s WAL wrote the entry (`index`, `term`) of `group`
     /// (or a snapshot past it).
     fn holds(&self, node: NodeId, group: GroupId, index: u64, term: u64) -> bool {
-        let Some(g) = self
-            .nodes
-            .get(&node)
-            .and_then(|m| m.state.groups.get(&group).or_else(|| m.dropped.get(&group)))
-        else {
-            return false;
-        };
-        if g.snapshot
-            .as_ref()
-            .is_some_and(|s| s.get_metadata().index >= index)
-        {
-            return true;
-        }
-        let Some(first) = g.entries.first().map(|e| e.index) else {
-            return false;
-        };
-        index
-            .checked_sub(first)
-            .and_then(|k| g.entries.get(k as usize))
-            .is_some_and(|e| e.index == index && e.term == term)
+        self.nodes.get(&node).is_some_and(|m| {
+            m.state
+                .groups
+                .get(&group)
+                .or_else(|| m.dropped.get(&group))
+                .is_some_and(|g| group_holds(g, index, term))
+        })
     }
 
     /// `node` became leader of `group` in `term`: it must hold every entry
@@ -442,6 +449,17 @@ impl Inner {
                 || proposed_out.contains(&r)
                 || self.nodes.get(&r).is_none_or(|m| m.lost_track)
             {
+                continue;
+            }
+            // An entry a WAL cut took from the member: it held it when
+            // the leader counted it, and the leader learns of the loss
+            // only from the member's next answer.
+            let cut = self.nodes.get(&r).is_some_and(|m| {
+                m.owed
+                    .get(&group)
+                    .is_some_and(|o| o.iter().any(|(i, _)| *i == entry))
+            });
+            if cut {
                 continue;
             }
             self.isr_members_checked_in_bound += 1;
@@ -624,6 +642,8 @@ impl NodeChecker {
             moves_finished: i.moves_finished.len() as u64,
             moves_rolled_back: i.moves_rolled_back.len() as u64,
             graceful_stops_checked: i.graceful_stops_checked,
+            wal_cuts_checked: i.wal_cuts_checked,
+            owed_votes_checked: i.owed_votes_checked,
         }
     }
 
@@ -698,13 +718,94 @@ impl NodeChecker {
         }
     }
 
+    /// Node `node` is down (after [`NodeChecker::on_crash`]) and `what`
+    /// (a flipped byte of a WAL record a later record proves synced) was
+    /// just done to its disk. Recovery must report the damage rather than
+    /// take it for a torn write; the restart must keep every term and
+    /// vote the node had durable (they were promises); and until its log
+    /// holds them again, it may not vote while missing an entry it lost
+    /// that is known committed (a quorum may have counted it).
+    pub fn on_wal_rot(&self, node: NodeId, disk: &MemDisk, wal_dir: &Path, what: &str) {
+        let copy: Arc<dyn chronik_net::disk::Disk> = Arc::new(disk.durable_copy());
+        let recovered = Wal::open(copy, WalConfig::new(wal_dir));
+        let mut i = self.inner.lock();
+        i.wal_cuts_checked += 1;
+        let Inner { core, nodes, .. } = &mut *i;
+        let model = nodes.entry(node).or_default();
+        let (state, report) = match recovered {
+            Ok((_, state, report)) => (state, report),
+            Err(e) => {
+                core.violation(format!(
+                    "WAL corruption refused: node {node}'s WAL does not recover after {what}: {e}"
+                ));
+                return;
+            }
+        };
+        if report.damage.is_none() {
+            core.violation(format!(
+                "WAL corruption undetected: node {node}: {what}, in a record a later record proves synced, and recovery took it for a torn write ({} bytes cut)",
+                report.truncated_bytes
+            ));
+        }
+        let before = std::mem::take(&mut model.state);
+        for (group, g) in &before.groups {
+            if !state.groups.contains_key(group) {
+                model
+                    .kept_votes
+                    .insert(*group, (g.hard_state.term, g.hard_state.vote));
+            }
+            let now_last = state.groups.get(group).map_or(0, |d| Mark::of(d).last.1);
+            let lost: Vec<(u64, u64)> = g
+                .entries
+                .iter()
+                .filter(|e| e.index > now_last)
+                .map(|e| (e.index, e.term))
+                .collect();
+            if !lost.is_empty() {
+                model.owed.entry(*group).or_default().extend(lost);
+            }
+        }
+        model.promised = Some(marks(&before));
+        let got = marks(&state);
+        model.state = state;
+        model.peak_last = got.iter().map(|(g, m)| (*g, m.last.1)).collect();
+        model.candidates = vec![got.clone()];
+        model.lost_track = false;
+        model.commit.clear();
+        model.recovered = Some(got);
+    }
+
     fn on_batches(&self, node: NodeId, batches: &[PersistBatch]) {
         let mut i = self.inner.lock();
         let Inner {
-            core, nodes, votes, ..
+            core,
+            nodes,
+            votes,
+            applied_term,
+            owed_votes_checked,
+            ..
         } = &mut *i;
         let model = nodes.entry(node).or_default();
         for batch in batches {
+            // Votes this batch casts in groups the node owes entries to.
+            let mut cast = Vec::new();
+            for u in &batch.updates {
+                if let GroupUpdate::HardState { group, hard_state } = u {
+                    let before = model
+                        .state
+                        .groups
+                        .get(group)
+                        .map(|g| (g.hard_state.term, g.hard_state.vote))
+                        .or_else(|| model.kept_votes.get(group).copied());
+                    if hard_state.vote != 0
+                        && batch.must_sync
+                        && model.owed.contains_key(group)
+                        && before != Some((hard_state.term, hard_state.vote))
+                    {
+                        cast.push((*group, hard_state.term, hard_state.vote));
+                    }
+                }
+            }
             for u in &batch.updates {
                 if let GroupUpdate::HardState { group, hard_state } = u {
                     // Only a synced vote binds: one written and lost in a
@@ -735,6 +836,7 @@ impl NodeChecker {
                     // A replica moved away and back is a new incarnation:
                     // its commit index starts again.
                     model.commit.remove(group);
+                    model.owed.remove(group);
                     if let Some(g) = model.state.groups.get(group) {
                         model.dropped.insert(*group, g.clone());
                     }
@@ -744,6 +846,46 @@ impl NodeChecker {
                         "durable batches of node {node} do not follow each other: {e}"
                     ));
                     model.lost_track = true;
+                }
+            }
+            // What the log holds again is owed no longer.
+            if !model.owed.is_empty() {
+                let state = &model.state;
+                for u in &batch.updates {
+                    if let GroupUpdate::Entries { group, .. }
+                    | GroupUpdate::Snapshot { group, .. } = u
+                    {
+                        if let Some(o) = model.owed.get_mut(group) {
+                            o.retain(|(index, t)| !log_holds(state, *group, *index, *t));
+                        }
+                    }
+                }
+                model.owed.retain(|_, o| !o.is_empty());
+            }
+            for (group, term, vote) in cast {
+                let Some(owed) = model.owed.get_mut(&group) else {
+                    continue;
+                };
+                *owed_votes_checked += 1;
+                let state = &model.state;
+                owed.retain(|(index, t)| !log_holds(state, group, *index, *t));
+                if let Some((index, t)) = owed
+                    .iter()
+                    .find(|(index, t)| applied_term.get(&(group, *index)) == Some(t))
+                {
+                    let log = state.groups.get(&group).map(|g| {
+                        (
+                            g.snapshot.as_ref().map(|s| s.get_metadata().index),
+                            g.entries.first().map(|e| (e.index, e.term)),
+                            g.entries.last().map(|e| (e.index, e.term)),
+                        )
+                    });
+                    core.violation(format!(
+                        "vote before repair: node {node} voted for {vote} in term {term} of group {group} while its log lacked entry {index} (term {t}), committed, which it had durable before its WAL was cut (its log: snapshot, first, last {log:?})"
+                    ));
+                }
+                if owed.is_empty() {
+                    model.owed.remove(&group);
                 }
             }
             if model.lost_track {
@@ -766,6 +908,25 @@ impl NodeChecker {
 
     fn on_restart(&self, node: NodeId, groups: &[GroupStatus]) {
         let mut i = self.inner.lock();
+        if let Some(promised) = i.nodes.get_mut(&node).and_then(|m| m.promised.take()) {
+            for s in groups {
+                let Some(m) = promised.get(&s.group) else {
+                    continue;
+                };
+                if !(s.term > m.term || (s.term == m.term && (m.vote == 0 || s.vote == m.vote))) {
+                    i.core.violation(format!(
+                        "WAL cut lost a promise: node {node} restarted group {} at term {} with vote {} after its WAL was cut; it had term {} and vote {} durable",
+                        s.group, s.term, s.vote, m.term, m.vote
+                    ));
+                }
+                if s.voters.len() > 1 && !s.abstaining {
+                    i.core.violation(format!(
+                        "WAL cut: node {node} restarted group {} ready to vote, though its log may lack entries it acknowledged",
+                        s.group
+                    ));
+                }
+            }
+        }
         let Some(disk) = i.nodes.get_mut(&node).and_then(|m| m.recovered.take()) else {
             return;
         };
@@ -793,6 +954,32 @@ impl NodeChecker {
             }
         }
     }
+}
+
+/// Whether `state` holds entry (`index`, `term`) of `group`, or a
+/// snapshot past it.
+fn log_holds(state: &DurableState, group: GroupId, index: u64, term: u64) -> bool {
+    state
+        .groups
+        .get(&group)
+        .is_some_and(|g| group_holds(g, index, term))
+}
+
+/// [`log_holds`] for one group's durable state.
+fn group_holds(g: &DurableGroup, index: u64, term: u64) -> bool {
+    if g.snapshot
+        .as_ref()
+        .is_some_and(|s| s.get_metadata().index >= index)
+    {
+        return true;
+    }
+    let Some(first) = g.entries.first().map(|e| e.index) else {
+        return false;
+    };
+    index
+        .checked_sub(first)
+        .and_then(|k| g.entries.get(k as usize))
+        .is_some_and(|e| e.index == index && e.term == term)
 }
 
 /// A line on how `got` falls short of `synced`.

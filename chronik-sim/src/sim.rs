@@ -287,6 +287,53 @@ impl SimCluster {
         n.disk.corrupt(&file, byte).then_some((file, byte))
     }
 
+    /// Flips one byte of a record of node `id`'s newest WAL segment that
+    /// a later intact record proves synced (`last`: the last such record;
+    /// otherwise `pick` chooses it, and the byte), and tells the checker.
+    /// Returns what it did; `None` while no record is proven synced.
+    pub fn rot_wal(&self, id: u64, pick: u64, last: bool) -> Option<String> {
+        use chronik_net::wal::codec::WalFrame;
+        use chronik_net::wal::record::{decode, Frame};
+        let n = &self.nodes[id as usize - 1];
+        let wal_dir = data_dir(id).join("wal");
+        let mut segments: Vec<String> = n
+            .disk
+            .list(&wal_dir)
+            .ok()?
+            .into_iter()
+            .filter(|f| f.starts_with("wal-") && f.ends_with(".log"))
+            .collect();
+        segments.sort();
+        let file = wal_dir.join(segments.last()?);
+        let data = n.disk.read(&file).ok()?;
+        let mut records = Vec::new();
+        let mut proven = 0u64;
+        let mut offset = 0;
+        while let Frame::Record { payload, next } = decode(&data, offset, true) {
+            if let Ok(f) = postcard::from_bytes::<WalFrame>(payload) {
+                proven = proven.max(f.synced_up_to);
+            }
+            records.push((offset, next));
+            offset = next;
+        }
+        records.retain(|(_, end)| *end as u64 <= proven);
+        let (start, end) = if last {
+            *records.last()?
+        } else {
+            *records.get((pick % records.len().max(1) as u64) as usize)?
+        };
+        let byte = start + ((pick >> 7) as usize % (end - start));
+        if !n.disk.corrupt(&file, byte) {
+            return None;
+        }
+        let what = format!(
+            "flip byte {byte} of {} (record {start}..{end}; records up to {proven} proven synced)",
+            file.display()
+        );
+        self.checker.on_wal_rot(id, &n.disk, &wal_dir, &what);
+        Some(what)
+    }
+
     /// Shuts node `id` down gracefully up to its stop (the caller kills
     /// it next); `None` if it did not finish within 15 s (phases take 10 s at most).
     pub async fn graceful_stop(&self, id: u64) -> Option<ShutdownReport> {

@@ -96,10 +96,9 @@ impl<S: StateMachine> Engine<S> {
             && target > 0
             && committed >= target
             && raft.raft_log.term(committed).ok() == Some(raft.term);
-        // Planted bug (simulation builds only): the replica votes again as
-        // soon as it hears of any leader, holding none of its commits.
-        let early = crate::planted::active(crate::planted::Bug::VoteBeforeRepaired)
-            && raft.leader_id != raft::INVALID_ID;
+        // Planted bug (simulation builds only): the replica votes again at
+        // once, holding none of what it lost.
+        let early = crate::planted::active(crate::planted::Bug::VoteBeforeRepaired);
         if !(caught_up || early) {
             return;
         }

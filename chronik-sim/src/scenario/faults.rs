@@ -357,6 +357,99 @@ pub(super) async fn inject(fault: &Fault, st: &mut FaultState, cx: &mut Ctx<'_>)
             madsim::time::sleep(Duration::from_millis(*ms)).await;
             cluster.restart(*node);
         }
+        Fault::WalRot {
+            node,
+            pick,
+            last,
+            ms,
+            bounce_leader,
+        } => {
+            let id = *node;
+            executed = if killed.contains(&id) || paused.contains(&id) || (id as usize) > n as usize
+            {
+                format!("{fault}: skipped, node {id} is down")
+            } else {
+                // The metadata leader, by a live node other than `id`.
+                let ask: Vec<String> = (1..=n)
+                    .filter(|x| *x != id && !killed.contains(x) && !paused.contains(x))
+                    .map(crate::client_addr)
+                    .collect();
+                // A node removed (or being removed) from the cluster is
+                // left alone: cut back to before its removal it would
+                // take itself for a member that nobody answers any more.
+                let ask_members = ask.clone();
+                let member = client_node
+                    .spawn(async move {
+                        for a in ask_members {
+                            if let Ok((members, in_flight, joint)) = crate::membership(&a).await {
+                                return Some(
+                                    members.contains(&id) && in_flight.is_empty() && !joint,
+                                );
+                            }
+                        }
+                        None
+                    })
+                    .await
+                    .expect("membership lookup task");
+                let leader = if member != Some(true) {
+                    None
+                } else if *bounce_leader {
+                    client_node
+                        .spawn(async move {
+                            for a in ask {
+                                if let Ok(s) = crate::node_groups(&a).await {
+                                    return s
+                                        .groups
+                                        .iter()
+                                        .find(|g| g.group == chronik_core::METADATA_GROUP)
+                                        .map(|g| g.leader)
+                                        .filter(|l| *l != 0);
+                                }
+                            }
+                            None
+                        })
+                        .await
+                        .expect("leader lookup task")
+                        .filter(|l| {
+                            *l != id
+                                && !killed.contains(l)
+                                && !paused.contains(l)
+                                && (*l as usize) <= cluster.nodes.len()
+                        })
+                } else {
+                    None
+                };
+                if member != Some(true) {
+                    return format!("{fault}: skipped, node {id} is not a settled member");
+                }
+                // Cutting the WAL may cut a partition's state back too:
+                // rebuilding a replica from a peer is then expected.
+                checker.storage_damaged(id);
+                cluster.kill(id, None, false);
+                let rotted = cluster.rot_wal(id, *pick, *last);
+                if let Some(l) = leader {
+                    cluster.kill(l, None, false);
+                }
+                madsim::time::sleep(Duration::from_millis(*ms)).await;
+                cluster.restart(id);
+                if let Some(l) = leader {
+                    madsim::time::sleep(Duration::from_secs(1)).await;
+                    cluster.restart(l);
+                }
+                let down = leader.map_or(String::new(), |l| {
+                    format!("; metadata leader {l} down until a second after")
+                });
+                match rotted {
+                    Some(what) => {
+                        report.wal_rotted += 1;
+                        format!("kill {id}, {what}, restart it {ms} ms later{down}")
+                    }
+                    None => format!(
+                        "kill {id} (no WAL record proven synced to rot), restart it {ms} ms later{down}"
+                    ),
+                }
+            };
+        }
         Fault::PowerLoss { seed, ms } => {
             let running: Vec<u64> = cluster
                 .nodes

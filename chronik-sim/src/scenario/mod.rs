@@ -237,6 +237,7 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
                 | Fault::KillReplicas { .. }
                 | Fault::DiskError { .. }
                 | Fault::Rot { .. }
+                | Fault::WalRot { .. }
                 | Fault::Rejoin { .. }
                 | Fault::GracefulRestart { .. }
                 | Fault::Join { .. }

@@ -161,6 +161,19 @@ pub enum Fault {
         at: u64,
         ms: u64,
     },
+    /// Kill `node`, flip one byte of a WAL record a later record proves
+    /// synced (`pick` chooses the record and the byte; `last`: the last
+    /// such record), and restart it `ms` later. With `bounce_leader`, the
+    /// metadata leader goes down with it and comes back a second after the
+    /// restart: until then the damaged node is the only one that could
+    /// make a quorum with the rest, and must not vote on the log it cut.
+    WalRot {
+        node: u64,
+        pick: u64,
+        last: bool,
+        ms: u64,
+        bounce_leader: bool,
+    },
     /// Arm a crash point on `node`: the next time it reaches `point` (a
     /// protocol step a timed kill rarely hits) it stops dead there, and is
     /// killed (its unsynced writes lost) and restarted 1-30 ms later.
@@ -199,6 +212,7 @@ impl Fault {
             Fault::DeleteTopic { .. } => "delete-topic",
             Fault::Rejoin { .. } => "rejoin",
             Fault::Rot { .. } => "rot",
+            Fault::WalRot { .. } => "wal-rot",
             Fault::GracefulRestart { .. } => "graceful-restart",
             Fault::Maintenance { .. } => "maintenance",
             Fault::MetadataReplicate { .. } => "metadata-replicate",
@@ -246,6 +260,23 @@ impl fmt::Display for Fault {
                 f,
                 "kill {node}, flip a byte of one of its synced partition segments, restart it {ms} ms later"
             ),
+            Fault::WalRot {
+                node,
+                last,
+                ms,
+                bounce_leader,
+                ..
+            } => {
+                let which = if *last { "its last" } else { "a" };
+                write!(
+                    f,
+                    "kill {node}, flip a byte of {which} WAL record proven synced, restart it {ms} ms later"
+                )?;
+                if *bounce_leader {
+                    write!(f, ", the metadata leader down with it until a second after")?;
+                }
+                Ok(())
+            }
             Fault::DiskError {
                 node,
                 errno,
@@ -604,6 +635,20 @@ impl Plan {
             };
             steps.push((Duration::ZERO, replicate));
         }
+        // A synced WAL record rotting on a down node, in two plans of
+        // three: chosen from what was drawn, without drawing, and appended
+        // last, like the step above.
+        if steps.len() % 3 != 2 {
+            let k = steps.len() as u64;
+            let rot = Fault::WalRot {
+                node: (k * 7 + 2) % nodes + 1,
+                pick: k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11,
+                last: k % 4 == 1,
+                ms: 20 + (k * 53) % 300,
+                bounce_leader: k % 2 == 0,
+            };
+            steps.push((Duration::ZERO, rot));
+        }
         let unclean = topics
             .iter()
             .filter(|_| rng.gen_bool(0.3))
@@ -707,6 +752,7 @@ impl Plan {
                 | Fault::MetadataReplicate { .. }
                 | Fault::Bounce { .. }
                 | Fault::Rot { .. }
+                | Fault::WalRot { .. }
                 | Fault::DiskError { .. }
                 | Fault::PartitionDiskError { .. }
                 | Fault::PowerLoss { .. }

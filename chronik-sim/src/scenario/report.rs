@@ -60,6 +60,8 @@ pub struct RunReport {
     pub untouched_sends_judged: u64,
     /// Partition segment bytes flipped on a down replica.
     pub rotted: u64,
+    /// WAL record bytes flipped (in records proven synced) on a down node.
+    pub wal_rotted: u64,
     /// Graceful shutdowns that ran their phases (fault plans and the
     /// rolling restart).
     pub graceful_stops: u64,
@@ -198,6 +200,10 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static [&'static str
         Bug::ShutdownSkipsTransfer => &["graceful shutdown: node"],
         Bug::MaintenanceKeepsLeadership => &["maintenance: node"],
         Bug::ReplicateTargetTooLow => &["metadata replicate: node"],
+        Bug::VoteBeforeRepaired => &["vote before repair"],
+        Bug::CorruptTailTakenForTorn => &["WAL corruption undetected"],
+        // Seen at the restart, or as a second vote in a term it forgot.
+        Bug::RepairForgetsTerm => &["WAL cut lost a promise", "vote: node"],
     }
 }
 

@@ -68,6 +68,10 @@ impl<S: StateMachine> Engine<S> {
     /// as its log: a leader takes one as soon as it has applied that far
     /// (raft-rs sends it on the next heartbeat round).
     pub(in crate::engine) fn serve_snapshot_requests(&mut self) {
+        if self.metadata.is_leader() && self.metadata.needs_fresh_snapshot() {
+            self.metadata.force_compact(&mut self.sink);
+            self.dirty.insert(METADATA_GROUP);
+        }
         for g in self.partitions.values_mut() {
             if !g.is_leader() {
                 continue;
@@ -82,6 +86,11 @@ impl<S: StateMachine> Engine<S> {
                 .unwrap_or(0);
             if wanted > g.raw.store().snapshot_index() && g.applied >= wanted && !g.is_compacting()
             {
+                g.force_compact(&mut self.sink);
+                self.dirty.insert(g.id);
+                continue;
+            }
+            if g.needs_fresh_snapshot() {
                 g.force_compact(&mut self.sink);
                 self.dirty.insert(g.id);
             }
