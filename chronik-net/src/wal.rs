@@ -38,7 +38,7 @@ use chronik_core::raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use chronik_core::GroupId;
 use codec::{from_wal, pb, snapshot_stub, to_wal, unpb, WalFrame, WalGroup, WalRecord, WalUpdate};
 use record::Frame;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use votes::Kept;
@@ -94,8 +94,8 @@ pub enum WalError {
 
 /// The WAL record format this build writes and reads; every record carries
 /// it first. 2: nodes carry a rack; 3: metadata records nodes in
-/// maintenance (`SetMaintenance`).
-pub const WAL_FORMAT: u32 = 3;
+/// maintenance (`SetMaintenance`); 4: a manifest precedes every batch.
+pub const WAL_FORMAT: u32 = 4;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
     move |source| WalError::Io {
@@ -218,6 +218,10 @@ impl Wal {
         let mut segments = Vec::new();
         // (segment position, offset, reason) of the first damaged record.
         let mut damage: Option<(usize, usize, String)> = None;
+        // Groups whose log stops before a damaged record that carried
+        // them; with `cut_all`, every group's (the damage hides which).
+        let mut cut: BTreeSet<GroupId> = BTreeSet::new();
+        let mut cut_all = false;
         'segments: for (i, seq) in seqs.iter().enumerate() {
             let path = cfg.dir.join(segment_name(*seq));
             let data = disk.read(&path).map_err(io_err(&path))?;
@@ -230,6 +234,9 @@ impl Wal {
                         chronik_core::planted::Bug::CorruptTailTakenForTorn,
                     ))
             };
+            // The manifest just read: where the record it announces
+            // starts, its groups, and its length.
+            let mut manifest: Option<(usize, Vec<GroupId>, usize)> = None;
             let mut offset = 0usize;
             loop {
                 let corrupt = |offset: usize, reason: String| WalError::Corrupt {
@@ -237,7 +244,7 @@ impl Wal {
                     offset: offset as u64,
                     reason,
                 };
-                match record::decode(&data, offset, verify_crc) {
+                let bad = match record::decode(&data, offset, verify_crc) {
                     Frame::End => break,
                     Frame::Record { payload, next } => {
                         // The version comes first, so a record of another
@@ -251,43 +258,68 @@ impl Wal {
                                 });
                             }
                         }
-                        let frame: WalFrame = match postcard::from_bytes(payload) {
-                            Ok(f) => f,
-                            Err(_) if verify_crc && torn(offset) => {
-                                report.truncated_bytes = (data.len() - offset) as u64;
-                                break;
+                        match postcard::from_bytes::<WalFrame>(payload) {
+                            Ok(frame) => {
+                                match frame.record {
+                                    WalRecord::Manifest { groups, next_len } => {
+                                        manifest = Some((next, groups, next_len as usize));
+                                    }
+                                    record => {
+                                        if matches!(record, WalRecord::Checkpoint(_)) {
+                                            // Everything durable, the
+                                            // damaged record's work too.
+                                            cut.clear();
+                                        }
+                                        apply_record(&mut state, &mut snap_files, record, &cut)
+                                            .map_err(|r| corrupt(offset, r))?;
+                                        manifest = None;
+                                        report.records += 1;
+                                    }
+                                }
+                                offset = next;
+                                continue;
                             }
-                            // A checksum only a planted bug skips: damage.
-                            Err(e) if !verify_crc => {
-                                damage = Some((i, offset, format!("undecodable record: {e}")));
-                                break 'segments;
-                            }
-                            Err(e) => {
+                            // A record whose checksum holds but which does
+                            // not decode is a bug, not a disk fault; only a
+                            // planted bug skips the checksum.
+                            Err(e) if verify_crc && !torn(offset) => {
                                 return Err(corrupt(offset, format!("undecodable record: {e}")))
                             }
-                        };
-                        apply_record(&mut state, &mut snap_files, frame.record)
-                            .map_err(|r| corrupt(offset, r))?;
-                        report.records += 1;
-                        offset = next;
+                            Err(e) => format!("undecodable record: {e}"),
+                        }
                     }
-                    Frame::Truncated | Frame::Corrupt { .. } if torn(offset) => {
-                        report.truncated_bytes = (data.len() - offset) as u64;
-                        break;
+                    Frame::Truncated if last => {
+                        "record cut short, though a later record says it was synced".into()
                     }
-                    Frame::Truncated => {
-                        let reason = if last {
-                            "record cut short, though a later record says it was synced"
-                        } else {
-                            "sealed segment ends inside a record"
-                        };
-                        damage = Some((i, offset, reason.into()));
-                        break 'segments;
+                    Frame::Truncated => "sealed segment ends inside a record".into(),
+                    Frame::Corrupt { reason, .. } => reason,
+                };
+                if torn(offset) {
+                    report.truncated_bytes = (data.len() - offset) as u64;
+                    break;
+                }
+                if damage.is_none() {
+                    damage = Some((i, offset, bad));
+                }
+                match manifest.take() {
+                    // A batch whose manifest is intact: its groups stop
+                    // here, the others go on.
+                    Some((at, groups, len)) if at == offset => {
+                        cut.extend(groups);
+                        offset += len;
+                        if offset >= data.len() {
+                            break;
+                        }
                     }
-                    Frame::Corrupt { reason, .. } => {
-                        damage = Some((i, offset, reason));
-                        break 'segments;
-                    }
+                    _ => match next_intact(&data, offset) {
+                        // A damaged manifest: its batch is intact.
+                        Some((at, WalRecord::Batch(_))) => offset = at,
+                        // Anything else hides which groups it carried.
+                        _ => {
+                            cut_all = true;
+                            break 'segments;
+                        }
+                    },
                 }
             }
             if report.truncated_bytes > 0 {
@@ -305,6 +337,28 @@ impl Wal {
             Ok(k) => (k.unwrap_or_default(), None),
             Err(reason) => (BTreeMap::new(), Some(reason)),
         };
+        // Groups still repairing from an earlier cut (the WAL is whole
+        // for them, so their terms and votes are the ones that left: the
+        // file may be ahead by a batch never synced).
+        let mut repair: BTreeMap<GroupId, HardState> = kept
+            .iter()
+            .filter(|(_, k)| k.repair)
+            .map(|(g, k)| {
+                let hs = state.groups.get(g).map_or(
+                    HardState {
+                        term: k.term,
+                        vote: k.vote,
+                        ..Default::default()
+                    },
+                    |d| HardState {
+                        term: d.hard_state.term,
+                        vote: d.hard_state.vote,
+                        ..Default::default()
+                    },
+                );
+                (*g, hs)
+            })
+            .collect();
         if let Some((i, offset, reason)) = &damage {
             let file = cfg.dir.join(segment_name(seqs[*i]));
             if let Some(why) = &votes_damage {
@@ -317,11 +371,24 @@ impl Wal {
                     ),
                 });
             }
+            let mut affected: BTreeSet<GroupId> = if cut_all {
+                state.groups.keys().chain(kept.keys()).copied().collect()
+            } else {
+                cut
+            };
+            if affected.contains(&chronik_core::METADATA_GROUP) {
+                // Metadata goes back in time: a group this node dropped (its
+                // topic deleted) may be placed here again until the
+                // deletion is applied anew, and must keep its promises.
+                affected.extend(kept.keys().filter(|g| !state.groups.contains_key(g)));
+            }
             tracing::error!(
                 file = %file.display(),
                 offset,
                 %reason,
-                "synced WAL data is damaged: cutting the WAL there and repairing every group's log from its leader"
+                groups = ?affected,
+                all = cut_all,
+                "synced WAL data is damaged: cutting the log of the groups it carried there and repairing them from their leaders"
             );
             report.damage = Some(WalDamage {
                 file,
@@ -331,73 +398,53 @@ impl Wal {
             // Every segment stays listed until the checkpoint below
             // replaces them all.
             segments = seqs.iter().map(|s| (*s, 0)).collect();
-            // Term and vote: the log that carried the latest ones may be
-            // cut; the votes file was written before any of them left.
-            if !chronik_core::planted::active(chronik_core::planted::Bug::RepairForgetsTerm) {
-                for (group, k) in &kept {
-                    if let Some(g) = state.groups.get_mut(group) {
-                        let hs = &mut g.hard_state;
-                        if k.term > hs.term {
-                            hs.term = k.term;
-                            hs.vote = k.vote;
-                        } else if k.term == hs.term && hs.vote == 0 {
-                            hs.vote = k.vote;
-                        }
-                    }
-                }
-            }
-            let mut repair: BTreeMap<GroupId, HardState> = kept
-                .iter()
-                .map(|(g, k)| {
-                    let hs = HardState {
-                        term: k.term,
-                        vote: k.vote,
-                        ..Default::default()
-                    };
-                    (*g, hs)
-                })
-                .collect();
-            for (g, d) in &state.groups {
-                let hs = HardState {
-                    term: d.hard_state.term,
-                    vote: d.hard_state.vote,
+            for group in &affected {
+                let k = kept.get(group).copied().unwrap_or_default();
+                let mut hs = HardState {
+                    term: k.term,
+                    vote: k.vote,
                     ..Default::default()
                 };
-                repair.insert(*g, hs);
+                if let Some(g) = state.groups.get_mut(group) {
+                    // Term and vote: the log that carried the latest ones
+                    // is cut; the votes file was written before any of
+                    // them left.
+                    let ours = &mut g.hard_state;
+                    if !chronik_core::planted::active(chronik_core::planted::Bug::RepairForgetsTerm)
+                    {
+                        if k.term > ours.term {
+                            ours.term = k.term;
+                            ours.vote = k.vote;
+                        } else if k.term == ours.term && ours.vote == 0 {
+                            ours.vote = k.vote;
+                        }
+                    }
+                    hs.term = ours.term;
+                    hs.vote = ours.vote;
+                }
+                repair.insert(*group, hs);
             }
-            state.repair = repair;
-            adopt_newer_snapshots(disk.as_ref(), &snap_dir, &mut state, &mut snap_files)?;
-        } else {
-            if let Some(why) = &votes_damage {
-                tracing::warn!(
-                    file = %votes::path(&cfg.dir).display(),
-                    "votes file damaged ({why}); the WAL is intact, rewriting it from the WAL"
-                );
-            }
-            // The WAL is whole: its terms and votes are the ones that
-            // left (the file may be ahead by a batch never synced).
-            state.repair = kept
-                .iter()
-                .filter(|(_, k)| k.repair)
-                .map(|(g, k)| {
-                    let hs = state.groups.get(g).map_or(
-                        HardState {
-                            term: k.term,
-                            vote: k.vote,
-                            ..Default::default()
-                        },
-                        |d| HardState {
-                            term: d.hard_state.term,
-                            vote: d.hard_state.vote,
-                            ..Default::default()
-                        },
-                    );
-                    (*g, hs)
-                })
-                .collect();
+            adopt_newer_snapshots(
+                disk.as_ref(),
+                &snap_dir,
+                &affected,
+                &mut state,
+                &mut snap_files,
+            )?;
+        } else if let Some(why) = &votes_damage {
+            tracing::warn!(
+                file = %votes::path(&cfg.dir).display(),
+                "votes file damaged ({why}); the WAL is intact, rewriting it from the WAL"
+            );
         }
+        state.repair = repair;
         report.repairing_groups = state.repair.len();
-        let want = kept_of(&state);
+        // Entries of groups no longer here stay (see `fold_kept`).
+        let mut want = kept.clone();
+        for k in want.values_mut() {
+            k.repair = false;
+        }
+        want.extend(kept_of(&state));
         if want != kept || votes_damage.is_some() {
             let p = votes::path(&cfg.dir);
             votes::write(disk.as_ref(), &cfg.dir, &want).map_err(io_err(&p))?;
@@ -554,21 +601,14 @@ impl Wal {
                     GroupUpdate::HardState { group, .. } => {
                         votes_changed |= self.fold_kept(*group);
                     }
-                    GroupUpdate::Drop { group } => {
-                        // Written with the next change; a stale entry only
-                        // names a group that no longer exists.
-                        self.kept.remove(group);
-                    }
+                    // A dropped group's entry stays: if a cut takes metadata
+                    // back to before the deletion, the group is placed here
+                    // again for a while and must keep its promises.
+                    GroupUpdate::Drop { .. } => {}
                     _ => {}
                 }
             }
-            let payload = postcard::to_stdvec(&WalFrame {
-                format: WAL_FORMAT,
-                synced_up_to: self.synced_up_to,
-                record: WalRecord::Batch(updates),
-            })
-            .expect("WAL records encode");
-            record::encode(&payload, &mut buf);
+            encode_batch(self.synced_up_to, updates, &mut buf);
         }
         // An older snapshot file may only go once the record that replaces
         // it is durable: a crash before that would leave the WAL pointing
@@ -715,14 +755,8 @@ impl Wal {
         }
         self.sync()?;
         let claim = self.synced_up_to;
-        let payload = postcard::to_stdvec(&WalFrame {
-            format: WAL_FORMAT,
-            synced_up_to: claim,
-            record: WalRecord::Batch(Vec::new()),
-        })
-        .expect("WAL records encode");
         let mut buf = Vec::new();
-        record::encode(&payload, &mut buf);
+        encode_batch(claim, Vec::new(), &mut buf);
         let path = self.current_path();
         self.file.write_all(&buf).map_err(io_err(&path))?;
         self.file.sync().map_err(io_err(&path))?;
@@ -762,7 +796,6 @@ impl Wal {
                 self.kept.insert(group, k);
                 true
             }
-            None if self.kept.remove(&group).is_some() => true,
             _ => false,
         }
     }
@@ -826,6 +859,7 @@ fn kept_of_group(state: &DurableState, group: GroupId) -> Option<Kept> {
 fn adopt_newer_snapshots(
     disk: &dyn Disk,
     snap_dir: &Path,
+    groups: &BTreeSet<GroupId>,
     state: &mut DurableState,
     snap_files: &mut BTreeMap<GroupId, String>,
 ) -> Result<(), WalError> {
@@ -845,7 +879,9 @@ fn adopt_newer_snapshots(
     let gone: Vec<GroupId> = snap_files
         .iter()
         .filter(|(g, f)| {
-            disk.read(&snap_dir.join(f)).is_err() && newest.get(*g).is_none_or(|(_, _, n)| n == *f)
+            groups.contains(*g)
+                && disk.read(&snap_dir.join(f)).is_err()
+                && newest.get(*g).is_none_or(|(_, _, n)| n == *f)
         })
         .map(|(g, _)| *g)
         .collect();
@@ -858,7 +894,7 @@ fn adopt_newer_snapshots(
         snap_files.remove(&group);
     }
     for (group, (index, term, name)) in newest {
-        let Some(g) = state.groups.get(&group) else {
+        let Some(g) = state.groups.get(&group).filter(|_| groups.contains(&group)) else {
             continue;
         };
         let current = g.snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
@@ -907,15 +943,68 @@ fn track_snapshot_file(
     }
 }
 
-/// Folds one record into the stripped state (snapshots as metadata stubs).
+/// Appends a batch record to `out`, after the manifest that names its
+/// groups (see [`WalRecord::Manifest`]).
+fn encode_batch(synced_up_to: u64, updates: Vec<WalUpdate>, out: &mut Vec<u8>) {
+    let mut groups: Vec<GroupId> = updates.iter().map(wal_update_group).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let payload = postcard::to_stdvec(&WalFrame {
+        format: WAL_FORMAT,
+        synced_up_to,
+        record: WalRecord::Batch(updates),
+    })
+    .expect("WAL records encode");
+    let manifest = postcard::to_stdvec(&WalFrame {
+        format: WAL_FORMAT,
+        synced_up_to,
+        record: WalRecord::Manifest {
+            groups,
+            next_len: (record::HEADER_LEN + payload.len()) as u32,
+        },
+    })
+    .expect("WAL records encode");
+    record::encode(&manifest, out);
+    record::encode(&payload, out);
+}
+
+fn wal_update_group(u: &WalUpdate) -> GroupId {
+    match u {
+        WalUpdate::Create { group, .. }
+        | WalUpdate::Entries { group, .. }
+        | WalUpdate::HardState { group, .. }
+        | WalUpdate::Snapshot { group, .. }
+        | WalUpdate::Drop { group } => *group,
+    }
+}
+
+/// The first intact record after `offset`, found byte by byte (a damaged
+/// length hides where records start), with where it starts.
+fn next_intact(data: &[u8], offset: usize) -> Option<(usize, WalRecord)> {
+    (offset + 1..data.len()).find_map(|p| match record::decode(data, p, true) {
+        Frame::Record { payload, .. } => postcard::from_bytes::<WalFrame>(payload)
+            .ok()
+            .map(|f| (p, f.record)),
+        _ => None,
+    })
+}
+
+/// Folds one record into the stripped state (snapshots as metadata stubs),
+/// leaving out the groups in `cut`.
 fn apply_record(
     state: &mut DurableState,
     snap_files: &mut BTreeMap<GroupId, String>,
     rec: WalRecord,
+    cut: &BTreeSet<GroupId>,
 ) -> Result<(), String> {
     match rec {
+        WalRecord::Manifest { .. } => {}
         WalRecord::Batch(updates) => {
             for u in updates {
+                if cut.contains(&wal_update_group(&u)) {
+                    // Its log stopped at a damaged record.
+                    continue;
+                }
                 let mut ignored = Vec::new();
                 track_snapshot_file(snap_files, &u, &mut ignored);
                 let gu = from_wal(u, &mut |index, term, _| Ok(snapshot_stub(index, term)))?;

@@ -170,16 +170,27 @@ fn a_corrupt_synced_record_cuts_the_wal_there_and_marks_every_group_for_repair()
     assert!(k + 2 < batches.len(), "{k} of {}", batches.len());
     let disk = appended(&batches);
     let seg = segment(&disk);
-    let ends = record_ends(&disk.read(&seg).unwrap());
-    // A payload byte of record k (its header is 8 bytes).
-    assert!(disk.corrupt(&seg, ends[k - 1] + 10));
+    let (start, _) = batch_spans(&disk.read(&seg).unwrap())[k];
+    // A payload byte of batch k (its header is 8 bytes).
+    assert!(disk.corrupt(&seg, start + 10));
     let (_, rec, report) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
     let damage = report.damage.expect("damage reported");
-    assert_eq!((damage.file, damage.offset), (seg, ends[k - 1] as u64));
+    assert_eq!((damage.file, damage.offset), (seg, start as u64));
     assert!(damage.reason.contains("checksum"), "{}", damage.reason);
-    let want = fold(&batches[..k]);
-    assert_eq!(rec.groups, want.groups, "the log up to the damaged record");
-    let groups: Vec<u64> = want.groups.keys().copied().collect();
+    // The groups batch k carried stop before it; the others lose nothing.
+    let carried: std::collections::BTreeSet<u64> =
+        batches[k].updates.iter().map(|u| u.group()).collect();
+    let (before, all) = (fold(&batches[..k]), fold(&batches));
+    let mut want = all.clone();
+    for g in &carried {
+        match before.groups.get(g) {
+            Some(d) => want.groups.insert(*g, d.clone()),
+            None => want.groups.remove(g),
+        };
+    }
+    assert_eq!(rec.groups, want.groups, "each group's log up to the damage");
+    let groups: Vec<u64> = carried.iter().copied().collect();
+    assert!(!groups.is_empty());
     assert_eq!(rec.repair.keys().copied().collect::<Vec<_>>(), groups);
     assert_eq!(report.repairing_groups, groups.len());
 
@@ -187,6 +198,7 @@ fn a_corrupt_synced_record_cuts_the_wal_there_and_marks_every_group_for_repair()
     let (mut wal, again, report) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
     assert_eq!(report.damage, None);
     assert_eq!(again, rec);
+    let want = rec.clone();
     // Each group that caught up leaves the repair list, durably.
     let caught_up = PersistBatch {
         ticket: 1_000,
@@ -204,14 +216,57 @@ fn a_corrupt_synced_record_cuts_the_wal_there_and_marks_every_group_for_repair()
 }
 
 #[test]
+fn a_damaged_manifest_loses_nothing_and_a_damaged_length_cuts_only_its_groups() {
+    let batches = engine_batches(10);
+    let k = batches.len() / 2;
+    // The manifest of batch k: the batch is whole, nothing is lost.
+    let disk = appended(&batches);
+    let seg = segment(&disk);
+    let ends = record_ends(&disk.read(&seg).unwrap());
+    assert!(disk.corrupt(&seg, ends[2 * k - 1] + 9));
+    let (_, rec, report) = Wal::open(disk, WalConfig::new(dir())).unwrap();
+    assert!(report.damage.is_some());
+    assert_eq!(rec, fold(&batches));
+    // The length of batch k's record: its manifest says where the next
+    // record starts, so only the groups it carried stop there.
+    let disk = appended(&batches);
+    let (start, _) = batch_spans(&disk.read(&seg).unwrap())[k];
+    assert!(disk.corrupt(&seg, start + 1));
+    let (_, rec, report) = Wal::open(disk, WalConfig::new(dir())).unwrap();
+    assert!(report.damage.is_some());
+    let carried: std::collections::BTreeSet<u64> =
+        batches[k].updates.iter().map(|u| u.group()).collect();
+    assert_eq!(
+        rec.repair
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        carried
+    );
+    let all = fold(&batches);
+    for (g, d) in &all.groups {
+        if !carried.contains(g) {
+            assert_eq!(rec.groups.get(g), Some(d), "group {g} lost nothing");
+        }
+    }
+}
+
+#[test]
 fn a_cut_before_a_snapshot_adopts_the_newer_snapshot_file_and_recovers_an_engine() {
     let batches = engine_batches(60);
     let disk = appended(&batches);
     let seg = segment(&disk);
-    let ends = record_ends(&disk.read(&seg).unwrap());
-    // Early: later records replaced the snapshot files this prefix names.
-    let k = batches.len() / 3;
-    assert!(disk.corrupt(&seg, ends[k - 1] + 10));
+    // Early, a batch of the partition's entries: later records replaced
+    // the snapshot file its log refers to.
+    let k = (batches.len() / 3..batches.len())
+        .find(|k| {
+            batches[*k].updates.iter().any(
+                |u| matches!(u, chronik_core::GroupUpdate::Entries { group, .. } if *group != 0),
+            )
+        })
+        .unwrap();
+    let (start, _) = batch_spans(&disk.read(&seg).unwrap())[k];
+    assert!(disk.corrupt(&seg, start + 10));
     let (_, rec, report) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
     assert!(report.damage.is_some());
     let prefix = fold(&batches[..k]);
@@ -251,15 +306,15 @@ fn the_last_synced_record_is_corruption_once_sealed_and_torn_before() {
             assert!(!wal.needs_seal());
         }
         let seg = segment(&disk);
-        let ends = record_ends(&disk.read(&seg).unwrap());
         // The last batch's record (the seal, if any, comes after it).
         let last = batches.len() - 1;
-        assert!(disk.corrupt(&seg, ends[last - 1] + 10));
+        let (start, _) = batch_spans(&disk.read(&seg).unwrap())[last];
+        assert!(disk.corrupt(&seg, start + 10));
         let (_, rec, report) = Wal::open(disk, WalConfig::new(dir())).unwrap();
         assert_eq!(rec.groups, fold(&batches[..last]).groups);
         if seal {
             let damage = report.damage.expect("proven synced: corruption");
-            assert_eq!(damage.offset, ends[last - 1] as u64);
+            assert_eq!(damage.offset, start as u64);
             assert!(!rec.repair.is_empty());
         } else {
             // Nothing after it proves it synced: a torn write.
@@ -320,9 +375,9 @@ fn a_cut_keeps_the_term_and_vote_from_the_votes_file() {
     let batches = elections();
     let disk = appended(&batches);
     let seg = segment(&disk);
-    let ends = record_ends(&disk.read(&seg).unwrap());
-    // Cut inside the entries: both later elections go with the log.
-    assert!(disk.corrupt(&seg, ends[3] + 10));
+    // Damage the third entry's batch: both later elections go with it.
+    let (start, _) = batch_spans(&disk.read(&seg).unwrap())[4];
+    assert!(disk.corrupt(&seg, start + 10));
     let (_, rec, report) = Wal::open(disk, WalConfig::new(dir())).unwrap();
     assert!(report.damage.is_some());
     let g = &rec.groups[&0];
@@ -353,8 +408,8 @@ fn a_damaged_votes_file_is_rebuilt_from_an_intact_wal_and_refused_with_a_damaged
     let disk = appended(&batches);
     assert!(disk.corrupt(&votes, 6));
     let seg = segment(&disk);
-    let ends = record_ends(&disk.read(&seg).unwrap());
-    assert!(disk.corrupt(&seg, ends[3] + 10));
+    let (start, _) = batch_spans(&disk.read(&seg).unwrap())[4];
+    assert!(disk.corrupt(&seg, start + 10));
     match Wal::open(disk, WalConfig::new(dir())) {
         Err(WalError::Corrupt { file, reason, .. }) => {
             assert_eq!(file, votes);
@@ -437,7 +492,17 @@ fn a_torn_last_write_is_truncated() {
     assert!(report.truncated_bytes > 0);
 }
 
-/// Byte offsets where each record ends, in order.
+/// Where each batch's record starts and ends: after its manifest (see
+/// `WalRecord::Manifest`), each batch is the second frame of a pair.
+fn batch_spans(data: &[u8]) -> Vec<(usize, usize)> {
+    record_ends(data)
+        .chunks(2)
+        .filter(|p| p.len() == 2)
+        .map(|p| (p[0], p[1]))
+        .collect()
+}
+
+/// Byte offsets where each frame ends, in order.
 fn record_ends(data: &[u8]) -> Vec<usize> {
     let mut ends = Vec::new();
     let mut off = 0;
@@ -482,11 +547,12 @@ proptest! {
         let data = disk.read(&seg).unwrap();
         let ends = record_ends(&data);
         let cut = (data.len() as f64 * frac) as usize;
-        let whole = ends.iter().filter(|e| **e <= cut).count();
+        let whole = batch_spans(&data).iter().filter(|(_, e)| *e <= cut).count();
         let copy = truncated_copy(&disk, &seg, cut);
         let (_, rec, report) = Wal::open(copy.clone(), WalConfig::new(dir())).unwrap();
         prop_assert_eq!(rec, fold(&batches[..whole]));
-        let kept = if whole == 0 { 0 } else { ends[whole - 1] };
+        // Whole frames stay (a batch's manifest without its batch too).
+        let kept = ends.iter().copied().filter(|e| *e <= cut).max().unwrap_or(0);
         prop_assert_eq!(report.truncated_bytes as usize, cut - kept);
         prop_assert_eq!(copy.len(&seg).unwrap(), kept);
     }
@@ -504,9 +570,9 @@ fn every_byte_truncation_of_a_small_wal_recovers() {
     drop(wal);
     let seg = segment(&disk);
     let data = disk.read(&seg).unwrap();
-    let ends = record_ends(&data);
+    let spans = batch_spans(&data);
     for cut in 0..=data.len() {
-        let whole = ends.iter().filter(|e| **e <= cut).count();
+        let whole = spans.iter().filter(|(_, e)| *e <= cut).count();
         let copy = truncated_copy(&disk, &seg, cut);
         let (_, rec, _) =
             Wal::open(copy, WalConfig::new(dir())).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));

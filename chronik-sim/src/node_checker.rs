@@ -48,7 +48,7 @@ use chronik_net::disk::MemDisk;
 use chronik_net::wal::{Wal, WalConfig};
 use chronik_net::{CrashPoint, EngineObserver};
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -129,8 +129,9 @@ struct NodeModel {
     /// the group persists them again, which casts no new vote.
     kept_votes: BTreeMap<GroupId, (u64, u64)>,
     /// What the disk held before a WAL cut, for the restart after it: the
-    /// node must keep every term and vote (they were promises).
-    promised: Option<BTreeMap<GroupId, Mark>>,
+    /// node must keep every term and vote (they were promises), and
+    /// abstain in every group the damaged record carried (`None`: all).
+    promised: Option<(BTreeMap<GroupId, Mark>, Option<BTreeSet<GroupId>>)>,
 }
 
 /// The ISR timing the simulated nodes run with, for the lag-bound check.
@@ -337,6 +338,17 @@ impl Inner {
         })
     }
 
+    /// Whether a WAL cut took entry (`index`, `term`) of `group` from
+    /// `node` (which held it durably before): storage damage, not a
+    /// replica that never had it.
+    fn cut_from(&self, node: NodeId, group: GroupId, index: u64, term: u64) -> bool {
+        self.nodes.get(&node).is_some_and(|m| {
+            m.owed
+                .get(&group)
+                .is_some_and(|o| o.contains(&(index, term)))
+        })
+    }
+
     /// `node` became leader of `group` in `term`: it must hold every entry
     /// committed so far.
     fn on_leader(&mut self, node: NodeId, group: GroupId, term: u64) {
@@ -454,12 +466,7 @@ impl Inner {
             // An entry a WAL cut took from the member: it held it when
             // the leader counted it, and the leader learns of the loss
             // only from the member's next answer.
-            let cut = self.nodes.get(&r).is_some_and(|m| {
-                m.owed
-                    .get(&group)
-                    .is_some_and(|o| o.iter().any(|(i, _)| *i == entry))
-            });
-            if cut {
+            if self.cut_from(r, group, entry, term) {
                 continue;
             }
             self.isr_members_checked_in_bound += 1;
@@ -530,7 +537,7 @@ impl Inner {
         let holders: Vec<NodeId> = isr
             .iter()
             .copied()
-            .filter(|m| self.holds(*m, group, index, term))
+            .filter(|m| self.holds(*m, group, index, term) || self.cut_from(*m, group, index, term))
             .collect();
         if (holders.len() as u32) < min {
             self.core.violation(format!(
@@ -725,7 +732,14 @@ impl NodeChecker {
     /// vote the node had durable (they were promises); and until its log
     /// holds them again, it may not vote while missing an entry it lost
     /// that is known committed (a quorum may have counted it).
-    pub fn on_wal_rot(&self, node: NodeId, disk: &MemDisk, wal_dir: &Path, what: &str) {
+    pub fn on_wal_rot(
+        &self,
+        node: NodeId,
+        disk: &MemDisk,
+        wal_dir: &Path,
+        what: &str,
+        carried: Option<BTreeSet<GroupId>>,
+    ) {
         let copy: Arc<dyn chronik_net::disk::Disk> = Arc::new(disk.durable_copy());
         let recovered = Wal::open(copy, WalConfig::new(wal_dir));
         let mut i = self.inner.lock();
@@ -765,7 +779,7 @@ impl NodeChecker {
                 model.owed.entry(*group).or_default().extend(lost);
             }
         }
-        model.promised = Some(marks(&before));
+        model.promised = Some((marks(&before), carried));
         let got = marks(&state);
         model.state = state;
         model.peak_last = got.iter().map(|(g, m)| (*g, m.last.1)).collect();
@@ -908,7 +922,7 @@ impl NodeChecker {
 
     fn on_restart(&self, node: NodeId, groups: &[GroupStatus]) {
         let mut i = self.inner.lock();
-        if let Some(promised) = i.nodes.get_mut(&node).and_then(|m| m.promised.take()) {
+        if let Some((promised, carried)) = i.nodes.get_mut(&node).and_then(|m| m.promised.take()) {
             for s in groups {
                 let Some(m) = promised.get(&s.group) else {
                     continue;
@@ -919,7 +933,8 @@ impl NodeChecker {
                         s.group, s.term, s.vote, m.term, m.vote
                     ));
                 }
-                if s.voters.len() > 1 && !s.abstaining {
+                let cut = carried.as_ref().is_none_or(|c| c.contains(&s.group));
+                if cut && s.voters.len() > 1 && !s.abstaining {
                     i.core.violation(format!(
                         "WAL cut: node {node} restarted group {} ready to vote, though its log may lack entries it acknowledged",
                         s.group

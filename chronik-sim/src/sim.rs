@@ -1,10 +1,10 @@
 use crate::node_checker::NodeChecker;
 use chronik_core::shutdown::{ShutdownConfig, ShutdownReport};
-use chronik_core::NodeInfo;
+use chronik_core::{GroupId, NodeInfo};
 use chronik_net::disk::{Disk, MemDisk};
 use chronik_net::{Client, EngineObserver, Node, NodeConfig, RetryPolicy};
 use madsim::runtime::Handle;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
@@ -289,10 +289,17 @@ impl SimCluster {
 
     /// Flips one byte of a record of node `id`'s newest WAL segment that
     /// a later intact record proves synced (`last`: the last such record;
-    /// otherwise `pick` chooses it, and the byte), and tells the checker.
-    /// Returns what it did; `None` while no record is proven synced.
-    pub fn rot_wal(&self, id: u64, pick: u64, last: bool) -> Option<String> {
-        use chronik_net::wal::codec::WalFrame;
+    /// otherwise `pick` chooses it, and the byte, among batches carrying
+    /// log entries when there are any), and tells the checker. Returns
+    /// what it did and the groups whose log the damage cuts (`None`:
+    /// every group); `None` while no record is proven synced.
+    pub fn rot_wal(
+        &self,
+        id: u64,
+        pick: u64,
+        last: bool,
+    ) -> Option<(String, Option<BTreeSet<GroupId>>)> {
+        use chronik_net::wal::codec::{WalFrame, WalRecord, WalUpdate};
         use chronik_net::wal::record::{decode, Frame};
         let n = &self.nodes[id as usize - 1];
         let wal_dir = data_dir(id).join("wal");
@@ -310,28 +317,62 @@ impl SimCluster {
         let mut proven = 0u64;
         let mut offset = 0;
         while let Frame::Record { payload, next } = decode(&data, offset, true) {
+            let mut entries = false;
             if let Ok(f) = postcard::from_bytes::<WalFrame>(payload) {
                 proven = proven.max(f.synced_up_to);
+                entries = matches!(&f.record, WalRecord::Batch(u) if u.iter().any(|u| matches!(u, WalUpdate::Entries { .. })));
             }
-            records.push((offset, next));
+            records.push((offset, next, entries));
             offset = next;
         }
-        records.retain(|(_, end)| *end as u64 <= proven);
-        let (start, end) = if last {
+        records.retain(|(_, end, _)| *end as u64 <= proven);
+        let with_entries: Vec<_> = records.iter().copied().filter(|r| r.2).collect();
+        let choose = if with_entries.is_empty() {
+            &records
+        } else {
+            &with_entries
+        };
+        let (start, end, _) = if last {
             *records.last()?
         } else {
-            *records.get((pick % records.len().max(1) as u64) as usize)?
+            *choose.get((pick % choose.len().max(1) as u64) as usize)?
+        };
+        // The groups whose log the damage cuts: those of a batch (`None`:
+        // every group, a checkpoint); a manifest's damage cuts nothing.
+        let carried = match decode(&data, start, true) {
+            Frame::Record { payload, .. } => match postcard::from_bytes::<WalFrame>(payload) {
+                Ok(f) => match f.record {
+                    WalRecord::Batch(updates) => Some(
+                        updates
+                            .iter()
+                            .map(|u| match u {
+                                WalUpdate::Create { group, .. }
+                                | WalUpdate::Entries { group, .. }
+                                | WalUpdate::HardState { group, .. }
+                                | WalUpdate::Snapshot { group, .. }
+                                | WalUpdate::Drop { group } => *group,
+                            })
+                            .collect(),
+                    ),
+                    WalRecord::Manifest { .. } => Some(BTreeSet::new()),
+                    WalRecord::Checkpoint(_) => None,
+                },
+                Err(_) => None,
+            },
+            _ => None,
         };
         let byte = start + ((pick >> 7) as usize % (end - start));
         if !n.disk.corrupt(&file, byte) {
             return None;
         }
         let what = format!(
-            "flip byte {byte} of {} (record {start}..{end}; records up to {proven} proven synced)",
-            file.display()
+            "flip byte {byte} of {} (record {start}..{end} carrying groups {}; records up to {proven} proven synced)",
+            file.display(),
+            carried.as_ref().map_or("all".into(), |c| format!("{c:?}"))
         );
-        self.checker.on_wal_rot(id, &n.disk, &wal_dir, &what);
-        Some(what)
+        self.checker
+            .on_wal_rot(id, &n.disk, &wal_dir, &what, carried.clone());
+        Some((what, carried))
     }
 
     /// Shuts node `id` down gracefully up to its stop (the caller kills

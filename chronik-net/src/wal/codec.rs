@@ -24,6 +24,11 @@ pub enum WalRecord {
     Batch(Vec<WalUpdate>),
     /// Everything durable at a point, replacing all earlier records.
     Checkpoint(Vec<WalGroup>),
+    /// Precedes every `Batch`, in its own frame: the groups the batch
+    /// carries and its frame's length. If the batch's bytes are damaged,
+    /// only those groups' logs stop there, and recovery finds the record
+    /// after it; if the manifest's are, the batch is whole.
+    Manifest { groups: Vec<GroupId>, next_len: u32 },
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]

@@ -70,6 +70,109 @@ pub(super) fn disk_base(node: u64, plan: &Plan) -> std::ops::Range<Duration> {
     Duration::from_millis(min)..Duration::from_millis(max)
 }
 
+/// Kills `id`, flips a byte of a WAL record its WAL proves synced, and
+/// restarts it `ms` later; with `bounce_leader`, the leader of a group
+/// the damaged record carried goes down with it until a second after the
+/// restart, so that group's next election needs the damaged node's vote
+/// while its log still lacks what the cut took.
+async fn wal_rot(
+    id: u64,
+    pick: u64,
+    last: bool,
+    ms: u64,
+    bounce_leader: bool,
+    st: &mut FaultState,
+    cx: &mut Ctx<'_>,
+) -> String {
+    let Ctx {
+        n,
+        cluster,
+        checker,
+        report,
+        client_node,
+        ..
+    } = cx;
+    let (n, killed, paused) = (*n, &st.killed, &st.paused);
+    if killed.contains(&id) || paused.contains(&id) || id > n {
+        return format!("WAL rot of node {id}: skipped, it is down");
+    }
+    let ask: Vec<String> = (1..=n)
+        .filter(|x| *x != id && !killed.contains(x) && !paused.contains(x))
+        .map(crate::client_addr)
+        .collect();
+    // A node removed (or being removed) from the cluster is left alone:
+    // cut back to before its removal it would take itself for a member
+    // that nobody answers any more.
+    let asked = ask.clone();
+    let member = client_node
+        .spawn(async move {
+            for a in asked {
+                if let Ok((members, in_flight, joint)) = crate::membership(&a).await {
+                    return Some(members.contains(&id) && in_flight.is_empty() && !joint);
+                }
+            }
+            None
+        })
+        .await
+        .expect("membership lookup task");
+    if member != Some(true) {
+        return format!("WAL rot of node {id}: skipped, it is not a settled member");
+    }
+    // Cutting the WAL may cut a partition's state back too: rebuilding a
+    // replica from a peer is then expected.
+    checker.storage_damaged(id);
+    cluster.kill(id, None, false);
+    let Some((what, carried)) = cluster.rot_wal(id, pick, last) else {
+        madsim::time::sleep(Duration::from_millis(ms)).await;
+        cluster.restart(id);
+        return format!("kill {id} (no WAL record proven synced to rot), restart it {ms} ms later");
+    };
+    report.wal_rotted += 1;
+    // The leader of a group the damaged record carried (partitions first).
+    let groups: Vec<u64> = match &carried {
+        Some(c) => {
+            let mut g: Vec<u64> = c.iter().copied().collect();
+            g.sort_by_key(|g| (*g == chronik_core::METADATA_GROUP, *g));
+            g
+        }
+        None => vec![chronik_core::METADATA_GROUP],
+    };
+    let leader = if bounce_leader && !groups.is_empty() {
+        client_node
+            .spawn(async move {
+                for a in ask {
+                    if let Ok(s) = crate::node_groups(&a).await {
+                        return groups.iter().find_map(|want| {
+                            s.groups
+                                .iter()
+                                .find(|g| g.group == *want && g.leader != 0)
+                                .map(|g| (g.group, g.leader))
+                        });
+                    }
+                }
+                None
+            })
+            .await
+            .expect("leader lookup task")
+            .filter(|(_, l)| *l != id && !killed.contains(l) && !paused.contains(l) && *l <= n)
+    } else {
+        None
+    };
+    if let Some((_, l)) = leader {
+        cluster.kill(l, None, false);
+    }
+    madsim::time::sleep(Duration::from_millis(ms)).await;
+    cluster.restart(id);
+    if let Some((_, l)) = leader {
+        madsim::time::sleep(Duration::from_secs(1)).await;
+        cluster.restart(l);
+    }
+    let down = leader.map_or(String::new(), |(g, l)| {
+        format!("; node {l}, leader of group {g}, down until a second after")
+    });
+    format!("kill {id}, {what}, restart it {ms} ms later{down}")
+}
+
 /// Carries out one fault of the plan; returns what it did, as executed
 /// (leaders resolved, outcomes known).
 pub(super) async fn inject(fault: &Fault, st: &mut FaultState, cx: &mut Ctx<'_>) -> String {
@@ -364,91 +467,7 @@ pub(super) async fn inject(fault: &Fault, st: &mut FaultState, cx: &mut Ctx<'_>)
             ms,
             bounce_leader,
         } => {
-            let id = *node;
-            executed = if killed.contains(&id) || paused.contains(&id) || (id as usize) > n as usize
-            {
-                format!("{fault}: skipped, node {id} is down")
-            } else {
-                // The metadata leader, by a live node other than `id`.
-                let ask: Vec<String> = (1..=n)
-                    .filter(|x| *x != id && !killed.contains(x) && !paused.contains(x))
-                    .map(crate::client_addr)
-                    .collect();
-                // A node removed (or being removed) from the cluster is
-                // left alone: cut back to before its removal it would
-                // take itself for a member that nobody answers any more.
-                let ask_members = ask.clone();
-                let member = client_node
-                    .spawn(async move {
-                        for a in ask_members {
-                            if let Ok((members, in_flight, joint)) = crate::membership(&a).await {
-                                return Some(
-                                    members.contains(&id) && in_flight.is_empty() && !joint,
-                                );
-                            }
-                        }
-                        None
-                    })
-                    .await
-                    .expect("membership lookup task");
-                let leader = if member != Some(true) {
-                    None
-                } else if *bounce_leader {
-                    client_node
-                        .spawn(async move {
-                            for a in ask {
-                                if let Ok(s) = crate::node_groups(&a).await {
-                                    return s
-                                        .groups
-                                        .iter()
-                                        .find(|g| g.group == chronik_core::METADATA_GROUP)
-                                        .map(|g| g.leader)
-                                        .filter(|l| *l != 0);
-                                }
-                            }
-                            None
-                        })
-                        .await
-                        .expect("leader lookup task")
-                        .filter(|l| {
-                            *l != id
-                                && !killed.contains(l)
-                                && !paused.contains(l)
-                                && (*l as usize) <= cluster.nodes.len()
-                        })
-                } else {
-                    None
-                };
-                if member != Some(true) {
-                    return format!("{fault}: skipped, node {id} is not a settled member");
-                }
-                // Cutting the WAL may cut a partition's state back too:
-                // rebuilding a replica from a peer is then expected.
-                checker.storage_damaged(id);
-                cluster.kill(id, None, false);
-                let rotted = cluster.rot_wal(id, *pick, *last);
-                if let Some(l) = leader {
-                    cluster.kill(l, None, false);
-                }
-                madsim::time::sleep(Duration::from_millis(*ms)).await;
-                cluster.restart(id);
-                if let Some(l) = leader {
-                    madsim::time::sleep(Duration::from_secs(1)).await;
-                    cluster.restart(l);
-                }
-                let down = leader.map_or(String::new(), |l| {
-                    format!("; metadata leader {l} down until a second after")
-                });
-                match rotted {
-                    Some(what) => {
-                        report.wal_rotted += 1;
-                        format!("kill {id}, {what}, restart it {ms} ms later{down}")
-                    }
-                    None => format!(
-                        "kill {id} (no WAL record proven synced to rot), restart it {ms} ms later{down}"
-                    ),
-                }
-            };
+            executed = wal_rot(*node, *pick, *last, *ms, *bounce_leader, st, cx).await;
         }
         Fault::PowerLoss { seed, ms } => {
             let running: Vec<u64> = cluster

@@ -163,8 +163,9 @@ pub enum Fault {
     },
     /// Kill `node`, flip one byte of a WAL record a later record proves
     /// synced (`pick` chooses the record and the byte; `last`: the last
-    /// such record), and restart it `ms` later. With `bounce_leader`, the
-    /// metadata leader goes down with it and comes back a second after the
+    /// such record; otherwise one carrying log entries), and restart it
+    /// `ms` later. With `bounce_leader`, the leader of a group the damaged
+    /// record carried goes down with it and comes back a second after the
     /// restart: until then the damaged node is the only one that could
     /// make a quorum with the rest, and must not vote on the log it cut.
     WalRot {
@@ -273,7 +274,10 @@ impl fmt::Display for Fault {
                     "kill {node}, flip a byte of {which} WAL record proven synced, restart it {ms} ms later"
                 )?;
                 if *bounce_leader {
-                    write!(f, ", the metadata leader down with it until a second after")?;
+                    write!(
+                        f,
+                        ", the leader of a group it carried down with it until a second after"
+                    )?;
                 }
                 Ok(())
             }
