@@ -380,7 +380,7 @@ mod runner {
                 self.rotted, n.replicas_rebuilt
             );
             println!(
-                "WAL rot: {} bytes flipped in WAL records proven synced on a down node, {} cuts checked (detected, every term and vote kept, every group abstaining), {} votes of repairing replicas checked against the committed entries they lost",
+                "WAL rot: {} bytes flipped in WAL records proven synced on a down node, {} cuts checked (detected, every term and vote kept, every group the damaged record carried abstaining), {} votes of repairing replicas checked against the committed entries they lost",
                 self.wal_rotted, n.wal_cuts_checked, n.owed_votes_checked
             );
             println!(

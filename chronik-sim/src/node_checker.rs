@@ -97,6 +97,11 @@ fn marks(state: &DurableState) -> BTreeMap<GroupId, Mark> {
         .collect()
 }
 
+/// What a WAL cut must not take: every term and vote the node had durable
+/// (they were promises); and the groups the damaged record carried
+/// (`None`: all), in each of which the restarted node must abstain.
+type Promised = (BTreeMap<GroupId, Mark>, Option<BTreeSet<GroupId>>);
+
 /// The checker's own model of one node's durable state.
 #[derive(Default)]
 struct NodeModel {
@@ -128,10 +133,8 @@ struct NodeModel {
     /// The term and vote of each group a WAL cut lost whole: recreating
     /// the group persists them again, which casts no new vote.
     kept_votes: BTreeMap<GroupId, (u64, u64)>,
-    /// What the disk held before a WAL cut, for the restart after it: the
-    /// node must keep every term and vote (they were promises), and
-    /// abstain in every group the damaged record carried (`None`: all).
-    promised: Option<(BTreeMap<GroupId, Mark>, Option<BTreeSet<GroupId>>)>,
+    /// What the disk held before a WAL cut, for the restart after it.
+    promised: Option<Promised>,
 }
 
 /// The ISR timing the simulated nodes run with, for the lag-bound check.

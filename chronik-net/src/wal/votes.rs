@@ -83,6 +83,18 @@ pub fn write(
     let mut data = Vec::with_capacity(body.len() + 4);
     data.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
     data.extend_from_slice(&body);
+    if chronik_core::planted::active(chronik_core::planted::Bug::SkipDirSync) {
+        // Planted bug (simulation builds only): no directory is synced,
+        // this file's rename included (its sync would cover the WAL's
+        // new segments too).
+        let tmp = path(dir).with_extension("tmp");
+        let mut f = disk.open_append(&tmp)?;
+        f.write_all(&data)?;
+        f.sync()?;
+        drop(f);
+        disk.rename(&tmp, &path(dir))?;
+        return Ok(data.len() as u64);
+    }
     write_atomic(disk, &path(dir), &data)?;
     Ok(data.len() as u64)
 }

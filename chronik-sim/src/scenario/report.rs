@@ -170,9 +170,10 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static [&'static str
     match bug {
         Bug::AckBeforeFsync
         | Bug::GroupCommitSkipSync
-        | Bug::SkipCrc
         | Bug::IgnoreFsyncError
         | Bug::SkipDirSync => &["crash durability"],
+        // Torn tails taken for records, or rotted records taken as intact.
+        Bug::SkipCrc => &["crash durability", "WAL corruption undetected"],
         Bug::StaleRead => &["StaleRead"],
         Bug::FollowerReadEarly => &["read index"],
         // Acknowledging with the ISR below the minimum is seen by the
