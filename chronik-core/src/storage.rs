@@ -286,6 +286,7 @@ mod tests {
         let mut s = Snapshot::default();
         s.mut_metadata().index = index;
         s.mut_metadata().term = term;
+        s.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
         s
     }
 
@@ -309,8 +310,11 @@ mod tests {
         assert!(s
             .entries(1, 3, None, GetEntriesContext::empty(false))
             .is_err());
-        assert_eq!(s.snapshot(2, 0).expect("ok").get_metadata().index, 2);
-        assert!(s.snapshot(3, 0).is_err());
+        assert_eq!(s.snapshot(2, 3).expect("ok").get_metadata().index, 2);
+        assert!(s.snapshot(3, 3).is_err());
+        // A follower the snapshot's configuration does not list would
+        // refuse it: none is served until a newer one lists it.
+        assert!(s.snapshot(2, 4).is_err());
     }
 
     #[test]

@@ -161,7 +161,16 @@ pub fn group_status(s: &GroupStatus) -> proto::GroupStatus {
         last_index: s.last_index,
         snapshot_index: s.snapshot_index,
         voters: s.voters.clone(),
-        repairing: s.repairing.clone().unwrap_or_default(),
+        repairing: s
+            .repairing
+            .clone()
+            .or_else(|| {
+                s.abstaining.then(|| {
+                    "log lost entries to a corrupt WAL record: not voting until caught up with the leader"
+                        .to_string()
+                })
+            })
+            .unwrap_or_default(),
         ..Default::default()
     }
 }

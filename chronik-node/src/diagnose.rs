@@ -134,7 +134,7 @@ pub async fn partition_info(
                     (Some(e), _) => e.message.clone(),
                     (None, None) => "hosts no replica (yet)".to_string(),
                     (None, Some(g)) if !g.repairing.is_empty() => {
-                        format!("rebuilding: {}", g.repairing)
+                        format!("repairing: {}", g.repairing)
                     }
                     _ => String::new(),
                 },

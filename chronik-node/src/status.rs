@@ -284,7 +284,7 @@ fn judge(s: &Survey) -> HealthReport {
                 if repairing.is_empty() {
                     String::new()
                 } else {
-                    format!(", rebuilding {}", repairing.join(", "))
+                    format!(", repairing {}", repairing.join(", "))
                 }
             ));
         }
