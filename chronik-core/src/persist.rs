@@ -146,7 +146,11 @@ impl DurableState {
                     None => g.entries.clear(),
                 }
                 g.hard_state.commit = g.hard_state.commit.max(meta.index);
-                g.hard_state.term = g.hard_state.term.max(meta.term);
+                if meta.term > g.hard_state.term {
+                    // A vote belongs to its term: none is known in this one.
+                    g.hard_state.term = meta.term;
+                    g.hard_state.vote = 0;
+                }
                 g.snapshot = Some(snapshot.clone());
             }
             GroupUpdate::Entries { entries, .. } => {

@@ -73,7 +73,11 @@ impl GroupStorage {
         // was written before it.
         let (snap_index, snap_term) = (s.snapshot_index(), s.snapshot.get_metadata().term);
         s.hard_state.commit = s.hard_state.commit.max(snap_index);
-        s.hard_state.term = s.hard_state.term.max(snap_term);
+        if snap_term > s.hard_state.term {
+            // A vote belongs to its term: none is known in this one.
+            s.hard_state.term = snap_term;
+            s.hard_state.vote = 0;
+        }
         Ok(s)
     }
 

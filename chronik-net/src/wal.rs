@@ -234,9 +234,9 @@ impl Wal {
                         chronik_core::planted::Bug::CorruptTailTakenForTorn,
                     ))
             };
-            // The manifest just read: where the record it announces
-            // starts, its groups, and its length.
-            let mut manifest: Option<(usize, Vec<GroupId>, usize)> = None;
+            // The manifest just read: where it starts, where the record it
+            // announces starts, that record's groups, and its length.
+            let mut manifest: Option<(usize, usize, Vec<GroupId>, usize)> = None;
             let mut offset = 0usize;
             loop {
                 let corrupt = |offset: usize, reason: String| WalError::Corrupt {
@@ -244,8 +244,20 @@ impl Wal {
                     offset: offset as u64,
                     reason,
                 };
-                let bad = match record::decode(&data, offset, verify_crc) {
-                    Frame::End => break,
+                // Why the record at `offset` is bad, and where it ends if
+                // its length can be trusted.
+                let (bad, end) = match record::decode(&data, offset, verify_crc) {
+                    Frame::End => {
+                        // A manifest whose batch was never written goes:
+                        // it would announce whatever is written there next.
+                        if let Some((start, at, _, _)) = &manifest {
+                            if last && *at == offset {
+                                offset = *start;
+                                report.truncated_bytes = (data.len() - offset) as u64;
+                            }
+                        }
+                        break;
+                    }
                     Frame::Record { payload, next } => {
                         // The version comes first, so a record of another
                         // format is named as such, not as corrupt.
@@ -262,7 +274,7 @@ impl Wal {
                             Ok(frame) => {
                                 match frame.record {
                                     WalRecord::Manifest { groups, next_len } => {
-                                        manifest = Some((next, groups, next_len as usize));
+                                        manifest = Some((offset, next, groups, next_len as usize));
                                     }
                                     record => {
                                         if matches!(record, WalRecord::Checkpoint(_)) {
@@ -285,16 +297,24 @@ impl Wal {
                             Err(e) if verify_crc && !torn(offset) => {
                                 return Err(corrupt(offset, format!("undecodable record: {e}")))
                             }
-                            Err(e) => format!("undecodable record: {e}"),
+                            Err(e) => (format!("undecodable record: {e}"), Some(next)),
                         }
                     }
-                    Frame::Truncated if last => {
-                        "record cut short, though a later record says it was synced".into()
-                    }
-                    Frame::Truncated => "sealed segment ends inside a record".into(),
-                    Frame::Corrupt { reason, .. } => reason,
+                    Frame::Truncated if last => (
+                        "record cut short, though a later record says it was synced".into(),
+                        None,
+                    ),
+                    Frame::Truncated => ("sealed segment ends inside a record".into(), None),
+                    Frame::Corrupt { reason, end } => (reason, Some(end)),
                 };
                 if torn(offset) {
+                    // A torn batch goes with its manifest: a manifest left
+                    // alone would announce whatever is written there next.
+                    if let Some((start, at, _, _)) = &manifest {
+                        if *at == offset {
+                            offset = *start;
+                        }
+                    }
                     report.truncated_bytes = (data.len() - offset) as u64;
                     break;
                 }
@@ -304,22 +324,23 @@ impl Wal {
                 match manifest.take() {
                     // A batch whose manifest is intact: its groups stop
                     // here, the others go on.
-                    Some((at, groups, len)) if at == offset => {
+                    Some((_, at, groups, len)) if at == offset => {
                         cut.extend(groups);
-                        offset += len;
+                        offset = offset.saturating_add(len);
                         if offset >= data.len() {
                             break;
                         }
                     }
-                    _ => match next_intact(&data, offset) {
-                        // A damaged manifest: its batch is intact.
-                        Some((at, WalRecord::Batch(_))) => offset = at,
-                        // Anything else hides which groups it carried.
-                        _ => {
-                            cut_all = true;
-                            break 'segments;
-                        }
-                    },
+                    // A damaged manifest whose length holds, followed by
+                    // an intact batch: that batch is whole.
+                    _ if end.is_some_and(|e| batch_at(&data, e)) => {
+                        offset = end.unwrap_or(offset);
+                    }
+                    // Anything else hides which groups it carried.
+                    _ => {
+                        cut_all = true;
+                        break 'segments;
+                    }
                 }
             }
             if report.truncated_bytes > 0 {
@@ -405,22 +426,12 @@ impl Wal {
                     vote: k.vote,
                     ..Default::default()
                 };
-                if let Some(g) = state.groups.get_mut(group) {
-                    // Term and vote: the log that carried the latest ones
-                    // is cut; the votes file was written before any of
-                    // them left.
-                    let ours = &mut g.hard_state;
-                    if !chronik_core::planted::active(chronik_core::planted::Bug::RepairForgetsTerm)
-                    {
-                        if k.term > ours.term {
-                            ours.term = k.term;
-                            ours.vote = k.vote;
-                        } else if k.term == ours.term && ours.vote == 0 {
-                            ours.vote = k.vote;
-                        }
-                    }
-                    hs.term = ours.term;
-                    hs.vote = ours.vote;
+                // Term and vote: the log that carried the latest ones is
+                // cut; the votes file was written before any of them left
+                // (merged below).
+                if let Some(g) = state.groups.get(group) {
+                    hs.term = g.hard_state.term;
+                    hs.vote = g.hard_state.vote;
                 }
                 repair.insert(*group, hs);
             }
@@ -432,10 +443,33 @@ impl Wal {
                 &mut snap_files,
             )?;
         } else if let Some(why) = &votes_damage {
+            // The file also listed the groups still repairing: which ones
+            // is lost, so every group repairs (abstains until caught up).
             tracing::warn!(
                 file = %votes::path(&cfg.dir).display(),
-                "votes file damaged ({why}); the WAL is intact, rewriting it from the WAL"
+                "votes file damaged ({why}); the WAL is intact: rewriting it from the WAL, every group repairing"
             );
+            for (g, d) in &state.groups {
+                let hs = HardState {
+                    term: d.hard_state.term,
+                    vote: d.hard_state.vote,
+                    ..Default::default()
+                };
+                repair.insert(*g, hs);
+            }
+        }
+        // A vote the file holds and the WAL lost (a damaged last batch
+        // taken for a torn write) is kept: keeping a promise never made
+        // is safe, breaking one is not.
+        if !chronik_core::planted::active(chronik_core::planted::Bug::RepairForgetsTerm) {
+            for (group, k) in &kept {
+                if let Some(g) = state.groups.get_mut(group) {
+                    keep_promise(&mut g.hard_state, k);
+                }
+                if let Some(hs) = repair.get_mut(group) {
+                    keep_promise(hs, k);
+                }
+            }
         }
         state.repair = repair;
         report.repairing_groups = state.repair.len();
@@ -720,6 +754,8 @@ impl Wal {
         self.bytes_written += buf.len() as u64;
         self.segments.last_mut().expect("open").1 += buf.len() as u64;
         self.synced_up_to = buf.len() as u64;
+        // Alone in its segment, the checkpoint too is proven by a seal.
+        self.unproven = true;
         self.disk
             .sync_dir(&self.cfg.dir)
             .map_err(io_err(&self.cfg.dir))?;
@@ -824,6 +860,16 @@ fn synced_later(data: &[u8], offset: usize) -> bool {
     })
 }
 
+/// Raises `hs` to the term and vote `k` kept, where they are later.
+fn keep_promise(hs: &mut HardState, k: &Kept) {
+    if k.term > hs.term {
+        hs.term = k.term;
+        hs.vote = k.vote;
+    } else if k.term == hs.term && hs.vote == 0 {
+        hs.vote = k.vote;
+    }
+}
+
 /// What the votes file must hold for `state`.
 fn kept_of(state: &DurableState) -> BTreeMap<GroupId, Kept> {
     state
@@ -879,9 +925,14 @@ fn adopt_newer_snapshots(
     let gone: Vec<GroupId> = snap_files
         .iter()
         .filter(|(g, f)| {
+            let current = state
+                .groups
+                .get(*g)
+                .and_then(|d| d.snapshot.as_ref())
+                .map_or(0, |s| s.get_metadata().index);
             groups.contains(*g)
                 && disk.read(&snap_dir.join(f)).is_err()
-                && newest.get(*g).is_none_or(|(_, _, n)| n == *f)
+                && newest.get(*g).is_none_or(|(i, _, _)| *i <= current)
         })
         .map(|(g, _)| *g)
         .collect();
@@ -978,15 +1029,13 @@ fn wal_update_group(u: &WalUpdate) -> GroupId {
     }
 }
 
-/// The first intact record after `offset`, found byte by byte (a damaged
-/// length hides where records start), with where it starts.
-fn next_intact(data: &[u8], offset: usize) -> Option<(usize, WalRecord)> {
-    (offset + 1..data.len()).find_map(|p| match record::decode(data, p, true) {
+/// Whether an intact batch record starts at `offset`.
+fn batch_at(data: &[u8], offset: usize) -> bool {
+    match record::decode(data, offset, true) {
         Frame::Record { payload, .. } => postcard::from_bytes::<WalFrame>(payload)
-            .ok()
-            .map(|f| (p, f.record)),
-        _ => None,
-    })
+            .is_ok_and(|f| matches!(f.record, WalRecord::Batch(_))),
+        _ => false,
+    }
 }
 
 /// Folds one record into the stripped state (snapshots as metadata stubs),

@@ -391,7 +391,8 @@ fn a_cut_keeps_the_term_and_vote_from_the_votes_file() {
 }
 
 #[test]
-fn a_damaged_votes_file_is_rebuilt_from_an_intact_wal_and_refused_with_a_damaged_one() {
+fn a_damaged_votes_file_is_rebuilt_from_an_intact_wal_with_every_group_repairing_and_refused_with_a_damaged_one(
+) {
     let batches = elections();
     let votes = dir().join(chronik_net::wal::votes::VOTES_FILE);
     // Intact WAL: the file is rewritten from it.
@@ -399,7 +400,9 @@ fn a_damaged_votes_file_is_rebuilt_from_an_intact_wal_and_refused_with_a_damaged
     assert!(disk.corrupt(&votes, 6));
     let (_, rec, report) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
     assert_eq!(report.damage, None);
-    assert_eq!(rec, fold(&batches));
+    assert_eq!(rec.groups, fold(&batches).groups);
+    // Which groups were still repairing is lost with the file: all are.
+    assert_eq!(rec.repair.keys().copied().collect::<Vec<_>>(), vec![0]);
     let kept = chronik_net::wal::votes::read(disk.as_ref(), &dir())
         .unwrap()
         .unwrap();
@@ -545,14 +548,18 @@ proptest! {
         drop(wal);
         let seg = segment(&disk);
         let data = disk.read(&seg).unwrap();
-        let ends = record_ends(&data);
         let cut = (data.len() as f64 * frac) as usize;
         let whole = batch_spans(&data).iter().filter(|(_, e)| *e <= cut).count();
         let copy = truncated_copy(&disk, &seg, cut);
         let (_, rec, report) = Wal::open(copy.clone(), WalConfig::new(dir())).unwrap();
         prop_assert_eq!(rec, fold(&batches[..whole]));
-        // Whole frames stay (a batch's manifest without its batch too).
-        let kept = ends.iter().copied().filter(|e| *e <= cut).max().unwrap_or(0);
+        // Whole batches stay (a manifest without its batch goes too).
+        let kept = batch_spans(&data)
+            .iter()
+            .map(|(_, e)| *e)
+            .filter(|e| *e <= cut)
+            .max()
+            .unwrap_or(0);
         prop_assert_eq!(report.truncated_bytes as usize, cut - kept);
         prop_assert_eq!(copy.len(&seg).unwrap(), kept);
     }

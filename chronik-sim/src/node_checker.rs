@@ -59,6 +59,12 @@ use madsim::time::Instant as SimInstant;
 #[cfg(not(madsim))]
 use std::time::Instant as SimInstant;
 
+/// How long after a node restarted from a cut WAL the entries the cut took
+/// still count as held: its leaders learn of the loss from its first
+/// answers, once their streams to it reconnect (up to a second and more of
+/// backoff) and the ISR lag window passes.
+const CUT_GRACE_MS: u64 = 3_000;
+
 /// Most unsynced batches remembered after the last synced one; past it the
 /// crash check of that node is skipped (and counted) rather than grow.
 const UNSYNCED_BATCHES_MAX: usize = 4096;
@@ -129,7 +135,12 @@ struct NodeModel {
     /// node had durable before the cut and lost with it. Once one of them
     /// is known committed, the node may not vote in that group until its
     /// log holds it again: a quorum may have counted its acknowledgement.
-    owed: BTreeMap<GroupId, Vec<(u64, u64)>>,
+    /// Each with whether it was known committed at the cut.
+    owed: BTreeMap<GroupId, Vec<(u64, u64, bool)>>,
+    /// When the node restarted after a cut (simulated ms): entries it lost
+    /// count as held (storage damage, not a missing replica) until its
+    /// leaders could have learnt of the loss.
+    restarted_at_ms: Option<u64>,
     /// The term and vote of each group a WAL cut lost whole: recreating
     /// the group persists them again, which casts no new vote.
     kept_votes: BTreeMap<GroupId, (u64, u64)>,
@@ -344,11 +355,14 @@ impl Inner {
     /// Whether a WAL cut took entry (`index`, `term`) of `group` from
     /// `node` (which held it durably before): storage damage, not a
     /// replica that never had it.
-    fn cut_from(&self, node: NodeId, group: GroupId, index: u64, term: u64) -> bool {
+    /// Only until [`CUT_GRACE_MS`] after the node restarted: later, a
+    /// leader still counting the lost entry is a bug.
+    fn cut_from(&self, node: NodeId, group: GroupId, index: u64, term: u64, now: u64) -> bool {
         self.nodes.get(&node).is_some_and(|m| {
-            m.owed
-                .get(&group)
-                .is_some_and(|o| o.contains(&(index, term)))
+            m.restarted_at_ms.is_none_or(|t| now <= t + CUT_GRACE_MS)
+                && m.owed
+                    .get(&group)
+                    .is_some_and(|o| o.iter().any(|(i, t, _)| (*i, *t) == (index, term)))
         })
     }
 
@@ -469,7 +483,7 @@ impl Inner {
             // An entry a WAL cut took from the member: it held it when
             // the leader counted it, and the leader learns of the loss
             // only from the member's next answer.
-            if self.cut_from(r, group, entry, term) {
+            if self.cut_from(r, group, entry, term, now) {
                 continue;
             }
             self.isr_members_checked_in_bound += 1;
@@ -537,10 +551,13 @@ impl Inner {
             return;
         };
         self.acks_checked_durable += 1;
+        let now = self.now_ms();
         let holders: Vec<NodeId> = isr
             .iter()
             .copied()
-            .filter(|m| self.holds(*m, group, index, term) || self.cut_from(*m, group, index, term))
+            .filter(|m| {
+                self.holds(*m, group, index, term) || self.cut_from(*m, group, index, term, now)
+            })
             .collect();
         if (holders.len() as u32) < min {
             self.core.violation(format!(
@@ -713,7 +730,7 @@ impl NodeChecker {
         };
         let got = marks(&state);
         let checkable = !model.lost_track && !model.candidates.is_empty();
-        let verdict = (checkable && !model.candidates.contains(&got))
+        let verdict = (checkable && !model.candidates.iter().any(|c| keeps(c, &got)))
             .then(|| describe_loss(&model.candidates[0], &got));
         model.state = state;
         model.peak_last = got.iter().map(|(g, m)| (*g, m.last.1)).collect();
@@ -747,7 +764,12 @@ impl NodeChecker {
         let recovered = Wal::open(copy, WalConfig::new(wal_dir));
         let mut i = self.inner.lock();
         i.wal_cuts_checked += 1;
-        let Inner { core, nodes, .. } = &mut *i;
+        let Inner {
+            core,
+            nodes,
+            applied_term,
+            ..
+        } = &mut *i;
         let model = nodes.entry(node).or_default();
         let (state, report) = match recovered {
             Ok((_, state, report)) => (state, report),
@@ -771,18 +793,22 @@ impl NodeChecker {
                     .kept_votes
                     .insert(*group, (g.hard_state.term, g.hard_state.vote));
             }
-            let now_last = state.groups.get(group).map_or(0, |d| Mark::of(d).last.1);
-            let lost: Vec<(u64, u64)> = g
+            let now = state.groups.get(group);
+            let lost: Vec<(u64, u64, bool)> = g
                 .entries
                 .iter()
-                .filter(|e| e.index > now_last)
-                .map(|e| (e.index, e.term))
+                .filter(|e| now.is_none_or(|d| !group_holds(d, e.index, e.term)))
+                .map(|e| {
+                    let committed = applied_term.get(&(*group, e.index)) == Some(&e.term);
+                    (e.index, e.term, committed)
+                })
                 .collect();
             if !lost.is_empty() {
                 model.owed.entry(*group).or_default().extend(lost);
             }
         }
         model.promised = Some((marks(&before), carried));
+        model.restarted_at_ms = None;
         let got = marks(&state);
         model.state = state;
         model.peak_last = got.iter().map(|(g, m)| (*g, m.last.1)).collect();
@@ -798,7 +824,6 @@ impl NodeChecker {
             core,
             nodes,
             votes,
-            applied_term,
             owed_votes_checked,
             ..
         } = &mut *i;
@@ -873,7 +898,7 @@ impl NodeChecker {
                     | GroupUpdate::Snapshot { group, .. } = u
                     {
                         if let Some(o) = model.owed.get_mut(group) {
-                            o.retain(|(index, t)| !log_holds(state, *group, *index, *t));
+                            o.retain(|(index, t, _)| !log_holds(state, *group, *index, *t));
                         }
                     }
                 }
@@ -885,11 +910,11 @@ impl NodeChecker {
                 };
                 *owed_votes_checked += 1;
                 let state = &model.state;
-                owed.retain(|(index, t)| !log_holds(state, group, *index, *t));
-                if let Some((index, t)) = owed
-                    .iter()
-                    .find(|(index, t)| applied_term.get(&(group, *index)) == Some(t))
-                {
+                owed.retain(|(index, t, _)| !log_holds(state, group, *index, *t));
+                // Committed when the cut took it: a quorum may have
+                // counted this node's acknowledgement. (One committed
+                // later, by others' acknowledgements, does not bind it.)
+                if let Some((index, t, _)) = owed.iter().find(|(_, _, committed)| *committed) {
                     let log = state.groups.get(&group).map(|g| {
                         (
                             g.snapshot.as_ref().map(|s| s.get_metadata().index),
@@ -925,7 +950,16 @@ impl NodeChecker {
 
     fn on_restart(&self, node: NodeId, groups: &[GroupStatus]) {
         let mut i = self.inner.lock();
+        let now = i.now_ms();
+        let mut kept_whole: BTreeSet<GroupId> = BTreeSet::new();
+        if let Some(m) = i.nodes.get_mut(&node) {
+            if !m.owed.is_empty() {
+                m.restarted_at_ms = Some(now);
+            }
+            kept_whole.extend(m.kept_votes.keys());
+        }
         if let Some((promised, carried)) = i.nodes.get_mut(&node).and_then(|m| m.promised.take()) {
+            kept_whole.extend(promised.keys());
             for s in groups {
                 let Some(m) = promised.get(&s.group) else {
                     continue;
@@ -953,8 +987,9 @@ impl NodeChecker {
             let Some(m) = disk.get(&s.group) else {
                 // Not on disk: created fresh at start (a node whose first
                 // writes were lost joins or bootstraps again). It cannot
-                // have voted.
-                if s.vote != 0 {
+                // have voted, unless a WAL cut took the group whole and
+                // its vote was kept.
+                if s.vote != 0 && !kept_whole.contains(&s.group) {
                     i.core.violation(format!(
                         "recovery: node {node} restarted with group {} that its disk does not hold, having voted for {} in term {}",
                         s.group, s.vote, s.term
@@ -998,6 +1033,20 @@ fn group_holds(g: &DurableGroup, index: u64, term: u64) -> bool {
         .checked_sub(first)
         .and_then(|k| g.entries.get(k as usize))
         .is_some_and(|e| e.index == index && e.term == term)
+}
+
+/// Whether recovered marks `got` are the batch boundary `want`, with terms
+/// and votes at least as late (the votes file keeps a promise whose batch
+/// was not synced: keeping a promise never made is safe).
+fn keeps(want: &BTreeMap<GroupId, Mark>, got: &BTreeMap<GroupId, Mark>) -> bool {
+    want.len() == got.len()
+        && want.iter().all(|(g, w)| {
+            got.get(g).is_some_and(|m| {
+                m.last == w.last
+                    && m.commit == w.commit
+                    && (m.term > w.term || (m.term == w.term && (w.vote == 0 || m.vote == w.vote)))
+            })
+        })
 }
 
 /// A line on how `got` falls short of `synced`.

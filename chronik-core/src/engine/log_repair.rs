@@ -31,43 +31,37 @@ impl<S: StateMachine> Engine<S> {
     }
 
     /// Notes the commit index a leader reports to an abstaining replica
-    /// (before the engine caps a heartbeat's at this log's end).
+    /// in an append anchored within this log: raft-rs keeps a follower's
+    /// `matched` below the append's anchor, so that leader no longer
+    /// counts an acknowledgement of anything this log lost, and every
+    /// entry committed before it reported is at or below the index it
+    /// reports.
     pub(in crate::engine) fn note_leader_commit(
         &mut self,
         group: GroupId,
         m: &raft::eraftpb::Message,
     ) {
-        if !matches!(
-            m.get_msg_type(),
-            MessageType::MsgAppend | MessageType::MsgHeartbeat
-        ) {
+        if m.get_msg_type() != MessageType::MsgAppend {
             return;
         }
-        let term = self.raw_mut(group).map_or(0, |raw| raw.raft.term);
+        let Some((term, last)) = self
+            .raw_mut(group)
+            .map(|raw| (raw.raft.term, raw.raft.raft_log.last_index()))
+        else {
+            return;
+        };
         if let Some(target) = self.abstaining.get_mut(&group) {
-            if m.term >= term {
+            if m.term >= term && m.index <= last {
                 *target = (*target).max(m.commit);
             }
         }
     }
 
-    /// Starts abstaining in a recovered (or recreated) group, unless it is
-    /// its own quorum.
+    /// Starts abstaining in a recovered (or recreated) group.
     pub(in crate::engine) fn begin_abstaining(&mut self, group: GroupId) {
         let Some(raw) = self.raw_mut(group) else {
             return;
         };
-        let me = raw.raft.id;
-        let cs = raw.store().conf_state();
-        let alone = cs.voters == [me] && cs.voters_outgoing.is_empty();
-        if alone {
-            tracing::error!(
-                group,
-                "log lost entries to a corrupt WAL record and no other voter holds them: going on without them"
-            );
-            self.sink.updates.push(GroupUpdate::CaughtUp { group });
-            return;
-        }
         tracing::warn!(
             group,
             term = raw.raft.term,
@@ -78,36 +72,96 @@ impl<S: StateMachine> Engine<S> {
         self.sink.event(Event::VotingSuspended { group });
     }
 
-    /// Ends `group`'s abstention once its log holds the commit its leader
-    /// reported, at an entry of the leader's term; called after its ready is handled, so the
-    /// update that records the end follows the entries it relies on.
+    /// Ends the abstentions whose condition holds (see
+    /// `maybe_end_abstention`); each tick, for groups nothing else wakes.
+    pub(in crate::engine) fn end_abstentions(&mut self) {
+        if self.abstaining.is_empty() {
+            return;
+        }
+        let groups: Vec<GroupId> = self.abstaining.keys().copied().collect();
+        for group in groups {
+            self.maybe_end_abstention(group);
+        }
+    }
+
+    /// Whether `group` is its own quorum, by applied state that no cut can
+    /// have taken back: a partition whose replicas are only this node by
+    /// metadata that caught up with its leader, or the metadata group of a
+    /// cluster bootstrapped and still alone. Nobody else holds what its
+    /// log lost: it goes on without it.
+    fn sole_voter(&self, group: GroupId) -> bool {
+        let me = self.config.node_id;
+        let Some(voters) = self.group_voters(group) else {
+            return false;
+        };
+        if voters != [me] {
+            return false;
+        }
+        let md = &self.metadata.sm;
+        if group == METADATA_GROUP {
+            return self.config.initial_cluster.len() == 1
+                && !self.config.join
+                && md.nodes().count() <= 1;
+        }
+        !self.abstains(METADATA_GROUP)
+            && md
+                .partition_of_group(group)
+                .is_some_and(|(_, p)| p.replicas == [me] && p.moving.is_none())
+    }
+
+    fn group_voters(&self, group: GroupId) -> Option<Vec<NodeId>> {
+        let raft = if group == METADATA_GROUP {
+            &self.metadata.raw.raft
+        } else {
+            &self.partitions.get(&group)?.raw.raft
+        };
+        // Incoming and outgoing voters alike (a joint configuration).
+        let mut v: Vec<NodeId> = raft.prs().conf().voters().ids().iter().collect();
+        v.sort_unstable();
+        Some(v)
+    }
+
+    /// Ends `group`'s abstention once its log holds, durably, the commit
+    /// its leader reported (see `note_leader_commit`), at an entry of the
+    /// leader's term; called after its ready is handled, so the update
+    /// that records the end follows the entries it relies on.
     pub(in crate::engine) fn maybe_end_abstention(&mut self, group: GroupId) {
         let Some(target) = self.abstaining.get(&group).copied() else {
             return;
         };
+        let sole = self.sole_voter(group);
         let Some(raw) = self.raw_mut(group) else {
             self.abstaining.remove(&group);
             return;
         };
         let raft = &raw.raft;
-        let committed = raft.raft_log.committed;
+        let log = &raft.raft_log;
+        let committed = log.committed;
         let caught_up = raft.state == raft::StateRole::Follower
             && raft.leader_id != raft::INVALID_ID
             && target > 0
             && committed >= target
-            && raft.raft_log.term(committed).ok() == Some(raft.term);
+            && log.persisted >= committed
+            && log.term(committed).ok() == Some(raft.term);
         // Planted bug (simulation builds only): the replica votes again at
         // once, holding none of what it lost.
         let early = crate::planted::active(crate::planted::Bug::VoteBeforeRepaired);
-        if !(caught_up || early) {
+        if !(caught_up || early || sole) {
             return;
         }
-        tracing::info!(
-            group,
-            term = raft.term,
-            commit = committed,
-            "log caught up with the leader: voting again"
-        );
+        if sole {
+            tracing::error!(
+                group,
+                "log lost entries to a corrupt WAL record and no other voter holds them: going on without them"
+            );
+        } else {
+            tracing::info!(
+                group,
+                term = raft.term,
+                commit = committed,
+                "log caught up with the leader: voting again"
+            );
+        }
         self.abstaining.remove(&group);
         self.sink.updates.push(GroupUpdate::CaughtUp { group });
         self.sink.event(Event::VotingResumed { group });
@@ -121,12 +175,20 @@ impl<S: StateMachine> Engine<S> {
     }
 }
 
+/// Marks a follower's answer that its log is shorter than its leader may
+/// think (it lost entries to a cut WAL, or is repairing): the leader
+/// resets its progress (see [`forget_lost_progress`]).
+const SHORTER_LOG: &[u8] = b"chronik:shorter-log";
+
 /// A leader whose follower answers an append with a log shorter than the
 /// progress raft-rs recorded for it: the follower lost entries (a cut WAL
 /// tail). raft-rs takes `matched` to only grow and would drop every such
 /// rejection as stale, probing the same index for ever; the progress is
-/// reset to what the follower can prove, and probing resumes from its log
-/// end. Lowering `matched` only delays commits and acknowledgements.
+/// reset and probing resumes from the follower's log end (which also
+/// sends an append a repairing follower can take its leader's commit
+/// from). Lowering `matched` only delays commits and acknowledgements.
+/// A rejection answering an older probe (below `matched`) is stale, as
+/// raft-rs has it.
 pub(in crate::engine) fn forget_lost_progress(
     group: GroupId,
     raw: &mut RawNode<GroupStorage>,
@@ -142,26 +204,31 @@ pub(in crate::engine) fn forget_lost_progress(
     let Some(pr) = raw.raft.mut_prs().get_mut(m.from) else {
         return;
     };
-    if m.reject_hint >= pr.matched {
+    let marked = m.get_context() == SHORTER_LOG;
+    let shorter = m.reject_hint < pr.matched && m.index >= pr.matched;
+    if !(marked || shorter) {
         return;
     }
-    tracing::warn!(
-        group,
-        follower = m.from,
-        matched = pr.matched,
-        follower_last = m.reject_hint,
-        "follower's log is shorter than it acknowledged: probing it again"
-    );
-    pr.matched = 0;
+    if m.reject_hint < pr.matched {
+        tracing::warn!(
+            group,
+            follower = m.from,
+            matched = pr.matched,
+            follower_last = m.reject_hint,
+            "follower's log is shorter than it acknowledged: probing it again"
+        );
+        pr.matched = 0;
+    }
     pr.become_probe();
     // raft-rs takes the rejection as current only if it answers the probe
     // at `next_idx - 1`.
     pr.next_idx = m.index + 1;
 }
 
-/// What a follower answers a heartbeat whose commit index lies past its
-/// log's end: a rejected append at that index with its real end as the
-/// hint, the answer raft-rs gives an append it cannot take.
+/// What a repairing follower (or one whose log ends before the commit a
+/// heartbeat carries) answers a heartbeat: a rejected append at that
+/// commit with its real log end as the hint, marked so its leader probes
+/// it again (see [`forget_lost_progress`]).
 pub(in crate::engine) fn shorter_log_reply(
     raw: &RawNode<GroupStorage>,
     heartbeat: &raft::eraftpb::Message,
@@ -177,5 +244,6 @@ pub(in crate::engine) fn shorter_log_reply(
     m.reject = true;
     m.reject_hint = last;
     m.log_term = log.term(last).unwrap_or(0);
+    m.set_context(bytes::Bytes::from_static(SHORTER_LOG));
     m
 }

@@ -264,6 +264,7 @@ impl<S: StateMachine> Engine<S> {
                 }
             }
             self.retry_repairs();
+            self.end_abstentions();
             self.maintain_isr();
             self.serve_snapshot_requests();
             self.maintain_membership();
@@ -402,6 +403,7 @@ impl<S: StateMachine> Engine<S> {
             // replica that forgot its old vote), and a heartbeat from a
             // leader that still remembers the old incarnation's progress
             // commits no further than this log reaches.
+            let repairing = self.abstains(group);
             if let Some(raw) = self.raw_mut(group) {
                 let me = raw.raft.id;
                 let cs = raw.store().conf_state();
@@ -414,27 +416,29 @@ impl<S: StateMachine> Engine<S> {
                     tracing::debug!(from, group, "not a voter here: vote request ignored");
                     continue;
                 }
-                let last = raw.raft.raft_log.last_index();
-                if message.get_msg_type() == MessageType::MsgHeartbeat
-                    && message.commit > last
-                    && message.term >= raw.raft.term
-                {
-                    // The leader takes this log to be longer than it is:
-                    // tell it, or an idle leader never sends what is
-                    // missing (see `log_repair::forget_lost_progress`).
-                    let reject = log_repair::shorter_log_reply(raw, &message);
-                    self.sink.send_now.push((
-                        from,
-                        GroupMessage {
-                            group,
-                            message: reject,
-                        },
-                    ));
-                    message.commit = last;
-                } else if message.get_msg_type() == MessageType::MsgHeartbeat
-                    && message.commit > last
-                {
-                    message.commit = last;
+                if message.get_msg_type() == MessageType::MsgHeartbeat {
+                    let log = &raw.raft.raft_log;
+                    let (last, committed) = (log.last_index(), log.committed);
+                    if (repairing || message.commit > last) && message.term >= raw.raft.term {
+                        // The leader may take this log to be longer than it
+                        // is: tell it, or an idle leader never sends what
+                        // is missing (see `log_repair::forget_lost_progress`).
+                        let reject = log_repair::shorter_log_reply(raw, &message);
+                        self.sink.send_now.push((
+                            from,
+                            GroupMessage {
+                                group,
+                                message: reject,
+                            },
+                        ));
+                    }
+                    // raft-rs commits a heartbeat's index without checking
+                    // the log against the leader's: a repairing log may
+                    // still hold an older term's tail the cut took the
+                    // overwrite of, so only appends (which are checked)
+                    // advance its commit.
+                    let cap = if repairing { committed } else { last };
+                    message.commit = message.commit.min(cap);
                 }
             }
             let result = if group == METADATA_GROUP {
