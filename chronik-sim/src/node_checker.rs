@@ -148,6 +148,20 @@ struct NodeModel {
     promised: Option<Promised>,
 }
 
+impl NodeModel {
+    /// The node is down and will restart from `state` (what its disk
+    /// recovers): a new incarnation's model starts there.
+    fn restart_from(&mut self, state: DurableState) {
+        let got = marks(&state);
+        self.state = state;
+        self.peak_last = got.iter().map(|(g, m)| (*g, m.last.1)).collect();
+        self.candidates = vec![got.clone()];
+        self.lost_track = false;
+        self.commit.clear();
+        self.recovered = Some(got);
+    }
+}
+
 /// The ISR timing the simulated nodes run with, for the lag-bound check.
 #[derive(Clone, Copy, Debug)]
 pub struct IsrBound {
@@ -732,12 +746,7 @@ impl NodeChecker {
         let checkable = !model.lost_track && !model.candidates.is_empty();
         let verdict = (checkable && !model.candidates.iter().any(|c| keeps(c, &got)))
             .then(|| describe_loss(&model.candidates[0], &got));
-        model.state = state;
-        model.peak_last = got.iter().map(|(g, m)| (*g, m.last.1)).collect();
-        model.candidates = vec![got.clone()];
-        model.lost_track = false;
-        model.commit.clear();
-        model.recovered = Some(got);
+        model.restart_from(state);
         if let Some(why) = verdict {
             i.core.violation(format!(
                 "crash durability: node {node} recovered other state than it reported durable: {why}"
@@ -809,13 +818,7 @@ impl NodeChecker {
         }
         model.promised = Some((marks(&before), carried));
         model.restarted_at_ms = None;
-        let got = marks(&state);
-        model.state = state;
-        model.peak_last = got.iter().map(|(g, m)| (*g, m.last.1)).collect();
-        model.candidates = vec![got.clone()];
-        model.lost_track = false;
-        model.commit.clear();
-        model.recovered = Some(got);
+        model.restart_from(state);
     }
 
     fn on_batches(&self, node: NodeId, batches: &[PersistBatch]) {
