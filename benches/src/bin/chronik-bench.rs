@@ -1,15 +1,19 @@
 //! `chronik-bench`: load against a running Chronik cluster over the client
 //! API. N concurrent clients produce (or fetch) for a duration; prints
-//! records/s, MB/s and latency percentiles.
+//! records/s, MB/s and latency percentiles. `compare` starts etcd and
+//! Chronik side by side and compares them (built with `--features etcd`).
 //!
 //! ```text
 //! chronik-bench --addr 127.0.0.1:9092 --clients 16 --record-size 100 --duration 10 produce
+//! chronik-bench compare --duration 10
 //! ```
 
 use bytes::Bytes;
+use chronik_benches::compare;
 use chronik_net::Client;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,40 +23,78 @@ struct Args {
     /// Client addresses of the cluster (comma separated).
     #[arg(
         long,
+        global = true,
         default_value = "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094",
         value_delimiter = ','
     )]
     addr: Vec<String>,
     /// Concurrent clients (each with one request in flight).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, global = true, default_value_t = 1)]
     clients: usize,
     /// Bytes per record.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, global = true, default_value_t = 100)]
     record_size: usize,
     /// Records per produce request.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, global = true, default_value_t = 1)]
     batch: usize,
     /// Seconds to run.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, global = true, default_value_t = 10)]
     duration: u64,
     /// Topic to use (created if missing).
-    #[arg(long, default_value = "bench")]
+    #[arg(long, global = true, default_value = "bench")]
     topic: String,
     /// Partitions of the topic when created; clients spread over them.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, global = true, default_value_t = 3)]
     partitions: u32,
     /// Stop after this many bytes of records (0: no limit).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, global = true, default_value_t = 0)]
     bytes: u64,
     /// Fetch consistency: leader, follower (linearizable, ReadIndex) or
     /// follower-stale.
-    #[arg(long, default_value = "leader")]
+    #[arg(long, global = true, default_value = "leader")]
     read_from: String,
-    #[arg(value_enum, default_value_t = Mode::Produce)]
-    mode: Mode,
+    #[command(subcommand)]
+    mode: Option<Cmd>,
 }
 
-#[derive(Clone, Copy, PartialEq, ValueEnum)]
+#[derive(Subcommand)]
+enum Cmd {
+    /// Clients produce records (the default).
+    Produce,
+    /// Clients fetch records.
+    Fetch,
+    /// Starts a 3-member etcd and a 3-node Chronik on this machine and
+    /// runs the same workloads on both in turns; prints one table and
+    /// writes it under benches/results/.
+    Compare(CompareArgs),
+}
+
+#[derive(clap::Args)]
+struct CompareArgs {
+    /// Unmeasured seconds before each turn.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Seconds both clusters idle after starting, before measuring.
+    #[arg(long, default_value_t = 30.0)]
+    settle: f64,
+    /// Turns per system and workload, alternating between the systems.
+    #[arg(long, default_value_t = 2)]
+    turns: usize,
+    /// Only these workloads (comma separated; all by default).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// The chronik-node binary (default: next to this one).
+    #[arg(long)]
+    chronik_node: Option<PathBuf>,
+    /// Where to write the Markdown and JSON results.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+    out: PathBuf,
+    /// Print the table only; write no files.
+    #[arg(long)]
+    no_write: bool,
+}
+
+#[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Produce,
     Fetch,
@@ -61,7 +103,12 @@ enum Mode {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    if let Err(e) = run(args).await {
+    let result = match &args.mode {
+        Some(Cmd::Compare(c)) => run_compare(c, args.record_size, args.duration).await,
+        Some(Cmd::Fetch) => run(args, Mode::Fetch).await,
+        Some(Cmd::Produce) | None => run(args, Mode::Produce).await,
+    };
+    if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
@@ -74,7 +121,7 @@ struct ClientResult {
     errors: u64,
 }
 
-async fn run(args: Args) -> Result<(), String> {
+async fn run(args: Args, mode: Mode) -> Result<(), String> {
     use chronik_net::proto::ReadConsistency;
     let consistency = match chronik_core::ReadConsistency::parse(&args.read_from) {
         Some(chronik_core::ReadConsistency::Leader) => ReadConsistency::Leader,
@@ -100,7 +147,7 @@ async fn run(args: Args) -> Result<(), String> {
             args.partitions
         }
     };
-    if args.mode == Mode::Fetch {
+    if mode == Mode::Fetch {
         // Make sure there is something to read.
         let rec = Bytes::from(vec![b'x'; args.record_size]);
         for p in 0..partitions {
@@ -125,7 +172,7 @@ async fn run(args: Args) -> Result<(), String> {
         let c = Client::new(args.addr.clone());
         let topic = args.topic.clone();
         let budget = bytes_budget.clone();
-        let (mode, record_size, batch) = (args.mode, args.record_size, args.batch.max(1));
+        let (record_size, batch) = (args.record_size, args.batch.max(1));
         tasks.push(tokio::spawn(async move {
             let mut r = ClientResult {
                 latencies: Histogram::new(3).expect("valid histogram"),
@@ -191,7 +238,7 @@ async fn run(args: Args) -> Result<(), String> {
         errors += r.errors;
     }
     let secs = started.elapsed().as_secs_f64();
-    let mode = match args.mode {
+    let mode = match mode {
         Mode::Produce => "produce",
         Mode::Fetch => "fetch",
     };
@@ -213,5 +260,37 @@ async fn run(args: Args) -> Result<(), String> {
         all.value_at_quantile(0.999) as f64 / 1000.0,
         all.max() as f64 / 1000.0
     );
+    Ok(())
+}
+
+/// `--duration` is each turn's measured time, `--record-size` the value size.
+async fn run_compare(c: &CompareArgs, value_size: usize, duration: u64) -> Result<(), String> {
+    let secs = |name: &str, v: f64| {
+        Duration::try_from_secs_f64(v).map_err(|_| format!("--{name} {v}: not a duration"))
+    };
+    let chronik_node = match &c.chronik_node {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("chronik-node"),
+    };
+    let opts = compare::Options {
+        duration: Duration::from_secs(duration),
+        warmup: secs("warmup", c.warmup)?,
+        settle: secs("settle", c.settle)?,
+        turns: c.turns,
+        value_size,
+        only: c.only.clone(),
+        chronik_node,
+        out: (!c.no_write).then(|| c.out.clone()),
+        etcd_base_port: 23790,
+        chronik_base_port: 19092,
+    };
+    let report = compare::run(opts.clone()).await?;
+    println!("{}", report.markdown());
+    if let Some(dir) = &opts.out {
+        let (md, json) = report.write(dir)?;
+        println!("written: {} and {}", md.display(), json.display());
+    }
     Ok(())
 }
