@@ -22,6 +22,15 @@ pub struct EngineConfig {
     /// Seeds every random choice the engine makes (election jitter).
     #[serde(skip)]
     pub seed: u64,
+    /// Tells this start of the node from its earlier ones: any value no
+    /// earlier start used (the driver takes its boot time in ns). ReadIndex
+    /// contexts carry it with the node id, so that a leader never takes a
+    /// round of this node for one of another node (raft-rs drops a request
+    /// whose context is already pending: the round would wait out its
+    /// whole timeout) nor answers this start with a round an earlier start
+    /// asked before it went down (a read index older than the read).
+    #[serde(skip)]
+    pub incarnation: u64,
     /// Length of one Raft tick.
     pub tick_interval_ms: u64,
     /// Ticks without a heartbeat before a follower campaigns; the actual
@@ -91,6 +100,7 @@ impl EngineConfig {
             node_id,
             initial_cluster,
             seed: node_id,
+            incarnation: 0,
             tick_interval_ms: 100,
             election_ticks: 10,
             heartbeat_ticks: 2,

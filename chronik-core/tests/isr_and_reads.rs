@@ -308,3 +308,46 @@ fn an_acknowledgement_waits_until_min_isr_replicas_hold_the_record() {
     assert_eq!(c.checker.produce_acks_checked, 1);
     c.checker.assert_ok();
 }
+
+/// Two followers ask their leader for a read index at the same moment,
+/// their read counters at every offset from each other in turn (one extra
+/// read on one of them shifts it by one): each round is its own (a leader
+/// that took two for one would drop the second and leave its reads waiting
+/// out the whole read timeout).
+#[test]
+fn simultaneous_follower_reads_on_two_nodes_are_both_answered_promptly() {
+    let mut c = Cluster::new(3, 23);
+    let parts = c.create_topic_with("t", 1, 3, 2, false).expect("topic");
+    let p = &parts[0];
+    let (_, leader, followers) = roles(&c, p);
+    let rid = c.produce(leader, p, recs("r", 3));
+    assert!(matches!(reply(&mut c, rid), Ok(Response::Applied(_))));
+    c.run_for(500);
+    let read = |c: &mut Cluster, nodes: &[NodeId], what: &str| {
+        let rids: Vec<_> = nodes
+            .iter()
+            .map(|n| c.fetch_with(*n, p, 0, ReadConsistency::Follower))
+            .collect();
+        // Well under the read timeout (5 s): a few network round trips.
+        let answered = c.run_until(1_000, |c| rids.iter().all(|r| c.replies.contains_key(r)));
+        assert!(answered, "{what}: a follower read waited past 1 s");
+        for r in rids {
+            assert!(
+                matches!(c.replies.get(&r), Some(Ok(Response::Query(_)))),
+                "{what}: {:?}",
+                c.replies.get(&r)
+            );
+        }
+    };
+    for (shifted, steps) in [(followers[0], 8), (followers[1], 16)] {
+        for step in 0..steps {
+            read(&mut c, &[shifted], "a lone read");
+            read(
+                &mut c,
+                &followers,
+                &format!("simultaneous reads, step {step}"),
+            );
+        }
+    }
+    c.checker.assert_ok();
+}

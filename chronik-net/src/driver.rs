@@ -339,6 +339,7 @@ impl Driver {
         metrics: Metrics,
         links: DriverLinks<'_>,
     ) -> Self {
+        let incarnation = engine.config().incarnation;
         let DriverLinks {
             removed,
             initial_cluster,
@@ -374,7 +375,7 @@ impl Driver {
             pending: HashMap::new(),
             peers: BTreeMap::new(),
             peer_wake: BTreeMap::new(),
-            incarnation: new_incarnation(),
+            incarnation,
             peer_incarnations: BTreeMap::new(),
             peer_addrs: initial_cluster
                 .iter()
@@ -1246,9 +1247,9 @@ impl Driver {
     }
 }
 
-/// A value that differs at every start of the process: the wall clock in
-/// nanoseconds (simulated, and so seeded, under madsim).
-fn new_incarnation() -> u64 {
+/// This start of the node: its boot time in ns (simulated time under
+/// madsim), told apart from every earlier start.
+pub(crate) fn new_incarnation() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)

@@ -115,6 +115,7 @@ impl Node {
         }
         let mut engine_config = config.engine_config();
         engine_config.emit_apply_events |= observer.is_some();
+        engine_config.incarnation = crate::driver::new_incarnation();
         engine_config.validate()?;
         tracing::info!(
             node = config.node_id,

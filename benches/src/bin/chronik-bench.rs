@@ -75,7 +75,7 @@ struct CompareArgs {
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
     /// Seconds both clusters idle after starting, before measuring.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = 5.0)]
     settle: f64,
     /// Turns per system and workload, alternating between the systems.
     #[arg(long, default_value_t = 2)]

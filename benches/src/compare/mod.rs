@@ -27,8 +27,7 @@ pub struct Options {
     pub warmup: Duration,
     /// Seconds both clusters idle after they start, before the first
     /// workload: a new Chronik cluster moves partition leaders to their
-    /// preferred replicas in its first seconds, and follower reads were
-    /// seen stalling for up to about 20 s after a dev cluster starts.
+    /// preferred replicas in its first seconds.
     pub settle: Duration,
     /// Turns per system and workload.
     pub turns: usize,

@@ -801,3 +801,14 @@ fn status_of<M, Q, D: crate::group::Duties>(g: &Group<M, Q, D>) -> GroupStatus {
         abstaining: false,
     }
 }
+
+/// The context of a ReadIndex round: unique in the cluster and across this
+/// node's restarts (see `EngineConfig::incarnation`), since a leader keys
+/// pending rounds by context alone.
+fn read_ctx(config: &EngineConfig, counter: u64) -> Vec<u8> {
+    let mut ctx = Vec::with_capacity(24);
+    ctx.extend_from_slice(&config.node_id.to_be_bytes());
+    ctx.extend_from_slice(&config.incarnation.to_be_bytes());
+    ctx.extend_from_slice(&counter.to_be_bytes());
+    ctx
+}

@@ -73,7 +73,7 @@ impl<S: StateMachine> Engine<S> {
                     self.dirty.insert(METADATA_GROUP);
                 }
                 g.serve_reads(&mut self.sink, |sm, q| sm.0.query(q).map(Response::Query));
-                let ctx = self.next_read_ctx.to_be_bytes().to_vec();
+                let ctx = read_ctx(&self.config, self.next_read_ctx);
                 if g.start_read_round(ctx, self.config.read_timeout_ms, self.now) {
                     self.next_read_ctx += 1;
                     // The round's messages come out of the next ready.

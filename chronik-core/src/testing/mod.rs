@@ -122,6 +122,8 @@ pub struct Cluster {
     /// Nodes that reported being removed from the cluster.
     pub removed: BTreeSet<NodeId>,
     now: u64,
+    /// Engines started so far (the next start's incarnation).
+    starts: u64,
     rng: StdRng,
     nodes: BTreeMap<NodeId, SimNode>,
     network: BinaryHeap<Reverse<(InFlight, usize)>>,
@@ -165,6 +167,7 @@ impl Cluster {
             joined: BTreeMap::new(),
             removed: BTreeSet::new(),
             now: 0,
+            starts: 0,
             nodes: BTreeMap::new(),
             network: BinaryHeap::new(),
             payloads: BTreeMap::new(),
@@ -214,7 +217,10 @@ impl Cluster {
     }
 
     fn start(&mut self, id: NodeId) {
-        let cfg = self.engine_config(id);
+        let mut cfg = self.engine_config(id);
+        // Each start of a node is a new incarnation.
+        self.starts += 1;
+        cfg.incarnation = self.starts;
         let disk = self.nodes[&id].disk.clone();
         let engine = Engine::new_record_log(cfg, disk, Time(self.now))
             .expect("a disk written by the engine recovers");

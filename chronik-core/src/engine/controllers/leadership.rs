@@ -56,7 +56,7 @@ impl<S: StateMachine> Engine<S> {
                     .push(crate::group::INTERNAL_REQUEST, *gid, deadline);
             }
         }
-        let ctx = self.next_read_ctx.to_be_bytes().to_vec();
+        let ctx = read_ctx(&self.config, self.next_read_ctx);
         let timeout = self.config.tick_interval_ms * self.config.election_ticks as u64;
         if self.metadata.start_read_round(ctx, timeout, self.now) {
             self.next_read_ctx += 1;
