@@ -93,6 +93,12 @@ pub struct DurableState {
     /// from `groups` was lost whole; it is created abstaining, at that
     /// term, if metadata still places a replica here.
     pub repair: BTreeMap<GroupId, HardState>,
+    /// Groups this node hosted and dropped (the replica moved away, the
+    /// topic was deleted), with the term and vote their replica had. A
+    /// replica that metadata places here again starts from them, so this
+    /// node never votes twice in one term of a group (a dropped replica
+    /// may have voted in a term its group has not reached yet).
+    pub retired: BTreeMap<GroupId, HardState>,
 }
 
 impl DurableState {
@@ -106,6 +112,7 @@ impl DurableState {
         {
             // Re-creating a group that exists is a no-op: a replay of the
             // metadata log may announce a group again.
+            self.retired.remove(&group);
             self.groups.entry(group).or_insert_with(|| DurableGroup {
                 kind: kind.clone(),
                 conf_state: conf_state.clone(),
@@ -116,7 +123,11 @@ impl DurableState {
             return Ok(());
         }
         if let GroupUpdate::Drop { .. } = update {
-            self.groups.remove(&group);
+            if let Some(g) = self.groups.remove(&group) {
+                if let Some(hs) = retired_hard_state(&g.hard_state) {
+                    self.retired.insert(group, hs);
+                }
+            }
             self.repair.remove(&group);
             return Ok(());
         }
@@ -190,5 +201,58 @@ impl DurableState {
     /// Folds a whole batch in, in order.
     pub fn apply_batch(&mut self, batch: &PersistBatch) -> Result<(), String> {
         batch.updates.iter().try_for_each(|u| self.apply(u))
+    }
+}
+
+/// What a dropped replica leaves behind: its term and vote (its commit
+/// index meant nothing without its log). `None` if it never had a term.
+pub fn retired_hard_state(hs: &HardState) -> Option<HardState> {
+    (hs.term > 0).then(|| HardState {
+        term: hs.term,
+        vote: hs.vote,
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::PartitionId;
+
+    fn hs(term: u64, vote: u64, commit: u64) -> HardState {
+        HardState {
+            term,
+            vote,
+            commit,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_dropped_group_leaves_its_term_and_vote_until_it_is_created_again() {
+        let mut d = DurableState::default();
+        let create = GroupUpdate::Create {
+            group: 7,
+            kind: GroupKind::Partition(PartitionId::new("t", 0)),
+            conf_state: ConfState::default(),
+        };
+        d.apply(&create).expect("create");
+        d.apply(&GroupUpdate::HardState {
+            group: 7,
+            hard_state: hs(5, 2, 9),
+        })
+        .expect("hard state");
+        d.apply(&GroupUpdate::Drop { group: 7 }).expect("drop");
+        assert!(!d.groups.contains_key(&7));
+        // The commit index goes with the log; the promise stays.
+        assert_eq!(d.retired.get(&7), Some(&hs(5, 2, 0)));
+        d.apply(&create).expect("created again");
+        assert!(
+            d.retired.is_empty(),
+            "the new replica's own state takes over"
+        );
+        // A replica that never had a term leaves nothing.
+        d.apply(&GroupUpdate::Drop { group: 7 }).expect("drop");
+        assert!(d.retired.is_empty());
     }
 }

@@ -18,6 +18,12 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+/// Where the answer to a client command goes.
+type CommandReply = oneshot::Sender<Result<Response<DiskLog>, Error>>;
+
+/// Inputs taken per turn of the driver loop before its outputs are drained.
+const INPUTS_PER_TURN_MAX: usize = 65;
+
 /// Messages into the driver task.
 pub(crate) enum DriverMsg {
     Peer {
@@ -45,7 +51,7 @@ pub(crate) enum DriverMsg {
     },
     Command {
         command: Command<DiskLog>,
-        reply: oneshot::Sender<Result<Response<DiskLog>, Error>>,
+        reply: CommandReply,
     },
     Inspect {
         reply: oneshot::Sender<Inspection>,
@@ -253,7 +259,7 @@ pub(crate) struct Driver {
     engine: Engine<DiskLog>,
     start: Instant,
     next_request: RequestId,
-    pending: HashMap<RequestId, oneshot::Sender<Result<Response<DiskLog>, Error>>>,
+    pending: HashMap<RequestId, CommandReply>,
     peers: BTreeMap<NodeId, mpsc::Sender<Vec<GroupMessage>>>,
     /// Per peer: rung when it is heard from, so a sender waiting out a
     /// reconnect backoff tries again at once.
@@ -511,15 +517,28 @@ impl Driver {
                 }
                 msg = rx.recv() => {
                     let Some(msg) = msg else { return Ok(()) };
-                    self.handle_or_crash(msg).await;
                     // Take what else is queued before draining outputs, so
-                    // one persist batch covers as much as possible.
-                    for _ in 0..64 {
-                        match rx.try_recv() {
-                            Ok(m) => self.handle_or_crash(m).await,
-                            Err(_) => break,
+                    // one persist batch covers as much as possible; client
+                    // commands that arrive together enter the engine
+                    // together (one ready, one persist batch and one append
+                    // per follower for all of them).
+                    let mut commands = Vec::new();
+                    let mut next = Some(msg);
+                    let mut taken = 1;
+                    while let Some(m) = next.take() {
+                        match m {
+                            DriverMsg::Command { command, reply } => commands.push((command, reply)),
+                            other => {
+                                self.handle_commands(std::mem::take(&mut commands));
+                                self.handle_or_crash(other).await;
+                            }
+                        }
+                        if taken < INPUTS_PER_TURN_MAX {
+                            next = rx.try_recv().ok();
+                            taken += 1;
                         }
                     }
+                    self.handle_commands(commands);
                 }
             }
             self.drain().await;
@@ -586,6 +605,22 @@ impl Driver {
         self.handle(msg);
     }
 
+    /// Hands client commands to the engine in one call.
+    fn handle_commands(&mut self, commands: Vec<(Command<DiskLog>, CommandReply)>) {
+        if commands.is_empty() {
+            return;
+        }
+        let now = self.now();
+        let mut batch = Vec::with_capacity(commands.len());
+        for (command, reply) in commands {
+            let id = self.next_request;
+            self.next_request += 1;
+            self.pending.insert(id, reply);
+            batch.push((id, command));
+        }
+        self.engine.handle_commands(now, batch);
+    }
+
     fn handle(&mut self, msg: DriverMsg) {
         let now = self.now();
         match msg {
@@ -633,12 +668,7 @@ impl Driver {
                     }
                 }
             }
-            DriverMsg::Command { command, reply } => {
-                let id = self.next_request;
-                self.next_request += 1;
-                self.pending.insert(id, reply);
-                self.engine.handle_command(now, id, command);
-            }
+            DriverMsg::Command { command, reply } => self.handle_commands(vec![(command, reply)]),
             DriverMsg::ReadLocal {
                 partition,
                 offset,
@@ -778,6 +808,9 @@ impl Driver {
         for job in std::mem::take(&mut self.local_reads) {
             self.partition_io.submit(job).await;
         }
+        // Messages to one peer leave together, once per turn (one frame on
+        // its stream rather than one per input).
+        let mut sends: BTreeMap<NodeId, Vec<GroupMessage>> = BTreeMap::new();
         while let Some(out) = self.engine.poll_output() {
             match out {
                 Output::StateIo { group, ticket, ops } => {
@@ -796,7 +829,7 @@ impl Driver {
                         self.partition_io.submit(Job::Read { plan, reply }).await;
                     }
                 }
-                Output::Send { to, messages } => self.send(to, messages),
+                Output::Send { to, messages } => sends.entry(to).or_default().extend(messages),
                 Output::Persist(batch) => {
                     if self.observer.is_some() {
                         self.note_votes(&batch);
@@ -816,6 +849,9 @@ impl Driver {
                 }
                 Output::Event(ev) => self.event(ev),
             }
+        }
+        for (to, messages) in sends {
+            self.send(to, messages);
         }
         let now = self.now();
         self.sampler.maybe_refresh(&self.metrics, &self.engine, now);

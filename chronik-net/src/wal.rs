@@ -463,13 +463,19 @@ impl Wal {
         // is safe, breaking one is not.
         if !chronik_core::planted::active(chronik_core::planted::Bug::RepairForgetsTerm) {
             for (group, k) in &kept {
+                let hosted = state.groups.contains_key(group) || repair.contains_key(group);
                 if let Some(g) = state.groups.get_mut(group) {
                     keep_promise(&mut g.hard_state, k);
                 }
                 if let Some(hs) = repair.get_mut(group) {
                     keep_promise(hs, k);
                 }
+                if !hosted {
+                    // Dropped here: a replica placed here again keeps it.
+                    keep_promise(state.retired.entry(*group).or_default(), k);
+                }
             }
+            state.retired.retain(|_, hs| hs.term > 0);
         }
         state.repair = repair;
         report.repairing_groups = state.repair.len();

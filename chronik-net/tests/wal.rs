@@ -696,3 +696,45 @@ fn a_record_of_another_format_version_is_refused_by_name() {
         Ok(_) => panic!("a record of another format was read"),
     }
 }
+
+#[test]
+fn a_dropped_group_keeps_its_term_and_vote_across_restarts() {
+    use chronik_core::raft::eraftpb::{ConfState, HardState};
+    use chronik_core::{GroupKind, GroupUpdate};
+    let updates = vec![
+        GroupUpdate::Create {
+            group: 9,
+            kind: GroupKind::Partition(PartitionId::new("t", 0)),
+            conf_state: ConfState::from((vec![1, 2, 3], vec![])),
+        },
+        GroupUpdate::HardState {
+            group: 9,
+            hard_state: HardState {
+                term: 6,
+                vote: 3,
+                commit: 0,
+                ..Default::default()
+            },
+        },
+        GroupUpdate::Drop { group: 9 },
+    ];
+    let batches: Vec<PersistBatch> = updates
+        .into_iter()
+        .enumerate()
+        .map(|(i, u)| PersistBatch {
+            ticket: i as u64 + 1,
+            updates: vec![u],
+            must_sync: true,
+        })
+        .collect();
+    let disk = appended(&batches);
+    for start in ["first", "second"] {
+        let (_, rec, _) = Wal::open(disk.clone(), WalConfig::new(dir())).unwrap();
+        assert!(!rec.groups.contains_key(&9));
+        let hs = rec
+            .retired
+            .get(&9)
+            .unwrap_or_else(|| panic!("{start} start"));
+        assert_eq!((hs.term, hs.vote), (6, 3), "{start} start");
+    }
+}

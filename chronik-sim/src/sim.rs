@@ -129,6 +129,13 @@ fn spawn_node(
                     },
                     // A removed node restarted by a fault: peers refuse it.
                     Err(e) if e.to_string().contains("removed from the cluster") => {}
+                    // Crashes tear and scramble unsynced writes and rot
+                    // flips synced bytes: recovery must cut or repair all
+                    // of it, never refuse (a record that passed its
+                    // checksum and does not decode was taken for intact).
+                    Err(e) if e.to_string().contains("cannot recover the WAL") => {
+                        panic!("WAL recovery refused: node {id} does not start: {e}")
+                    }
                     Err(e) => panic!("node failed to start: {e}"),
                 }
             }

@@ -137,6 +137,9 @@ pub struct Engine<S: StateMachine = RecordLog> {
     /// Groups lost whole from this node's WAL, with the term and vote each
     /// must keep if metadata places it here again.
     lost: BTreeMap<GroupId, HardState>,
+    /// Groups this node dropped, with the term and vote a replica placed
+    /// here again starts from (see `DurableState::retired`).
+    retired: BTreeMap<GroupId, HardState>,
 }
 
 /// A committed produce held back until enough in-sync replicas hold it.
@@ -492,6 +495,17 @@ impl<S: StateMachine> Engine<S> {
     /// an [`Output::Reply`] with `request_id`, which must be unique among the
     /// driver's requests in flight. A refused command changes nothing.
     pub fn handle_command(&mut self, now: Time, request_id: RequestId, command: Command<S>) {
+        self.handle_commands(now, [(request_id, command)]);
+    }
+
+    /// Takes several commands that arrived together, in order, then
+    /// handles the readies once: produces to one partition go out as one
+    /// append per follower and one persist batch, instead of one each.
+    pub fn handle_commands(
+        &mut self,
+        now: Time,
+        commands: impl IntoIterator<Item = (RequestId, Command<S>)>,
+    ) {
         if self.last_tick.plus_millis(self.config.tick_interval_ms) <= now {
             // Behind on ticks (the driver was stalled, a pause, a long
             // batch): catch up first, so the command meets the ISR and
@@ -501,8 +515,10 @@ impl<S: StateMachine> Engine<S> {
             self.handle_tick(now);
         }
         self.now = self.now.max(now);
-        if let Err(e) = self.start_command(request_id, command) {
-            self.sink.reply(request_id, Err(e));
+        for (request_id, command) in commands {
+            if let Err(e) = self.start_command(request_id, command) {
+                self.sink.reply(request_id, Err(e));
+            }
         }
         self.observe_dirty();
         self.process();

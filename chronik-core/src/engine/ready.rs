@@ -145,7 +145,12 @@ impl<S: StateMachine> Engine<S> {
             // A replica this node's WAL lost whole keeps its term and vote
             // and abstains until repaired (see `log_repair`).
             let lost = self.take_lost(group);
-            if let Some(hs) = &lost {
+            // A replica this node had and dropped: it starts from the term
+            // and vote it had (it may have voted in a term the group has
+            // not reached yet).
+            let retired = self.retired.remove(&group);
+            let kept = lost.clone().or(retired);
+            if let Some(hs) = &kept {
                 storage.set_hard_state(hs.clone());
             }
             let raw = match new_raw(&self.config, &self.logger, group, storage, 0) {
@@ -160,7 +165,7 @@ impl<S: StateMachine> Engine<S> {
                 kind: GroupKind::Partition(pid.clone()),
                 conf_state: conf,
             });
-            if let Some(hard_state) = lost.clone() {
+            if let Some(hard_state) = kept {
                 self.sink
                     .updates
                     .push(GroupUpdate::HardState { group, hard_state });
@@ -229,6 +234,10 @@ impl<S: StateMachine> Engine<S> {
         self.unwanted_voters = kept;
         for group in gone {
             if let Some(mut g) = self.partitions.remove(&group) {
+                let hs = g.raw.raft.hard_state();
+                if let Some(hs) = crate::persist::retired_hard_state(&hs) {
+                    self.retired.insert(group, hs);
+                }
                 // A deleted partition is gone whatever happened to its
                 // requests. A replica that moved away leaves a partition
                 // that lives on: a proposal in flight may still commit

@@ -28,7 +28,11 @@ impl<S: StateMachine> Engine<S> {
             to_destroy: Vec::new(),
             next_io_ticket: 1,
         };
-        let DurableState { mut groups, repair } = durable;
+        let DurableState {
+            mut groups,
+            repair,
+            retired,
+        } = durable;
         let metadata = match groups.remove(&METADATA_GROUP) {
             Some(g) => {
                 if g.kind != GroupKind::Metadata {
@@ -174,6 +178,7 @@ impl<S: StateMachine> Engine<S> {
             handoff_backoff: BTreeMap::new(),
             abstaining: BTreeMap::new(),
             lost: BTreeMap::new(),
+            retired,
         };
         for (group, kept) in repair {
             if engine.raw_mut(group).is_some() {

@@ -172,8 +172,15 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static [&'static str
         | Bug::GroupCommitSkipSync
         | Bug::IgnoreFsyncError
         | Bug::SkipDirSync => &["crash durability"],
-        // Torn tails taken for records, or rotted records taken as intact.
-        Bug::SkipCrc => &["crash durability", "WAL corruption undetected"],
+        // Torn tails taken for records, or rotted records taken as intact
+        // (scrambled or rotted bytes that do not decode then refuse
+        // recovery, where a checksum would have cut or repaired them).
+        Bug::SkipCrc => &[
+            "crash durability",
+            "WAL corruption undetected",
+            "WAL corruption refused",
+            "WAL recovery refused",
+        ],
         Bug::StaleRead => &["StaleRead"],
         Bug::FollowerReadEarly => &["read index"],
         // Acknowledging with the ISR below the minimum is seen by the
