@@ -250,9 +250,10 @@ pub(crate) struct Group<M, Q, D = ()> {
     pub io_reset_ticket: u64,
     /// When a repair whose clearing failed tries again.
     pub reset_due: Option<Time>,
-    /// When this replica last knew a leader (the engine's start for a
-    /// recovered group): a voter that metadata no longer places here and
-    /// that hears from no leader is an orphan (it missed its own removal).
+    /// When this replica last heard from the leader it follows, or led
+    /// (the engine's start for a recovered group): a voter that metadata
+    /// no longer places here and that hears from no leader is an orphan
+    /// (it missed its own removal).
     pub leader_seen_at: Option<Time>,
     /// Which voter a rebuilding leader offers leadership to next.
     pub handoff_turn: usize,

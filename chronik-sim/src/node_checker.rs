@@ -396,8 +396,21 @@ impl Inner {
         }
         self.leaders_checked_complete += 1;
         if !self.holds(node, group, index, entry_term) {
+            // Who elected it, and whether each voter held the entry: where
+            // the fault lies (a voter that lost the entry, or a quorum
+            // that never had it).
+            let voters: Vec<String> = self
+                .votes
+                .iter()
+                .filter(|((_, g, t), v)| *g == group && *t == term && **v == node)
+                .map(|((n, _, _), _)| {
+                    let held = self.holds(*n, group, index, entry_term);
+                    format!("{n} ({})", if held { "held it" } else { "lacked it" })
+                })
+                .collect();
             self.core.violation(format!(
-                "leader completeness: node {node} became leader of group {group} in term {term} without the committed entry {index} (term {entry_term})"
+                "leader completeness: node {node} became leader of group {group} in term {term} without the committed entry {index} (term {entry_term}); durable votes for it: [{}]",
+                voters.join(", ")
             ));
         }
     }

@@ -465,7 +465,24 @@ impl<S: StateMachine> Engine<S> {
                     tracing::info!(from, group, "not taking leadership while rebuilding state");
                     continue;
                 }
-                g.raw.step(message)
+                let from_a_leader = matches!(
+                    message.get_msg_type(),
+                    MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+                );
+                let term = message.term;
+                let r = g.raw.step(message);
+                // Heard from the leader it follows (see the orphan rule in
+                // `reconcile_groups`): only its leader's own messages count,
+                // not the leader id raft-rs remembers (a replica removed
+                // from the configuration keeps that id for ever).
+                if r.is_ok()
+                    && from_a_leader
+                    && g.raw.raft.leader_id == from
+                    && g.raw.raft.term == term
+                {
+                    g.leader_seen_at = Some(self.now);
+                }
+                r
             } else {
                 // Not created here yet (metadata not applied) or deleted:
                 // dropping is safe, the sender retries.

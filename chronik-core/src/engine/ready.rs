@@ -62,7 +62,9 @@ impl<S: StateMachine> Engine<S> {
             } else if let Some(g) = self.partitions.get_mut(&group) {
                 while g.handle_ready(&mut self.sink) {}
                 g.sync_applied();
-                if g.raw.raft.leader_id != 0 || g.leader_seen_at.is_none() {
+                // A leader hears from itself; a follower from its leader's
+                // messages (stepped in `handle_messages`).
+                if g.is_leader() || g.leader_seen_at.is_none() {
                     g.leader_seen_at = Some(self.now);
                 }
                 if g.removed && !g.removal_seen {
@@ -140,15 +142,22 @@ impl<S: StateMachine> Engine<S> {
             })
             .collect();
         for (group, pid, replicas) in wanted {
-            let conf = ConfState::from((replicas, vec![]));
-            let mut storage = GroupStorage::new_with_conf_state(conf.clone());
             // A replica this node's WAL lost whole keeps its term and vote
             // and abstains until repaired (see `log_repair`).
             let lost = self.take_lost(group);
             // A replica this node had and dropped: it starts from the term
             // and vote it had (it may have voted in a term the group has
-            // not reached yet).
+            // not reached yet), and abstains until caught up like a lost
+            // one: its old incarnation's acknowledgements may have counted
+            // toward commits its empty log lacks (metadata may place it
+            // here again as a voter: a cut metadata log replayed from an
+            // old state drops a replica and, caught up, recreates it;
+            // found by simulation seed 1957, where the empty replica
+            // elected a leader lacking a committed entry).
             let retired = self.retired.remove(&group);
+            let abstain = lost.is_some() || retired.is_some();
+            let conf = ConfState::from((replicas, vec![]));
+            let mut storage = GroupStorage::new_with_conf_state(conf.clone());
             let kept = lost.clone().or(retired);
             if let Some(hs) = &kept {
                 storage.set_hard_state(hs.clone());
@@ -188,7 +197,7 @@ impl<S: StateMachine> Engine<S> {
                 group,
                 partition: pid,
             });
-            if lost.is_some() {
+            if abstain {
                 self.begin_abstaining(group);
             }
         }
