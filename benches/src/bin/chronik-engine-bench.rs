@@ -298,25 +298,11 @@ fn slow_count(text: &str, metric: &str, secs: f64) -> (u64, u64) {
     (total, total - below)
 }
 
-/// User plus system CPU time of this process, from `/proc/self/stat`
-/// (Linux; its times are in USER_HZ, 100 a second on every Linux ABI).
+/// User plus system CPU time of this process, from `/proc/self/stat`.
 fn cpu_time() -> Result<Duration, String> {
-    let stat = std::fs::read_to_string("/proc/self/stat")
-        .map_err(|e| format!("/proc/self/stat (this bench needs Linux): {e}"))?;
-    // Fields after the command name, which is in parentheses and may hold
-    // spaces: state is field 3, utime 14 and stime 15.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or("/proc/self/stat: no command name")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<u64, String> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| format!("/proc/self/stat: field {} unreadable", i + 3))
-    };
-    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+    chronik_benches::compare::measure::cpu_seconds(std::process::id())
+        .map(Duration::from_secs_f64)
+        .map_err(|e| format!("{e} (this bench needs Linux)"))
 }
 
 async fn idle(partitions: u32, seconds: u64) -> Result<(), String> {

@@ -2,7 +2,7 @@
 //! process, WAL synced before acknowledging) and a 1-partition topic of
 //! replication 3.
 
-use super::measure::{closed_loop, Tally, Window};
+use super::measure::{closed_loop, merged, Tally, Window};
 use super::procs::Servers;
 use super::workload::{Kind, Workload};
 use bytes::Bytes;
@@ -114,17 +114,7 @@ impl Chronik {
                 .await
             }));
         }
-        let mut all = Tally::default();
-        for t in tasks {
-            match t.await {
-                Ok(tally) => all.merge(tally),
-                Err(e) => {
-                    all.errors += 1;
-                    all.first_error.get_or_insert(e.to_string());
-                }
-            }
-        }
-        all
+        merged(tasks).await
     }
 }
 

@@ -2,7 +2,7 @@
 //! default settings: every write synced before it is acknowledged) and
 //! the Rust `etcd-client`, one client per bench client.
 
-use super::measure::{closed_loop, Tally, Window};
+use super::measure::{closed_loop, merged, Tally, Window};
 use super::procs::Servers;
 use super::workload::{Kind, Workload};
 use etcd_client::Client;
@@ -158,17 +158,7 @@ impl Etcd {
                 .await
             }));
         }
-        let mut all = Tally::default();
-        for t in tasks {
-            match t.await {
-                Ok(tally) => all.merge(tally),
-                Err(e) => {
-                    all.errors += 1;
-                    all.first_error.get_or_insert(e.to_string());
-                }
-            }
-        }
-        all
+        merged(tasks).await
     }
 }
 

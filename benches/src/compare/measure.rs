@@ -98,6 +98,22 @@ where
     }
 }
 
+/// The clients' tallies merged into one; a client task that died counts
+/// as an error.
+pub async fn merged(tasks: Vec<tokio::task::JoinHandle<Tally>>) -> Tally {
+    let mut all = Tally::default();
+    for t in tasks {
+        match t.await {
+            Ok(tally) => all.merge(tally),
+            Err(e) => {
+                all.errors += 1;
+                all.first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    all
+}
+
 /// CPU seconds (user and system) a process has used, from `/proc`.
 pub fn cpu_seconds(pid: u32) -> Result<f64, String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
