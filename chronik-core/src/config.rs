@@ -76,6 +76,14 @@ pub struct EngineConfig {
     /// clock runs slow by more than the gap between that timeout and a
     /// follower's randomized one could serve a stale read. Off by default.
     pub lease_reads: bool,
+    /// Idle partition groups stop ticking and heartbeating until there is
+    /// something to do (quiescence): an idle node hosting thousands of
+    /// partitions then costs almost nothing. Leader failure is still
+    /// detected within an election timeout: nodes ping each other, and a
+    /// quiesced follower whose leader's node goes silent wakes and elects.
+    /// Has no effect with `lease_reads` (a lease relies on the leader
+    /// ticking).
+    pub quiesce_idle_groups: bool,
     /// The rebalancer (`[engine.rebalance]`).
     pub rebalance: crate::rebalance::RebalanceConfig,
     /// This node joins an existing cluster: it starts with an empty
@@ -117,6 +125,7 @@ impl EngineConfig {
             isr_max_lag_ms: 10_000,
             read_timeout_ms: 5_000,
             lease_reads: false,
+            quiesce_idle_groups: true,
             rebalance: crate::rebalance::RebalanceConfig::default(),
             join: false,
         }

@@ -257,6 +257,12 @@ pub(crate) struct Group<M, Q, D = ()> {
     pub leader_seen_at: Option<Time>,
     /// Which voter a rebuilding leader offers leadership to next.
     pub handoff_turn: usize,
+    /// Quiesced (not ticking; see `engine::quiesce`), with its last index
+    /// when it quiesced.
+    pub quiesced: Option<u64>,
+    /// When this follower last asked its group to wake (see
+    /// `engine::quiesce::WAKE_CTX`).
+    pub wake_asked_at: Option<Time>,
 }
 
 impl<M, Q, D: Duties> Group<M, Q, D> {
@@ -292,6 +298,8 @@ impl<M, Q, D: Duties> Group<M, Q, D> {
             reset_due: None,
             handoff_turn: 0,
             leader_seen_at: None,
+            quiesced: None,
+            wake_asked_at: None,
         }
     }
 

@@ -68,6 +68,20 @@ impl IsrTracker {
         }
     }
 
+    /// Notes that the leader's log was still `last_index` long at `now`
+    /// although nothing observed it meanwhile (a quiesced group waking):
+    /// a replica holding that much was caught up until now, and one
+    /// holding less is dated back as before.
+    pub fn note_unchanged(&mut self, now: Time, last_index: u64) {
+        if self
+            .growth
+            .back()
+            .is_some_and(|(t, l)| *l == last_index && *t < now)
+        {
+            self.growth.push_back((now, last_index));
+        }
+    }
+
     /// Folds one observation of the replicas' matched indexes in. Only
     /// replicas in `active` (heard from recently) can count as caught up: a
     /// silent replica that happens to hold the whole log is not following.

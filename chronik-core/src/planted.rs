@@ -111,11 +111,14 @@ pub enum Bug {
     /// Recovery after a corrupt WAL record ignores the term and vote file
     /// and keeps the older term and vote of the cut log.
     RepairForgetsTerm,
+    /// A quiesced follower stays quiet when its leader's node goes silent:
+    /// the group elects no new leader while its old leader is unreachable.
+    QuiescedIgnoresDeadLeader,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 31] = [
+    pub const ALL: [Bug; 32] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::SkipCrc,
@@ -147,6 +150,7 @@ impl Bug {
         Bug::VoteBeforeRepaired,
         Bug::CorruptTailTakenForTorn,
         Bug::RepairForgetsTerm,
+        Bug::QuiescedIgnoresDeadLeader,
     ];
 
     /// The name used on command lines and in `CHRONIK_BUG`.
@@ -183,6 +187,7 @@ impl Bug {
             Bug::VoteBeforeRepaired => "vote_before_repaired",
             Bug::CorruptTailTakenForTorn => "corrupt_tail_taken_for_torn",
             Bug::RepairForgetsTerm => "repair_forgets_term",
+            Bug::QuiescedIgnoresDeadLeader => "quiesced_ignores_dead_leader",
         }
     }
 

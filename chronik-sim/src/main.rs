@@ -175,6 +175,8 @@ mod runner {
         deletions_checked: u64,
         rejoins: u64,
         rejoins_judged: u64,
+        failovers: u64,
+        failovers_judged: u64,
         untouched_probe_sends: u64,
         untouched_sends_judged: u64,
         rotted: u64,
@@ -212,6 +214,8 @@ mod runner {
             self.topics_deleted += r.topics_deleted;
             self.rejoins += r.rejoins;
             self.rejoins_judged += r.rejoins_judged;
+            self.failovers += r.failovers;
+            self.failovers_judged += r.failovers_judged;
             self.untouched_probe_sends += r.untouched_probe_sends;
             self.untouched_sends_judged += r.untouched_sends_judged;
             self.rotted += r.rotted;
@@ -271,6 +275,10 @@ mod runner {
                 (
                     self.rejoins_judged,
                     "no rejoining node checked for deposing leaders",
+                ),
+                (
+                    self.failovers_judged,
+                    "no leader cut off checked for a failover",
                 ),
                 (
                     self.untouched_sends_judged,
@@ -374,6 +382,12 @@ mod runner {
             println!(
                 "rejoins: {} nodes cut off and let back, {} of them with nothing else disturbing the cluster, checked to depose no leader; {} produces sent to partitions the cut did not touch while it lasted, {} of them judged (each acknowledged within {} ms)",
                 self.rejoins, self.rejoins_judged, self.untouched_probe_sends, self.untouched_sends_judged, chronik_sim::scenario::UNTOUCHED_ACK_BOUND.as_millis()
+            );
+            println!(
+                "failover: {} leaders cut off, {} of them with nothing else disturbing the cluster, checked to be replaced by a leader among the rest within {} ms",
+                self.failovers,
+                self.failovers_judged,
+                chronik_sim::scenario::FAILOVER_BOUND.as_millis()
             );
             println!(
                 "rot: {} synced partition segment bytes flipped on a down replica, {} replicas rebuilt from a peer",

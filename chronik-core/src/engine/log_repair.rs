@@ -189,25 +189,38 @@ const SHORTER_LOG: &[u8] = b"chronik:shorter-log";
 /// from). Lowering `matched` only delays commits and acknowledgements.
 /// A rejection answering an older probe (below `matched`) is stale, as
 /// raft-rs has it.
+///
+/// Returns whether raft-rs should still step `m`: a marked answer whose log
+/// end is not below `matched` carries no news (the leader's progress fits
+/// the follower's log) and is dropped. Stepped, it would send the leader
+/// back to probing an index the follower holds, whose acknowledgement
+/// raft-rs ignores as stale (it does not raise `matched`); a repairing
+/// follower answers every heartbeat so, and its replication never got
+/// past that index (found by simulation seed 480: a replica abstaining
+/// after a WAL cut stayed one entry behind for the rest of the run).
+#[must_use]
 pub(in crate::engine) fn forget_lost_progress(
     group: GroupId,
     raw: &mut RawNode<GroupStorage>,
     m: &raft::eraftpb::Message,
-) {
+) -> bool {
     if m.get_msg_type() != MessageType::MsgAppendResponse
         || !m.reject
         || raw.raft.state != raft::StateRole::Leader
         || m.term != raw.raft.term
     {
-        return;
+        return true;
     }
     let Some(pr) = raw.raft.mut_prs().get_mut(m.from) else {
-        return;
+        return true;
     };
     let marked = m.get_context() == SHORTER_LOG;
+    if marked && m.reject_hint >= pr.matched {
+        return false;
+    }
     let shorter = m.reject_hint < pr.matched && m.index >= pr.matched;
     if !(marked || shorter) {
-        return;
+        return true;
     }
     if m.reject_hint < pr.matched {
         tracing::warn!(
@@ -223,6 +236,7 @@ pub(in crate::engine) fn forget_lost_progress(
     // raft-rs takes the rejection as current only if it answers the probe
     // at `next_idx - 1`.
     pr.next_idx = m.index + 1;
+    true
 }
 
 /// What a repairing follower (or one whose log ends before the commit a

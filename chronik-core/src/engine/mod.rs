@@ -26,6 +26,7 @@ mod admission;
 mod controllers;
 mod log_repair;
 pub use controllers::{MemberReplication, ReplicateNow};
+mod quiesce;
 mod ready;
 mod recovery;
 
@@ -118,6 +119,9 @@ pub struct Engine<S: StateMachine = RecordLog> {
     /// timeout. (raft-rs's own `recent_active` marks are cleared at every
     /// check-quorum round, so right after one every follower looks dead.)
     heard_from: BTreeMap<NodeId, Time>,
+    /// When this node last sent each peer anything (see `quiesce`: a peer
+    /// sent nothing for a heartbeat interval gets a ping).
+    sent_to: BTreeMap<NodeId, Time>,
     /// Produces in flight, checked against the ISR again before their
     /// acknowledgement leaves (`NOT_ENOUGH_REPLICAS_AFTER_APPEND`).
     produce_checks: BTreeMap<RequestId, PartitionId>,
@@ -189,12 +193,20 @@ impl<S: StateMachine> Engine<S> {
             ticks += 1;
             let hold = self.holds_elections(&self.metadata.raw) || self.abstains(METADATA_GROUP);
             controllers::tick_group(&mut self.metadata.raw, hold);
-            let holds: Vec<bool> = self
+            // Quiesced groups do not tick (see `quiesce`).
+            let holds: Vec<Option<bool>> = self
                 .partitions
                 .values()
-                .map(|g| self.holds_elections(&g.raw) || self.abstains(g.id))
+                .map(|g| {
+                    g.quiesced
+                        .is_none()
+                        .then(|| self.holds_elections(&g.raw) || self.abstains(g.id))
+                })
                 .collect();
             for (g, hold) in self.partitions.values_mut().zip(holds) {
+                let Some(hold) = hold else {
+                    continue;
+                };
                 controllers::tick_group(&mut g.raw, hold);
                 if g.repair.is_none() {
                     continue;
@@ -251,10 +263,17 @@ impl<S: StateMachine> Engine<S> {
         }
         if ticks > 0 {
             self.dirty.insert(METADATA_GROUP);
-            self.dirty.extend(self.partitions.keys().copied());
+            self.dirty.extend(
+                self.partitions
+                    .values()
+                    .filter(|g| g.quiesced.is_none())
+                    .map(|g| g.id),
+            );
             self.observe_all();
             for g in self.partitions.values_mut() {
-                g.expire_reads(self.now, &mut self.sink);
+                if g.quiesced.is_none() {
+                    g.expire_reads(self.now, &mut self.sink);
+                }
             }
             // Barriers that timed out or were abandoned (no metadata leader,
             // or one that has not committed in its term yet) start again.
@@ -281,6 +300,8 @@ impl<S: StateMachine> Engine<S> {
             self.report_sizes();
             self.hand_off_leadership();
             self.maintain_preferred_leaders();
+            // Last: what the duties above started wakes quiesced groups.
+            self.maintain_quiescence();
             self.dirty.insert(METADATA_GROUP);
         }
         self.process();
@@ -332,6 +353,10 @@ impl<S: StateMachine> Engine<S> {
                 );
                 continue;
             }
+            if group != METADATA_GROUP && quiesce::is_wake_request(&message) {
+                self.take_wake_request(group);
+                continue;
+            }
             if crate::planted::active(crate::planted::Bug::VoteIgnoresLog)
                 && matches!(
                     message.get_msg_type(),
@@ -361,8 +386,18 @@ impl<S: StateMachine> Engine<S> {
                 self.note_leader_commit(group, &message);
             }
             if let Some(raw) = self.raw_mut(group) {
-                log_repair::forget_lost_progress(group, raw, &message);
+                if !log_repair::forget_lost_progress(group, raw, &message) {
+                    continue;
+                }
             }
+            // Anything but the quiescing heartbeat and its answer wakes a
+            // quiesced group (see `quiesce`).
+            let marker = quiesce::is_quiesce_marker(&message);
+            if !marker && group != METADATA_GROUP {
+                self.wake(group);
+            }
+            let quiesce_heartbeat = (marker && message.get_msg_type() == MessageType::MsgHeartbeat)
+                .then_some((message.term, message.commit));
             let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
             if message.get_msg_type() == MessageType::MsgAppend
                 && message.index == 0
@@ -489,8 +524,13 @@ impl<S: StateMachine> Engine<S> {
                 tracing::debug!(from, group, "dropped message for a group not hosted here");
                 continue;
             };
-            if let Err(e) = result {
-                tracing::debug!(from, group, "raft refused a message: {e}");
+            match result {
+                Err(e) => tracing::debug!(from, group, "raft refused a message: {e}"),
+                Ok(()) => {
+                    if let Some((term, commit)) = quiesce_heartbeat {
+                        self.follow_quiescence(group, from, term, commit);
+                    }
+                }
             }
             self.dirty.insert(group);
         }

@@ -14,7 +14,13 @@ impl<S: StateMachine> Engine<S> {
     pub(in crate::engine) fn observe_all(&mut self) {
         let ticks = self.config.election_ticks;
         self.metadata.observe(&mut self.rng, ticks, &mut self.sink);
-        for g in self.partitions.values_mut() {
+        // A quiesced group changes only by stepping a message, which
+        // observes it (`observe_dirty`).
+        for g in self
+            .partitions
+            .values_mut()
+            .filter(|g| g.quiesced.is_none())
+        {
             g.observe(&mut self.rng, ticks, &mut self.sink);
         }
     }
@@ -124,13 +130,15 @@ impl<S: StateMachine> Engine<S> {
         let wanted: Vec<(GroupId, PartitionId, Vec<NodeId>)> = self
             .metadata
             .sm
-            .partitions()
+            .partitions_by_group()
+            .into_values()
             .filter(|(_, p)| {
                 (p.replicas.contains(&me) || p.moving.is_some_and(|m| m.to == me))
                     && !self.partitions.contains_key(&p.group)
                     && !destroying.contains(&p.group)
             })
-            .map(|(pid, p)| {
+            .map(|(t, p)| {
+                let pid = PartitionId::new(t.name.clone(), p.partition);
                 // A replica moving in starts with no configuration and
                 // waits for the leader's snapshot, like a joining node.
                 let voters = if p.replicas.contains(&me) {
@@ -202,6 +210,11 @@ impl<S: StateMachine> Engine<S> {
             }
         }
         let md = &self.metadata.sm;
+        // One index of the live groups: looking each hosted group up by
+        // scanning the topics made this quadratic in partitions (with
+        // thousands of them, the bulk of an idle node's CPU whenever
+        // metadata applied anything).
+        let live = md.partitions_by_group();
         let now = self.now;
         // A voter that metadata moved away (or whose metadata lags a move
         // onto it) is kept while it hears from a leader; one that has not
@@ -215,8 +228,8 @@ impl<S: StateMachine> Engine<S> {
             .keys()
             .copied()
             .filter(|g| {
-                md.is_deleted_group(*g)
-                    || md.partition_of_group(*g).is_some_and(|(_, p)| {
+                md.is_deleted_group_in(&live, *g)
+                    || live.get(g).is_some_and(|(_, p)| {
                         // Moved away from this node: unless the group's own
                         // configuration makes this node a voter. Then the
                         // metadata applied here is behind the group (a move
@@ -301,6 +314,7 @@ impl<S: StateMachine> Engine<S> {
                 by_peer.entry(to).or_default().push(m);
             }
             for (to, messages) in by_peer {
+                self.sent_to.insert(to, self.now);
                 sink.outputs.push_back(Output::Send { to, messages });
             }
         }

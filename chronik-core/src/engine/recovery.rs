@@ -173,6 +173,7 @@ impl<S: StateMachine> Engine<S> {
             preferred_backoff: BTreeMap::new(),
             unwanted_voters: Vec::new(),
             heard_from: BTreeMap::new(),
+            sent_to: BTreeMap::new(),
             removed_reported: false,
             leaving: None,
             handoff_backoff: BTreeMap::new(),

@@ -169,6 +169,25 @@ impl MetadataState {
         })
     }
 
+    /// Every live partition group with its topic, by group id: one pass,
+    /// for callers that look many groups up (`partition_of_group` scans).
+    pub fn partitions_by_group(&self) -> BTreeMap<GroupId, (&TopicMeta, &PartitionMeta)> {
+        self.topics
+            .values()
+            .flat_map(|t| t.partitions.iter().map(move |p| (p.group, (t, p))))
+            .collect()
+    }
+
+    /// [`MetadataState::is_deleted_group`] against an index built by
+    /// [`MetadataState::partitions_by_group`].
+    pub fn is_deleted_group_in(
+        &self,
+        live: &BTreeMap<GroupId, (&TopicMeta, &PartitionMeta)>,
+        group: GroupId,
+    ) -> bool {
+        group != METADATA_GROUP && group < self.next_group_id && !live.contains_key(&group)
+    }
+
     /// The partition a live group replicates, with its topic.
     pub fn partition_of_group(&self, group: GroupId) -> Option<(&TopicMeta, &PartitionMeta)> {
         self.topics.values().find_map(|t| {

@@ -143,6 +143,8 @@ pub struct Cluster {
     fetch_expect: BTreeMap<RequestId, (PartitionId, u64)>,
     acked_end: BTreeMap<PartitionId, u64>,
     pub checker: Checker,
+    /// Raft messages sent so far, per group (delivered or not).
+    pub messages_sent: BTreeMap<GroupId, u64>,
 }
 
 impl Cluster {
@@ -181,6 +183,7 @@ impl Cluster {
             fetch_expect: BTreeMap::new(),
             acked_end: BTreeMap::new(),
             checker: Checker::default(),
+            messages_sent: BTreeMap::new(),
             config,
         };
         for id in 1..=c.config.nodes {

@@ -46,6 +46,9 @@ impl Cluster {
     }
 
     pub(super) fn send(&mut self, from: NodeId, to: NodeId, messages: Vec<GroupMessage>) {
+        for m in &messages {
+            *self.messages_sent.entry(m.group).or_default() += 1;
+        }
         let f = self.config.faults.clone();
         if f.loss > 0.0 && self.rng.gen_bool(f.loss) {
             return;

@@ -94,6 +94,8 @@ pub struct Metrics {
     pub groups_with_leader: IntGaugeVec,
     /// Hosted groups by kind and this node's role in them.
     pub raft_groups: IntGaugeVec,
+    /// Partition groups not ticking (quiesced: idle and fully replicated).
+    pub raft_quiesced_groups: IntGauge,
     pub raft_term: IntGaugeVec,
     pub raft_commit_index: IntGaugeVec,
     pub raft_applied_index: IntGaugeVec,
@@ -370,6 +372,10 @@ impl Metrics {
                 "chronik_raft_groups",
                 "Hosted Raft groups by kind and this node's role in them (leader, follower, candidate).",
                 &["kind", "role"],
+            ),
+            raft_quiesced_groups: r.gauge(
+                "chronik_raft_quiesced_groups",
+                "Hosted partition groups quiesced: idle and fully replicated, they neither tick nor heartbeat until something happens.",
             ),
             raft_term: r.gauge_vec(
                 "chronik_raft_term",

@@ -85,6 +85,7 @@ impl Sampler {
     fn refresh(&mut self, m: &Metrics, engine: &Engine<DiskLog>, now: Time) {
         let md = engine.metadata();
         let status = engine.status();
+        m.raft_quiesced_groups.set(engine.quiesced_groups() as i64);
         let mut groups: BTreeMap<(&str, &str), i64> = BTreeMap::new();
         let mut with_leader: BTreeMap<&str, i64> = BTreeMap::new();
         let mut hosted: BTreeMap<&str, i64> = BTreeMap::new();

@@ -190,7 +190,7 @@ pub(super) async fn inject(fault: &Fault, st: &mut FaultState, cx: &mut Ctx<'_>)
         returned_at,
         isolated,
         last_down,
-        ..
+        last_membership_step,
     } = st;
     let mut rng = thread_rng();
     let mut executed = fault.to_string();
@@ -230,7 +230,7 @@ pub(super) async fn inject(fault: &Fault, st: &mut FaultState, cx: &mut Ctx<'_>)
             *degraded = true;
         }
         Fault::IsolateLeader { pick } => {
-            *degraded = true;
+            let was_degraded = std::mem::replace(degraded, true);
             let ask: Vec<String> = (1..=n)
                 .filter(|id| !killed.contains(id) && !paused.contains(id))
                 .map(|id| addrs[id as usize - 1].clone())
@@ -253,9 +253,45 @@ pub(super) async fn inject(fault: &Fault, st: &mut FaultState, cx: &mut Ctx<'_>)
                 .expect("leader lookup task");
             match leader {
                 Some((group, leader)) => {
+                    // Judged when nothing else disturbs the cluster: no
+                    // network fault, no node down, no crash armed, no
+                    // membership change near, no replica rebuilding.
+                    let settled = returned_at.is_none_or(|t| t.elapsed() >= NETWORK_SETTLE);
+                    let quiet_membership = last_membership_step
+                        .is_none_or(|at| at.elapsed() > Duration::from_secs(15));
+                    let clean = !was_degraded
+                        && isolated.is_empty()
+                        && settled
+                        && killed.is_empty()
+                        && paused.is_empty()
+                        && quiet_membership
+                        && !checker.armed_any()
+                        && !checker.rebuilding_any();
+                    report.failovers += 1;
                     cluster.clog(leader);
                     isolated.insert(leader);
                     executed = format!("isolate {leader} (leader of group {group})");
+                    if clean {
+                        let others: Vec<u64> = (1..=n).filter(|id| *id != leader).collect();
+                        let verdict =
+                            await_failover(checker, client_node, group, leader, others).await;
+                        match verdict {
+                            Failover::Led(ms) => {
+                                report.failovers_judged += 1;
+                                executed += &format!(": led elsewhere {ms} ms later");
+                            }
+                            Failover::NotJudged(why) => {
+                                executed += &format!(": failover not judged ({why})");
+                            }
+                            Failover::Leaderless(views) => {
+                                report.failovers_judged += 1;
+                                report.violations_stored.push(format!(
+                                    "failover: group {group} has no leader {} ms after its leader {leader} was cut off, with a majority of its voters up and nothing else disturbing the cluster ({views})",
+                                    FAILOVER_BOUND.as_millis()
+                                ));
+                            }
+                        }
+                    }
                 }
                 None => executed = "isolate the leader: none known".into(),
             }
@@ -730,4 +766,83 @@ pub(super) async fn graceful_restart(
             " (cluster degraded: not judged)"
         }
     )
+}
+
+/// How a cut-off leader's group fared.
+enum Failover {
+    /// A leader among the other nodes this many ms after the cut.
+    Led(u128),
+    /// No leader within `FAILOVER_BOUND`: each other replica's view.
+    Leaderless(String),
+    /// Something else moved meanwhile, or no majority was left.
+    NotJudged(&'static str),
+}
+
+/// Waits (up to `FAILOVER_BOUND`) for `group`, whose leader `leader` was
+/// just cut off, to have a leader among `others`. Judged only while a
+/// majority of its voters is among them, none of those rebuilding or
+/// repairing, and no replica move or crash point happened meanwhile.
+async fn await_failover(
+    checker: &Arc<NodeChecker>,
+    client_node: &madsim::runtime::NodeHandle,
+    group: u64,
+    leader: u64,
+    others: Vec<u64>,
+) -> Failover {
+    let start = madsim::time::Instant::now();
+    let moves_before = checker.move_decisions();
+    let fired_before: u64 = checker.crash_points_fired().values().sum();
+    loop {
+        let ask = others.clone();
+        let seen = client_node
+            .spawn(async move {
+                let mut seen = Vec::new();
+                for id in ask {
+                    if let Ok(s) = crate::node_groups(&crate::client_addr(id)).await {
+                        if let Some(g) = s.groups.into_iter().find(|g| g.group == group) {
+                            seen.push((id, g));
+                        }
+                    }
+                }
+                seen
+            })
+            .await
+            .expect("failover survey task");
+        if seen.iter().any(|(_, g)| g.role == "leader") {
+            return Failover::Led(start.elapsed().as_millis());
+        }
+        if checker.move_decisions() != moves_before
+            || checker.crash_points_fired().values().sum::<u64>() != fired_before
+            || checker.rebuilding_any()
+        {
+            return Failover::NotJudged("a move, a crash or a rebuild meanwhile");
+        }
+        if seen.iter().any(|(_, g)| !g.repairing.is_empty()) {
+            return Failover::NotJudged("a replica repairing");
+        }
+        let Some((_, any)) = seen.first() else {
+            return Failover::NotJudged("the group is gone");
+        };
+        let voters = &any.voters;
+        let here = voters
+            .iter()
+            .filter(|v| **v != leader && seen.iter().any(|(id, _)| id == *v))
+            .count();
+        if here <= voters.len() / 2 {
+            return Failover::NotJudged("no majority of voters left");
+        }
+        if start.elapsed() >= FAILOVER_BOUND {
+            let views: Vec<String> = seen
+                .iter()
+                .map(|(id, g)| {
+                    format!(
+                        "node {id}: {} term {} leader {} commit {}",
+                        g.role, g.term, g.leader, g.commit
+                    )
+                })
+                .collect();
+            return Failover::Leaderless(views.join("; "));
+        }
+        madsim::time::sleep(Duration::from_millis(100)).await;
+    }
 }

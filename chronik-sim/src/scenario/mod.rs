@@ -46,6 +46,13 @@ const TAIL: Duration = Duration::from_secs(4);
 /// node is cut off: well under the ISR lag bound and an election, which
 /// are what a partition the cut touched may have to wait for.
 pub const UNTOUCHED_ACK_BOUND: Duration = Duration::from_millis(750);
+
+/// How soon a group whose leader was cut off leads elsewhere, when a
+/// majority of its replicas is up and nothing else disturbs the cluster:
+/// an election timeout for its followers to notice the silence of the
+/// leader's node (quiesced groups learn it from node pings), up to two for
+/// the randomized election, and room for pre-vote, vote and their fsyncs.
+pub const FAILOVER_BOUND: Duration = Duration::from_millis(5_000);
 /// How long after a heal the network counts as settled: peer streams
 /// reconnect within a second of backoff, and a leader then needs a round
 /// of check-quorum to have heard from its followers again.

@@ -54,6 +54,11 @@ pub struct RunReport {
     /// else disturbing the cluster meanwhile).
     pub rejoins: u64,
     pub rejoins_judged: u64,
+    /// Leaders cut off (`isolate-leader`), and of those the ones judged
+    /// (nothing else disturbing the cluster): each group must lead
+    /// elsewhere within `FAILOVER_BOUND`.
+    pub failovers: u64,
+    pub failovers_judged: u64,
     /// Produces sent to partitions a node's cut did not touch, while it was
     /// cut off, and of those the ones judged (with the rejoin).
     pub untouched_probe_sends: u64,
@@ -212,6 +217,7 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static [&'static str
         Bug::CorruptTailTakenForTorn => &["WAL corruption undetected"],
         // Seen at the restart, or as a second vote in a term it forgot.
         Bug::RepairForgetsTerm => &["WAL cut lost a promise", "vote: node"],
+        Bug::QuiescedIgnoresDeadLeader => &["failover: group"],
     }
 }
 

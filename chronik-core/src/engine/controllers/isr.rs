@@ -18,7 +18,9 @@ impl<S: StateMachine> Engine<S> {
         let retry_ms = self.config.tick_interval_ms * self.config.election_ticks as u64;
         let mut proposals = Vec::new();
         for (gid, g) in self.partitions.iter_mut() {
-            if !g.is_leader() {
+            // A quiesced leader's replicas all hold its whole log; its
+            // tracker catches up when it wakes (`quiesce::wake`).
+            if !g.is_leader() || g.quiesced.is_some() {
                 continue;
             }
             let GroupKind::Partition(pid) = &g.kind else {
