@@ -11,11 +11,22 @@
 //! - `idle`: creates topics totalling `--partitions` partitions of
 //!   replication 3, waits until they have leaders, then measures the
 //!   process's CPU time over `--seconds` of idleness; prints it as a share
-//!   of one core per node.
+//!   of one core per node, and the resident memory the partitions added,
+//!   per replica. With `--spread N`, then produces to N of the partitions
+//!   at once from 64 clients for `--seconds` (every produce must be
+//!   answered). With `--restart`, then stops the three nodes and starts
+//!   them again from their data: the time until every group has a leader
+//!   and until every replica is quiesced again.
+//! - `memory`: produces `--gigabytes` of records (acknowledged) through
+//!   `--clients` producers, then prints the process's peak and current
+//!   resident memory per node.
 //!
 //! ```text
 //! cargo run --release -p chronik-benches --bin chronik-engine-bench -- stall --seconds 30
 //! cargo run --release -p chronik-benches --bin chronik-engine-bench -- idle --partitions 3000
+//! cargo run --release -p chronik-benches --bin chronik-engine-bench -- idle --partitions 3000 --spread 1000
+//! cargo run --release -p chronik-benches --bin chronik-engine-bench -- idle --partitions 10000 --restart
+//! cargo run --release -p chronik-benches --bin chronik-engine-bench -- memory --gigabytes 1
 //! ```
 
 use bytes::Bytes;
@@ -67,6 +78,31 @@ enum Bench {
         /// Seconds of idleness measured.
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// Then restart the nodes and time elections and settling.
+        #[arg(long)]
+        restart: bool,
+        /// Then produce to this many of the partitions at once, for
+        /// `--seconds`, from 64 clients: every produce must be answered.
+        #[arg(long, default_value_t = 0)]
+        spread: u32,
+    },
+    /// Resident memory after producing a volume of records.
+    Memory {
+        /// Gigabytes of record payload acknowledged before measuring.
+        #[arg(long, default_value_t = 1.0)]
+        gigabytes: f64,
+        /// Concurrent producers, spread over the partitions.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Partitions of the topic produced to (replication 3).
+        #[arg(long, default_value_t = 3)]
+        partitions: u32,
+        /// Records per produce.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Bytes per record.
+        #[arg(long, default_value_t = 1000)]
+        record_size: usize,
     },
 }
 
@@ -84,7 +120,16 @@ async fn main() {
         Bench::Idle {
             partitions,
             seconds,
-        } => idle(partitions, seconds).await,
+            restart,
+            spread,
+        } => idle(partitions, seconds, restart, spread).await,
+        Bench::Memory {
+            gigabytes,
+            clients,
+            partitions,
+            batch,
+            record_size,
+        } => memory(gigabytes, clients, partitions, batch, record_size).await,
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -95,6 +140,7 @@ async fn main() {
 /// Three nodes on loopback in a temporary directory.
 struct LocalCluster {
     nodes: Vec<NodeHandle>,
+    configs: Vec<NodeConfig>,
     client: Client,
     dir: PathBuf,
 }
@@ -123,7 +169,7 @@ impl LocalCluster {
                 rack: None,
             });
         }
-        let mut nodes = Vec::new();
+        let mut configs = Vec::new();
         for m in &members {
             let parse = |a: &str| a.parse::<SocketAddr>().map_err(|e| e.to_string());
             let mut cfg = NodeConfig::new(
@@ -134,20 +180,98 @@ impl LocalCluster {
                 dir.join(format!("node{}", m.id)),
             );
             tune(&mut cfg);
+            configs.push(cfg);
+        }
+        LocalCluster::start_from(configs, dir).await
+    }
+
+    /// Starts (or starts again) nodes with these configs.
+    async fn start_from(configs: Vec<NodeConfig>, dir: PathBuf) -> Result<LocalCluster, String> {
+        let mut nodes = Vec::new();
+        for cfg in &configs {
             nodes.push(
-                Node::start(cfg)
+                Node::start(cfg.clone())
                     .await
-                    .map_err(|e| format!("node {}: {e}", m.id))?,
+                    .map_err(|e| format!("node {}: {e}", cfg.node_id))?,
             );
         }
-        let client = Client::new(members.iter().map(|m| m.client_addr.clone()).collect());
+        let client = Client::new(
+            configs
+                .iter()
+                .map(|c| c.client_listen.to_string())
+                .collect(),
+        );
         for _ in 0..200 {
             if client.metadata().await.map(|m| m.nodes.len()).unwrap_or(0) == 3 {
-                return Ok(LocalCluster { nodes, client, dir });
+                return Ok(LocalCluster {
+                    nodes,
+                    configs,
+                    client,
+                    dir,
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Err("the local cluster did not register its nodes within 10 s".into())
+    }
+
+    /// Stops every node and starts them again from their data.
+    async fn restart(self) -> Result<LocalCluster, String> {
+        for n in self.nodes {
+            n.stop()
+                .await
+                .map_err(|e| format!("stopping a node: {e}"))?;
+        }
+        LocalCluster::start_from(self.configs, self.dir).await
+    }
+
+    /// Waits (up to `limit`) until `want` groups have a leader.
+    async fn await_leaders(&self, want: usize, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut led = 0;
+            for n in &self.nodes {
+                let ins = n.inspect().await.map_err(|e| e.to_string())?;
+                led += ins
+                    .groups
+                    .iter()
+                    .filter(|g| g.role == chronik_core::Role::Leader)
+                    .count();
+            }
+            if led >= want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "only {led} of {want} groups have a leader after {} s",
+                    limit.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits (up to `limit`) until `want` partition replicas are quiesced
+    /// (as the nodes' metrics, refreshed every second, say).
+    async fn await_quiesced(&self, want: i64, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let quiet: i64 = self
+                .nodes
+                .iter()
+                .map(|n| n.metrics.raft_quiesced_groups.get())
+                .sum();
+            if quiet >= want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "only {quiet} of {want} replicas quiesced after {} s",
+                    limit.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     async fn stop(self) {
@@ -298,6 +422,8 @@ fn slow_count(text: &str, metric: &str, secs: f64) -> (u64, u64) {
     (total, total - below)
 }
 
+use chronik_benches::compare::measure::memory_bytes;
+
 /// User plus system CPU time of this process, from `/proc/self/stat`.
 fn cpu_time() -> Result<Duration, String> {
     chronik_benches::compare::measure::cpu_seconds(std::process::id())
@@ -305,8 +431,10 @@ fn cpu_time() -> Result<Duration, String> {
         .map_err(|e| format!("{e} (this bench needs Linux)"))
 }
 
-async fn idle(partitions: u32, seconds: u64) -> Result<(), String> {
+async fn idle(partitions: u32, seconds: u64, restart: bool, spread: u32) -> Result<(), String> {
+    let me = std::process::id();
     let cluster = LocalCluster::start(|_| {}).await?;
+    let (rss_empty, _) = memory_bytes(me)?;
     let c = &cluster.client;
     let created = Instant::now();
     let mut left = partitions;
@@ -321,27 +449,9 @@ async fn idle(partitions: u32, seconds: u64) -> Result<(), String> {
     }
     // Every partition led: each node reports the groups it hosts.
     let want = partitions as usize + 1;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let mut led = 0;
-        for n in &cluster.nodes {
-            let ins = n.inspect().await.map_err(|e| e.to_string())?;
-            led += ins
-                .groups
-                .iter()
-                .filter(|g| g.role == chronik_core::Role::Leader)
-                .count();
-        }
-        if led >= want {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "only {led} of {want} groups have a leader after 300 s"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    cluster
+        .await_leaders(want, Duration::from_secs(300))
+        .await?;
     let setup = created.elapsed();
     // Let the creation's aftermath (snapshots, ISR settling) pass.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -354,6 +464,162 @@ async fn idle(partitions: u32, seconds: u64) -> Result<(), String> {
         setup.as_secs_f64(),
         wall.as_secs_f64(),
         cpu.as_secs_f64()
+    );
+    let (rss, peak) = memory_bytes(me)?;
+    let replicas = 3 * partitions as u64;
+    println!(
+        "memory: {:.0} MB resident for the 3 nodes ({:.0} MB before the partitions, peak {:.0} MB): {:.1} KB per replica",
+        rss as f64 / 1e6,
+        rss_empty as f64 / 1e6,
+        peak as f64 / 1e6,
+        rss.saturating_sub(rss_empty) as f64 / replicas.max(1) as f64 / 1024.0
+    );
+    if spread > 0 {
+        spread_produce(&cluster, partitions, spread.min(partitions), seconds).await;
+    }
+    if !restart {
+        cluster.stop().await;
+        return Ok(());
+    }
+    let stopped = Instant::now();
+    let cluster = cluster.restart().await?;
+    let started = stopped.elapsed();
+    cluster
+        .await_leaders(want, Duration::from_secs(300))
+        .await?;
+    let led = stopped.elapsed();
+    cluster
+        .await_quiesced(replicas as i64, Duration::from_secs(300))
+        .await?;
+    let settled = stopped.elapsed();
+    let (cpu0, t0) = (cpu_time()?, Instant::now());
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let (cpu, wall) = (cpu_time()? - cpu0, t0.elapsed());
+    println!(
+        "restart: the 3 nodes stopped and started again from disk in {:.1} s; every group led {:.1} s and every replica quiesced {:.1} s after the stop; then {:.1}% of one core per node idle",
+        started.as_secs_f64(),
+        led.as_secs_f64(),
+        settled.as_secs_f64(),
+        cpu.as_secs_f64() / wall.as_secs_f64() / 3.0 * 100.0
+    );
+    cluster.stop().await;
+    Ok(())
+}
+
+/// 64 clients produce one record at a time to `spread` of the idle
+/// partitions (topics `idle{n}` of 100), round robin, for `seconds`; prints
+/// the rate and how many produces failed (a timeout among them would be a
+/// partition that could not keep up).
+async fn spread_produce(cluster: &LocalCluster, partitions: u32, spread: u32, seconds: u64) {
+    let addrs: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.client_addr.to_string())
+        .collect();
+    let stop = Instant::now() + Duration::from_secs(seconds);
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let first_error = Arc::new(parking_lot::Mutex::new(None::<String>));
+    let clients = 64u32;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = Client::new(addrs.clone());
+        let (ok, failed, first_error) = (ok.clone(), failed.clone(), first_error.clone());
+        tasks.push(tokio::spawn(async move {
+            // Every `partitions / spread`-th partition, each client
+            // starting at its own.
+            let step = (partitions / spread).max(1);
+            let mut i = c;
+            while Instant::now() < stop {
+                let p = (i % spread) * step;
+                let (topic, partition) = (format!("idle{}", p / 100), p % 100);
+                match client
+                    .produce(&topic, partition, vec![Bytes::from_static(b"spread")])
+                    .await
+                {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        first_error.lock().get_or_insert(e.to_string());
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                i += clients;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    println!(
+        "spread: 64 clients produced to {spread} of the {partitions} partitions for {seconds} s: {} acknowledged ({:.0}/s), {} failed{}",
+        ok.load(Ordering::Relaxed),
+        ok.load(Ordering::Relaxed) as f64 / seconds as f64,
+        failed.load(Ordering::Relaxed),
+        first_error
+            .lock()
+            .as_ref()
+            .map_or(String::new(), |e| format!(" (first: {e})"))
+    );
+}
+
+async fn memory(
+    gigabytes: f64,
+    clients: usize,
+    partitions: u32,
+    batch: usize,
+    record_size: usize,
+) -> Result<(), String> {
+    let me = std::process::id();
+    let cluster = LocalCluster::start(|_| {}).await?;
+    cluster
+        .client
+        .create_topic("mem", partitions, 3, 2)
+        .await
+        .map_err(|e| format!("create mem: {e}"))?;
+    let addrs: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.client_addr.to_string())
+        .collect();
+    let target = (gigabytes * 1e9) as u64;
+    let acked = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let (client, acked, failed) = (Client::new(addrs.clone()), acked.clone(), failed.clone());
+        let records: Vec<Bytes> = (0..batch)
+            .map(|_| Bytes::from(vec![b'm'; record_size]))
+            .collect();
+        let partition = i as u32 % partitions.max(1);
+        tasks.push(tokio::spawn(async move {
+            while acked.load(Ordering::Relaxed) < target {
+                match client.produce("mem", partition, records.clone()).await {
+                    Ok(_) => {
+                        acked.fetch_add((batch * record_size) as u64, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let (rss, peak) = memory_bytes(me)?;
+    let written = acked.load(Ordering::Relaxed);
+    println!(
+        "memory: {:.2} GB acknowledged in {secs:.1} s ({:.0} MB/s; {clients} clients x {batch} records x {record_size} B over {partitions} partitions, {} produces failed and retried)",
+        written as f64 / 1e9,
+        written as f64 / secs / 1e6,
+        failed.load(Ordering::Relaxed)
+    );
+    println!(
+        "resident memory per node (the process's over 3): peak {:.0} MB, now {:.0} MB (target: peak under 256 MB)",
+        peak as f64 / 3e6,
+        rss as f64 / 3e6
     );
     cluster.stop().await;
     Ok(())

@@ -149,6 +149,24 @@ fn clock_ticks_per_second() -> f64 {
     })
 }
 
+/// A process's resident memory now (`VmRSS`) and at its peak (`VmHWM`),
+/// in bytes, from `/proc/PID/status`.
+pub fn memory_bytes(pid: u32) -> Result<(u64, u64), String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    parse_memory(&status).ok_or_else(|| format!("/proc/{pid}/status: no VmRSS or VmHWM line"))
+}
+
+/// `(VmRSS, VmHWM)` in bytes from the text of `/proc/PID/status`.
+fn parse_memory(status: &str) -> Option<(u64, u64)> {
+    let kb = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        let value = line[key.len()..].trim().strip_suffix("kB")?.trim();
+        value.parse::<u64>().ok().map(|k| k * 1024)
+    };
+    Some((kb("VmRSS:")?, kb("VmHWM:")?))
+}
+
 /// CPU seconds of several processes together.
 pub fn cpu_seconds_all(pids: &[u32]) -> Result<f64, String> {
     pids.iter().map(|p| cpu_seconds(*p)).sum()
@@ -157,6 +175,16 @@ pub fn cpu_seconds_all(pids: &[u32]) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resident_and_peak_memory_are_read_from_proc_status() {
+        let status = "Name:\tchronik-node\nVmPeak:\t  999 kB\nVmHWM:\t    2048 kB\nVmRSS:\t    1024 kB\nThreads:\t4\n";
+        assert_eq!(parse_memory(status), Some((1024 * 1024, 2048 * 1024)));
+        assert_eq!(parse_memory("VmRSS:\t12 kB\n"), None, "no peak line");
+        assert_eq!(parse_memory("VmRSS:\tmany kB\nVmHWM:\t1 kB\n"), None);
+        let (rss, peak) = memory_bytes(std::process::id()).expect("this process's status");
+        assert!(rss > 0 && peak >= rss, "rss {rss}, peak {peak}");
+    }
 
     #[test]
     fn own_cpu_time_is_readable_and_grows() {

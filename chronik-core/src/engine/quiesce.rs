@@ -108,7 +108,7 @@ impl<S: StateMachine> Engine<S> {
             raft::StateRole::Leader => {
                 raft.lead_transferee.is_none()
                     && g.applied == last
-                    && raft.pending_conf_index <= last
+                    && raft.pending_conf_index <= g.applied
                     && raft.prs().iter().all(|(_, pr)| pr.matched == last)
             }
             raft::StateRole::Follower => raft.leader_id != 0,
