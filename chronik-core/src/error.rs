@@ -178,11 +178,16 @@ pub enum ErrorCode {
     Internal,
     /// No node could be reached (raised by clients, never by a node).
     Unreachable,
+    /// The caller's identity was not established: no or a refused
+    /// certificate, no or an unknown token.
+    Unauthenticated,
+    /// The caller is known but lacks the permission the request needs.
+    PermissionDenied,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::NotLeader,
         ErrorCode::LeaderNotReady,
         ErrorCode::UnknownTopicOrPartition,
@@ -211,6 +216,8 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
         ErrorCode::Unreachable,
+        ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
     ];
 
     /// The code's name, for people (logs, CLI output): the proto enum
@@ -245,6 +252,8 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Unreachable => "UNREACHABLE",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
         }
     }
 }

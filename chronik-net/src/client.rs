@@ -30,6 +30,11 @@ pub enum ClientError {
     /// `RetryPolicy::retry_unknown_outcome` is off).
     #[error("outcome unknown: {reason}")]
     UnknownOutcome { reason: String },
+    /// A TLS handshake failed over a certificate (the node's not signed by
+    /// the client's CA, the client's refused by the node, no client
+    /// certificate where one is required): not retried.
+    #[error("TLS refused: {message}")]
+    Tls { message: String },
 }
 
 impl ClientError {
@@ -39,6 +44,7 @@ impl ClientError {
             ClientError::Unreachable { .. } => ErrorCode::Unreachable,
             ClientError::Timeout { .. } => ErrorCode::Timeout,
             ClientError::UnknownOutcome { .. } => ErrorCode::OutcomeUnknown,
+            ClientError::Tls { .. } => ErrorCode::Unauthenticated,
         }
     }
 
@@ -53,6 +59,18 @@ impl ClientError {
 /// How a gRPC status (not an answer of the API) reads: the transport
 /// failing or timing out means no answer, anything else is a server fault.
 fn status_error(addr: &str, status: &tonic::Status) -> Result<String, ClientError> {
+    if let Some(message) = crate::tls::refusal(status) {
+        return Err(ClientError::Tls {
+            message: format!("{addr}: {message}"),
+        });
+    }
+    // A TLS port answers a plaintext HTTP/2 preface with a TLS alert,
+    // which HTTP/2 reads as an oversized frame.
+    if status.code() == tonic::Code::Internal && status.to_string().contains("FRAME_SIZE_ERROR") {
+        return Ok(format!(
+            "{addr}: the node does not speak plaintext (it may require TLS: give the client a CA, e.g. --ca)"
+        ));
+    }
     match status.code() {
         tonic::Code::Unavailable
         | tonic::Code::DeadlineExceeded
@@ -134,6 +152,8 @@ pub struct Client {
     /// Rotates follower reads over a partition's followers.
     next_follower: std::sync::atomic::AtomicUsize,
     metadata_leader: Mutex<Option<NodeId>>,
+    /// TLS to every node (`https`), with a client certificate if given.
+    tls: Option<crate::ClientTls>,
 }
 
 enum Target {
@@ -159,18 +179,36 @@ impl Client {
             replicas: Mutex::new(HashMap::new()),
             next_follower: std::sync::atomic::AtomicUsize::new(0),
             metadata_leader: Mutex::new(None),
+            tls: None,
         }
     }
 
-    async fn conn(&self, addr: &str) -> Result<Channel, String> {
+    /// Connects over TLS (`Some`): the servers' certificates must chain to
+    /// its CA and name the host connected to, and its certificate, if any,
+    /// is this client's identity.
+    pub fn with_tls(mut self, tls: Option<crate::ClientTls>) -> Client {
+        self.tls = tls;
+        self
+    }
+
+    /// A connection to `addr`: `Unreachable` when it cannot be made,
+    /// `Tls` when a certificate was refused.
+    async fn conn(&self, addr: &str) -> Result<Channel, ClientError> {
         if let Some(c) = self.conns.lock().get(addr) {
             return Ok(c.clone());
         }
-        let c = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("{addr}: {e}"))?
+        let c = crate::tls::endpoint(addr, self.tls.as_ref(), None)
+            .map_err(|last| ClientError::Unreachable { last })?
             .connect()
             .await
-            .map_err(|e| format!("{addr}: {e}"))?;
+            .map_err(|e| match crate::tls::refusal(&e) {
+                Some(message) => ClientError::Tls {
+                    message: format!("{addr}: {message}"),
+                },
+                None => ClientError::Unreachable {
+                    last: format!("{addr}: {}", crate::tls::with_causes(&e)),
+                },
+            })?;
         self.conns.lock().insert(addr.to_string(), c.clone());
         Ok(c)
     }
@@ -289,10 +327,11 @@ impl Client {
                     .max(ATTEMPT_TIMEOUT_MIN);
                 let conn = match tokio::time::timeout(left, self.conn(&addr)).await {
                     Ok(Ok(c)) => c,
-                    Ok(Err(e)) => {
+                    Ok(Err(ClientError::Unreachable { last: e })) => {
                         last = e;
                         continue;
                     }
+                    Ok(Err(e)) => return Err(e),
                     Err(_) => {
                         last = format!("{addr}: no connection within {left:?}");
                         continue;
@@ -406,7 +445,7 @@ impl Client {
             (self.retry.deadline / addrs.len().max(1) as u32).max(ATTEMPT_TIMEOUT_MIN);
         for addr in addrs {
             let attempt = async {
-                let mut c = chronik(self.conn(&addr).await?);
+                let mut c = chronik(self.conn(&addr).await.map_err(|e| e.to_string())?);
                 c.metadata(proto::MetadataRequest { topics: vec![] })
                     .await
                     .map(|r| r.into_inner())
@@ -750,10 +789,7 @@ impl Client {
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let attempt = async {
-            let ch = self
-                .conn(addr)
-                .await
-                .map_err(|last| ClientError::Unreachable { last })?;
+            let ch = self.conn(addr).await?;
             call(AdminClient::new(ch)).await.map_err(|status| {
                 self.conns.lock().remove(addr);
                 match status_error(addr, &status) {

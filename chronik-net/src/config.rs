@@ -58,6 +58,8 @@ pub struct NodeConfig {
     pub engine: EngineConfig,
     /// Time limits of a graceful shutdown's phases (`[shutdown]`).
     pub shutdown: chronik_core::shutdown::ShutdownConfig,
+    /// TLS on every port (`[tls]`); `None` serves plaintext.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for NodeConfig {
@@ -84,6 +86,7 @@ impl Default for NodeConfig {
             rack: None,
             engine: EngineConfig::default(),
             shutdown: chronik_core::shutdown::ShutdownConfig::default(),
+            tls: None,
         }
     }
 }

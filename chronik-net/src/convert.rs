@@ -79,6 +79,8 @@ codes!(
     ShuttingDown,
     Internal,
     Unreachable,
+    Unauthenticated,
+    PermissionDenied,
 );
 
 impl proto::Error {

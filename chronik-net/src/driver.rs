@@ -305,8 +305,11 @@ pub(crate) struct Driver {
     resolving: BTreeMap<NodeId, Instant>,
     /// Removed node ids, shared with the peer service so it can tell such
     /// a node why its messages are refused.
-    removed: Arc<parking_lot::RwLock<std::collections::BTreeSet<NodeId>>>,
-    removed_seen_at: u64,
+    roster: Arc<parking_lot::RwLock<crate::transport::PeerRoster>>,
+    /// The initial cluster's ids: members of the roster until metadata
+    /// lists them (a new cluster has not registered anyone yet).
+    initial_members: std::collections::BTreeSet<NodeId>,
+    roster_seen_at: u64,
     /// With an observer only: persist tickets of batches that record a new
     /// vote, and the last (term, vote) of each group, to tell the crash
     /// points apart; and whether a group was dropped since the last check.
@@ -325,7 +328,7 @@ pub(crate) struct Driver {
 
 /// What a driver is wired to besides its engine and WAL.
 pub(crate) struct DriverLinks<'a> {
-    pub removed: Arc<parking_lot::RwLock<std::collections::BTreeSet<NodeId>>>,
+    pub roster: Arc<parking_lot::RwLock<crate::transport::PeerRoster>>,
     pub initial_cluster: &'a [NodeInfo],
     /// The member this node joined through, if it joined.
     pub joined_via: Option<String>,
@@ -347,7 +350,7 @@ impl Driver {
     ) -> Self {
         let incarnation = engine.config().incarnation;
         let DriverLinks {
-            removed,
+            roster,
             initial_cluster,
             joined_via,
             peer_queue_max,
@@ -405,8 +408,9 @@ impl Driver {
                 .chain(joined_via)
                 .collect(),
             resolving: BTreeMap::new(),
-            removed,
-            removed_seen_at: 0,
+            roster,
+            initial_members: initial_cluster.iter().map(|n| n.id).collect(),
+            roster_seen_at: 0,
             vote_tickets: Vec::new(),
             last_votes: BTreeMap::new(),
             dropped: false,
@@ -711,7 +715,7 @@ impl Driver {
                     // block this group's next snapshot forever.
                     let result = match tokio::time::timeout(
                         SNAPSHOT_FETCH_TIMEOUT,
-                        fetch.fetch(&addr, &message),
+                        fetch.fetch((from, &addr), &message),
                     )
                     .await
                     {
@@ -792,15 +796,22 @@ impl Driver {
 
     async fn drain(&mut self) {
         let applied = self.engine.metadata().applied_index();
-        if applied != self.removed_seen_at {
-            self.removed_seen_at = applied;
+        if applied != self.roster_seen_at {
+            self.roster_seen_at = applied;
             let md = self.engine.metadata();
             if let Some(o) = &self.observer {
                 o.on_metadata(self.engine.node_id(), md);
             }
-            let now: std::collections::BTreeSet<NodeId> = md.removed_nodes().collect();
-            if *self.removed.read() != now {
-                *self.removed.write() = now;
+            let removed: std::collections::BTreeSet<NodeId> = md.removed_nodes().collect();
+            let mut members: std::collections::BTreeSet<NodeId> =
+                md.nodes().map(|n| n.id).collect();
+            members.extend(self.initial_members.iter().copied());
+            let stale = {
+                let r = self.roster.read();
+                r.removed != removed || r.members != members
+            };
+            if stale {
+                *self.roster.write() = crate::transport::PeerRoster { removed, members };
             }
         }
         // Planned once every earlier output was submitted (see
@@ -1233,6 +1244,7 @@ impl Driver {
             }
         }
         let tx = self.self_tx.clone();
+        let tls = self.segment_fetch.dialer.client_tls();
         tokio::spawn(async move {
             let mut peer_addr = None;
             for addr in ask {
@@ -1242,7 +1254,8 @@ impl Driver {
                         deadline: PEER_LOOKUP_INTERVAL,
                         ..crate::RetryPolicy::default()
                     },
-                );
+                )
+                .with_tls(tls.clone());
                 if let Ok(md) = c.metadata().await {
                     if let Some(n) = md.nodes.into_iter().find(|n| n.id == node) {
                         peer_addr = Some(n.peer_addr);
@@ -1267,8 +1280,8 @@ impl Driver {
             let wake = self.peer_wake.entry(to).or_default().clone();
             tokio::spawn(crate::transport::peer_sender(
                 (self.engine.node_id(), self.incarnation),
-                to,
-                addr,
+                (to, addr),
+                self.segment_fetch.dialer.clone(),
                 rx,
                 self.self_tx.clone(),
                 wake,

@@ -14,7 +14,11 @@ const JOIN_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Asks the cluster at `addr` (a client address) to add `me`; returns the
 /// registered nodes, `me` included.
-pub(crate) async fn join_cluster(addr: &str, me: &NodeInfo) -> Result<Vec<NodeInfo>, NodeError> {
+pub(crate) async fn join_cluster(
+    addr: &str,
+    me: &NodeInfo,
+    tls: Option<crate::ClientTls>,
+) -> Result<Vec<NodeInfo>, NodeError> {
     let client = Client::with_retry(
         vec![addr.to_string()],
         RetryPolicy {
@@ -27,7 +31,8 @@ pub(crate) async fn join_cluster(addr: &str, me: &NodeInfo) -> Result<Vec<NodeIn
             ],
             ..RetryPolicy::default()
         },
-    );
+    )
+    .with_tls(tls);
     let refused = |e: ClientError| {
         NodeError::Join(format!(
             "no member at {addr} accepted this node within {}s: {e}",

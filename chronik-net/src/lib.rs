@@ -4,7 +4,7 @@
 //! - [`node::Node::start`] runs a whole node inside any tokio application:
 //!   WAL recovery, the driver task that owns the engine, the peer transport
 //!   (one gRPC stream per peer, all groups batched), the client and admin
-//!   gRPC APIs and `/metrics`.
+//!   gRPC APIs and `/metrics`, over TLS when configured ([`tls`]).
 //! - [`client::Client`] talks to a cluster: finds leaders, follows hints,
 //!   retries what is retriable.
 //! - [`wal::Wal`] is the write-ahead log with group commit, behind a
@@ -47,6 +47,7 @@ mod rebalance_rpc;
 pub mod segment_files;
 mod service;
 mod throttle;
+pub mod tls;
 mod transport;
 pub mod wal;
 
@@ -56,3 +57,4 @@ pub use driver::Inspection;
 pub use graceful::Stopping;
 pub use node::{Node, NodeError, NodeHandle};
 pub use observer::{CrashPoint, EngineObserver};
+pub use tls::{ClientTls, TlsConfig, TlsError};

@@ -45,6 +45,8 @@ pub enum NodeError {
     Stopped(String),
     #[error("cannot join the cluster: {0}")]
     Join(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A running node.
@@ -59,6 +61,27 @@ pub struct NodeHandle {
     pub(crate) servers: Vec<JoinHandle<()>>,
     pub(crate) gate: Arc<crate::gate::RequestGate>,
     pub(crate) shutdown_config: chronik_core::shutdown::ShutdownConfig,
+    #[cfg(not(madsim))]
+    pub(crate) tls: Option<Arc<crate::tls::TlsState>>,
+}
+
+/// Reloads a node's TLS files: see [`NodeHandle::reload_tls`].
+#[derive(Clone)]
+pub struct TlsReloader {
+    #[cfg(not(madsim))]
+    state: Option<Arc<crate::tls::TlsState>>,
+}
+
+impl TlsReloader {
+    /// `Ok(false)` when the node runs without TLS.
+    pub fn reload(&self) -> Result<bool, crate::tls::TlsError> {
+        #[cfg(not(madsim))]
+        if let Some(t) = &self.state {
+            t.reload()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
 }
 
 /// Entry points.
@@ -88,6 +111,22 @@ impl Node {
         observer: Option<Arc<dyn crate::EngineObserver>>,
     ) -> Result<NodeHandle, NodeError> {
         config.validate()?;
+        #[cfg(not(madsim))]
+        let tls = match &config.tls {
+            Some(t) => Some(Arc::new(crate::tls::TlsState::load(t, config.node_id)?)),
+            None => None,
+        };
+        #[cfg(madsim)]
+        if config.tls.is_some() {
+            tracing::warn!(
+                node = config.node_id,
+                "[tls] is ignored in simulation builds (madsim has no TLS): this node runs plaintext"
+            );
+        }
+        let dialer = crate::tls::Dialer {
+            #[cfg(not(madsim))]
+            state: tls.clone(),
+        };
         check_node_id(disk.as_ref(), &config)?;
         let wal_cfg = WalConfig::new(config.data_dir.join("wal"));
         #[allow(unused_mut)] // mutated by a planted bug in simulation builds
@@ -104,7 +143,8 @@ impl Node {
                 // A new node: ask the cluster to add it, and learn who the
                 // members are (whose messages to accept).
                 config.initial_cluster =
-                    crate::join::join_cluster(&addr, &config.node_info()).await?;
+                    crate::join::join_cluster(&addr, &config.node_info(), dialer.client_tls())
+                        .await?;
                 tracing::info!(
                     node = config.node_id,
                     via = %addr,
@@ -125,10 +165,14 @@ impl Node {
             groups = durable.groups.len(),
             "recovered WAL"
         );
+        // Bound now, to fail with the address rather than inside a server
+        // task. Plaintext servers bind again themselves; TLS ones accept on
+        // these.
+        #[cfg(not(madsim))]
+        let mut listeners = Vec::new();
         #[cfg(not(madsim))]
         for addr in [config.peer_listen, config.client_listen] {
-            // Fail now, with the address, rather than inside a server task.
-            drop(
+            listeners.push(
                 tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|source| NodeError::Listen { addr, source })?,
@@ -166,19 +210,23 @@ impl Node {
             throttle: config
                 .catch_up_bytes_per_sec
                 .map(|r| Arc::new(crate::throttle::Throttle::new(r))),
+            dialer: dialer.clone(),
         };
         let metrics = Metrics::with_options(config.node_id, config.metrics_per_partition);
         let (tx, rx) = mpsc::channel(DRIVER_QUEUE_MAX);
         let handle = DriverHandle { tx };
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let removed = Arc::new(parking_lot::RwLock::new(std::collections::BTreeSet::new()));
+        let roster = Arc::new(parking_lot::RwLock::new(crate::transport::PeerRoster {
+            removed: Default::default(),
+            members: config.initial_cluster.iter().map(|n| n.id).collect(),
+        }));
         let (ready_tx, ready_rx) = watch::channel(false);
         let driver = Driver::new(
             engine,
             wal,
             metrics.clone(),
             DriverLinks {
-                removed: removed.clone(),
+                roster: roster.clone(),
                 initial_cluster: &config.initial_cluster,
                 joined_via: config.join.clone(),
                 peer_queue_max: config.peer_queue_max,
@@ -193,27 +241,16 @@ impl Node {
         let mut servers = Vec::new();
         let peer = RaftService {
             me: config.node_id,
-            removed,
+            roster,
             driver: handle.clone(),
             segments: segment_fetch,
             shutdown: shutdown_rx.clone(),
+            authenticated: config.tls.is_some() && cfg!(not(madsim)),
+            metrics: metrics.clone(),
         };
-        let mut stop = shutdown_rx.clone();
-        let peer_addr = config.peer_listen;
-        servers.push(tokio::spawn(async move {
-            let res = tonic::transport::Server::builder()
-                .add_service(
-                    proto::raft_server::RaftServer::new(peer)
-                        .max_decoding_message_size(256 * 1024 * 1024),
-                )
-                .serve_with_shutdown(peer_addr, async move {
-                    let _ = stop.changed().await;
-                })
-                .await;
-            if let Err(e) = res {
-                tracing::error!(%peer_addr, "peer server failed: {e}");
-            }
-        }));
+        let peer_router = tonic::transport::Server::builder().add_service(
+            proto::raft_server::RaftServer::new(peer).max_decoding_message_size(256 * 1024 * 1024),
+        );
         let gate = Arc::new(crate::gate::RequestGate::default());
         let services = Services {
             driver: handle.clone(),
@@ -222,8 +259,8 @@ impl Node {
             gate: gate.clone(),
             metrics: metrics.clone(),
             started: tokio::time::Instant::now(),
+            dialer: dialer.clone(),
         };
-        let mut stop = shutdown_rx.clone();
         let client_addr = config.client_listen;
         let message_max = (config.engine.record_size_max_bytes * 4).max(64 * 1024 * 1024);
         let router = tonic::transport::Server::builder()
@@ -241,16 +278,48 @@ impl Node {
                 .map_err(|e| NodeError::Stopped(format!("gRPC reflection: {e}")))?;
         #[cfg(madsim)]
         drop(ready_rx);
-        servers.push(tokio::spawn(async move {
-            let res = router
-                .serve_with_shutdown(client_addr, async move {
-                    let _ = stop.changed().await;
-                })
-                .await;
-            if let Err(e) = res {
-                tracing::error!(%client_addr, "client server failed: {e}");
+        let peer_addr = config.peer_listen;
+        #[cfg(not(madsim))]
+        {
+            let mut listeners = listeners.into_iter();
+            for (router, addr, listener, port) in [
+                (
+                    peer_router,
+                    peer_addr,
+                    listeners.next(),
+                    crate::tls::Port::Peer,
+                ),
+                (
+                    router,
+                    client_addr,
+                    listeners.next(),
+                    crate::tls::Port::Client,
+                ),
+            ] {
+                let tls = tls.clone().zip(listener).map(|(state, listener)| {
+                    crate::tls::accept(listener, state, port, metrics.clone())
+                });
+                servers.push(tokio::spawn(serve_grpc(
+                    router,
+                    addr,
+                    tls,
+                    port.label(),
+                    shutdown_rx.clone(),
+                )));
             }
-        }));
+        }
+        #[cfg(madsim)]
+        for (router, addr, port) in [
+            (peer_router, peer_addr, "peer"),
+            (router, client_addr, "client"),
+        ] {
+            servers.push(tokio::spawn(serve_grpc(
+                router,
+                addr,
+                port,
+                shutdown_rx.clone(),
+            )));
+        }
         #[cfg(not(madsim))]
         if let Some(addr) = config.metrics_listen {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -258,11 +327,21 @@ impl Node {
                 .map_err(|source| NodeError::Listen { addr, source })?;
             let m = metrics.clone();
             let mut stop = shutdown_rx.clone();
+            let stop = async move {
+                let _ = stop.changed().await;
+            };
+            let tls = tls.clone().map(|state| crate::tls::TlsListener {
+                local: addr,
+                accepted: crate::tls::accept(listener, state, crate::tls::Port::Metrics, m.clone()),
+            });
             servers.push(tokio::spawn(async move {
-                let res = crate::metrics::serve(listener, m, async move {
-                    let _ = stop.changed().await;
-                })
-                .await;
+                let res = match tls {
+                    Some(tls) => crate::metrics::serve(tls, m, stop).await,
+                    None => match tokio::net::TcpListener::bind(addr).await {
+                        Ok(listener) => crate::metrics::serve(listener, m, stop).await,
+                        Err(e) => Err(e),
+                    },
+                };
                 if let Err(e) = res {
                     tracing::error!(%addr, "metrics server failed: {e}");
                 }
@@ -272,6 +351,7 @@ impl Node {
             node = config.node_id,
             peer = %config.peer_listen,
             client = %config.client_listen,
+            tls = config.tls.is_some() && cfg!(not(madsim)),
             "node started"
         );
         Ok(NodeHandle {
@@ -285,7 +365,53 @@ impl Node {
             servers,
             gate,
             shutdown_config: config.shutdown.clone(),
+            #[cfg(not(madsim))]
+            tls,
         })
+    }
+}
+
+/// Serves a gRPC router on `addr` until `stop` flips: on the TLS
+/// connections `tls` yields when given, plaintext otherwise.
+#[cfg(not(madsim))]
+async fn serve_grpc(
+    router: tonic::transport::server::Router,
+    addr: SocketAddr,
+    tls: Option<mpsc::Receiver<crate::tls::Accepted>>,
+    port: &'static str,
+    mut stop: watch::Receiver<bool>,
+) {
+    let signal = async move {
+        let _ = stop.changed().await;
+    };
+    let res = match tls {
+        Some(accepted) => {
+            let incoming = futures::stream::unfold(accepted, |mut rx| async move {
+                let (stream, _) = rx.recv().await?;
+                Some((Ok::<_, std::io::Error>(stream), rx))
+            });
+            router.serve_with_incoming_shutdown(incoming, signal).await
+        }
+        None => router.serve_with_shutdown(addr, signal).await,
+    };
+    if let Err(e) = res {
+        tracing::error!(%addr, port, "server failed: {e}");
+    }
+}
+
+/// Serves a gRPC router on `addr` until `stop` flips (simulation: no TLS).
+#[cfg(madsim)]
+async fn serve_grpc(
+    router: tonic::transport::server::Router,
+    addr: SocketAddr,
+    port: &'static str,
+    mut stop: watch::Receiver<bool>,
+) {
+    let signal = async move {
+        let _ = stop.changed().await;
+    };
+    if let Err(e) = router.serve_with_shutdown(addr, signal).await {
+        tracing::error!(%addr, port, "server failed: {e}");
     }
 }
 
@@ -330,6 +456,23 @@ impl NodeHandle {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(NodeError::Stopped(e)),
             Err(e) => Err(NodeError::Stopped(format!("driver task failed: {e}"))),
+        }
+    }
+
+    /// Reads the TLS certificate, key and CA files again (what SIGHUP does
+    /// in the daemon): new connections use them, open ones keep theirs.
+    /// Files that do not load or check out are refused and the old ones
+    /// kept. `Ok(false)` when the node runs without TLS.
+    pub fn reload_tls(&self) -> Result<bool, crate::tls::TlsError> {
+        self.tls_reloader().reload()
+    }
+
+    /// A handle that reloads this node's TLS files from elsewhere (a
+    /// signal handler's task).
+    pub fn tls_reloader(&self) -> TlsReloader {
+        TlsReloader {
+            #[cfg(not(madsim))]
+            state: self.tls.clone(),
         }
     }
 

@@ -34,6 +34,8 @@ pub(crate) struct Services {
     pub metrics: crate::metrics::Metrics,
     /// When the node started (uptime in NodeStatus).
     pub started: tokio::time::Instant,
+    /// How this node connects to peers (`ping-node`).
+    pub dialer: crate::tls::Dialer,
 }
 
 /// Responses that carry an in-band error: what a refused request gets.
@@ -796,7 +798,7 @@ impl proto::admin_server::Admin for Services {
                 n => n.min(PING_COUNT_MAX),
             };
             Ok(GrpcResponse::new(
-                ping(ins.node_id, r.id, &target.peer_addr, count).await,
+                ping((ins.node_id, r.id), &target.peer_addr, &self.dialer, count).await,
             ))
         })
         .await
@@ -893,7 +895,12 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Opens a connection to `peer_addr` and pings it `count` times over the
 /// peer transport.
-async fn ping(from: u64, to: u64, peer_addr: &str, count: u32) -> proto::PingNodeResponse {
+async fn ping(
+    (from, to): (u64, u64),
+    peer_addr: &str,
+    dialer: &crate::tls::Dialer,
+    count: u32,
+) -> proto::PingNodeResponse {
     use proto::raft_client::RaftClient;
     let mut resp = proto::PingNodeResponse {
         from,
@@ -902,11 +909,20 @@ async fn ping(from: u64, to: u64, peer_addr: &str, count: u32) -> proto::PingNod
         ..Default::default()
     };
     let started = tokio::time::Instant::now();
-    let connect = RaftClient::connect(format!("http://{peer_addr}"));
-    let mut client = match tokio::time::timeout(PING_TIMEOUT, connect).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
+    let endpoint = match dialer.peer(peer_addr, to) {
+        Ok(e) => e,
+        Err(e) => {
             resp.problem = format!("cannot connect to {peer_addr}: {e}");
+            return resp;
+        }
+    };
+    let mut client = match tokio::time::timeout(PING_TIMEOUT, endpoint.connect()).await {
+        Ok(Ok(c)) => RaftClient::new(c),
+        Ok(Err(e)) => {
+            resp.problem = format!(
+                "cannot connect to {peer_addr}: {}",
+                crate::tls::with_causes(&e)
+            );
             return resp;
         }
         Err(_) => {

@@ -21,6 +21,17 @@ const STREAM_BUFFER: usize = 64;
 /// How long a stream may stay full before it is replaced.
 const STREAM_STALL_MAX: Duration = Duration::from_millis(1000);
 
+/// Who may speak on the peer port, kept current by the driver from the
+/// committed metadata.
+#[derive(Debug, Default)]
+pub(crate) struct PeerRoster {
+    /// Removed nodes: told to stop.
+    pub removed: std::collections::BTreeSet<NodeId>,
+    /// Registered nodes and the initial cluster: with TLS on, the only ids
+    /// whose certificates are accepted.
+    pub members: std::collections::BTreeSet<NodeId>,
+}
+
 fn encode(
     me: NodeId,
     incarnation: u64,
@@ -51,8 +62,8 @@ fn encode(
 /// of up to a second would lose its votes and appends meanwhile).
 pub(crate) async fn peer_sender(
     (me, incarnation): (NodeId, u64),
-    to: NodeId,
-    addr: String,
+    (to, addr): (NodeId, String),
+    dialer: crate::tls::Dialer,
     mut rx: mpsc::Receiver<Vec<GroupMessage>>,
     driver: mpsc::Sender<crate::driver::DriverMsg>,
     wake: Arc<tokio::sync::Notify>,
@@ -69,9 +80,15 @@ pub(crate) async fn peer_sender(
     };
     let mut backoff = BACKOFF_MIN;
     loop {
-        let endpoint = format!("http://{addr}");
-        let mut client = match RaftClient::connect(endpoint).await {
-            Ok(c) => c,
+        let connected = match dialer.peer(&addr, to) {
+            Ok(endpoint) => endpoint
+                .connect()
+                .await
+                .map_err(|e| crate::tls::with_causes(&e)),
+            Err(e) => Err(e),
+        };
+        let mut client = match connected {
+            Ok(c) => RaftClient::new(c),
             Err(e) => {
                 tracing::debug!(to, %addr, "cannot reach peer: {e}");
                 report_unreachable(&driver, to);
@@ -112,6 +129,13 @@ pub(crate) async fn peer_sender(
                                 "the node at this address is not the one this node meant: {}",
                                 r.message
                             ),
+                            proto::peer_refusal::Reason::IdentityMismatch
+                            | proto::peer_refusal::Reason::NotAMember => {
+                                // A certificate or membership problem:
+                                // retrying soon will not fix it.
+                                tracing::error!(to, %addr, "peer refused this node: {}", r.message);
+                                backoff = BACKOFF_MAX;
+                            }
                             proto::peer_refusal::Reason::Unspecified => {
                                 tracing::warn!(to, "peer refused the stream: {}", r.message)
                             }
@@ -170,21 +194,122 @@ fn refuse(
 /// The receiving side: decodes batches and hands them to the driver.
 pub(crate) struct RaftService {
     pub me: NodeId,
-    /// Removed node ids, kept current by the driver.
-    pub removed: std::sync::Arc<parking_lot::RwLock<std::collections::BTreeSet<NodeId>>>,
+    /// Removed and member node ids, kept current by the driver.
+    pub roster: Arc<parking_lot::RwLock<PeerRoster>>,
     pub driver: DriverHandle,
     pub segments: SegmentFetch,
     /// Ends open streams on shutdown: graceful server shutdown waits for
     /// them, and a peer's stream never ends by itself.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// TLS is on: every peer connection presented a certificate signed by
+    /// the CA, and a peer may speak only for the member node its
+    /// certificate names.
+    pub authenticated: bool,
+    pub metrics: crate::metrics::Metrics,
+}
+
+/// A peer's certificates (leaf first), as the TLS handshake took them.
+#[cfg(not(madsim))]
+type PeerCerts = Option<Arc<Vec<rustls::pki_types::CertificateDer<'static>>>>;
+#[cfg(madsim)]
+type PeerCerts = Option<()>;
+
+fn peer_certs<T>(request: &tonic::Request<T>) -> PeerCerts {
+    #[cfg(not(madsim))]
+    return request.peer_certs();
+    #[cfg(madsim)]
+    {
+        let _ = request;
+        None
+    }
+}
+
+impl RaftService {
+    /// With TLS on, whether the connection's certificate lets it speak for
+    /// node `from`: it must name `from`, a member of the cluster. The
+    /// refusal says why, and is counted.
+    fn admit(
+        &self,
+        certs: &PeerCerts,
+        from: NodeId,
+    ) -> Result<(), (proto::peer_refusal::Reason, String)> {
+        if !self.authenticated {
+            return Ok(());
+        }
+        use proto::peer_refusal::Reason;
+        #[cfg(not(madsim))]
+        let named = certs
+            .as_ref()
+            .and_then(|c| c.first())
+            .is_some_and(|leaf| crate::tls::cert_names_node(leaf, from));
+        #[cfg(madsim)]
+        let named = certs.is_some();
+        let refusal = if !named {
+            Some((
+                Reason::IdentityMismatch,
+                "peer_identity_mismatch",
+                format!(
+                    "the peer's certificate does not name node {from} ({}): a node speaks only for the id its certificate names",
+                    crate::tls::node_server_name(from)
+                ),
+            ))
+        } else if !self.roster.read().members.contains(&from) {
+            Some((
+                Reason::NotAMember,
+                "peer_not_a_member",
+                format!("node {from} is not a member of this cluster"),
+            ))
+        } else {
+            None
+        };
+        match refusal {
+            None => Ok(()),
+            Some((reason, label, message)) => {
+                tracing::warn!(from, "peer refused: {message}");
+                self.metrics
+                    .security_refusals
+                    .with_label_values(&["peer", label])
+                    .inc();
+                Err((reason, message))
+            }
+        }
+    }
+
+    /// With TLS on, refuses a call whose certificate names no member
+    /// node (pings and segment fetches come from nodes only).
+    fn admit_any_member(&self, certs: &PeerCerts) -> Result<(), tonic::Status> {
+        if !self.authenticated {
+            return Ok(());
+        }
+        let members: Vec<NodeId> = self.roster.read().members.iter().copied().collect();
+        #[cfg(not(madsim))]
+        let named = certs.as_ref().and_then(|c| c.first()).is_some_and(|leaf| {
+            members
+                .iter()
+                .any(|id| crate::tls::cert_names_node(leaf, *id))
+        });
+        #[cfg(madsim)]
+        let named = certs.is_some() && !members.is_empty();
+        if named {
+            return Ok(());
+        }
+        self.metrics
+            .security_refusals
+            .with_label_values(&["peer", "peer_not_a_member"])
+            .inc();
+        Err(tonic::Status::permission_denied(
+            "the peer port serves member nodes only: this certificate names none",
+        ))
+    }
 }
 
 #[tonic::async_trait]
 impl proto::raft_server::Raft for RaftService {
     async fn ping(
         &self,
-        _request: tonic::Request<proto::PingRequest>,
+        request: tonic::Request<proto::PingRequest>,
     ) -> Result<tonic::Response<proto::PingResponse>, tonic::Status> {
+        self.admit_any_member(&peer_certs(&request))?;
         Ok(tonic::Response::new(proto::PingResponse {
             node_id: self.me,
         }))
@@ -194,6 +319,8 @@ impl proto::raft_server::Raft for RaftService {
         &self,
         request: tonic::Request<tonic::Streaming<proto::PeerBatch>>,
     ) -> Result<tonic::Response<proto::StreamAck>, tonic::Status> {
+        let certs = peer_certs(&request);
+        let mut admitted = None;
         let mut stream = request.into_inner();
         let mut shutdown = self.shutdown.clone();
         loop {
@@ -203,7 +330,7 @@ impl proto::raft_server::Raft for RaftService {
                 m = stream.message() => m?,
             };
             let Some(batch) = batch else { break };
-            if self.removed.read().contains(&batch.from) {
+            if self.roster.read().removed.contains(&batch.from) {
                 return refuse(
                     proto::peer_refusal::Reason::Removed,
                     batch.from,
@@ -221,6 +348,12 @@ impl proto::raft_server::Raft for RaftService {
                     self.me,
                     format!("this is node {}, not node {}", self.me, batch.to),
                 );
+            }
+            if admitted != Some(batch.from) {
+                if let Err((reason, message)) = self.admit(&certs, batch.from) {
+                    return refuse(reason, batch.from, message);
+                }
+                admitted = Some(batch.from);
             }
             let mut messages = Vec::with_capacity(batch.messages.len());
             for m in batch.messages {
@@ -277,6 +410,7 @@ impl proto::raft_server::Raft for RaftService {
         &self,
         request: tonic::Request<proto::FetchSegmentsRequest>,
     ) -> Result<tonic::Response<Self::FetchSegmentsStream>, tonic::Status> {
+        self.admit_any_member(&peer_certs(&request))?;
         let r = request.into_inner();
         let manifest = Manifest::decode(&r.manifest).map_err(tonic::Status::invalid_argument)?;
         let dir = group_dir(&self.segments.partitions_dir, r.group);
@@ -338,11 +472,17 @@ pub(crate) struct SegmentFetch {
     pub crash: Option<(chronik_core::NodeId, Arc<dyn crate::EngineObserver>)>,
     /// Shared by every fetch of this node (`catch_up_bytes_per_sec`).
     pub throttle: Option<Arc<crate::throttle::Throttle>>,
+    /// How this node connects to peers (TLS or not).
+    pub dialer: crate::tls::Dialer,
 }
 
 impl SegmentFetch {
-    /// Returns the bytes received.
-    pub async fn fetch(&self, addr: &str, message: &GroupMessage) -> Result<u64, String> {
+    /// Fetches from node `from` at `addr`; returns the bytes received.
+    pub async fn fetch(
+        &self,
+        (from, addr): (NodeId, &str),
+        message: &GroupMessage,
+    ) -> Result<u64, String> {
         let data = &message.message.get_snapshot().data;
         let manifest = Manifest::decode(data)?;
         let wanted: Vec<String> = manifest
@@ -354,10 +494,14 @@ impl SegmentFetch {
         self.disk
             .create_dir_all(&incoming)
             .map_err(|e| format!("{}: {e}", incoming.display()))?;
-        let mut client = RaftClient::connect(format!("http://{addr}"))
+        let channel = self
+            .dialer
+            .peer(addr, from)?
+            .connect()
             .await
-            .map_err(|e| format!("{addr}: {e}"))?
-            .max_decoding_message_size(4 * SEGMENT_CHUNK_BYTES);
+            .map_err(|e| format!("{addr}: {}", crate::tls::with_causes(&e)))?;
+        let mut client =
+            RaftClient::new(channel).max_decoding_message_size(4 * SEGMENT_CHUNK_BYTES);
         let mut stream = client
             .fetch_segments(proto::FetchSegmentsRequest {
                 group: message.group,

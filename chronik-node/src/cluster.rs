@@ -167,7 +167,7 @@ const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
 const REMOVAL_WAIT: Duration = Duration::from_secs(120);
 
 fn client(addr: &str) -> Client {
-    Client::with_retry(
+    crate::connect::client(
         vec![addr.to_string()],
         RetryPolicy {
             deadline: COMMAND_DEADLINE,

@@ -38,7 +38,16 @@ pub fn load(path: &Path, o: Overrides) -> Result<NodeConfig, ConfigProblem> {
         path: path.display().to_string(),
         source,
     })?;
-    parse(&text, &path.display().to_string(), o)
+    let mut c = parse(&text, &path.display().to_string(), o)?;
+    // TLS files named relative to the config file's directory.
+    if let (Some(tls), Some(dir)) = (&mut c.tls, path.parent()) {
+        for p in [&mut tls.ca, &mut tls.cert, &mut tls.key] {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+    }
+    Ok(c)
 }
 
 /// The settings a node cannot run without: each must be in the file or on
@@ -58,7 +67,19 @@ pub fn parse(text: &str, source: &str, o: Overrides) -> Result<NodeConfig, Confi
         path: source.to_string(),
         message: e.to_string(),
     };
-    let table: toml::Table = toml::from_str(text).map_err(parse_err)?;
+    let mut table: toml::Table = toml::from_str(text).map_err(parse_err)?;
+    // The daemon's own key: running without TLS is a choice made in the
+    // file, never a default.
+    let plaintext = match table.remove("plaintext") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => b,
+        Some(_) => {
+            return Err(ConfigProblem::Invalid {
+                field: "plaintext",
+                reason: "must be true or false".into(),
+            })
+        }
+    };
     let given = |field: &str| table.contains_key(field);
     // Unknown keys first: a misspelt required field is named as such.
     let mut c: NodeConfig = table.clone().try_into().map_err(parse_err)?;
@@ -97,6 +118,21 @@ pub fn parse(text: &str, source: &str, o: Overrides) -> Result<NodeConfig, Confi
             reason,
         })?;
     }
+    match (&c.tls, plaintext) {
+        (None, false) => {
+            return Err(ConfigProblem::Invalid {
+                field: "tls",
+                reason: "no [tls] section: give the node its CA, certificate and key (docs/security.md), or set `plaintext = true` to run without TLS on a network you trust".into(),
+            })
+        }
+        (Some(_), true) => {
+            return Err(ConfigProblem::Invalid {
+                field: "plaintext",
+                reason: "`plaintext = true` and a [tls] section: choose one".into(),
+            })
+        }
+        _ => {}
+    }
     if c.initial_cluster.is_empty() && c.join.is_none() {
         return Err(ConfigProblem::Invalid {
             field: "initial_cluster",
@@ -126,6 +162,7 @@ mod tests {
     }
 
     const GOOD: &str = r#"
+plaintext = true
 node_id = 1
 peer_listen = "127.0.0.1:7001"
 client_listen = "127.0.0.1:9001"
@@ -168,6 +205,22 @@ client_addr = "127.0.0.1:9001"
                 GOOD.replace("peer_addr = \"127.0.0.1:7001\"", "peer_addr = \"bad\""),
                 "initial_cluster",
             ),
+            (GOOD.replace("plaintext = true\n", ""), "tls"),
+            (
+                GOOD.replace("plaintext = true", "plaintext = 1"),
+                "plaintext",
+            ),
+            (
+                format!("{GOOD}\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n"),
+                "plaintext",
+            ),
+            (
+                format!(
+                    "{}\n[tls]\nca = \"a\"\ncert = \"b\"\n",
+                    GOOD.replace("plaintext = true\n", "")
+                ),
+                "key",
+            ),
         ];
         for (text, field) in cases {
             let e = parse(&text).unwrap_err().to_string();
@@ -193,6 +246,7 @@ client_addr = "127.0.0.1:9001"
         let engine = rest.split("[[initial_cluster]]").next().unwrap();
         let (engine, rebalance) = engine.split_once("[engine.rebalance]").unwrap();
         let (rebalance, shutdown) = rebalance.split_once("[shutdown]").unwrap();
+        let (shutdown, tls) = shutdown.split_once("[tls]").unwrap();
         // `key = value` lines, commented out or not, trailing comments cut.
         let settings = |part: &str| -> Vec<(String, String)> {
             part.lines()
@@ -204,16 +258,34 @@ client_addr = "127.0.0.1:9001"
                 })
                 .collect()
         };
-        let (top, engine, rebalance, shutdown) = (
+        let (top, engine, rebalance, shutdown, tls) = (
             settings(top),
             settings(engine),
             settings(rebalance),
             settings(shutdown),
+            settings(tls),
         );
         let shown = |part: &[(String, String)], key: &str, value: Option<String>| {
             part.iter()
                 .any(|(k, v)| k == key && value.as_ref().is_none_or(|want| v == want))
         };
+        // Every [tls] key, and only those.
+        let tls_keys = toml::Table::try_from(chronik_net::TlsConfig {
+            ca: "a".into(),
+            cert: "b".into(),
+            key: "c".into(),
+            require_client_cert: false,
+        })
+        .unwrap();
+        for k in tls_keys.keys() {
+            assert!(
+                shown(&tls, k, None),
+                "[tls] {k} is not in docs/operations.md"
+            );
+        }
+        for (k, _) in &tls {
+            assert!(tls_keys.contains_key(k), "[tls] {k} is not a setting");
+        }
         let defaults = toml::Table::try_from(NodeConfig::default()).unwrap();
         let identity = [
             "node_id",
@@ -256,6 +328,7 @@ client_addr = "127.0.0.1:9001"
         }
         // Settings with no default (unset) are shown as examples.
         for key in [
+            "plaintext",
             "metrics_listen",
             "join",
             "retention_bytes",
@@ -286,6 +359,7 @@ client_addr = "127.0.0.1:9001"
             );
         }
         let known = [
+            "plaintext",
             "metrics_listen",
             "join",
             "retention_bytes",

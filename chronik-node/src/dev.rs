@@ -11,7 +11,28 @@ use std::time::Duration;
 const NODES: u16 = 3;
 const DEMO_TOPIC: &str = "demo";
 
-pub async fn run(data_dir: PathBuf, base_port: u16, auto_rebalance: bool) -> ExitCode {
+/// The dev cluster's certificates under `data_dir/tls`: made on the first
+/// `--tls` run, reused after.
+fn dev_certs(data_dir: &std::path::Path) -> Result<PathBuf, crate::certs::CertsError> {
+    let dir = data_dir.join("tls");
+    let ids: Vec<u64> = (1..=u64::from(NODES)).collect();
+    let have = |name: &str| dir.join(format!("{name}.pem")).exists();
+    let complete =
+        have("ca") && have("client-dev") && ids.iter().all(|i| have(&format!("node-{i}")));
+    if !complete {
+        crate::certs::create(&crate::certs::CertsArgs {
+            dir: dir.clone(),
+            nodes: ids,
+            hosts: Vec::new(),
+            clients: vec!["dev".into()],
+            valid_days: 365,
+            force: true,
+        })?;
+    }
+    Ok(dir)
+}
+
+pub async fn run(data_dir: PathBuf, base_port: u16, auto_rebalance: bool, tls: bool) -> ExitCode {
     let Some(last) = base_port.checked_add(20 + NODES) else {
         eprintln!("error: --base-port {base_port} leaves no room for {NODES} nodes");
         return ExitCode::from(2);
@@ -26,6 +47,13 @@ pub async fn run(data_dir: PathBuf, base_port: u16, auto_rebalance: bool) -> Exi
             rack: None,
         })
         .collect();
+    let tls_dir = match tls.then(|| dev_certs(&data_dir)).transpose() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: cannot create the dev cluster's certificates: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut nodes = Vec::new();
     for i in 0..NODES {
         let mut cfg = NodeConfig::new(
@@ -37,6 +65,12 @@ pub async fn run(data_dir: PathBuf, base_port: u16, auto_rebalance: bool) -> Exi
         );
         cfg.metrics_listen = Some(addr(base_port + 20 + i));
         cfg.engine.rebalance.enabled = auto_rebalance;
+        cfg.tls = tls_dir.as_ref().map(|d| chronik_net::TlsConfig {
+            ca: d.join("ca.pem"),
+            cert: d.join(format!("node-{}.pem", i + 1)),
+            key: d.join(format!("node-{}.key", i + 1)),
+            require_client_cert: false,
+        });
         match Node::start(cfg).await {
             Ok(n) => nodes.push(n),
             Err(e) => {
@@ -48,7 +82,18 @@ pub async fn run(data_dir: PathBuf, base_port: u16, auto_rebalance: bool) -> Exi
             }
         }
     }
-    let client = Client::new(members.iter().map(|m| m.client_addr.clone()).collect());
+    let client_tls = match &tls_dir {
+        Some(d) => match chronik_net::ClientTls::from_files(&d.join("ca.pem"), None, None) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let client =
+        Client::new(members.iter().map(|m| m.client_addr.clone()).collect()).with_tls(client_tls);
     let mut ready = false;
     for _ in 0..100 {
         if let Ok(md) = client.metadata().await {
@@ -74,9 +119,10 @@ pub async fn run(data_dir: PathBuf, base_port: u16, auto_rebalance: bool) -> Exi
         }
     }
     println!("Chronik dev cluster is up, data in {}", data_dir.display());
+    let scheme = if tls_dir.is_some() { "https" } else { "http" };
     for m in &members {
         println!(
-            "  node {}: client {}  peer {}  metrics http://127.0.0.1:{}/metrics",
+            "  node {}: client {}  peer {}  metrics {scheme}://127.0.0.1:{}/metrics",
             m.id,
             m.client_addr,
             m.peer_addr,
@@ -85,6 +131,14 @@ pub async fn run(data_dir: PathBuf, base_port: u16, auto_rebalance: bool) -> Exi
     }
     let a = &members[0].client_addr;
     println!("Try, in another terminal:");
+    if let Some(d) = &tls_dir {
+        println!("  export CHRONIK_CA={}", d.join("ca.pem").display());
+        println!(
+            "  export CHRONIK_CERT={} CHRONIK_KEY={}   # optional: a client certificate",
+            d.join("client-dev.pem").display(),
+            d.join("client-dev.key").display()
+        );
+    }
     println!("  chronik-node topic list --addr {a}");
     println!("  seq 1 5 | chronik-node produce --topic {DEMO_TOPIC} --addr {a}");
     println!("  chronik-node consume --topic {DEMO_TOPIC} --from-beginning --addr {a}");

@@ -1,8 +1,10 @@
-//! `chronik-node`: the Chronik daemon (`run`, `dev`) and its client tools
-//! (`topic`, `produce`, `consume`).
+//! `chronik-node`: the Chronik daemon (`run`, `dev`), its client tools
+//! (`topic`, `produce`, `consume`, `cluster`) and `certs`.
 
+mod certs;
 mod cluster;
 mod config;
+mod connect;
 mod dev;
 mod diagnose;
 mod error;
@@ -29,6 +31,10 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+    /// TLS for the client tools (`topic`, `produce`, `consume`,
+    /// `cluster`).
+    #[command(flatten)]
+    connect: connect::ConnectArgs,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -73,7 +79,15 @@ enum Cmd {
         /// with `cluster rebalance`).
         #[arg(long)]
         no_auto_rebalance: bool,
+        /// TLS on every port: creates a local CA and node and client
+        /// certificates under DATA_DIR/tls (kept for the next run) and
+        /// prints how to point the tools at them.
+        #[arg(long)]
+        tls: bool,
     },
+    /// Creates a local CA (or reuses the one in DIR) and node and client
+    /// certificates signed by it.
+    Certs(certs::CertsArgs),
     /// Creates, lists and describes topics.
     Topic {
         #[command(subcommand)]
@@ -136,6 +150,10 @@ fn init_logs(format: LogFormat, default: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = connect::init(&cli.connect) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -179,10 +197,28 @@ fn main() -> ExitCode {
                 data_dir,
                 base_port,
                 no_auto_rebalance,
+                tls,
             } => {
                 init_logs(cli.log_format, "warn,chronik_node=info");
-                dev::run(data_dir, base_port, !no_auto_rebalance).await
+                dev::run(data_dir, base_port, !no_auto_rebalance, tls).await
             }
+            Cmd::Certs(a) => match certs::create(&a) {
+                Ok(made) => {
+                    if made.ca_created {
+                        println!("created CA {}", made.ca.display());
+                    } else {
+                        println!("signed with CA {}", made.ca.display());
+                    }
+                    for f in made.files {
+                        println!("wrote {}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
             Cmd::Topic { command, addr } => {
                 init_logs(cli.log_format, "warn");
                 tools::exit(tools::topic(command, &addr).await)
@@ -225,11 +261,13 @@ async fn run(cfg: chronik_net::NodeConfig) -> ExitCode {
             };
         }
     };
+    let reloader = node.tls_reloader();
     tokio::select! {
         r = node.stopped() => {
             eprintln!("error: {}", r.err().map_or("node stopped".to_string(), |e| e.to_string()));
             ExitCode::FAILURE
         }
+        _ = reload_on_hangup(reloader) => unreachable!("reload_on_hangup never returns"),
         _ = shutdown_signal() => {
             tracing::info!("stopping gracefully; a second signal stops at once");
             tokio::select! {
@@ -261,6 +299,24 @@ async fn run(cfg: chronik_net::NodeConfig) -> ExitCode {
 /// a phase ran out of time or a second signal cut it short.
 const EXIT_SHUTDOWN_TIMED_OUT: u8 = 3;
 const EXIT_STOPPED_AT_ONCE: u8 = 130;
+
+/// Reloads the TLS files on every SIGHUP; never returns.
+async fn reload_on_hangup(node: chronik_net::node::TlsReloader) {
+    #[cfg(unix)]
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        while hup.recv().await.is_some() {
+            match node.reload() {
+                Ok(true) => tracing::info!("SIGHUP: reloaded the TLS certificate, key and CA"),
+                Ok(false) => tracing::info!("SIGHUP: nothing to reload (TLS is off)"),
+                Err(e) => tracing::error!(
+                    "SIGHUP: kept the TLS files in use, the new ones are refused: {e}"
+                ),
+            }
+        }
+    }
+    let _ = node;
+    std::future::pending().await
+}
 
 /// Ctrl-C or SIGTERM.
 pub(crate) async fn shutdown_signal() {

@@ -31,7 +31,7 @@ pub fn refused(e: proto::Error) -> CliError {
 
 /// A client for one node, no redirect, each call bounded by `deadline`.
 pub fn one_node(addr: &str, deadline: Duration) -> Client {
-    Client::with_retry(
+    crate::connect::client(
         vec![addr.to_string()],
         RetryPolicy {
             deadline,

@@ -95,7 +95,7 @@ pub fn exit(r: Result<(), CliError>) -> ExitCode {
 }
 
 fn client(addr: &str) -> Client {
-    Client::new(vec![addr.to_string()])
+    crate::connect::client(vec![addr.to_string()], chronik_net::RetryPolicy::default())
 }
 
 pub async fn topic(cmd: TopicCmd, addr: &str) -> Result<(), CliError> {

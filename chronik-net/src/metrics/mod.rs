@@ -115,6 +115,9 @@ pub struct Metrics {
     /// Leadership handoffs this node started, by reason.
     pub leadership_transfers: IntCounterVec,
     pub peer_messages_dropped: IntCounter,
+    /// Connections and calls refused for security reasons, by port and
+    /// reason (TLS handshakes, peer identities).
+    pub security_refusals: IntCounterVec,
 
     // ----- partition distribution (metadata leader only) -----
     pub partition_replicas: IntGaugeVec,
@@ -437,6 +440,11 @@ impl Metrics {
                 "Leadership handoffs this node started as a leader, by reason.",
                 &["reason"],
             ),
+            security_refusals: r.counter_vec(
+                "chronik_security_refusals_total",
+                "Connections and calls refused for security reasons, by port (peer, client, metrics) and reason (not_tls, no_client_certificate, certificate_expired, certificate_refused, handshake_failed, handshake_timeout, connection_lost, peer_identity_mismatch, peer_not_a_member).",
+                &["port", "reason"],
+            ),
             peer_messages_dropped: r.counter(
                 "chronik_peer_batches_dropped_total",
                 "Peer message batches dropped because a peer queue was full.",
@@ -721,14 +729,19 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` until `shutdown` resolves. Not available in
+/// Serves `GET /metrics` on `listener` (plain TCP, or
+/// [`crate::tls`]'s accepted connections) until `shutdown` resolves. Not available in
 /// simulation (madsim has no real sockets).
 #[cfg(not(madsim))]
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+pub async fn serve<L>(
+    listener: L,
     metrics: Metrics,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     use axum::routing::get;
     let app = axum::Router::new().route(
         "/metrics",

@@ -37,6 +37,9 @@ pub struct Cluster {
     /// Where each node serves `/metrics`.
     pub metrics_addrs: Vec<String>,
     pub children: BTreeMap<u64, Child>,
+    /// With TLS: the directory of `chronik-node certs` (CA, `node-<id>`
+    /// and `client-admin` files).
+    pub tls: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -47,6 +50,16 @@ impl Cluster {
     /// `settings` go into every node's config file at the top level,
     /// `engine` into its `[engine]` table.
     pub fn with_settings(n: u64, settings: &str, engine: &str) -> Cluster {
+        Cluster::build(n, settings, engine, false)
+    }
+
+    /// Every port over TLS: a CA, node certificates and a client
+    /// certificate `client-admin` made by `chronik-node certs`.
+    pub fn with_tls(n: u64, settings: &str, engine: &str) -> Cluster {
+        Cluster::build(n, settings, engine, true)
+    }
+
+    fn build(n: u64, settings: &str, engine: &str, tls: bool) -> Cluster {
         let dir = std::env::temp_dir().join(format!(
             "chronik-proc-{}-{}",
             std::process::id(),
@@ -62,13 +75,37 @@ impl Cluster {
                 i + 1
             ));
         }
+        let certs = tls.then(|| {
+            let certs = dir.join("certs");
+            let mut args = vec!["certs".to_string(), "--dir".into()];
+            args.push(certs.display().to_string());
+            for i in 1..=n + 2 {
+                args.extend(["--node".into(), i.to_string()]);
+            }
+            args.extend(["--client".into(), "admin".into()]);
+            let out = Command::new(BIN).args(&args).output().unwrap();
+            assert!(out.status.success(), "certs: {out:?}");
+            certs
+        });
         let mut configs = Vec::new();
         for (i, (p, c)) in ports.iter().enumerate() {
             let path = dir.join(format!("node{}.toml", i + 1));
+            let (plaintext, tls_section) = match &certs {
+                None => ("plaintext = true\n".to_string(), String::new()),
+                Some(d) => (
+                    String::new(),
+                    format!(
+                        "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                        d.join("ca.pem").display(),
+                        d.join(format!("node-{}.pem", i + 1)).display(),
+                        d.join(format!("node-{}.key", i + 1)).display()
+                    ),
+                ),
+            };
             let text = format!(
-                "node_id = {}\npeer_listen = \"127.0.0.1:{p}\"\nclient_listen = \"127.0.0.1:{c}\"\n\
+                "{plaintext}node_id = {}\npeer_listen = \"127.0.0.1:{p}\"\nclient_listen = \"127.0.0.1:{c}\"\n\
                  metrics_listen = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\n{settings}\n\
-                 [engine]\ntick_interval_ms = 20\nlog_compact_threshold_entries = 200\n{engine}\n{members}",
+                 [engine]\ntick_interval_ms = 20\nlog_compact_threshold_entries = 200\n{engine}\n{tls_section}{members}",
                 i + 1,
                 metrics_ports[i],
                 dir.join(format!("data{}", i + 1)).display()
@@ -88,6 +125,23 @@ impl Cluster {
                 .map(|m| format!("127.0.0.1:{m}"))
                 .collect(),
             children: BTreeMap::new(),
+            tls: certs,
+        }
+    }
+
+    /// The `--ca/--cert/--key` arguments of the CLI (the admin client
+    /// certificate), none without TLS.
+    pub fn tls_args(&self) -> Vec<String> {
+        match &self.tls {
+            None => Vec::new(),
+            Some(d) => vec![
+                "--ca".into(),
+                d.join("ca.pem").display().to_string(),
+                "--cert".into(),
+                d.join("client-admin.pem").display().to_string(),
+                "--key".into(),
+                d.join("client-admin.key").display().to_string(),
+            ],
         }
     }
 
@@ -139,6 +193,7 @@ impl Cluster {
             .arg("cluster")
             .args(args)
             .args(["--addr", addr])
+            .args(self.tls_args())
             .output()
             .unwrap()
     }
@@ -148,6 +203,7 @@ impl Cluster {
             .arg("cluster")
             .args(args)
             .args(["--addr", &self.client_addrs[0]])
+            .args(self.tls_args())
             .output()
             .unwrap()
     }
@@ -158,7 +214,15 @@ impl Cluster {
     }
 
     pub fn client(&self) -> Client {
-        Client::new(self.client_addrs.clone())
+        let tls = self.tls.as_ref().map(|d| {
+            chronik_net::ClientTls::from_files(
+                &d.join("ca.pem"),
+                Some(&d.join("client-admin.pem")),
+                Some(&d.join("client-admin.key")),
+            )
+            .unwrap()
+        });
+        Client::new(self.client_addrs.clone()).with_tls(tls)
     }
 }
 
