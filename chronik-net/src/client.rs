@@ -430,6 +430,7 @@ impl Client {
     /// leaders.
     pub async fn refresh_metadata(&self) -> Result<proto::MetadataResponse, ClientError> {
         let mut last = String::from("no address to try");
+        let mut refused = None;
         let addrs: Vec<String> = {
             let nodes = self.nodes.lock();
             nodes
@@ -445,13 +446,18 @@ impl Client {
             (self.retry.deadline / addrs.len().max(1) as u32).max(ATTEMPT_TIMEOUT_MIN);
         for addr in addrs {
             let attempt = async {
-                let mut c = chronik(self.conn(&addr).await.map_err(|e| e.to_string())?);
+                let mut c = chronik(self.conn(&addr).await?);
                 c.metadata(proto::MetadataRequest { topics: vec![] })
                     .await
                     .map(|r| r.into_inner())
                     .map_err(|s| {
                         self.conns.lock().remove(&addr);
-                        format!("{addr}: {s}")
+                        match status_error(&addr, &s) {
+                            Err(tls @ ClientError::Tls { .. }) => tls,
+                            _ => ClientError::Unreachable {
+                                last: format!("{addr}: {s}"),
+                            },
+                        }
                     })
             };
             match tokio::time::timeout(per_attempt, attempt).await {
@@ -459,14 +465,16 @@ impl Client {
                     self.learn(&r);
                     return Ok(r);
                 }
-                Ok(Err(e)) => last = e,
+                Ok(Err(ClientError::Unreachable { last: e })) => last = e,
+                Ok(Err(e)) => refused = Some(e),
                 Err(_) => {
                     self.conns.lock().remove(&addr);
                     last = format!("{addr}: no answer within {per_attempt:?}");
                 }
             }
         }
-        Err(ClientError::Unreachable { last })
+        // No node answered: a certificate refusal says more than "down".
+        Err(refused.unwrap_or(ClientError::Unreachable { last }))
     }
 
     /// Cluster metadata (refreshing the cache).

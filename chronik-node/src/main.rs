@@ -256,7 +256,9 @@ async fn run(cfg: chronik_net::NodeConfig) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             return match e {
-                chronik_net::NodeError::Config(_) => ExitCode::from(2),
+                chronik_net::NodeError::Config(_) | chronik_net::NodeError::Tls(_) => {
+                    ExitCode::from(2)
+                }
                 _ => ExitCode::FAILURE,
             };
         }

@@ -1,15 +1,16 @@
 //! Real processes: `kill -9` of a node under load, restart and catch-up;
 //! all three killed and restarted with every acknowledged record intact;
 //! a rolling restart with SIGTERM under load that clients do not notice;
-//! bad config refused with exit code 2.
+//! bad config refused with exit code 2. The crash and restart tests run
+//! plaintext and with TLS on every port.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod common;
 
 use bytes::Bytes;
-use chronik_net::proto::admin_client::AdminClient;
 use chronik_net::proto::NodeStatusRequest;
+use chronik_net::Client;
 
 use common::{until_safe, wait_ready, Cluster, BIN};
 
@@ -20,9 +21,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// (commit, applied) of a partition group on one node, by admin API.
-async fn group_progress(addr: &str, group: u64) -> Option<(u64, u64)> {
-    let mut a = AdminClient::connect(format!("http://{addr}")).await.ok()?;
-    let s = a.node_status(NodeStatusRequest {}).await.ok()?.into_inner();
+async fn group_progress(client: &Client, addr: &str, group: u64) -> Option<(u64, u64)> {
+    let s = client
+        .ask_node(addr, |mut a| async move {
+            a.node_status(NodeStatusRequest {})
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await
+        .ok()?;
     s.groups
         .iter()
         .find(|g| g.group == group)
@@ -31,7 +38,15 @@ async fn group_progress(addr: &str, group: u64) -> Option<(u64, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_under_load_then_restart_loses_nothing() {
-    let mut c = Cluster::new(3);
+    kill9_under_load_then_restart(Cluster::new(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_under_load_then_restart_loses_nothing_with_tls() {
+    kill9_under_load_then_restart(Cluster::with_tls(3, "", "")).await;
+}
+
+async fn kill9_under_load_then_restart(mut c: Cluster) {
     for id in 1..=3 {
         c.start(id);
     }
@@ -80,10 +95,10 @@ async fn kill9_under_load_then_restart_loses_nothing() {
     for _ in 0..200 {
         let mut commits = Vec::new();
         for a in &c.client_addrs {
-            commits.push(group_progress(a, group).await);
+            commits.push(group_progress(&client, a, group).await);
         }
         let max_commit = commits.iter().flatten().map(|(c, _)| *c).max().unwrap_or(0);
-        if let Some((_, applied)) = group_progress(&addr, group).await {
+        if let Some((_, applied)) = group_progress(&client, &addr, group).await {
             if applied >= max_commit && max_commit > 0 {
                 caught_up = true;
                 break;
@@ -126,8 +141,16 @@ async fn kill9_under_load_then_restart_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_with_sigterm_under_load_loses_nothing() {
+    rolling_restart_with_sigterm_under_load(Cluster::new(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_with_sigterm_under_load_loses_nothing_with_tls() {
+    rolling_restart_with_sigterm_under_load(Cluster::with_tls(3, "", "")).await;
+}
+
+async fn rolling_restart_with_sigterm_under_load(mut c: Cluster) {
     const PARTITIONS: u32 = 3;
-    let mut c = Cluster::new(3);
     for id in 1..=3 {
         c.start(id);
     }

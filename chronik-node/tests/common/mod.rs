@@ -34,6 +34,7 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub configs: Vec<PathBuf>,
     pub client_addrs: Vec<String>,
+    pub peer_addrs: Vec<String>,
     /// Where each node serves `/metrics`.
     pub metrics_addrs: Vec<String>,
     pub children: BTreeMap<u64, Child>,
@@ -119,6 +120,10 @@ impl Cluster {
             client_addrs: ports
                 .iter()
                 .map(|(_, c)| format!("127.0.0.1:{c}"))
+                .collect(),
+            peer_addrs: ports
+                .iter()
+                .map(|(p, _)| format!("127.0.0.1:{p}"))
                 .collect(),
             metrics_addrs: metrics_ports
                 .iter()
