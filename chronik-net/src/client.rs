@@ -72,6 +72,14 @@ fn status_error(addr: &str, status: &tonic::Status) -> Result<String, ClientErro
         ));
     }
     match status.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Err(ClientError::Server {
+            code: if status.code() == tonic::Code::Unauthenticated {
+                ErrorCode::Unauthenticated
+            } else {
+                ErrorCode::PermissionDenied
+            },
+            message: format!("{addr}: {}", status.message()),
+        }),
         tonic::Code::Unavailable
         | tonic::Code::DeadlineExceeded
         | tonic::Code::Cancelled
@@ -131,11 +139,50 @@ fn in_band<T>(error: Option<proto::Error>, answer: T) -> Result<T, proto::Error>
     }
 }
 
-/// The client API over a connection (records may be large).
-fn chronik(ch: Channel) -> ChronikClient<Channel> {
-    ChronikClient::new(ch)
-        .max_decoding_message_size(256 * 1024 * 1024)
-        .max_encoding_message_size(256 * 1024 * 1024)
+/// Adds the caller's bearer token to every call.
+#[derive(Clone, Default)]
+pub struct Credentials(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(r)
+    }
+}
+
+/// The client API's client, carrying [`Credentials`].
+#[cfg(not(madsim))]
+pub type ChronikConn =
+    ChronikClient<tonic::service::interceptor::InterceptedService<Channel, Credentials>>;
+#[cfg(madsim)]
+pub type ChronikConn = ChronikClient<Channel, Credentials>;
+/// The admin API's client, carrying [`Credentials`].
+#[cfg(not(madsim))]
+pub type AdminConn =
+    AdminClient<tonic::service::interceptor::InterceptedService<Channel, Credentials>>;
+#[cfg(madsim)]
+pub type AdminConn = AdminClient<Channel, Credentials>;
+
+/// A connection to one node with the caller's credentials.
+#[derive(Clone)]
+pub struct Conn {
+    channel: Channel,
+    credentials: Credentials,
+}
+
+impl Conn {
+    /// The client API (records may be large).
+    fn chronik(self) -> ChronikConn {
+        ChronikClient::with_interceptor(self.channel, self.credentials)
+            .max_decoding_message_size(256 * 1024 * 1024)
+            .max_encoding_message_size(256 * 1024 * 1024)
+    }
+
+    fn admin(self) -> AdminConn {
+        AdminClient::with_interceptor(self.channel, self.credentials)
+    }
 }
 
 /// A client of a whole cluster.
@@ -154,6 +201,8 @@ pub struct Client {
     metadata_leader: Mutex<Option<NodeId>>,
     /// TLS to every node (`https`), with a client certificate if given.
     tls: Option<crate::ClientTls>,
+    /// The bearer token sent with every call.
+    credentials: Credentials,
 }
 
 enum Target {
@@ -180,7 +229,27 @@ impl Client {
             next_follower: std::sync::atomic::AtomicUsize::new(0),
             metadata_leader: Mutex::new(None),
             tls: None,
+            credentials: Credentials::default(),
         }
+    }
+
+    /// Sends `token` with every call (`authorization: Bearer <token>`),
+    /// for clusters with `[auth]`.
+    pub fn with_token(mut self, token: Option<&str>) -> Result<Client, ClientError> {
+        self.credentials = match token {
+            None => Credentials(None),
+            Some(t) => {
+                let value =
+                    format!("Bearer {}", t.trim())
+                        .parse()
+                        .map_err(|_| ClientError::Server {
+                            code: ErrorCode::InvalidRequest,
+                            message: "a token must be printable ASCII".into(),
+                        })?;
+                Credentials(Some(value))
+            }
+        };
+        Ok(self)
     }
 
     /// Connects over TLS (`Some`): the servers' certificates must chain to
@@ -193,7 +262,15 @@ impl Client {
 
     /// A connection to `addr`: `Unreachable` when it cannot be made,
     /// `Tls` when a certificate was refused.
-    async fn conn(&self, addr: &str) -> Result<Channel, ClientError> {
+    async fn conn(&self, addr: &str) -> Result<Conn, ClientError> {
+        let channel = self.channel(addr).await?;
+        Ok(Conn {
+            channel,
+            credentials: self.credentials.clone(),
+        })
+    }
+
+    async fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
         if let Some(c) = self.conns.lock().get(addr) {
             return Ok(c.clone());
         }
@@ -290,7 +367,7 @@ impl Client {
         mut call: F,
     ) -> Result<T, ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<Result<T, proto::Error>, tonic::Status>>,
     {
         let deadline = tokio::time::Instant::now() + self.retry.deadline;
@@ -446,7 +523,7 @@ impl Client {
             (self.retry.deadline / addrs.len().max(1) as u32).max(ATTEMPT_TIMEOUT_MIN);
         for addr in addrs {
             let attempt = async {
-                let mut c = chronik(self.conn(&addr).await?);
+                let mut c = self.conn(&addr).await?.chronik();
                 c.metadata(proto::MetadataRequest { topics: vec![] })
                     .await
                     .map(|r| r.into_inner())
@@ -461,6 +538,15 @@ impl Client {
                     })
             };
             match tokio::time::timeout(per_attempt, attempt).await {
+                // Refused in band: a retriable refusal (a node shutting
+                // down) sends us to the next node, any other is the answer.
+                Ok(Ok(proto::MetadataResponse { error: Some(e), .. })) => {
+                    if e.retriable {
+                        last = format!("{addr}: {}: {}", e.error_code(), e.message);
+                    } else {
+                        refused = Some(ClientError::server(e));
+                    }
+                }
                 Ok(Ok(r)) => {
                     self.learn(&r);
                     return Ok(r);
@@ -509,7 +595,7 @@ impl Client {
         self.with_retries(Target::Metadata, true, |ch| {
             let req = req.clone();
             async move {
-                let mut c = chronik(ch);
+                let mut c = ch.chronik();
                 let r = c.create_topic(req).await?.into_inner();
                 Ok(match r.error {
                     Some(e) => Err(e),
@@ -525,7 +611,7 @@ impl Client {
         self.with_retries(Target::Metadata, true, |ch| {
             let req = req.clone();
             async move {
-                let mut c = chronik(ch);
+                let mut c = ch.chronik();
                 let r = c.delete_topic(req).await?.into_inner();
                 Ok(match r.error {
                     Some(e) => Err(e),
@@ -556,7 +642,7 @@ impl Client {
         self.with_retries(Target::Partition(topic.into(), partition), false, |ch| {
             let req = req.clone();
             async move {
-                let mut c = chronik(ch);
+                let mut c = ch.chronik();
                 let r = c.produce(req).await?.into_inner();
                 Ok(match r.error {
                     Some(e) => Err(e),
@@ -614,7 +700,7 @@ impl Client {
         self.with_retries(target, true, |ch| {
             let req = req.clone();
             async move {
-                let mut c = chronik(ch);
+                let mut c = ch.chronik();
                 let r = c.fetch(req).await?.into_inner();
                 Ok(match r.error {
                     Some(e) => Err(e),
@@ -643,7 +729,7 @@ impl Client {
         self.with_retries(Target::Metadata, true, |ch| {
             let req = req.clone();
             async move {
-                let r = AdminClient::new(ch).add_node(req).await?.into_inner();
+                let r = ch.admin().add_node(req).await?.into_inner();
                 Ok(in_band(r.error.clone(), r))
             }
         })
@@ -654,7 +740,8 @@ impl Client {
     /// away first). Returns once the change is accepted.
     pub async fn remove_node(&self, id: NodeId) -> Result<proto::MembershipResponse, ClientError> {
         self.with_retries(Target::Metadata, true, |ch| async move {
-            let r = AdminClient::new(ch)
+            let r = ch
+                .admin()
                 .remove_node(proto::RemoveNodeRequest { id })
                 .await?
                 .into_inner();
@@ -674,7 +761,8 @@ impl Client {
         use proto::rebalance_request::Action;
         let idempotent = matches!(action, Action::Plan | Action::Status);
         self.with_retries(Target::Metadata, idempotent, |ch| async move {
-            let r = AdminClient::new(ch)
+            let r = ch
+                .admin()
                 .rebalance(proto::RebalanceRequest {
                     action: action as i32,
                     max_moves,
@@ -695,7 +783,8 @@ impl Client {
         on: bool,
     ) -> Result<proto::MaintenanceResponse, ClientError> {
         self.with_retries(Target::Metadata, true, |ch| async move {
-            let r = AdminClient::new(ch)
+            let r = ch
+                .admin()
                 .maintenance(proto::MaintenanceRequest { id, on })
                 .await?
                 .into_inner();
@@ -712,7 +801,8 @@ impl Client {
         to: Option<NodeId>,
     ) -> Result<proto::MetadataReplicateResponse, ClientError> {
         self.with_retries(Target::Metadata, true, |ch| async move {
-            let r = AdminClient::new(ch)
+            let r = ch
+                .admin()
                 .metadata_replicate(proto::MetadataReplicateRequest {
                     to: to.unwrap_or(0),
                 })
@@ -735,7 +825,8 @@ impl Client {
     ) -> Result<proto::RestartCheckResponse, ClientError> {
         let mut r = self
             .with_retries(Target::Metadata, true, |ch| async move {
-                let r = AdminClient::new(ch)
+                let r = ch
+                    .admin()
                     .restart_check(proto::RestartCheckRequest { id })
                     .await?
                     .into_inner();
@@ -780,7 +871,8 @@ impl Client {
     /// answers sees them.
     pub async fn list_nodes(&self) -> Result<proto::ListNodesResponse, ClientError> {
         self.with_retries(Target::Metadata, true, |ch| async move {
-            let r = AdminClient::new(ch)
+            let r = ch
+                .admin()
                 .list_nodes(proto::ListNodesRequest {})
                 .await?
                 .into_inner();
@@ -793,12 +885,12 @@ impl Client {
     /// own view): no redirect and no retry, bounded by the deadline.
     pub async fn ask_node<T, F, Fut>(&self, addr: &str, call: F) -> Result<T, ClientError>
     where
-        F: FnOnce(AdminClient<Channel>) -> Fut,
+        F: FnOnce(AdminConn) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let attempt = async {
             let ch = self.conn(addr).await?;
-            call(AdminClient::new(ch)).await.map_err(|status| {
+            call(ch.admin()).await.map_err(|status| {
                 self.conns.lock().remove(addr);
                 match status_error(addr, &status) {
                     Ok(last) => ClientError::Unreachable { last },

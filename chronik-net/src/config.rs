@@ -60,6 +60,9 @@ pub struct NodeConfig {
     pub shutdown: chronik_core::shutdown::ShutdownConfig,
     /// TLS on every port (`[tls]`); `None` serves plaintext.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Authentication and authorization on the client port (`[auth]`);
+    /// `None` lets every caller do anything.
+    pub auth: Option<crate::auth::AuthConfig>,
 }
 
 impl Default for NodeConfig {
@@ -87,6 +90,7 @@ impl Default for NodeConfig {
             engine: EngineConfig::default(),
             shutdown: chronik_core::shutdown::ShutdownConfig::default(),
             tls: None,
+            auth: None,
         }
     }
 }

@@ -26,6 +26,7 @@
 //! # let _ = &mut wal;
 //! ```
 
+pub mod auth;
 pub mod client;
 pub mod config;
 mod convert;

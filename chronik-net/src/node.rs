@@ -47,6 +47,8 @@ pub enum NodeError {
     Join(String),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 /// A running node.
@@ -63,24 +65,38 @@ pub struct NodeHandle {
     pub(crate) shutdown_config: chronik_core::shutdown::ShutdownConfig,
     #[cfg(not(madsim))]
     pub(crate) tls: Option<Arc<crate::tls::TlsState>>,
+    pub(crate) auth: Option<Arc<crate::auth::AuthState>>,
 }
 
-/// Reloads a node's TLS files: see [`NodeHandle::reload_tls`].
+/// Reloads a node's TLS files and principals file: see
+/// [`NodeHandle::reloader`].
 #[derive(Clone)]
-pub struct TlsReloader {
+pub struct Reloader {
     #[cfg(not(madsim))]
-    state: Option<Arc<crate::tls::TlsState>>,
+    tls: Option<Arc<crate::tls::TlsState>>,
+    auth: Option<Arc<crate::auth::AuthState>>,
 }
 
-impl TlsReloader {
-    /// `Ok(false)` when the node runs without TLS.
-    pub fn reload(&self) -> Result<bool, crate::tls::TlsError> {
+/// What a reload did: for each kind of file the node uses, whether it was
+/// reloaded or refused (the old one kept). `None`: the node does not use
+/// that kind.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub tls: Option<Result<(), crate::tls::TlsError>>,
+    /// The number of principals loaded.
+    pub principals: Option<Result<usize, crate::auth::AuthError>>,
+}
+
+impl Reloader {
+    pub fn reload(&self) -> Reloaded {
         #[cfg(not(madsim))]
-        if let Some(t) = &self.state {
-            t.reload()?;
-            return Ok(true);
+        let tls = self.tls.as_ref().map(|t| t.reload());
+        #[cfg(madsim)]
+        let tls = None;
+        Reloaded {
+            tls,
+            principals: self.auth.as_ref().map(|a| a.reload()),
         }
-        Ok(false)
     }
 }
 
@@ -123,6 +139,10 @@ impl Node {
                 "[tls] is ignored in simulation builds (madsim has no TLS): this node runs plaintext"
             );
         }
+        let auth = match &config.auth {
+            Some(a) => Some(Arc::new(crate::auth::AuthState::load(a)?)),
+            None => None,
+        };
         let dialer = crate::tls::Dialer {
             #[cfg(not(madsim))]
             state: tls.clone(),
@@ -260,6 +280,8 @@ impl Node {
             metrics: metrics.clone(),
             started: tokio::time::Instant::now(),
             dialer: dialer.clone(),
+            auth: auth.clone(),
+            cert_names: Default::default(),
         };
         let client_addr = config.client_listen;
         let message_max = (config.engine.record_size_max_bytes * 4).max(64 * 1024 * 1024);
@@ -367,6 +389,7 @@ impl Node {
             shutdown_config: config.shutdown.clone(),
             #[cfg(not(madsim))]
             tls,
+            auth,
         })
     }
 }
@@ -459,20 +482,20 @@ impl NodeHandle {
         }
     }
 
-    /// Reads the TLS certificate, key and CA files again (what SIGHUP does
-    /// in the daemon): new connections use them, open ones keep theirs.
-    /// Files that do not load or check out are refused and the old ones
-    /// kept. `Ok(false)` when the node runs without TLS.
-    pub fn reload_tls(&self) -> Result<bool, crate::tls::TlsError> {
-        self.tls_reloader().reload()
+    /// Reads the TLS certificate, key and CA files and the principals
+    /// file again (what SIGHUP does in the daemon): new connections and
+    /// calls use them, open connections keep their certificates. A file
+    /// that does not load or check out is refused and the old one kept.
+    pub fn reload(&self) -> Reloaded {
+        self.reloader().reload()
     }
 
-    /// A handle that reloads this node's TLS files from elsewhere (a
-    /// signal handler's task).
-    pub fn tls_reloader(&self) -> TlsReloader {
-        TlsReloader {
+    /// A handle that reloads from elsewhere (a signal handler's task).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
             #[cfg(not(madsim))]
-            state: self.tls.clone(),
+            tls: self.tls.clone(),
+            auth: self.auth.clone(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The client and admin gRPC services: translate requests into engine
 //! commands, wait for the replies (bounded by a timeout), translate back.
 
+use crate::auth::Permission;
 use crate::convert;
 use crate::driver::{DriverGone, DriverHandle, Inspection};
 use crate::gate::RequestGate;
@@ -12,6 +13,7 @@ use chronik_core::{
     Command, ErrorCode, MetadataCommand, MetadataResponse, PartitionId, ReadConsistency,
     RecordCommand, RecordQuery, Response, Role, METADATA_GROUP,
 };
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response as GrpcResponse, Status};
@@ -36,7 +38,16 @@ pub(crate) struct Services {
     pub started: tokio::time::Instant,
     /// How this node connects to peers (`ping-node`).
     pub dialer: crate::tls::Dialer,
+    /// `[auth]`: who may call what; `None` lets anyone do anything.
+    pub auth: Option<Arc<crate::auth::AuthState>>,
+    /// Who each client certificate seen names (parsing one per call would
+    /// cost more than the call).
+    pub cert_names: Arc<parking_lot::Mutex<HashMap<Vec<u8>, crate::auth::CertName>>>,
 }
+
+/// Client certificates remembered by [`Services::cert_names`]: past this,
+/// the memory starts over.
+const CERT_NAMES_MAX: usize = 4096;
 
 /// Responses that carry an in-band error: what a refused request gets.
 trait Refusable: Default {
@@ -98,9 +109,107 @@ macro_rules! admit {
     };
 }
 
+/// Identifies the caller and checks it may `need` (`None`: any
+/// authenticated caller), or answers the refusal in band.
+macro_rules! authorize {
+    ($self:ident, $request:ident, $need:expr, $resp:ty) => {
+        match $self.authorize(&$request, $need) {
+            Ok(caller) => caller,
+            Err(refusal) => {
+                return Ok(GrpcResponse::new(<$resp as Refusable>::refused(
+                    refusal_error(refusal),
+                )))
+            }
+        }
+    };
+}
+
+/// The same for answers without an in-band error: a gRPC status.
+macro_rules! authorize_status {
+    ($self:ident, $request:ident, $need:expr) => {
+        match $self.authorize(&$request, $need) {
+            Ok(caller) => caller,
+            Err(crate::auth::Refusal::Unauthenticated(m)) => return Err(Status::unauthenticated(m)),
+            Err(crate::auth::Refusal::PermissionDenied(m)) => {
+                return Err(Status::permission_denied(m))
+            }
+        }
+    };
+}
+
+fn refusal_error(r: crate::auth::Refusal) -> proto::Error {
+    let (code, message) = match r {
+        crate::auth::Refusal::Unauthenticated(m) => (ErrorCode::Unauthenticated, m),
+        crate::auth::Refusal::PermissionDenied(m) => (ErrorCode::PermissionDenied, m),
+    };
+    convert::local_error(code, message, false)
+}
+
 type Outcome = Result<Response<DiskLog>, proto::Error>;
 
 impl Services {
+    /// Who made the call and whether it may `need` (with `[auth]`; anyone
+    /// may do anything without). Refusals are counted.
+    fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        need: Option<crate::auth::Permission<'_>>,
+    ) -> Result<crate::auth::Caller, crate::auth::Refusal> {
+        use crate::auth::{self, Caller, Credentials, Refusal};
+        let Some(state) = &self.auth else {
+            return Ok(Caller::Anyone);
+        };
+        // A header that is not ASCII is present but unreadable: refused,
+        // never passed over for the certificate.
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or(""));
+        let credentials = Credentials {
+            authorization,
+            cert_name: self.cert_name(request),
+        };
+        let result = auth::identify(&state.current(), &credentials).and_then(|caller| match need {
+            Some(n) if !caller.allows(n) => Err(auth::deny(&caller, n)),
+            _ => Ok(caller),
+        });
+        if let Err(r) = &result {
+            let reason = match r {
+                Refusal::Unauthenticated(_) => "unauthenticated",
+                Refusal::PermissionDenied(_) => "permission_denied",
+            };
+            self.metrics
+                .security_refusals
+                .with_label_values(&["client", reason])
+                .inc();
+        }
+        result
+    }
+
+    /// Who the call's client certificate names, if it came with one.
+    fn cert_name<T>(&self, request: &Request<T>) -> Option<crate::auth::CertName> {
+        #[cfg(not(madsim))]
+        {
+            let certs = request.peer_certs()?;
+            let leaf = certs.first()?;
+            let mut names = self.cert_names.lock();
+            if let Some(n) = names.get(leaf.as_ref()) {
+                return Some(n.clone());
+            }
+            let name = crate::auth::cert_name(leaf);
+            if names.len() >= CERT_NAMES_MAX {
+                names.clear();
+            }
+            names.insert(leaf.to_vec(), name.clone());
+            Some(name)
+        }
+        #[cfg(madsim)]
+        {
+            let _ = request;
+            None
+        }
+    }
+
     /// Runs one call's handler and counts it by method and outcome code.
     async fn observe<T: InBandError>(
         &self,
@@ -189,6 +298,12 @@ impl proto::chronik_server::Chronik for Services {
     ) -> Result<GrpcResponse<proto::CreateTopicResponse>, Status> {
         self.observe("CreateTopic", async move {
             let _admitted = admit!(self, proto::CreateTopicResponse);
+            authorize!(
+                self,
+                request,
+                Some(Permission::Admin),
+                proto::CreateTopicResponse
+            );
             let r = request.into_inner();
             let min_isr = if r.min_insync_replicas == 0 {
                 r.replication_factor.clamp(1, 2)
@@ -229,6 +344,12 @@ impl proto::chronik_server::Chronik for Services {
     ) -> Result<GrpcResponse<proto::DeleteTopicResponse>, Status> {
         self.observe("DeleteTopic", async move {
             let _admitted = admit!(self, proto::DeleteTopicResponse);
+            authorize!(
+                self,
+                request,
+                Some(Permission::Admin),
+                proto::DeleteTopicResponse
+            );
             let cmd = Command::Metadata(MetadataCommand::DeleteTopic {
                 name: request.into_inner().name,
             });
@@ -248,15 +369,29 @@ impl proto::chronik_server::Chronik for Services {
     ) -> Result<GrpcResponse<proto::MetadataResponse>, Status> {
         self.observe("Metadata", async move {
             let _admitted = admit!(self, proto::MetadataResponse);
+            let caller = authorize!(self, request, None, proto::MetadataResponse);
             let r = request.into_inner();
+            // Only the topics the caller may describe, write or read.
+            if let Some(t) = r.topics.iter().find(|t| !caller.sees_topic(t)) {
+                let refusal = crate::auth::Refusal::PermissionDenied(format!(
+                    "{} may not describe topic {t:?} (needs describe, or write or read on it)",
+                    caller.name()
+                ));
+                return Ok(GrpcResponse::new(proto::MetadataResponse::refused(
+                    refusal_error(refusal),
+                )));
+            }
             let ins = self.inspect().await?;
             let resp = match convert::metadata(&ins.metadata, &r.topics, |g| ins.leader_of(g)) {
-                Ok((nodes, topics)) => proto::MetadataResponse {
-                    error: None,
-                    nodes,
-                    topics,
-                    answered_by: ins.node_id,
-                },
+                Ok((nodes, mut topics)) => {
+                    topics.retain(|t| caller.sees_topic(&t.name));
+                    proto::MetadataResponse {
+                        error: None,
+                        nodes,
+                        topics,
+                        answered_by: ins.node_id,
+                    }
+                }
                 Err(e) => proto::MetadataResponse {
                     error: Some(convert::error(&e)),
                     nodes: vec![],
@@ -275,6 +410,13 @@ impl proto::chronik_server::Chronik for Services {
     ) -> Result<GrpcResponse<proto::ProduceResponse>, Status> {
         self.observe("Produce", async move {
             let _admitted = admit!(self, proto::ProduceResponse);
+            let topic = request.get_ref().topic.clone();
+            authorize!(
+                self,
+                request,
+                Some(Permission::Write(&topic)),
+                proto::ProduceResponse
+            );
             let r = request.into_inner();
             let timeout = self.timeout(r.timeout_ms);
             let cmd = Command::Propose {
@@ -310,6 +452,13 @@ impl proto::chronik_server::Chronik for Services {
     ) -> Result<GrpcResponse<proto::FetchResponse>, Status> {
         self.observe("Fetch", async move {
             let _admitted = admit!(self, proto::FetchResponse);
+            let topic = request.get_ref().topic.clone();
+            authorize!(
+                self,
+                request,
+                Some(Permission::Read(&topic)),
+                proto::FetchResponse
+            );
             let r = request.into_inner();
             let max_bytes = match r.max_bytes {
                 0 => FETCH_BYTES_DEFAULT,
@@ -367,9 +516,10 @@ impl proto::chronik_server::Chronik for Services {
 impl proto::admin_server::Admin for Services {
     async fn node_status(
         &self,
-        _request: Request<proto::NodeStatusRequest>,
+        request: Request<proto::NodeStatusRequest>,
     ) -> Result<GrpcResponse<proto::NodeStatusResponse>, Status> {
         self.observe("NodeStatus", async move {
+            authorize_status!(self, request, Some(Permission::Describe));
             let ins = self.inspect().await?;
             let groups = ins
                 .groups
@@ -401,9 +551,10 @@ impl proto::admin_server::Admin for Services {
 
     async fn cluster_status(
         &self,
-        _request: Request<proto::ClusterStatusRequest>,
+        request: Request<proto::ClusterStatusRequest>,
     ) -> Result<GrpcResponse<proto::ClusterStatusResponse>, Status> {
         self.observe("ClusterStatus", async move {
+            authorize_status!(self, request, Some(Permission::Describe));
             let ins = self.inspect().await?;
             let md = &ins.metadata;
             Ok(GrpcResponse::new(proto::ClusterStatusResponse {
@@ -430,6 +581,12 @@ impl proto::admin_server::Admin for Services {
     ) -> Result<GrpcResponse<proto::MembershipResponse>, Status> {
         self.observe("AddNode", async move {
             let _admitted = admit!(self, proto::MembershipResponse);
+            authorize!(
+                self,
+                request,
+                Some(Permission::Admin),
+                proto::MembershipResponse
+            );
             let r = request.into_inner();
             let node = chronik_core::NodeInfo {
                 id: r.id,
@@ -467,6 +624,12 @@ impl proto::admin_server::Admin for Services {
     ) -> Result<GrpcResponse<proto::MembershipResponse>, Status> {
         self.observe("RemoveNode", async move {
             let _admitted = admit!(self, proto::MembershipResponse);
+            authorize!(
+                self,
+                request,
+                Some(Permission::Admin),
+                proto::MembershipResponse
+            );
             let id = request.into_inner().id;
             let change = MembershipChange::Remove(id);
             let result = self
@@ -489,10 +652,18 @@ impl proto::admin_server::Admin for Services {
         self.observe("Rebalance", async move {
             use crate::rebalance_rpc as rpc;
             use proto::rebalance_request::Action;
-            let r = request.into_inner();
-            let action = Action::try_from(r.action).map_err(|_| {
-                Status::invalid_argument(format!("unknown rebalance action {}", r.action))
+            let action = Action::try_from(request.get_ref().action).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "unknown rebalance action {}",
+                    request.get_ref().action
+                ))
             })?;
+            let need = match action {
+                Action::Start | Action::Cancel => Permission::Admin,
+                Action::Plan | Action::Status => Permission::Describe,
+            };
+            authorize!(self, request, Some(need), proto::RebalanceResponse);
+            let r = request.into_inner();
             let _admitted = match action {
                 Action::Start | Action::Cancel => Some(admit!(self, proto::RebalanceResponse)),
                 Action::Plan | Action::Status => None,
@@ -572,9 +743,15 @@ impl proto::admin_server::Admin for Services {
 
     async fn list_nodes(
         &self,
-        _request: Request<proto::ListNodesRequest>,
+        request: Request<proto::ListNodesRequest>,
     ) -> Result<GrpcResponse<proto::ListNodesResponse>, Status> {
         self.observe("ListNodes", async move {
+            authorize!(
+                self,
+                request,
+                Some(Permission::Describe),
+                proto::ListNodesResponse
+            );
             let ins = self.inspect().await?;
             let md = &ins.metadata;
             let view = &ins.membership;
@@ -632,6 +809,12 @@ impl proto::admin_server::Admin for Services {
     ) -> Result<GrpcResponse<proto::MaintenanceResponse>, Status> {
         self.observe("Maintenance", async move {
             let _admitted = admit!(self, proto::MaintenanceResponse);
+            authorize!(
+                self,
+                request,
+                Some(Permission::Admin),
+                proto::MaintenanceResponse
+            );
             let r = request.into_inner();
             let cmd = Command::Metadata(MetadataCommand::SetMaintenance {
                 node: r.id,
@@ -658,6 +841,12 @@ impl proto::admin_server::Admin for Services {
         request: Request<proto::RestartCheckRequest>,
     ) -> Result<GrpcResponse<proto::RestartCheckResponse>, Status> {
         self.observe("RestartCheck", async move {
+            authorize!(
+                self,
+                request,
+                Some(Permission::Describe),
+                proto::RestartCheckResponse
+            );
             let id = request.into_inner().id;
             let ins = self.inspect().await?;
             let leader = ins.leader_of(METADATA_GROUP);
@@ -698,6 +887,12 @@ impl proto::admin_server::Admin for Services {
         request: Request<proto::PartitionInfoRequest>,
     ) -> Result<GrpcResponse<proto::PartitionInfoResponse>, Status> {
         self.observe("PartitionInfo", async move {
+            authorize!(
+                self,
+                request,
+                Some(Permission::Describe),
+                proto::PartitionInfoResponse
+            );
             let r = request.into_inner();
             let ins = self.inspect().await?;
             let pid = PartitionId::new(r.topic, r.partition);
@@ -748,6 +943,12 @@ impl proto::admin_server::Admin for Services {
     ) -> Result<GrpcResponse<proto::MetadataReplicateResponse>, Status> {
         self.observe("MetadataReplicate", async move {
             let _admitted = admit!(self, proto::MetadataReplicateResponse);
+            authorize!(
+                self,
+                request,
+                Some(Permission::Admin),
+                proto::MetadataReplicateResponse
+            );
             let to = request.into_inner().to;
             let r = self
                 .driver
@@ -786,6 +987,12 @@ impl proto::admin_server::Admin for Services {
         request: Request<proto::PingNodeRequest>,
     ) -> Result<GrpcResponse<proto::PingNodeResponse>, Status> {
         self.observe("PingNode", async move {
+            authorize!(
+                self,
+                request,
+                Some(Permission::Describe),
+                proto::PingNodeResponse
+            );
             let r = request.into_inner();
             let ins = self.inspect().await?;
             let Some(target) = ins.metadata.node(r.id) else {
@@ -809,6 +1016,12 @@ impl proto::admin_server::Admin for Services {
         request: Request<proto::IsrStatusRequest>,
     ) -> Result<GrpcResponse<proto::IsrStatusResponse>, Status> {
         self.observe("IsrStatus", async move {
+            authorize!(
+                self,
+                request,
+                Some(Permission::Describe),
+                proto::IsrStatusResponse
+            );
             let r = request.into_inner();
             let ins = self.inspect().await?;
             let md = &ins.metadata;

@@ -39,9 +39,17 @@ pub fn load(path: &Path, o: Overrides) -> Result<NodeConfig, ConfigProblem> {
         source,
     })?;
     let mut c = parse(&text, &path.display().to_string(), o)?;
-    // TLS files named relative to the config file's directory.
-    if let (Some(tls), Some(dir)) = (&mut c.tls, path.parent()) {
-        for p in [&mut tls.ca, &mut tls.cert, &mut tls.key] {
+    // TLS and principals files named relative to the config file's
+    // directory.
+    if let Some(dir) = path.parent() {
+        let mut files: Vec<&mut PathBuf> = Vec::new();
+        if let Some(tls) = &mut c.tls {
+            files.extend([&mut tls.ca, &mut tls.cert, &mut tls.key]);
+        }
+        if let Some(auth) = &mut c.auth {
+            files.push(&mut auth.principals_file);
+        }
+        for p in files {
             if p.is_relative() {
                 *p = dir.join(&*p);
             }
@@ -247,6 +255,7 @@ client_addr = "127.0.0.1:9001"
         let (engine, rebalance) = engine.split_once("[engine.rebalance]").unwrap();
         let (rebalance, shutdown) = rebalance.split_once("[shutdown]").unwrap();
         let (shutdown, tls) = shutdown.split_once("[tls]").unwrap();
+        let (tls, auth) = tls.split_once("[auth]").unwrap();
         // `key = value` lines, commented out or not, trailing comments cut.
         let settings = |part: &str| -> Vec<(String, String)> {
             part.lines()
@@ -269,6 +278,20 @@ client_addr = "127.0.0.1:9001"
             part.iter()
                 .any(|(k, v)| k == key && value.as_ref().is_none_or(|want| v == want))
         };
+        let auth = settings(auth);
+        let auth_keys = toml::Table::try_from(chronik_net::auth::AuthConfig {
+            principals_file: "p".into(),
+        })
+        .unwrap();
+        for k in auth_keys.keys() {
+            assert!(
+                shown(&auth, k, None),
+                "[auth] {k} is not in docs/operations.md"
+            );
+        }
+        for (k, _) in &auth {
+            assert!(auth_keys.contains_key(k), "[auth] {k} is not a setting");
+        }
         // Every [tls] key, and only those.
         let tls_keys = toml::Table::try_from(chronik_net::TlsConfig {
             ca: "a".into(),

@@ -20,9 +20,14 @@ pub struct ConnectArgs {
     /// The client certificate's key.
     #[arg(long, global = true, env = "CHRONIK_KEY", requires = "cert")]
     pub key: Option<PathBuf>,
+    /// Bearer token, for clusters with `[auth]` (prefer the environment
+    /// variable: a flag shows in the process list).
+    #[arg(long, global = true, env = "CHRONIK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 static TLS: OnceLock<Option<ClientTls>> = OnceLock::new();
+static TOKEN: OnceLock<Option<String>> = OnceLock::new();
 
 /// Reads the files once; a problem with them is reported before anything
 /// connects.
@@ -37,7 +42,13 @@ pub fn init(a: &ConnectArgs) -> Result<(), String> {
         }
         None => None,
     };
+    if let Some(t) = &a.token {
+        if t.trim().is_empty() || !t.trim().chars().all(|c| c.is_ascii_graphic()) {
+            return Err("--token (CHRONIK_TOKEN) must be printable ASCII".into());
+        }
+    }
     let _ = TLS.set(tls);
+    let _ = TOKEN.set(a.token.clone());
     Ok(())
 }
 
@@ -45,7 +56,13 @@ fn tls() -> Option<ClientTls> {
     TLS.get().cloned().flatten()
 }
 
-/// A client of the cluster at `addrs`, over TLS when configured.
+/// A client of the cluster at `addrs`, over TLS and with a token when
+/// configured (both checked by [`init`]).
 pub fn client(addrs: Vec<String>, retry: RetryPolicy) -> Client {
-    Client::with_retry(addrs, retry).with_tls(tls())
+    let c = Client::with_retry(addrs, retry).with_tls(tls());
+    let token = TOKEN.get().cloned().flatten();
+    match c.with_token(token.as_deref()) {
+        Ok(c) => c,
+        Err(_) => unreachable!("init checked the token"),
+    }
 }

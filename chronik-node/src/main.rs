@@ -39,6 +39,80 @@ struct Cli {
     command: Cmd,
 }
 
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The principal's name.
+    #[arg(long)]
+    name: String,
+    /// `admin` (everything) or `describe` (metadata, status, listings);
+    /// repeatable.
+    #[arg(long = "role", value_enum)]
+    roles: Vec<RoleArg>,
+    /// A topic it may produce to (`*`: every topic); repeatable.
+    #[arg(long)]
+    write: Vec<String>,
+    /// A topic it may fetch from (`*`: every topic); repeatable.
+    #[arg(long)]
+    read: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Admin,
+    Describe,
+}
+
+/// `chronik-node token`: a new token for a new principal entry.
+fn make_token(a: TokenArgs) -> ExitCode {
+    use chronik_net::auth::{self, PrincipalEntry, Role};
+    let (token, hash) = match auth::new_token() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let entry = PrincipalEntry {
+        name: a.name,
+        roles: a
+            .roles
+            .iter()
+            .map(|r| match r {
+                RoleArg::Admin => Role::Admin,
+                RoleArg::Describe => Role::Describe,
+            })
+            .collect(),
+        write: a.write,
+        read: a.read,
+        tokens: vec![hash],
+    };
+    #[derive(serde::Serialize)]
+    struct One<'a> {
+        principal: [&'a PrincipalEntry; 1],
+    }
+    // The same checks a node makes when it loads the file.
+    let text = match toml::to_string(&One {
+        principal: [&entry],
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = auth::Principals::parse(&text, "the new entry") {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    eprintln!(
+        "token for {:?} (shown once; the principals file keeps only its hash):",
+        entry.name
+    );
+    eprintln!("{token}");
+    print!("{text}");
+    ExitCode::SUCCESS
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Human,
@@ -88,6 +162,10 @@ enum Cmd {
     /// Creates a local CA (or reuses the one in DIR) and node and client
     /// certificates signed by it.
     Certs(certs::CertsArgs),
+    /// Makes a bearer token: prints the token on stderr (shown once) and
+    /// the principals file entry, which holds only its hash, on stdout
+    /// (`chronik-node token --name app --write orders >> principals.toml`).
+    Token(TokenArgs),
     /// Creates, lists and describes topics.
     Topic {
         #[command(subcommand)]
@@ -202,6 +280,7 @@ fn main() -> ExitCode {
                 init_logs(cli.log_format, "warn,chronik_node=info");
                 dev::run(data_dir, base_port, !no_auto_rebalance, tls).await
             }
+            Cmd::Token(a) => make_token(a),
             Cmd::Certs(a) => match certs::create(&a) {
                 Ok(made) => {
                     if made.ca_created {
@@ -256,14 +335,14 @@ async fn run(cfg: chronik_net::NodeConfig) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             return match e {
-                chronik_net::NodeError::Config(_) | chronik_net::NodeError::Tls(_) => {
-                    ExitCode::from(2)
-                }
+                chronik_net::NodeError::Config(_)
+                | chronik_net::NodeError::Tls(_)
+                | chronik_net::NodeError::Auth(_) => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
             };
         }
     };
-    let reloader = node.tls_reloader();
+    let reloader = node.reloader();
     tokio::select! {
         r = node.stopped() => {
             eprintln!("error: {}", r.err().map_or("node stopped".to_string(), |e| e.to_string()));
@@ -303,16 +382,26 @@ const EXIT_SHUTDOWN_TIMED_OUT: u8 = 3;
 const EXIT_STOPPED_AT_ONCE: u8 = 130;
 
 /// Reloads the TLS files on every SIGHUP; never returns.
-async fn reload_on_hangup(node: chronik_net::node::TlsReloader) {
+async fn reload_on_hangup(node: chronik_net::node::Reloader) {
     #[cfg(unix)]
     if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         while hup.recv().await.is_some() {
-            match node.reload() {
-                Ok(true) => tracing::info!("SIGHUP: reloaded the TLS certificate, key and CA"),
-                Ok(false) => tracing::info!("SIGHUP: nothing to reload (TLS is off)"),
-                Err(e) => tracing::error!(
+            let r = node.reload();
+            match r.tls {
+                Some(Ok(())) => tracing::info!("SIGHUP: reloaded the TLS certificate, key and CA"),
+                Some(Err(e)) => tracing::error!(
                     "SIGHUP: kept the TLS files in use, the new ones are refused: {e}"
                 ),
+                None => {}
+            }
+            match r.principals {
+                Some(Ok(n)) => {
+                    tracing::info!("SIGHUP: reloaded the principals file ({n} principals)")
+                }
+                Some(Err(e)) => tracing::error!(
+                    "SIGHUP: kept the principals in use, the new file is refused: {e}"
+                ),
+                None => {}
             }
         }
     }

@@ -373,3 +373,189 @@ fn a_node_refuses_to_start_with_a_certificate_that_is_not_its_own_or_expired() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `chronik-node token ARGS`: (token, principals file entry).
+fn make_token(args: &[&str]) -> (String, String) {
+    let out = Command::new(BIN).arg("token").args(args).output().unwrap();
+    assert!(out.status.success(), "token {args:?}: {out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let token = stderr.lines().last().unwrap().trim().to_string();
+    (token, String::from_utf8(out.stdout).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principals_get_their_permissions_and_nothing_more() {
+    let dir = std::env::temp_dir().join(format!("chronik-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let principals = dir.join("principals.toml");
+    let (writer, writer_entry) = make_token(&["--name", "writer", "--write", "t"]);
+    let (reader, reader_entry) = make_token(&["--name", "reader", "--read", "t"]);
+    let (viewer, viewer_entry) = make_token(&["--name", "viewer", "--role", "describe"]);
+    // The admin client certificate's common name is "admin".
+    let admin_entry = "[[principal]]\nname = \"admin\"\nroles = [\"admin\"]\n";
+    std::fs::write(
+        &principals,
+        format!("{admin_entry}{writer_entry}{reader_entry}{viewer_entry}"),
+    )
+    .unwrap();
+    let settings = format!("[auth]\nprincipals_file = \"{}\"", principals.display());
+    let mut c = Cluster::with_tls(3, &settings, "");
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let admin = c.client();
+    wait_ready(&admin, 3).await;
+    admin.create_topic("t", 1, 3, 2).await.unwrap();
+    admin.create_topic("secret", 1, 3, 2).await.unwrap();
+    let ca = c.tls.clone().unwrap().join("ca.pem");
+    let with_token = |token: Option<&str>| {
+        quick_client(&c, Some(client_tls(&ca, None)))
+            .with_token(token)
+            .unwrap()
+    };
+    let (writer_c, reader_c, viewer_c) = (
+        with_token(Some(&writer)),
+        with_token(Some(&reader)),
+        with_token(Some(&viewer)),
+    );
+
+    // No credentials, or a token nobody has: UNAUTHENTICATED.
+    for (who, client) in [
+        ("nobody", with_token(None)),
+        ("unknown token", with_token(Some("chronik_not-a-token"))),
+    ] {
+        let e = client.metadata().await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Unauthenticated, "{who}: {e:?}");
+    }
+
+    // The writer produces to t and sees only t.
+    let base = writer_c
+        .produce("t", 0, vec![bytes::Bytes::from_static(b"w")])
+        .await
+        .unwrap();
+    let md = writer_c.metadata().await.unwrap();
+    let names: Vec<&str> = md.topics.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["t"]);
+    let e = writer_c
+        .produce("secret", 0, vec![bytes::Bytes::from_static(b"x")])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::PermissionDenied, "{e:?}");
+    assert!(e.to_string().contains("write on topic \"secret\""), "{e}");
+    let e = writer_c.fetch("t", 0, 0, 1 << 20).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::PermissionDenied, "{e:?}");
+
+    // The reader reads t but may not produce to it: nothing is appended.
+    let f = reader_c.fetch("t", 0, 0, 1 << 20).await.unwrap();
+    assert_eq!(f.records, vec![(base, bytes::Bytes::from_static(b"w"))]);
+    let e = reader_c
+        .produce("t", 0, vec![bytes::Bytes::from_static(b"r")])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::PermissionDenied, "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("reader lacks the write on topic \"t\""),
+        "{e}"
+    );
+    let f = admin.fetch("t", 0, 0, 1 << 20).await.unwrap();
+    assert_eq!(
+        f.high_watermark,
+        base + 1,
+        "the refused produce appended nothing"
+    );
+
+    // Non-admins cannot change the cluster: the viewer describes it but
+    // cannot remove a node or delete a topic; the CLI says why.
+    let md = viewer_c.metadata().await.unwrap();
+    assert_eq!(md.topics.len(), 2);
+    for e in [
+        viewer_c.remove_node(3).await.unwrap_err(),
+        viewer_c.delete_topic("t").await.unwrap_err(),
+        writer_c.create_topic("new", 1, 3, 2).await.unwrap_err(),
+    ] {
+        assert_eq!(e.code(), ErrorCode::PermissionDenied, "{e:?}");
+        assert!(e.to_string().contains("admin"), "{e}");
+    }
+    let out = Command::new(BIN)
+        .args([
+            "cluster",
+            "remove-node",
+            "--id",
+            "3",
+            "--addr",
+            &c.client_addrs[0],
+        ])
+        .args(["--ca", &ca.display().to_string()])
+        .env("CHRONIK_TOKEN", &viewer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("PERMISSION_DENIED"), "{stderr}");
+    let out = Command::new(BIN)
+        .args(["cluster", "list-nodes", "--addr", &c.client_addrs[0]])
+        .args(["--ca", &ca.display().to_string()])
+        .env("CHRONIK_TOKEN", &viewer)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        admin.metadata().await.unwrap().nodes.len(),
+        3,
+        "nobody was removed"
+    );
+    assert!(admin.metadata().await.unwrap().topics.len() == 2);
+
+    // A new principal reloads with SIGHUP; a broken file is refused and
+    // the principals in use are kept.
+    let (late, late_entry) = make_token(&["--name", "late", "--role", "describe"]);
+    let late_c = with_token(Some(&late));
+    assert_eq!(
+        late_c.metadata().await.unwrap_err().code(),
+        ErrorCode::Unauthenticated
+    );
+    let good = std::fs::read_to_string(&principals).unwrap();
+    std::fs::write(&principals, "[[principal]]\nname = ").unwrap();
+    for id in 1..=3 {
+        let pid = c.children[&id].id().to_string();
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+    let mut kept = false;
+    for _ in 0..100 {
+        if (1..=3).all(|id| c.log(id).contains("kept the principals in use")) {
+            kept = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(kept, "{}", c.log(1));
+    reader_c.fetch("t", 0, 0, 1 << 20).await.unwrap();
+    std::fs::write(&principals, format!("{good}{late_entry}")).unwrap();
+    for id in 1..=3 {
+        let pid = c.children[&id].id().to_string();
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+    let mut loaded = false;
+    for _ in 0..100 {
+        if (1..=3).all(|id| {
+            c.log(id)
+                .contains("reloaded the principals file (5 principals)")
+        }) {
+            loaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(loaded, "{}", c.log(1));
+    assert_eq!(late_c.metadata().await.unwrap().topics.len(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
