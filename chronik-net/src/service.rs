@@ -41,12 +41,14 @@ pub(crate) struct Services {
     /// `[auth]`: who may call what; `None` lets anyone do anything.
     pub auth: Option<Arc<crate::auth::AuthState>>,
     /// Who each client certificate seen names (parsing one per call would
-    /// cost more than the call).
+    /// cost more than the call). Unused in simulation (no TLS).
+    #[cfg_attr(madsim, allow(dead_code))]
     pub cert_names: Arc<parking_lot::Mutex<HashMap<Vec<u8>, crate::auth::CertName>>>,
 }
 
 /// Client certificates remembered by [`Services::cert_names`]: past this,
 /// the memory starts over.
+#[cfg(not(madsim))]
 const CERT_NAMES_MAX: usize = 4096;
 
 /// Responses that carry an in-band error: what a refused request gets.
