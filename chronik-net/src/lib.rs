@@ -32,6 +32,8 @@ pub mod config;
 mod convert;
 pub mod disk;
 mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gate;
 mod graceful;
 #[cfg(not(madsim))]

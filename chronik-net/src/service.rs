@@ -306,19 +306,7 @@ impl proto::chronik_server::Chronik for Services {
                 Some(Permission::Admin),
                 proto::CreateTopicResponse
             );
-            let r = request.into_inner();
-            let min_isr = if r.min_insync_replicas == 0 {
-                r.replication_factor.clamp(1, 2)
-            } else {
-                r.min_insync_replicas
-            };
-            let cmd = Command::Metadata(MetadataCommand::CreateTopic {
-                name: r.name,
-                partitions: r.partitions,
-                replication_factor: r.replication_factor,
-                min_insync_replicas: min_isr,
-                unclean_leader_election: r.unclean_leader_election,
-            });
+            let cmd = Command::Metadata(create_topic_command(request.into_inner()));
             let resp = match self.run(cmd, self.request_timeout).await {
                 Ok(Response::Metadata(MetadataResponse::TopicCreated { topic })) => {
                     proto::CreateTopicResponse {
@@ -421,13 +409,8 @@ impl proto::chronik_server::Chronik for Services {
             );
             let r = request.into_inner();
             let timeout = self.timeout(r.timeout_ms);
-            let cmd = Command::Propose {
-                partition: PartitionId::new(r.topic, r.partition),
-                command: RecordCommand::Append {
-                    records: r.records,
-                    timestamp_ms: wall_clock_ms(),
-                },
-            };
+            let (partition, command) = produce_command(r, wall_clock_ms());
+            let cmd = Command::Propose { partition, command };
             let resp = match self.run(cmd, timeout).await {
                 Ok(Response::Applied(a)) => proto::ProduceResponse {
                     error: None,
@@ -461,32 +444,18 @@ impl proto::chronik_server::Chronik for Services {
                 Some(Permission::Read(&topic)),
                 proto::FetchResponse
             );
-            let r = request.into_inner();
-            let max_bytes = match r.max_bytes {
-                0 => FETCH_BYTES_DEFAULT,
-                n => n.min(FETCH_BYTES_MAX),
-            };
-            let consistency = match proto::ReadConsistency::try_from(r.consistency) {
-                Ok(proto::ReadConsistency::Leader) => ReadConsistency::Leader,
-                Ok(proto::ReadConsistency::Follower) => ReadConsistency::Follower,
-                Ok(proto::ReadConsistency::FollowerStale) => ReadConsistency::FollowerStale,
-                Err(_) => {
+            let (partition, query, consistency) = match fetch_query(request.into_inner()) {
+                Ok(q) => q,
+                Err(error) => {
                     return Ok(GrpcResponse::new(proto::FetchResponse {
-                        error: Some(convert::local_error(
-                            ErrorCode::InvalidRequest,
-                            format!("unknown read consistency {}", r.consistency),
-                            false,
-                        )),
+                        error: Some(error),
                         ..Default::default()
                     }))
                 }
             };
             let cmd = Command::Query {
-                partition: PartitionId::new(r.topic, r.partition),
-                query: RecordQuery::Fetch {
-                    offset: r.offset,
-                    max_bytes,
-                },
+                partition,
+                query,
                 consistency,
             };
             let resp = match self.run(cmd, self.request_timeout).await {
@@ -1097,6 +1066,68 @@ fn membership_response(
 
 /// Milliseconds since the Unix epoch, stamped on produced batches for
 /// time-based retention.
+/// The metadata command a CreateTopic request asks for: `min_insync_replicas`
+/// 0 means min(2, replication factor). The engine checks the rest.
+pub(crate) fn create_topic_command(r: proto::CreateTopicRequest) -> MetadataCommand {
+    let min_isr = if r.min_insync_replicas == 0 {
+        r.replication_factor.clamp(1, 2)
+    } else {
+        r.min_insync_replicas
+    };
+    MetadataCommand::CreateTopic {
+        name: r.name,
+        partitions: r.partitions,
+        replication_factor: r.replication_factor,
+        min_insync_replicas: min_isr,
+        unclean_leader_election: r.unclean_leader_election,
+    }
+}
+
+/// The partition and append a Produce request asks for.
+pub(crate) fn produce_command(
+    r: proto::ProduceRequest,
+    timestamp_ms: u64,
+) -> (PartitionId, RecordCommand) {
+    (
+        PartitionId::new(r.topic, r.partition),
+        RecordCommand::Append {
+            records: r.records,
+            timestamp_ms,
+        },
+    )
+}
+
+/// The read a Fetch request asks for (`max_bytes` 0: the default, and
+/// never more than the most one fetch returns), or why it is malformed.
+pub(crate) fn fetch_query(
+    r: proto::FetchRequest,
+) -> Result<(PartitionId, RecordQuery, ReadConsistency), proto::Error> {
+    let max_bytes = match r.max_bytes {
+        0 => FETCH_BYTES_DEFAULT,
+        n => n.min(FETCH_BYTES_MAX),
+    };
+    let consistency = match proto::ReadConsistency::try_from(r.consistency) {
+        Ok(proto::ReadConsistency::Leader) => ReadConsistency::Leader,
+        Ok(proto::ReadConsistency::Follower) => ReadConsistency::Follower,
+        Ok(proto::ReadConsistency::FollowerStale) => ReadConsistency::FollowerStale,
+        Err(_) => {
+            return Err(convert::local_error(
+                ErrorCode::InvalidRequest,
+                format!("unknown read consistency {}", r.consistency),
+                false,
+            ))
+        }
+    };
+    Ok((
+        PartitionId::new(r.topic, r.partition),
+        RecordQuery::Fetch {
+            offset: r.offset,
+            max_bytes,
+        },
+        consistency,
+    ))
+}
+
 fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

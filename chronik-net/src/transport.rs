@@ -355,22 +355,8 @@ impl proto::raft_server::Raft for RaftService {
                 }
                 admitted = Some(batch.from);
             }
-            let mut messages = Vec::with_capacity(batch.messages.len());
-            for m in batch.messages {
-                match Message::parse_from_bytes(&m.message) {
-                    Ok(message) => messages.push(GroupMessage {
-                        group: m.group,
-                        message,
-                    }),
-                    Err(e) => {
-                        tracing::warn!(
-                            from = batch.from,
-                            group = m.group,
-                            "undecodable raft message dropped: {e}"
-                        )
-                    }
-                }
-            }
+            let (from, incarnation) = (batch.from, batch.incarnation);
+            let messages = decode_messages(batch);
             // Partition snapshots name segment files the follower must fetch
             // first; everything else goes straight to the engine.
             let (snapshots, messages): (Vec<GroupMessage>, Vec<GroupMessage>) =
@@ -380,17 +366,14 @@ impl proto::raft_server::Raft for RaftService {
                             == chronik_core::raft::eraftpb::MessageType::MsgSnapshot
                 });
             for message in snapshots {
-                let msg = DriverMsg::SnapshotArrived {
-                    from: batch.from,
-                    message,
-                };
+                let msg = DriverMsg::SnapshotArrived { from, message };
                 if self.driver.tx.send(msg).await.is_err() {
                     return Err(tonic::Status::unavailable("node is shutting down"));
                 }
             }
             let msg = DriverMsg::Peer {
-                from: batch.from,
-                incarnation: batch.incarnation,
+                from,
+                incarnation,
                 messages,
             };
             if self.driver.tx.send(msg).await.is_err() {
@@ -456,6 +439,28 @@ impl proto::raft_server::Raft for RaftService {
             });
         Ok(tonic::Response::new(Box::pin(stream)))
     }
+}
+
+/// A batch's Raft messages; an undecodable one is dropped (Raft resends)
+/// and logged.
+pub(crate) fn decode_messages(batch: proto::PeerBatch) -> Vec<GroupMessage> {
+    let mut messages = Vec::with_capacity(batch.messages.len());
+    for m in batch.messages {
+        match Message::parse_from_bytes(&m.message) {
+            Ok(message) => messages.push(GroupMessage {
+                group: m.group,
+                message,
+            }),
+            Err(e) => {
+                tracing::warn!(
+                    from = batch.from,
+                    group = m.group,
+                    "undecodable raft message dropped: {e}"
+                )
+            }
+        }
+    }
+    messages
 }
 
 /// Bytes per streamed segment chunk.

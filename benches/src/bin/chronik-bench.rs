@@ -53,6 +53,18 @@ struct Args {
     /// follower-stale.
     #[arg(long, global = true, default_value = "leader")]
     read_from: String,
+    /// CA certificate(s) of a TLS cluster: connects over TLS.
+    #[arg(long, global = true, env = "CHRONIK_CA")]
+    ca: Option<PathBuf>,
+    /// Client certificate (mutual TLS).
+    #[arg(long, global = true, env = "CHRONIK_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's key.
+    #[arg(long, global = true, env = "CHRONIK_KEY", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Bearer token, for clusters with `[auth]`.
+    #[arg(long, global = true, env = "CHRONIK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     mode: Option<Cmd>,
 }
@@ -134,7 +146,21 @@ async fn run(args: Args, mode: Mode) -> Result<(), String> {
             ))
         }
     };
-    let client = Arc::new(Client::new(args.addr.clone()));
+    let tls = match &args.ca {
+        Some(ca) => Some(
+            chronik_net::ClientTls::from_files(ca, args.cert.as_deref(), args.key.as_deref())
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    // Each bench client has its own connection pool.
+    let new_client = || {
+        Client::new(args.addr.clone())
+            .with_tls(tls.clone())
+            .with_token(args.token.as_deref())
+            .map_err(|e| e.to_string())
+    };
+    let client = Arc::new(new_client()?);
     let md = client.metadata().await.map_err(|e| e.to_string())?;
     let partitions = match md.topics.iter().find(|t| t.name == args.topic) {
         Some(t) => t.partitions.len() as u32,
@@ -168,8 +194,7 @@ async fn run(args: Args, mode: Mode) -> Result<(), String> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..args.clients {
-        // Each bench client has its own connection pool.
-        let c = Client::new(args.addr.clone());
+        let c = new_client()?;
         let topic = args.topic.clone();
         let budget = bytes_budget.clone();
         let (record_size, batch) = (args.record_size, args.batch.max(1));
