@@ -58,6 +58,12 @@ pub struct NodeConfig {
     pub engine: EngineConfig,
     /// Time limits of a graceful shutdown's phases (`[shutdown]`).
     pub shutdown: chronik_core::shutdown::ShutdownConfig,
+    /// Connections one client address may hold open on the client port;
+    /// past it a new one is closed at once (and counted).
+    pub client_connections_max: usize,
+    /// Client and admin calls one client address may have in flight; past
+    /// it a call is answered `BUSY` (retriable).
+    pub client_in_flight_max: usize,
     /// TLS on every port (`[tls]`); `None` serves plaintext.
     pub tls: Option<crate::tls::TlsConfig>,
     /// Authentication and authorization on the client port (`[auth]`);
@@ -89,6 +95,8 @@ impl Default for NodeConfig {
             rack: None,
             engine: EngineConfig::default(),
             shutdown: chronik_core::shutdown::ShutdownConfig::default(),
+            client_connections_max: 256,
+            client_in_flight_max: 4096,
             tls: None,
             auth: None,
         }
@@ -139,6 +147,12 @@ impl NodeConfig {
         }
         if self.segment_bytes_max < 4096 {
             return bad("segment_bytes_max", "must be at least 4096");
+        }
+        if self.client_connections_max == 0 {
+            return bad("client_connections_max", "must be at least 1");
+        }
+        if self.client_in_flight_max == 0 {
+            return bad("client_in_flight_max", "must be at least 1");
         }
         if self.peer_queue_max == 0 {
             return bad("peer_queue_max", "must be at least 1");

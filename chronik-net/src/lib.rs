@@ -40,6 +40,7 @@ mod graceful;
 mod health;
 pub mod history;
 mod join;
+mod listen;
 pub mod metrics;
 pub mod node;
 pub mod observer;

@@ -186,8 +186,7 @@ impl Node {
             "recovered WAL"
         );
         // Bound now, to fail with the address rather than inside a server
-        // task. Plaintext servers bind again themselves; TLS ones accept on
-        // these.
+        // task.
         #[cfg(not(madsim))]
         let mut listeners = Vec::new();
         #[cfg(not(madsim))]
@@ -281,6 +280,7 @@ impl Node {
             started: tokio::time::Instant::now(),
             dialer: dialer.clone(),
             auth: auth.clone(),
+            in_flight: crate::listen::Limiter::new(config.client_in_flight_max),
             cert_names: Default::default(),
         };
         let client_addr = config.client_listen;
@@ -303,28 +303,39 @@ impl Node {
         let peer_addr = config.peer_listen;
         #[cfg(not(madsim))]
         {
+            use crate::listen::{accept, Limiter, Port};
+            let connections = Limiter::new(config.client_connections_max);
             let mut listeners = listeners.into_iter();
-            for (router, addr, listener, port) in [
-                (
-                    peer_router,
-                    peer_addr,
-                    listeners.next(),
-                    crate::tls::Port::Peer,
-                ),
-                (
-                    router,
-                    client_addr,
-                    listeners.next(),
-                    crate::tls::Port::Client,
-                ),
+            for (router, addr, port, limiter) in [
+                (peer_router, peer_addr, Port::Peer, None),
+                (router, client_addr, Port::Client, Some(connections)),
             ] {
-                let tls = tls.clone().zip(listener).map(|(state, listener)| {
-                    crate::tls::accept(listener, state, port, metrics.clone())
-                });
+                let Some(listener) = listeners.next() else {
+                    continue;
+                };
+                let incoming = match tls.clone() {
+                    Some(state) => Incoming::Tls(accept(
+                        listener,
+                        port,
+                        limiter,
+                        metrics.clone(),
+                        move |tcp| {
+                            let state = state.clone();
+                            async move { crate::tls::handshake(&state, port, tcp).await }
+                        },
+                    )),
+                    None => Incoming::Plain(accept(
+                        listener,
+                        port,
+                        limiter,
+                        metrics.clone(),
+                        |tcp| async move { Ok(tcp) },
+                    )),
+                };
                 servers.push(tokio::spawn(serve_grpc(
                     router,
                     addr,
-                    tls,
+                    incoming,
                     port.label(),
                     shutdown_rx.clone(),
                 )));
@@ -352,9 +363,20 @@ impl Node {
             let stop = async move {
                 let _ = stop.changed().await;
             };
-            let tls = tls.clone().map(|state| crate::tls::TlsListener {
+            let tls = tls.clone().map(|state| crate::listen::MetricsListener {
                 local: addr,
-                accepted: crate::tls::accept(listener, state, crate::tls::Port::Metrics, m.clone()),
+                accepted: crate::listen::accept(
+                    listener,
+                    crate::listen::Port::Metrics,
+                    None,
+                    m.clone(),
+                    move |tcp| {
+                        let state = state.clone();
+                        async move {
+                            crate::tls::handshake(&state, crate::listen::Port::Metrics, tcp).await
+                        }
+                    },
+                ),
             });
             servers.push(tokio::spawn(async move {
                 let res = match tls {
@@ -394,28 +416,51 @@ impl Node {
     }
 }
 
-/// Serves a gRPC router on `addr` until `stop` flips: on the TLS
-/// connections `tls` yields when given, plaintext otherwise.
+/// The connections a server takes: TLS or plaintext, each counted
+/// against its client's connection limit.
+#[cfg(not(madsim))]
+enum Incoming {
+    Tls(
+        mpsc::Receiver<(
+            crate::listen::Counted<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+            SocketAddr,
+        )>,
+    ),
+    Plain(mpsc::Receiver<(crate::listen::Counted<tokio::net::TcpStream>, SocketAddr)>),
+}
+
+/// Serves a gRPC router on the connections `incoming` yields until `stop`
+/// flips.
 #[cfg(not(madsim))]
 async fn serve_grpc(
     router: tonic::transport::server::Router,
     addr: SocketAddr,
-    tls: Option<mpsc::Receiver<crate::tls::Accepted>>,
+    incoming: Incoming,
     port: &'static str,
     mut stop: watch::Receiver<bool>,
 ) {
+    fn stream_of<S>(
+        rx: mpsc::Receiver<(S, SocketAddr)>,
+    ) -> impl futures::Stream<Item = Result<S, std::io::Error>> {
+        futures::stream::unfold(rx, |mut rx| async move {
+            let (stream, _) = rx.recv().await?;
+            Some((Ok(stream), rx))
+        })
+    }
     let signal = async move {
         let _ = stop.changed().await;
     };
-    let res = match tls {
-        Some(accepted) => {
-            let incoming = futures::stream::unfold(accepted, |mut rx| async move {
-                let (stream, _) = rx.recv().await?;
-                Some((Ok::<_, std::io::Error>(stream), rx))
-            });
-            router.serve_with_incoming_shutdown(incoming, signal).await
+    let res = match incoming {
+        Incoming::Tls(rx) => {
+            router
+                .serve_with_incoming_shutdown(stream_of(rx), signal)
+                .await
         }
-        None => router.serve_with_shutdown(addr, signal).await,
+        Incoming::Plain(rx) => {
+            router
+                .serve_with_incoming_shutdown(stream_of(rx), signal)
+                .await
+        }
     };
     if let Err(e) = res {
         tracing::error!(%addr, port, "server failed: {e}");

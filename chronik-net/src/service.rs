@@ -40,6 +40,8 @@ pub(crate) struct Services {
     pub dialer: crate::tls::Dialer,
     /// `[auth]`: who may call what; `None` lets anyone do anything.
     pub auth: Option<Arc<crate::auth::AuthState>>,
+    /// Calls in flight per client address (`client_in_flight_max`).
+    pub in_flight: Arc<crate::listen::Limiter>,
     /// Who each client certificate seen names (parsing one per call would
     /// cost more than the call). Unused in simulation (no TLS).
     #[cfg_attr(madsim, allow(dead_code))]
@@ -113,10 +115,12 @@ macro_rules! admit {
 
 /// Identifies the caller and checks it may `need` (`None`: any
 /// authenticated caller), or answers the refusal in band.
+/// Also takes one of the caller's in-flight slots (`client_in_flight_max`),
+/// held until the handler's end: `(caller, slot)`.
 macro_rules! authorize {
     ($self:ident, $request:ident, $need:expr, $resp:ty) => {
         match $self.authorize(&$request, $need) {
-            Ok(caller) => caller,
+            Ok(admitted) => admitted,
             Err(refusal) => {
                 return Ok(GrpcResponse::new(<$resp as Refusable>::refused(
                     refusal_error(refusal),
@@ -130,21 +134,36 @@ macro_rules! authorize {
 macro_rules! authorize_status {
     ($self:ident, $request:ident, $need:expr) => {
         match $self.authorize(&$request, $need) {
-            Ok(caller) => caller,
-            Err(crate::auth::Refusal::Unauthenticated(m)) => return Err(Status::unauthenticated(m)),
-            Err(crate::auth::Refusal::PermissionDenied(m)) => {
+            Ok(admitted) => admitted,
+            Err(CallRefusal::Auth(crate::auth::Refusal::Unauthenticated(m))) => {
+                return Err(Status::unauthenticated(m))
+            }
+            Err(CallRefusal::Auth(crate::auth::Refusal::PermissionDenied(m))) => {
                 return Err(Status::permission_denied(m))
             }
+            Err(CallRefusal::Busy(m)) => return Err(Status::unavailable(m)),
         }
     };
 }
 
-fn refusal_error(r: crate::auth::Refusal) -> proto::Error {
-    let (code, message) = match r {
-        crate::auth::Refusal::Unauthenticated(m) => (ErrorCode::Unauthenticated, m),
-        crate::auth::Refusal::PermissionDenied(m) => (ErrorCode::PermissionDenied, m),
+/// Why a call was not let in.
+enum CallRefusal {
+    Auth(crate::auth::Refusal),
+    /// The caller's address has `client_in_flight_max` calls in flight.
+    Busy(String),
+}
+
+fn refusal_error(r: CallRefusal) -> proto::Error {
+    let (code, message, retriable) = match r {
+        CallRefusal::Auth(crate::auth::Refusal::Unauthenticated(m)) => {
+            (ErrorCode::Unauthenticated, m, false)
+        }
+        CallRefusal::Auth(crate::auth::Refusal::PermissionDenied(m)) => {
+            (ErrorCode::PermissionDenied, m, false)
+        }
+        CallRefusal::Busy(m) => (ErrorCode::Busy, m, true),
     };
-    convert::local_error(code, message, false)
+    convert::local_error(code, message, retriable)
 }
 
 type Outcome = Result<Response<DiskLog>, proto::Error>;
@@ -153,6 +172,30 @@ impl Services {
     /// Who made the call and whether it may `need` (with `[auth]`; anyone
     /// may do anything without). Refusals are counted.
     fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        need: Option<crate::auth::Permission<'_>>,
+    ) -> Result<(crate::auth::Caller, Option<crate::listen::Slot>), CallRefusal> {
+        let caller = self.identify(request, need).map_err(CallRefusal::Auth)?;
+        let Some(ip) = request.remote_addr().map(|a| a.ip()) else {
+            return Ok((caller, None));
+        };
+        match self.in_flight.take(ip) {
+            Some(slot) => Ok((caller, Some(slot))),
+            None => {
+                self.metrics
+                    .security_refusals
+                    .with_label_values(&["client", "too_many_calls_in_flight"])
+                    .inc();
+                Err(CallRefusal::Busy(format!(
+                    "{ip} has {} calls in flight on this node (client_in_flight_max); retry when some finish",
+                    self.in_flight.max()
+                )))
+            }
+        }
+    }
+
+    fn identify<T>(
         &self,
         request: &Request<T>,
         need: Option<crate::auth::Permission<'_>>,
@@ -300,7 +343,7 @@ impl proto::chronik_server::Chronik for Services {
     ) -> Result<GrpcResponse<proto::CreateTopicResponse>, Status> {
         self.observe("CreateTopic", async move {
             let _admitted = admit!(self, proto::CreateTopicResponse);
-            authorize!(
+            let _call = authorize!(
                 self,
                 request,
                 Some(Permission::Admin),
@@ -334,7 +377,7 @@ impl proto::chronik_server::Chronik for Services {
     ) -> Result<GrpcResponse<proto::DeleteTopicResponse>, Status> {
         self.observe("DeleteTopic", async move {
             let _admitted = admit!(self, proto::DeleteTopicResponse);
-            authorize!(
+            let _call = authorize!(
                 self,
                 request,
                 Some(Permission::Admin),
@@ -359,14 +402,14 @@ impl proto::chronik_server::Chronik for Services {
     ) -> Result<GrpcResponse<proto::MetadataResponse>, Status> {
         self.observe("Metadata", async move {
             let _admitted = admit!(self, proto::MetadataResponse);
-            let caller = authorize!(self, request, None, proto::MetadataResponse);
+            let (caller, _slot) = authorize!(self, request, None, proto::MetadataResponse);
             let r = request.into_inner();
             // Only the topics the caller may describe, write or read.
             if let Some(t) = r.topics.iter().find(|t| !caller.sees_topic(t)) {
-                let refusal = crate::auth::Refusal::PermissionDenied(format!(
+                let refusal = CallRefusal::Auth(crate::auth::Refusal::PermissionDenied(format!(
                     "{} may not describe topic {t:?} (needs describe, or write or read on it)",
                     caller.name()
-                ));
+                )));
                 return Ok(GrpcResponse::new(proto::MetadataResponse::refused(
                     refusal_error(refusal),
                 )));
@@ -401,7 +444,7 @@ impl proto::chronik_server::Chronik for Services {
         self.observe("Produce", async move {
             let _admitted = admit!(self, proto::ProduceResponse);
             let topic = request.get_ref().topic.clone();
-            authorize!(
+            let _call = authorize!(
                 self,
                 request,
                 Some(Permission::Write(&topic)),
@@ -438,7 +481,7 @@ impl proto::chronik_server::Chronik for Services {
         self.observe("Fetch", async move {
             let _admitted = admit!(self, proto::FetchResponse);
             let topic = request.get_ref().topic.clone();
-            authorize!(
+            let _call = authorize!(
                 self,
                 request,
                 Some(Permission::Read(&topic)),
@@ -490,7 +533,7 @@ impl proto::admin_server::Admin for Services {
         request: Request<proto::NodeStatusRequest>,
     ) -> Result<GrpcResponse<proto::NodeStatusResponse>, Status> {
         self.observe("NodeStatus", async move {
-            authorize_status!(self, request, Some(Permission::Describe));
+            let _call = authorize_status!(self, request, Some(Permission::Describe));
             let ins = self.inspect().await?;
             let groups = ins
                 .groups
@@ -525,7 +568,7 @@ impl proto::admin_server::Admin for Services {
         request: Request<proto::ClusterStatusRequest>,
     ) -> Result<GrpcResponse<proto::ClusterStatusResponse>, Status> {
         self.observe("ClusterStatus", async move {
-            authorize_status!(self, request, Some(Permission::Describe));
+            let _call = authorize_status!(self, request, Some(Permission::Describe));
             let ins = self.inspect().await?;
             let md = &ins.metadata;
             Ok(GrpcResponse::new(proto::ClusterStatusResponse {
@@ -552,7 +595,7 @@ impl proto::admin_server::Admin for Services {
     ) -> Result<GrpcResponse<proto::MembershipResponse>, Status> {
         self.observe("AddNode", async move {
             let _admitted = admit!(self, proto::MembershipResponse);
-            authorize!(
+            let _call = authorize!(
                 self,
                 request,
                 Some(Permission::Admin),
@@ -595,7 +638,7 @@ impl proto::admin_server::Admin for Services {
     ) -> Result<GrpcResponse<proto::MembershipResponse>, Status> {
         self.observe("RemoveNode", async move {
             let _admitted = admit!(self, proto::MembershipResponse);
-            authorize!(
+            let _call = authorize!(
                 self,
                 request,
                 Some(Permission::Admin),
@@ -633,7 +676,7 @@ impl proto::admin_server::Admin for Services {
                 Action::Start | Action::Cancel => Permission::Admin,
                 Action::Plan | Action::Status => Permission::Describe,
             };
-            authorize!(self, request, Some(need), proto::RebalanceResponse);
+            let _call = authorize!(self, request, Some(need), proto::RebalanceResponse);
             let r = request.into_inner();
             let _admitted = match action {
                 Action::Start | Action::Cancel => Some(admit!(self, proto::RebalanceResponse)),
@@ -717,7 +760,7 @@ impl proto::admin_server::Admin for Services {
         request: Request<proto::ListNodesRequest>,
     ) -> Result<GrpcResponse<proto::ListNodesResponse>, Status> {
         self.observe("ListNodes", async move {
-            authorize!(
+            let _call = authorize!(
                 self,
                 request,
                 Some(Permission::Describe),
@@ -780,7 +823,7 @@ impl proto::admin_server::Admin for Services {
     ) -> Result<GrpcResponse<proto::MaintenanceResponse>, Status> {
         self.observe("Maintenance", async move {
             let _admitted = admit!(self, proto::MaintenanceResponse);
-            authorize!(
+            let _call = authorize!(
                 self,
                 request,
                 Some(Permission::Admin),
@@ -812,7 +855,7 @@ impl proto::admin_server::Admin for Services {
         request: Request<proto::RestartCheckRequest>,
     ) -> Result<GrpcResponse<proto::RestartCheckResponse>, Status> {
         self.observe("RestartCheck", async move {
-            authorize!(
+            let _call = authorize!(
                 self,
                 request,
                 Some(Permission::Describe),
@@ -858,7 +901,7 @@ impl proto::admin_server::Admin for Services {
         request: Request<proto::PartitionInfoRequest>,
     ) -> Result<GrpcResponse<proto::PartitionInfoResponse>, Status> {
         self.observe("PartitionInfo", async move {
-            authorize!(
+            let _call = authorize!(
                 self,
                 request,
                 Some(Permission::Describe),
@@ -914,7 +957,7 @@ impl proto::admin_server::Admin for Services {
     ) -> Result<GrpcResponse<proto::MetadataReplicateResponse>, Status> {
         self.observe("MetadataReplicate", async move {
             let _admitted = admit!(self, proto::MetadataReplicateResponse);
-            authorize!(
+            let _call = authorize!(
                 self,
                 request,
                 Some(Permission::Admin),
@@ -958,7 +1001,7 @@ impl proto::admin_server::Admin for Services {
         request: Request<proto::PingNodeRequest>,
     ) -> Result<GrpcResponse<proto::PingNodeResponse>, Status> {
         self.observe("PingNode", async move {
-            authorize!(
+            let _call = authorize!(
                 self,
                 request,
                 Some(Permission::Describe),
@@ -987,7 +1030,7 @@ impl proto::admin_server::Admin for Services {
         request: Request<proto::IsrStatusRequest>,
     ) -> Result<GrpcResponse<proto::IsrStatusResponse>, Status> {
         self.observe("IsrStatus", async move {
-            authorize!(
+            let _call = authorize!(
                 self,
                 request,
                 Some(Permission::Describe),

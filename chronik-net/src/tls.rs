@@ -219,7 +219,7 @@ impl Dialer {
 }
 
 #[cfg(not(madsim))]
-pub(crate) use imp::{accept, Accepted, Port, TlsListener};
+pub(crate) use imp::handshake;
 #[cfg(not(madsim))]
 pub use imp::{cert_names_node, TlsState};
 
@@ -405,91 +405,29 @@ mod imp {
         })
     }
 
-    /// Which port a connection came in on (logs, refusal metric labels).
-    #[derive(Clone, Copy, Debug)]
-    pub(crate) enum Port {
-        Peer,
-        Client,
-        Metrics,
-    }
-
-    impl Port {
-        pub fn label(self) -> &'static str {
-            match self {
-                Port::Peer => "peer",
-                Port::Client => "client",
-                Port::Metrics => "metrics",
-            }
-        }
-    }
-
     /// How long a connection may take over its handshake.
     const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-    /// Handshaken connections waiting for the server to take them.
-    const ACCEPTED_BACKLOG: usize = 64;
 
-    pub(crate) type Accepted = (
-        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-        std::net::SocketAddr,
-    );
-
-    /// Accepts connections on `listener` and runs their TLS handshakes
-    /// side by side (a slow or hostile client holds up nobody else), with
-    /// the configuration current at each accept. Failed handshakes are
-    /// logged and counted by reason. Ends when the receiver is dropped.
-    pub(crate) fn accept(
-        listener: tokio::net::TcpListener,
-        state: Arc<TlsState>,
-        port: Port,
-        metrics: crate::metrics::Metrics,
-    ) -> tokio::sync::mpsc::Receiver<Accepted> {
-        let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_BACKLOG);
-        tokio::spawn(async move {
-            loop {
-                let (tcp, addr) = tokio::select! {
-                    _ = tx.closed() => return,
-                    r = listener.accept() => match r {
-                        Ok(c) => c,
-                        Err(e) => {
-                            // Out of file descriptors and the like: wait
-                            // rather than spin.
-                            tracing::warn!(port = port.label(), "accept failed: {e}");
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                };
-                let config = match port {
-                    Port::Peer => state.current().peer.clone(),
-                    Port::Client => state.current().client.clone(),
-                    Port::Metrics => state.current().metrics.clone(),
-                };
-                let (tx, metrics) = (tx.clone(), metrics.clone());
-                tokio::spawn(async move {
-                    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
-                    let reason = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-                        Ok(Ok(stream)) => {
-                            let _ = tx.send((stream, addr)).await;
-                            return;
-                        }
-                        Ok(Err(e)) => {
-                            let reason = handshake_refusal(&e);
-                            tracing::info!(%addr, port = port.label(), reason, "TLS handshake refused: {e}");
-                            reason
-                        }
-                        Err(_) => {
-                            tracing::info!(%addr, port = port.label(), "TLS handshake timed out");
-                            "handshake_timeout"
-                        }
-                    };
-                    metrics
-                        .security_refusals
-                        .with_label_values(&[port.label(), reason])
-                        .inc();
-                });
-            }
-        });
-        rx
+    /// The server side of a TLS handshake on `port`, with the files
+    /// current now; a refusal comes with its metric label.
+    pub(crate) async fn handshake(
+        state: &TlsState,
+        port: crate::listen::Port,
+        tcp: tokio::net::TcpStream,
+    ) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, (&'static str, String)>
+    {
+        use crate::listen::Port;
+        let config = match port {
+            Port::Peer => state.current().peer.clone(),
+            Port::Client => state.current().client.clone(),
+            Port::Metrics => state.current().metrics.clone(),
+        };
+        let accepting = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, accepting).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err((handshake_refusal(&e), format!("TLS handshake refused: {e}"))),
+            Err(_) => Err(("handshake_timeout", "TLS handshake timed out".into())),
+        }
     }
 
     /// A failed handshake's reason, as the refusal metric labels it.
@@ -505,28 +443,6 @@ mod imp {
             Some(E::InvalidCertificate(_)) => "certificate_refused",
             Some(_) => "handshake_failed",
             None => "connection_lost",
-        }
-    }
-
-    /// The accepted connections as axum's listener (`/metrics`).
-    pub(crate) struct TlsListener {
-        pub accepted: tokio::sync::mpsc::Receiver<Accepted>,
-        pub local: std::net::SocketAddr,
-    }
-
-    impl axum::serve::Listener for TlsListener {
-        type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-        type Addr = std::net::SocketAddr;
-
-        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-            match self.accepted.recv().await {
-                Some(c) => c,
-                None => std::future::pending().await,
-            }
-        }
-
-        fn local_addr(&self) -> std::io::Result<Self::Addr> {
-            Ok(self.local)
         }
     }
 }

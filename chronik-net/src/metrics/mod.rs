@@ -442,7 +442,7 @@ impl Metrics {
             ),
             security_refusals: r.counter_vec(
                 "chronik_security_refusals_total",
-                "Connections and calls refused for security reasons, by port (peer, client, metrics) and reason (not_tls, no_client_certificate, certificate_expired, certificate_refused, handshake_failed, handshake_timeout, connection_lost, peer_identity_mismatch, peer_not_a_member).",
+                "Connections and calls refused for security reasons, by port (peer, client, metrics) and reason (not_tls, no_client_certificate, certificate_expired, certificate_refused, handshake_failed, handshake_timeout, connection_lost, peer_identity_mismatch, peer_not_a_member, unauthenticated, permission_denied, too_many_connections, too_many_calls_in_flight).",
                 &["port", "reason"],
             ),
             peer_messages_dropped: r.counter(
