@@ -67,9 +67,11 @@ fn status_error(addr: &str, status: &tonic::Status) -> Result<String, ClientErro
     // A TLS port answers a plaintext HTTP/2 preface with a TLS alert,
     // which HTTP/2 reads as an oversized frame.
     if status.code() == tonic::Code::Internal && status.to_string().contains("FRAME_SIZE_ERROR") {
-        return Ok(format!(
-            "{addr}: the node does not speak plaintext (it may require TLS: give the client a CA, e.g. --ca)"
-        ));
+        return Err(ClientError::Tls {
+            message: format!(
+                "{addr}: the node does not speak plaintext (it requires TLS: give the client the cluster's CA, e.g. --ca)"
+            ),
+        });
     }
     match status.code() {
         tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Err(ClientError::Server {

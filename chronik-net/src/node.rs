@@ -282,6 +282,8 @@ impl Node {
             auth: auth.clone(),
             in_flight: crate::listen::Limiter::new(config.client_in_flight_max),
             cert_names: Default::default(),
+            #[cfg(not(madsim))]
+            tls: tls.clone(),
         };
         let client_addr = config.client_listen;
         let message_max = (config.engine.record_size_max_bytes * 4).max(64 * 1024 * 1024);

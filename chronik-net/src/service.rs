@@ -42,16 +42,30 @@ pub(crate) struct Services {
     pub auth: Option<Arc<crate::auth::AuthState>>,
     /// Calls in flight per client address (`client_in_flight_max`).
     pub in_flight: Arc<crate::listen::Limiter>,
-    /// Who each client certificate seen names (parsing one per call would
-    /// cost more than the call). Unused in simulation (no TLS).
+    /// Each client certificate seen: when it was checked, and whom it
+    /// names or why it is refused (checking one per call would cost more
+    /// than the call). Unused in simulation (no TLS).
     #[cfg_attr(madsim, allow(dead_code))]
-    pub cert_names: Arc<parking_lot::Mutex<HashMap<Vec<u8>, crate::auth::CertName>>>,
+    pub cert_names: CertMemory,
+    /// TLS on the client port: client certificates are checked per call.
+    #[cfg(not(madsim))]
+    pub tls: Option<Arc<crate::tls::TlsState>>,
 }
 
 /// Client certificates remembered by [`Services::cert_names`]: past this,
 /// the memory starts over.
 #[cfg(not(madsim))]
 const CERT_NAMES_MAX: usize = 4096;
+/// How long a certificate's check is remembered (it may expire, or the CA
+/// be rotated, meanwhile).
+#[cfg(not(madsim))]
+const CERT_RECHECK: Duration = Duration::from_secs(60);
+
+pub(crate) type CertMemory = Arc<
+    parking_lot::Mutex<
+        HashMap<Vec<u8>, (tokio::time::Instant, Result<crate::auth::CertName, String>)>,
+    >,
+>;
 
 /// Responses that carry an in-band error: what a refused request gets.
 trait Refusable: Default {
@@ -200,7 +214,19 @@ impl Services {
         request: &Request<T>,
         need: Option<crate::auth::Permission<'_>>,
     ) -> Result<crate::auth::Caller, crate::auth::Refusal> {
-        use crate::auth::{self, Caller, Credentials, Refusal};
+        use crate::auth::{self, Caller, Credentials};
+        let refused = |reason: &'static str| {
+            self.metrics
+                .security_refusals
+                .with_label_values(&["client", reason])
+                .inc();
+        };
+        // A certificate is checked whether or not `[auth]` is on: a
+        // refused one refuses the call.
+        let cert_name = self
+            .client_cert(request)
+            .inspect_err(|(reason, _)| refused(reason));
+        let cert_name = cert_name.map_err(|(_, r)| r)?;
         let Some(state) = &self.auth else {
             return Ok(Caller::Anyone);
         };
@@ -212,46 +238,85 @@ impl Services {
             .map(|v| v.to_str().unwrap_or(""));
         let credentials = Credentials {
             authorization,
-            cert_name: self.cert_name(request),
+            cert_name,
         };
         let result = auth::identify(&state.current(), &credentials).and_then(|caller| match need {
             Some(n) if !caller.allows(n) => Err(auth::deny(&caller, n)),
             _ => Ok(caller),
         });
-        if let Err(r) = &result {
-            let reason = match r {
-                Refusal::Unauthenticated(_) => "unauthenticated",
-                Refusal::PermissionDenied(_) => "permission_denied",
-            };
-            self.metrics
-                .security_refusals
-                .with_label_values(&["client", reason])
-                .inc();
+        match &result {
+            Err(auth::Refusal::Unauthenticated(_)) => refused("unauthenticated"),
+            Err(auth::Refusal::PermissionDenied(_)) => refused("permission_denied"),
+            Ok(_) => {}
         }
         result
     }
 
-    /// Who the call's client certificate names, if it came with one.
-    fn cert_name<T>(&self, request: &Request<T>) -> Option<crate::auth::CertName> {
+    /// Who the call's client certificate names, if it came with one that
+    /// the CA signed, valid now; the refusal (with its metric reason)
+    /// otherwise, or when the node requires one and none came.
+    #[allow(clippy::type_complexity)]
+    fn client_cert<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Option<crate::auth::CertName>, (&'static str, crate::auth::Refusal)> {
         #[cfg(not(madsim))]
         {
-            let certs = request.peer_certs()?;
-            let leaf = certs.first()?;
-            let mut names = self.cert_names.lock();
-            if let Some(n) = names.get(leaf.as_ref()) {
-                return Some(n.clone());
-            }
-            let name = crate::auth::cert_name(leaf);
-            if names.len() >= CERT_NAMES_MAX {
-                names.clear();
-            }
-            names.insert(leaf.to_vec(), name.clone());
-            Some(name)
+            use crate::auth::Refusal;
+            let Some(tls) = &self.tls else {
+                return Ok(None);
+            };
+            let certs = request.peer_certs().filter(|c| !c.is_empty());
+            let Some(chain) = certs else {
+                if tls.current().require_client_cert {
+                    return Err((
+                        "no_client_certificate",
+                        Refusal::Unauthenticated(
+                            "this node requires a client certificate (require_client_cert)".into(),
+                        ),
+                    ));
+                }
+                return Ok(None);
+            };
+            let leaf = chain[0].as_ref();
+            let now = tokio::time::Instant::now();
+            let cached = self
+                .cert_names
+                .lock()
+                .get(leaf)
+                .filter(|(at, _)| now.duration_since(*at) < CERT_RECHECK)
+                .map(|(_, r)| r.clone());
+            let checked = match cached {
+                Some(r) => r,
+                None => {
+                    let r = tls
+                        .current()
+                        .check_client_cert(&chain)
+                        .map(|()| crate::auth::cert_name(leaf));
+                    let mut names = self.cert_names.lock();
+                    if names.len() >= CERT_NAMES_MAX {
+                        names.clear();
+                    }
+                    names.insert(leaf.to_vec(), (now, r.clone()));
+                    r
+                }
+            };
+            checked.map(Some).map_err(|reason| {
+                let label = if reason.contains("expired") {
+                    "certificate_expired"
+                } else {
+                    "certificate_refused"
+                };
+                (
+                    label,
+                    Refusal::Unauthenticated(format!("client certificate refused: {reason}")),
+                )
+            })
         }
         #[cfg(madsim)]
         {
             let _ = request;
-            None
+            Ok(None)
         }
     }
 

@@ -294,17 +294,90 @@ mod imp {
             .is_ok_and(|c| c.verify_is_valid_for_subject_name(&name).is_ok())
     }
 
+    /// The client port's handshake verifier: it checks that the client
+    /// holds the key of the certificate it presents, and leaves the
+    /// certificate itself to each call ([`Loaded::check_client_cert`]). A
+    /// TLS 1.3 client sends its first request before the server has checked
+    /// its certificate, so a refusal in the handshake reaches it as a
+    /// closed connection at best; a refusal in the call's answer says why.
+    #[derive(Debug)]
+    struct CheckedPerCall(Arc<dyn ClientCertVerifier>);
+
+    impl ClientCertVerifier for CheckedPerCall {
+        fn offer_client_auth(&self) -> bool {
+            true
+        }
+
+        fn client_auth_mandatory(&self) -> bool {
+            false
+        }
+
+        fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+            self.0.root_hint_subjects()
+        }
+
+        fn verify_client_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _now: UnixTime,
+        ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+            Ok(rustls::server::danger::ClientCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
+    }
+
     /// Everything built from one reading of the files.
     pub struct Loaded {
         /// Peer port: a client certificate is required.
         pub peer: Arc<ServerConfig>,
-        /// Client port: a client certificate per `require_client_cert`.
+        /// Client port: a client certificate is taken if presented, and
+        /// checked by each call.
         pub client: Arc<ServerConfig>,
+        /// Checks client certificates against the CA.
+        client_certs: Arc<dyn ClientCertVerifier>,
+        /// Calls on the client port need a client certificate.
+        pub require_client_cert: bool,
         /// `/metrics`: HTTP/1.1, client certificates optional.
         pub metrics: Arc<ServerConfig>,
         /// This node connecting out (to peers, to other nodes' client
         /// ports), its certificate as its identity.
         pub outgoing: ClientTls,
+    }
+
+    impl Loaded {
+        /// Whether a client's certificate chain (leaf first) is signed by
+        /// the CA, valid now and meant for clients; why not if not.
+        pub fn check_client_cert(&self, chain: &[CertificateDer<'_>]) -> Result<(), String> {
+            let Some((leaf, intermediates)) = chain.split_first() else {
+                return Err("no certificate".into());
+            };
+            self.client_certs
+                .verify_client_cert(leaf, intermediates, UnixTime::now())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
     }
 
     /// The node's TLS settings, reloadable.
@@ -389,14 +462,11 @@ mod imp {
             c.alpn_protocols = vec![alpn.to_vec()];
             Ok::<_, TlsError>(Arc::new(c))
         };
-        let client_verifier = if config.require_client_cert {
-            required.clone()
-        } else {
-            optional.clone()
-        };
         Ok(Loaded {
-            peer: server(required, b"h2")?,
-            client: server(client_verifier, b"h2")?,
+            peer: server(required.clone(), b"h2")?,
+            client: server(Arc::new(CheckedPerCall(required.clone())), b"h2")?,
+            client_certs: required,
+            require_client_cert: config.require_client_cert,
             metrics: server(optional, b"http/1.1")?,
             outgoing: ClientTls {
                 ca_pem,
@@ -422,12 +492,33 @@ mod imp {
             Port::Client => state.current().client.clone(),
             Port::Metrics => state.current().metrics.clone(),
         };
-        let accepting = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
+        let accepting = tokio_rustls::TlsAcceptor::from(config)
+            .accept(tcp)
+            .into_fallible();
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, accepting).await {
             Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err((handshake_refusal(&e), format!("TLS handshake refused: {e}"))),
+            Ok(Err((e, tcp))) => {
+                tokio::spawn(linger(tcp));
+                Err((handshake_refusal(&e), format!("TLS handshake refused: {e}")))
+            }
             Err(_) => Err(("handshake_timeout", "TLS handshake timed out".into())),
         }
+    }
+
+    /// How long a refused connection stays open for its client to read why.
+    const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+
+    /// Closes a refused connection so that its client reads the alert that
+    /// says why. TLS 1.3 clients send their first request before the
+    /// server has checked their certificate: closed with that request
+    /// unread, the connection would be reset, and the client would see a
+    /// broken pipe instead of the refusal.
+    async fn linger(mut tcp: tokio::net::TcpStream) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _ = tcp.shutdown().await;
+        let mut buf = [0u8; 4096];
+        let drain = async { while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {} };
+        let _ = tokio::time::timeout(LINGER, drain).await;
     }
 
     /// A failed handshake's reason, as the refusal metric labels it.

@@ -157,18 +157,17 @@ async fn tls_cluster_refuses_what_it_must_and_keeps_serving() {
         .env_remove("CHRONIK_CA")
         .output()
         .unwrap();
-    assert!(!out.status.success(), "plaintext CLI refused: {out:?}");
+    assert_eq!(out.status.code(), Some(1), "plaintext CLI refused: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("requires TLS"),
+        "{out:?}"
+    );
 
     // Client port: plaintext, another CA, another CA's client
     // certificate, an expired client certificate.
     let e = quick_client(&c, None).metadata().await.unwrap_err();
-    assert!(
-        matches!(
-            e,
-            ClientError::Unreachable { .. } | ClientError::Timeout { .. }
-        ),
-        "plaintext: {e:?}"
-    );
+    assert_eq!(e.code(), ErrorCode::Unauthenticated, "plaintext: {e:?}");
+    assert!(e.to_string().contains("requires TLS"), "{e}");
     let other: PathBuf = c.dir.join("other-ca");
     make_certs(&other, &["--client", "stranger"]);
     let e = quick_client(&c, Some(client_tls(&other.join("ca.pem"), None)))
@@ -558,4 +557,27 @@ async fn principals_get_their_permissions_and_nothing_more() {
     assert!(loaded, "{}", c.log(1));
     assert_eq!(late_c.metadata().await.unwrap().topics.len(), 2);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_requires_client_certificates_refuses_calls_without_one() {
+    let mut c = Cluster::with_tls_settings(3, "require_client_cert = true");
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let client = c.client(); // with the admin client certificate
+    wait_ready(&client, 3).await;
+    let ca = c.tls.clone().unwrap().join("ca.pem");
+    let e = quick_client(&c, Some(client_tls(&ca, None)))
+        .metadata()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Unauthenticated, "{e:?}");
+    assert!(
+        e.to_string().contains("requires a client certificate"),
+        "{e}"
+    );
+    // The nodes, whose certificates identify them, still work together.
+    client.create_topic("t", 1, 3, 3).await.unwrap();
+    still_serving(&client, "t", "with certificate").await;
 }

@@ -51,16 +51,21 @@ impl Cluster {
     /// `settings` go into every node's config file at the top level,
     /// `engine` into its `[engine]` table.
     pub fn with_settings(n: u64, settings: &str, engine: &str) -> Cluster {
-        Cluster::build(n, settings, engine, false)
+        Cluster::build(n, settings, engine, None)
     }
 
     /// Every port over TLS: a CA, node certificates and a client
     /// certificate `client-admin` made by `chronik-node certs`.
     pub fn with_tls(n: u64, settings: &str, engine: &str) -> Cluster {
-        Cluster::build(n, settings, engine, true)
+        Cluster::build(n, settings, engine, Some(""))
     }
 
-    fn build(n: u64, settings: &str, engine: &str, tls: bool) -> Cluster {
+    /// With TLS and `tls` added to every node's `[tls]` table.
+    pub fn with_tls_settings(n: u64, tls: &str) -> Cluster {
+        Cluster::build(n, "", "", Some(tls))
+    }
+
+    fn build(n: u64, settings: &str, engine: &str, tls: Option<&str>) -> Cluster {
         let dir = std::env::temp_dir().join(format!(
             "chronik-proc-{}-{}",
             std::process::id(),
@@ -76,7 +81,7 @@ impl Cluster {
                 i + 1
             ));
         }
-        let certs = tls.then(|| {
+        let certs = tls.map(|_| {
             let certs = dir.join("certs");
             let mut args = vec!["certs".to_string(), "--dir".into()];
             args.push(certs.display().to_string());
@@ -96,10 +101,11 @@ impl Cluster {
                 Some(d) => (
                     String::new(),
                     format!(
-                        "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                        "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n{}\n",
                         d.join("ca.pem").display(),
                         d.join(format!("node-{}.pem", i + 1)).display(),
-                        d.join(format!("node-{}.key", i + 1)).display()
+                        d.join(format!("node-{}.key", i + 1)).display(),
+                        tls.unwrap_or_default()
                     ),
                 ),
             };
