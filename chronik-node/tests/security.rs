@@ -10,7 +10,7 @@ mod common;
 
 use chronik_core::ErrorCode;
 use chronik_net::proto::{self, peer_refusal::Reason, raft_client::RaftClient};
-use chronik_net::{Client, ClientError, ClientTls, RetryPolicy};
+use chronik_net::{Client, ClientTls, RetryPolicy};
 use common::{wait_ready, Cluster, BIN};
 use std::path::{Path, PathBuf};
 use std::process::Command;
