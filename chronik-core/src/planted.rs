@@ -114,11 +114,14 @@ pub enum Bug {
     /// A quiesced follower stays quiet when its leader's node goes silent:
     /// the group elects no new leader while its old leader is unreachable.
     QuiescedIgnoresDeadLeader,
+    /// Authorization grants `write` on every topic to any principal that
+    /// has `write` on none: a read-only principal's produce is appended.
+    AuthIgnoresTopicWrite,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 32] = [
+    pub const ALL: [Bug; 33] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::SkipCrc,
@@ -151,6 +154,7 @@ impl Bug {
         Bug::CorruptTailTakenForTorn,
         Bug::RepairForgetsTerm,
         Bug::QuiescedIgnoresDeadLeader,
+        Bug::AuthIgnoresTopicWrite,
     ];
 
     /// The name used on command lines and in `CHRONIK_BUG`.
@@ -188,6 +192,7 @@ impl Bug {
             Bug::CorruptTailTakenForTorn => "corrupt_tail_taken_for_torn",
             Bug::RepairForgetsTerm => "repair_forgets_term",
             Bug::QuiescedIgnoresDeadLeader => "quiesced_ignores_dead_leader",
+            Bug::AuthIgnoresTopicWrite => "auth_ignores_topic_write",
         }
     }
 

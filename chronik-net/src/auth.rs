@@ -26,6 +26,12 @@ use std::sync::Arc;
 pub struct AuthConfig {
     /// The principals file (TOML, see docs/security.md).
     pub principals_file: PathBuf,
+    /// The bearer token this node presents when it calls other nodes'
+    /// client ports (joining, looking up a peer's address): needed without
+    /// TLS, where no certificate says it is a node. A secret: keep the
+    /// config file as private as a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_token: Option<String>,
 }
 
 /// A principals file that cannot be used.
@@ -244,7 +250,15 @@ impl Caller {
         match need {
             Permission::Admin => false,
             Permission::Describe => p.roles.contains(&Role::Describe),
-            Permission::Write(t) => on(&p.write, t),
+            // Planted bug (simulation builds only): a principal without any
+            // write permission may write everywhere.
+            Permission::Write(t) => {
+                on(&p.write, t)
+                    || (p.write.is_empty()
+                        && chronik_core::planted::active(
+                            chronik_core::planted::Bug::AuthIgnoresTopicWrite,
+                        ))
+            }
             Permission::Read(t) => on(&p.read, t),
         }
     }

@@ -148,6 +148,11 @@ impl NodeConfig {
         if self.segment_bytes_max < 4096 {
             return bad("segment_bytes_max", "must be at least 4096");
         }
+        if let Some(t) = self.auth.as_ref().and_then(|a| a.node_token.as_deref()) {
+            if t.trim().is_empty() || !t.trim().chars().all(|c| c.is_ascii_graphic()) {
+                return bad("node_token", "must be printable ASCII");
+            }
+        }
         if self.client_connections_max == 0 {
             return bad("client_connections_max", "must be at least 1");
         }

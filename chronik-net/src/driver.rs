@@ -1244,18 +1244,17 @@ impl Driver {
             }
         }
         let tx = self.self_tx.clone();
-        let tls = self.segment_fetch.dialer.client_tls();
+        let dialer = self.segment_fetch.dialer.clone();
         tokio::spawn(async move {
             let mut peer_addr = None;
             for addr in ask {
-                let c = crate::Client::with_retry(
+                let c = dialer.client(
                     vec![addr],
                     crate::RetryPolicy {
                         deadline: PEER_LOOKUP_INTERVAL,
                         ..crate::RetryPolicy::default()
                     },
-                )
-                .with_tls(tls.clone());
+                );
                 if let Ok(md) = c.metadata().await {
                     if let Some(n) = md.nodes.into_iter().find(|n| n.id == node) {
                         peer_addr = Some(n.peer_addr);

@@ -3,7 +3,7 @@
 //! also waits out what passes with time (another change in flight, too few
 //! live voters for a while) until a deadline.
 
-use crate::client::{Client, ClientError, RetryPolicy};
+use crate::client::{ClientError, RetryPolicy};
 use crate::node::NodeError;
 use crate::proto;
 use chronik_core::{ErrorCode, NodeInfo};
@@ -17,9 +17,9 @@ const JOIN_DEADLINE: Duration = Duration::from_secs(120);
 pub(crate) async fn join_cluster(
     addr: &str,
     me: &NodeInfo,
-    tls: Option<crate::ClientTls>,
+    dialer: &crate::tls::Dialer,
 ) -> Result<Vec<NodeInfo>, NodeError> {
-    let client = Client::with_retry(
+    let client = dialer.client(
         vec![addr.to_string()],
         RetryPolicy {
             deadline: JOIN_DEADLINE,
@@ -31,8 +31,7 @@ pub(crate) async fn join_cluster(
             ],
             ..RetryPolicy::default()
         },
-    )
-    .with_tls(tls);
+    );
     let refused = |e: ClientError| {
         NodeError::Join(format!(
             "no member at {addr} accepted this node within {}s: {e}",

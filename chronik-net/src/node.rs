@@ -146,6 +146,7 @@ impl Node {
         let dialer = crate::tls::Dialer {
             #[cfg(not(madsim))]
             state: tls.clone(),
+            token: config.auth.as_ref().and_then(|a| a.node_token.clone()),
         };
         check_node_id(disk.as_ref(), &config)?;
         let wal_cfg = WalConfig::new(config.data_dir.join("wal"));
@@ -163,8 +164,7 @@ impl Node {
                 // A new node: ask the cluster to add it, and learn who the
                 // members are (whose messages to accept).
                 config.initial_cluster =
-                    crate::join::join_cluster(&addr, &config.node_info(), dialer.client_tls())
-                        .await?;
+                    crate::join::join_cluster(&addr, &config.node_info(), &dialer).await?;
                 tracing::info!(
                     node = config.node_id,
                     via = %addr,

@@ -196,6 +196,8 @@ pub(crate) fn endpoint(
 pub(crate) struct Dialer {
     #[cfg(not(madsim))]
     pub state: Option<std::sync::Arc<TlsState>>,
+    /// `[auth] node_token`: sent to other nodes' client ports.
+    pub token: Option<String>,
 }
 
 impl Dialer {
@@ -205,6 +207,14 @@ impl Dialer {
         return self.state.as_ref().map(|s| s.current().outgoing.clone());
         #[cfg(madsim)]
         None
+    }
+
+    /// A client of other nodes' client ports, as this node.
+    pub fn client(&self, addrs: Vec<String>, retry: crate::RetryPolicy) -> crate::Client {
+        crate::Client::with_retry(addrs, retry)
+            .with_tls(self.client_tls())
+            .with_token(self.token.as_deref())
+            .expect("node_token is printable ASCII (NodeConfig::validate)")
     }
 
     /// An endpoint for node `id`'s peer port at `addr`: its certificate

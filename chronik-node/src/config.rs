@@ -281,6 +281,7 @@ client_addr = "127.0.0.1:9001"
         let auth = settings(auth);
         let auth_keys = toml::Table::try_from(chronik_net::auth::AuthConfig {
             principals_file: "p".into(),
+            node_token: Some("t".into()),
         })
         .unwrap();
         for k in auth_keys.keys() {

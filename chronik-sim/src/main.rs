@@ -177,6 +177,7 @@ mod runner {
         rejoins_judged: u64,
         failovers: u64,
         failovers_judged: u64,
+        auth_refused: u64,
         untouched_probe_sends: u64,
         untouched_sends_judged: u64,
         rotted: u64,
@@ -216,6 +217,7 @@ mod runner {
             self.rejoins_judged += r.rejoins_judged;
             self.failovers += r.failovers;
             self.failovers_judged += r.failovers_judged;
+            self.auth_refused += r.auth_refused;
             self.untouched_probe_sends += r.untouched_probe_sends;
             self.untouched_sends_judged += r.untouched_sends_judged;
             self.rotted += r.rotted;
@@ -279,6 +281,10 @@ mod runner {
                 (
                     self.failovers_judged,
                     "no leader cut off checked for a failover",
+                ),
+                (
+                    self.auth_refused,
+                    "no produce without write permission refused",
                 ),
                 (
                     self.untouched_sends_judged,
@@ -388,6 +394,10 @@ mod runner {
                 self.failovers,
                 self.failovers_judged,
                 chronik_sim::scenario::FAILOVER_BOUND.as_millis()
+            );
+            println!(
+                "auth: {} produces by a principal without write permission refused PERMISSION_DENIED (none may be acknowledged or stored)",
+                self.auth_refused
             );
             println!(
                 "rot: {} synced partition segment bytes flipped on a down replica, {} replicas rebuilt from a peer",

@@ -143,6 +143,46 @@ fn spawn_node(
         .build()
 }
 
+/// The harness's and the workload's bearer token: an `admin` principal.
+pub const ADMIN_TOKEN: &str = "chronik_sim_admin";
+/// A principal that may read every topic and write none: the intruder.
+pub const READER_TOKEN: &str = "chronik_sim_reader";
+
+/// The principals file every simulated node loads (`[auth]`): a real file,
+/// written once per process (its text never changes, so runs stay
+/// deterministic).
+fn principals_file() -> std::path::PathBuf {
+    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let hash = |t: &str| -> String {
+            chronik_net::auth::token_hash(t)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        let text = format!(
+            "[[principal]]\nname = \"sim\"\nroles = [\"admin\"]\ntokens = [\"{}\"]\n\n\
+             [[principal]]\nname = \"reader\"\nread = [\"*\"]\ntokens = [\"{}\"]\n",
+            hash(ADMIN_TOKEN),
+            hash(READER_TOKEN)
+        );
+        let path = std::env::temp_dir().join(format!(
+            "chronik-sim-principals-{}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&path, text).expect("the simulation writes its principals file");
+        path
+    })
+    .clone()
+}
+
+/// `client` sending `token` with every call.
+pub fn with_token(client: Client, token: &str) -> Client {
+    client
+        .with_token(Some(token))
+        .expect("the simulation's tokens are ASCII")
+}
+
 fn node_config(id: u64, members: Vec<NodeInfo>) -> NodeConfig {
     let mut cfg = NodeConfig::new(
         id,
@@ -162,6 +202,12 @@ fn node_config(id: u64, members: Vec<NodeInfo>) -> NodeConfig {
     cfg.engine.rebalance.migration_timeout_ms = 8_000;
     cfg.engine.rebalance.max_concurrent_moves = 2;
     cfg.shutdown = sim_shutdown_config();
+    cfg.auth = Some(chronik_net::auth::AuthConfig {
+        principals_file: principals_file(),
+        // No TLS in simulation: a node joining or looking up a peer shows
+        // this token instead of its certificate.
+        node_token: Some(ADMIN_TOKEN.into()),
+    });
     cfg
 }
 
@@ -240,13 +286,14 @@ impl SimCluster {
 
     /// A client with a deadline short enough for the simulation's phases.
     pub fn client(&self) -> Client {
-        Client::with_retry(
+        let c = Client::with_retry(
             self.client_addrs.clone(),
             RetryPolicy {
                 deadline: Duration::from_secs(10),
                 ..RetryPolicy::default()
             },
-        )
+        );
+        with_token(c, ADMIN_TOKEN)
     }
 
     /// Kills a node: its unsynced writes are lost, or with `torn` survive
@@ -489,13 +536,14 @@ const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// The harness's admin client: the node client's retry loop, with a
 /// deadline that fits the harness's waits.
 pub fn admin_client(addr: &str, deadline: Duration) -> chronik_net::Client {
-    chronik_net::Client::with_retry(
+    let c = chronik_net::Client::with_retry(
         vec![addr.to_string()],
         chronik_net::RetryPolicy {
             deadline,
             ..chronik_net::RetryPolicy::default()
         },
-    )
+    );
+    with_token(c, ADMIN_TOKEN)
 }
 
 /// A node's view of every group it hosts, through its admin API.
@@ -570,17 +618,18 @@ pub async fn read_replica(id: u64, topic: &str, partition: u32) -> Option<BTreeM
         let mut out = BTreeMap::new();
         let mut offset = 0;
         for _ in 0..REPLICA_READ_FETCHES_MAX {
-            let r = c
-                .fetch(FetchRequest {
-                    topic: topic.to_string(),
-                    partition,
-                    offset,
-                    max_bytes: 1 << 20,
-                    consistency: ReadConsistency::FollowerStale as i32,
-                })
-                .await
-                .ok()?
-                .into_inner();
+            let mut request = tonic::Request::new(FetchRequest {
+                topic: topic.to_string(),
+                partition,
+                offset,
+                max_bytes: 1 << 20,
+                consistency: ReadConsistency::FollowerStale as i32,
+            });
+            request.metadata_mut().insert(
+                "authorization",
+                tonic::metadata::MetadataValue::from_static("Bearer chronik_sim_admin"),
+            );
+            let r = c.fetch(request).await.ok()?.into_inner();
             if r.error.is_some() {
                 return None;
             }

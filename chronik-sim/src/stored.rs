@@ -24,6 +24,10 @@ pub struct ReplicaRead {
 /// (after healing, once replicas caught up) every replica must hold every
 /// acknowledged record. Replicas never disagree on an offset: every record
 /// a replica applied is committed. Returns violations.
+/// Values produced by the intruder, a principal without write permission
+/// (`[auth]`): none may ever be stored.
+pub const INTRUDER_PREFIX: &str = "intruder-";
+
 pub fn check_partition(
     partition: &str,
     acked: &[(u64, String)],
@@ -46,6 +50,12 @@ pub fn check_partition(
                 }
                 Some(_) => {}
                 None => {
+                    if v.starts_with(INTRUDER_PREFIX) {
+                        out.push(format!(
+                            "auth: node {} stores {v:?} at {partition} offset {off}, produced by a principal without write permission",
+                            r.node
+                        ));
+                    }
                     first.insert(*off, (r.node, v.as_str()));
                 }
             }

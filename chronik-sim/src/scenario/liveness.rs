@@ -363,6 +363,10 @@ pub(super) async fn heal_and_check(
     for w in workers {
         w.await.expect("workload task");
     }
+    report.auth_refused = work.intruder_refused.load(Ordering::Relaxed);
+    report
+        .violations
+        .extend(work.intruder_violations.lock().drain(..));
     report.topics_created_late = creator.await.expect("topic creator task");
 
     // Removal tasks stop trying at the end of the workload; let the last

@@ -176,6 +176,8 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
         follower_reads: AtomicU64::new(0),
         late_created: Mutex::new(Vec::new()),
         deleted: Mutex::new(BTreeSet::new()),
+        intruder_refused: AtomicU64::new(0),
+        intruder_violations: Mutex::new(Vec::new()),
     });
     let mut workers = Vec::new();
     for _ in 0..plan.producers {
@@ -184,6 +186,7 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
     for _ in 0..plan.consumers {
         workers.push(client_node.spawn(work.clone().consumer()));
     }
+    workers.push(client_node.spawn(work.clone().intruder()));
     let creator = client_node.spawn(
         work.clone()
             .topic_creator(plan.late_topics.clone(), replicas),

@@ -173,7 +173,10 @@ pub(super) async fn untouched_partitions(
     leaders: &BTreeMap<u64, (u64, u64)>,
     doomed: &[(String, Vec<u64>)],
 ) -> Vec<ProbeTarget> {
-    let Ok(meta) = Client::new(ask).metadata().await else {
+    let Ok(meta) = crate::sim::with_token(Client::new(ask), crate::sim::ADMIN_TOKEN)
+        .metadata()
+        .await
+    else {
         return Vec::new();
     };
     let used = work.partitions.lock().clone();
@@ -233,13 +236,16 @@ pub(super) async fn warm_up(
 ) -> Vec<(ProbeTarget, Client, u64)> {
     let mut ready = Vec::new();
     for target in targets {
-        let client = Client::with_retry(
-            ask.clone(),
-            RetryPolicy {
-                deadline: Duration::from_secs(5),
-                retry_unknown_outcome: false,
-                ..RetryPolicy::default()
-            },
+        let client = crate::sim::with_token(
+            Client::with_retry(
+                ask.clone(),
+                RetryPolicy {
+                    deadline: Duration::from_secs(5),
+                    retry_unknown_outcome: false,
+                    ..RetryPolicy::default()
+                },
+            ),
+            crate::sim::ADMIN_TOKEN,
         );
         let mut process = work.next_process.fetch_add(1, Ordering::Relaxed);
         if work

@@ -59,6 +59,9 @@ pub struct RunReport {
     /// elsewhere within `FAILOVER_BOUND`.
     pub failovers: u64,
     pub failovers_judged: u64,
+    /// Produces by a principal without write permission, refused
+    /// `PERMISSION_DENIED` as they must be.
+    pub auth_refused: u64,
     /// Produces sent to partitions a node's cut did not touch, while it was
     /// cut off, and of those the ones judged (with the rejoin).
     pub untouched_probe_sends: u64,
@@ -218,6 +221,7 @@ pub fn expected_catch(bug: chronik_core::planted::Bug) -> &'static [&'static str
         // Seen at the restart, or as a second vote in a term it forgot.
         Bug::RepairForgetsTerm => &["WAL cut lost a promise", "vote: node"],
         Bug::QuiescedIgnoresDeadLeader => &["failover: group"],
+        Bug::AuthIgnoresTopicWrite => &["auth: "],
     }
 }
 

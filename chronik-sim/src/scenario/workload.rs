@@ -49,7 +49,15 @@ pub(super) struct Workload {
     pub(super) late_created: Mutex<Vec<(String, u32)>>,
     /// Partition keys of topics deleted (or whose deletion was asked).
     pub(super) deleted: Mutex<BTreeSet<String>>,
+    /// The intruder's produces refused `PERMISSION_DENIED`, and what it
+    /// found wrong.
+    pub(super) intruder_refused: AtomicU64,
+    pub(super) intruder_violations: Mutex<Vec<String>>,
 }
+
+/// How often the intruder tries to produce.
+const INTRUDE_EVERY: Duration = Duration::from_secs(1);
+use crate::stored::INTRUDER_PREFIX;
 
 impl Workload {
     /// Takes topic `pick` (modulo) of those created during the faults out
@@ -81,14 +89,56 @@ impl Workload {
     }
 
     pub(super) fn client(&self, retry_unknown_outcome: bool) -> Client {
-        Client::with_retry(
+        let c = Client::with_retry(
             self.addrs.clone(),
             RetryPolicy {
                 deadline: Duration::from_secs(5),
                 retry_unknown_outcome,
                 ..RetryPolicy::default()
             },
-        )
+        );
+        crate::sim::with_token(c, crate::sim::ADMIN_TOKEN)
+    }
+
+    /// A principal allowed to read but not to write produces to the first
+    /// partition every [`INTRUDE_EVERY`]: each produce must be refused
+    /// `PERMISSION_DENIED` and none of its values may ever be stored.
+    pub(super) async fn intruder(self: Arc<Self>) {
+        let client = crate::sim::with_token(
+            Client::with_retry(
+                self.addrs.clone(),
+                RetryPolicy {
+                    deadline: Duration::from_secs(2),
+                    retry_unknown_outcome: false,
+                    ..RetryPolicy::default()
+                },
+            ),
+            crate::sim::READER_TOKEN,
+        );
+        let mut n = 0u64;
+        loop {
+            madsim::time::sleep(INTRUDE_EVERY).await;
+            if madsim::time::Instant::now() >= self.end {
+                return;
+            }
+            let Some((topic, partition)) = self.partitions.lock().first().cloned() else {
+                continue;
+            };
+            n += 1;
+            let value = format!("{INTRUDER_PREFIX}{n}");
+            match client
+                .produce(&topic, partition, vec![Bytes::from(value.clone())])
+                .await
+            {
+                Ok(offset) => self.intruder_violations.lock().push(format!(
+                    "auth: a produce by a principal without write permission was acknowledged ({value:?} at {topic}-{partition} offset {offset})"
+                )),
+                Err(e) if e.code() == ErrorCode::PermissionDenied => {
+                    self.intruder_refused.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {} // no answer: faults
+            }
+        }
     }
 
     /// Sequential sends of unique values; a process whose send ended in an
