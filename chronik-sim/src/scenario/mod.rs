@@ -186,7 +186,7 @@ pub async fn run_plan(verbose: bool, checker: Arc<NodeChecker>, plan: Option<Pla
     for _ in 0..plan.consumers {
         workers.push(client_node.spawn(work.clone().consumer()));
     }
-    workers.push(client_node.spawn(work.clone().intruder()));
+    workers.push(client_node.spawn(work.clone().intruder(start + fault_time)));
     let creator = client_node.spawn(
         work.clone()
             .topic_creator(plan.late_topics.clone(), replicas),

@@ -101,9 +101,12 @@ impl Workload {
     }
 
     /// A principal allowed to read but not to write produces to the first
-    /// partition every [`INTRUDE_EVERY`]: each produce must be refused
-    /// `PERMISSION_DENIED` and none of its values may ever be stored.
-    pub(super) async fn intruder(self: Arc<Self>) {
+    /// partition every [`INTRUDE_EVERY`] from `from` on: each produce must
+    /// be refused `PERMISSION_DENIED` and none of its values may ever be
+    /// stored. (It starts once the faults are over: its traffic would
+    /// shift every seed's schedule during them.)
+    pub(super) async fn intruder(self: Arc<Self>, from: madsim::time::Instant) {
+        madsim::time::sleep_until(from).await;
         let client = crate::sim::with_token(
             Client::with_retry(
                 self.addrs.clone(),
