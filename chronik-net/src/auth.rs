@@ -16,7 +16,7 @@
 
 use chronik_core::NodeId;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -105,11 +105,13 @@ struct PrincipalsFile {
 const NAME_LEN_MAX: usize = 128;
 const PRINCIPALS_MAX: usize = 10_000;
 
-/// The principals, by name and by token hash.
+/// The principals, by name and by token hash. (Ordered maps: a `HashMap`
+/// seeds itself from the OS, which in simulation draws from the seed's
+/// random stream and shifts every run.)
 #[derive(Debug, Default)]
 pub struct Principals {
-    by_name: HashMap<String, Arc<PrincipalEntry>>,
-    by_token: HashMap<[u8; 32], Arc<PrincipalEntry>>,
+    by_name: BTreeMap<String, Arc<PrincipalEntry>>,
+    by_token: BTreeMap<[u8; 32], Arc<PrincipalEntry>>,
 }
 
 impl Principals {
