@@ -125,6 +125,26 @@ fn series(text: &str, name_and_labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// SIGHUP to the nodes in `ids`.
+fn sighup(c: &Cluster, ids: &[u64]) {
+    for id in ids {
+        let pid = c.children[id].id().to_string();
+        let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -HUP {pid}");
+    }
+}
+
+/// Whether every node in `ids` logs `what` within 5 s.
+async fn logs_within(c: &Cluster, ids: &[u64], what: &str) -> bool {
+    for _ in 0..100 {
+        if ids.iter().all(|id| c.log(*id).contains(what)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// The cluster still takes writes and reads after the refusals.
 async fn still_serving(client: &Client, topic: &str, value: &str) {
     let base = client
@@ -275,18 +295,6 @@ async fn certificates_reload_on_sighup_and_bad_files_are_refused() {
     wait_ready(&client, 3).await;
     let certs = c.tls.clone().unwrap();
     let node1 = c.client_addrs[0].clone();
-    let hup = |c: &Cluster| {
-        let pid = c.children[&1].id().to_string();
-        assert!(Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success());
-    };
-    let log_has = |c: &Cluster, what: &str| {
-        let c_log = c.log(1);
-        c_log.contains(what)
-    };
     // A fresh client (a new connection) asks node 1 itself.
     let ask_node1 = || async {
         let fresh = c.client();
@@ -299,32 +307,24 @@ async fn certificates_reload_on_sighup_and_bad_files_are_refused() {
 
     // A broken certificate file: refused, the old files stay in use.
     std::fs::write(certs.join("node-1.pem"), b"not a certificate").unwrap();
-    hup(&c);
-    let mut refused = false;
-    for _ in 0..100 {
-        if log_has(&c, "kept the TLS files in use") {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(refused, "{}", c.log(1));
+    sighup(&c, &[1]);
+    assert!(
+        logs_within(&c, &[1], "kept the TLS files in use").await,
+        "{}",
+        c.log(1)
+    );
     ask_node1().await.unwrap();
 
     // A good new certificate that names only `localhost`: after SIGHUP, new
     // connections to 127.0.0.1 get it and refuse it, which shows it is the
     // one in use; peers, which check the node name, carry on.
     make_certs(&certs, &["--node", "1", "--host", "localhost", "--force"]);
-    hup(&c);
-    let mut reloaded = false;
-    for _ in 0..100 {
-        if log_has(&c, "reloaded the TLS certificate") {
-            reloaded = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(reloaded, "{}", c.log(1));
+    sighup(&c, &[1]);
+    assert!(
+        logs_within(&c, &[1], "reloaded the TLS certificate").await,
+        "{}",
+        c.log(1)
+    );
     let e = ask_node1().await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Unauthenticated, "{e:?}");
     assert!(e.to_string().contains("not valid for name"), "{e}");
@@ -516,45 +516,25 @@ async fn principals_get_their_permissions_and_nothing_more() {
     );
     let good = std::fs::read_to_string(&principals).unwrap();
     std::fs::write(&principals, "[[principal]]\nname = ").unwrap();
-    for id in 1..=3 {
-        let pid = c.children[&id].id().to_string();
-        assert!(Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success());
-    }
-    let mut kept = false;
-    for _ in 0..100 {
-        if (1..=3).all(|id| c.log(id).contains("kept the principals in use")) {
-            kept = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(kept, "{}", c.log(1));
+    sighup(&c, &[1, 2, 3]);
+    assert!(
+        logs_within(&c, &[1, 2, 3], "kept the principals in use").await,
+        "{}",
+        c.log(1)
+    );
     reader_c.fetch("t", 0, 0, 1 << 20).await.unwrap();
     std::fs::write(&principals, format!("{good}{late_entry}")).unwrap();
-    for id in 1..=3 {
-        let pid = c.children[&id].id().to_string();
-        assert!(Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success());
-    }
-    let mut loaded = false;
-    for _ in 0..100 {
-        if (1..=3).all(|id| {
-            c.log(id)
-                .contains("reloaded the principals file (5 principals)")
-        }) {
-            loaded = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(loaded, "{}", c.log(1));
+    sighup(&c, &[1, 2, 3]);
+    assert!(
+        logs_within(
+            &c,
+            &[1, 2, 3],
+            "reloaded the principals file (5 principals)"
+        )
+        .await,
+        "{}",
+        c.log(1)
+    );
     assert_eq!(late_c.metadata().await.unwrap().topics.len(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
