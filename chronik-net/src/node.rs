@@ -100,6 +100,20 @@ impl Reloader {
     }
 }
 
+/// Largest peer batch a node decodes: refused past it, before it is read.
+pub const PEER_MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// The smallest bound on a client call's size.
+pub const CLIENT_MESSAGE_BYTES_MIN: usize = 64 * 1024 * 1024;
+
+/// Largest client call a node decodes (or answer it encodes): room for a
+/// produce of records up to `record_size_max_bytes`, and never less than
+/// [`CLIENT_MESSAGE_BYTES_MIN`].
+pub fn client_message_bytes_max(record_size_max_bytes: usize) -> usize {
+    record_size_max_bytes
+        .saturating_mul(4)
+        .max(CLIENT_MESSAGE_BYTES_MIN)
+}
+
 /// Entry points.
 pub struct Node;
 
@@ -268,7 +282,8 @@ impl Node {
             metrics: metrics.clone(),
         };
         let peer_router = tonic::transport::Server::builder().add_service(
-            proto::raft_server::RaftServer::new(peer).max_decoding_message_size(256 * 1024 * 1024),
+            proto::raft_server::RaftServer::new(peer)
+                .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX),
         );
         let gate = Arc::new(crate::gate::RequestGate::default());
         let services = Services {
@@ -286,7 +301,7 @@ impl Node {
             tls: tls.clone(),
         };
         let client_addr = config.client_listen;
-        let message_max = (config.engine.record_size_max_bytes * 4).max(64 * 1024 * 1024);
+        let message_max = client_message_bytes_max(config.engine.record_size_max_bytes);
         let router = tonic::transport::Server::builder()
             .add_service(
                 proto::chronik_server::ChronikServer::new(services.clone())
